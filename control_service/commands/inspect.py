@@ -1,0 +1,72 @@
+"""``alertflow inspect FILE...``: print what the broker sees in alert files, one JSON per alert.
+
+Accepts ZTF packets and any Avro container of alerts (``.avro``), and Rubin Confluent
+wire-format messages (``.bin`` or any file starting with byte 0x00). Each alert is printed as one
+line of JSON (the alert model without cutout and original bytes, see
+``transforms.alert_model.to_json_dict``). A file that does not decode is reported on stderr
+with its stage and reason, the other files are still printed, and the exit code is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from transforms.alert_model import Alert, to_json_dict
+from transforms.decode import DecodeError, decode_message
+from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``inspect`` subcommand to an argparse subparsers object."""
+    parser = subparsers.add_parser(
+        "inspect",
+        help="print the decoded alerts of alert files as JSON lines",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    parser.add_argument(
+        "--schema-dir",
+        type=Path,
+        default=DEFAULT_LSST_SCHEMA_DIR,
+        help="directory of lsst.vX_Y schema folders (default: the schemas shipped with alertflow)",
+    )
+    parser.add_argument(
+        "--registry-url", default=None, help="Confluent-compatible schema registry for LSST ids"
+    )
+    parser.add_argument("--pretty", action="store_true", help="indent the JSON")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def iter_file_alerts(path: Path, schemas: LsstSchemas) -> Iterator[Alert]:
+    """Every alert in one file (container or wire-format message). Raises DecodeError/OSError."""
+    yield from decode_message(path.read_bytes(), schemas)
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Print every alert of ``args.files``; returns 0 if all decoded, 1 otherwise."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    schemas = LsstSchemas(args.schema_dir, registry_url=args.registry_url)
+    failed = 0
+    for path in args.files:
+        try:
+            alerts = list(iter_file_alerts(path, schemas))
+        except DecodeError as error:
+            print(f"{path}: {error.stage}: {error.reason}", file=err)
+            failed += 1
+            continue
+        except OSError as error:
+            print(f"{path}: cannot read: {error.strerror or error}", file=err)
+            failed += 1
+            continue
+        for alert in alerts:
+            json.dump(to_json_dict(alert), out, indent=2 if args.pretty else None, allow_nan=False)
+            out.write("\n")
+    return 1 if failed else 0

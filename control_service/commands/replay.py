@@ -1,0 +1,423 @@
+"""``alertflow replay``: publish alert files to a Kafka topic in each survey's own wire form.
+
+ZTF alerts are sent as one-alert Avro containers (the packet as ZTF sends it), LSST alerts in
+Confluent wire format (0x00, 4-byte schema id, Avro body). Pacing: as fast as possible (default),
+``--rate N`` alerts/s, or an LSST visit profile ``--visit-size N --visit-interval S`` (a burst
+of N alerts every S seconds, for ``--visits`` visits; with ``--rate`` too, the burst itself is
+paced). When more alerts are needed than the files hold, they are cycled and every alert after
+the first pass gets fresh ids (ZTF candid, LSST alertId/diaSourceId), so downstream sees
+distinct alerts. Each message carries its send time as the Kafka timestamp, so latency can be
+measured downstream. A progress line goes to stderr and a summary line (alerts sent, bytes,
+achieved rate) to stdout.
+
+The pure parts (message loading, id splicing, the send schedule, the summary) are tested
+without Kafka; :func:`run` wires them to a confluent-kafka producer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from transforms.alert_model import Survey
+from transforms.decode import (
+    OCF_MAGIC,
+    DecodeError,
+    decode_message,
+    encode_long,
+    parse_container_header,
+    read_long,
+)
+from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas, container_schema
+
+DEFAULT_TOPICS = {Survey.ZTF: "alerts.ztf", Survey.LSST: "alerts.lsst"}
+# Fresh ids for cycled alerts: original id + cycle * stride. The stride is far above the
+# spread of ids within one night's files and keeps ids inside a signed 64-bit long for
+# millions of cycles.
+ID_STRIDE = 1 << 40
+
+
+class ReplayError(Exception):
+    """A file or option that replay cannot use; the message says which and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayMessage:
+    """One alert ready to send: its survey, its id and its bytes in the survey's wire form."""
+
+    survey: Survey
+    alert_id: int
+    value: bytes
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+def load_messages(paths: Sequence[Path], schemas: LsstSchemas) -> list[ReplayMessage]:
+    """Decode every alert of ``paths`` (validating them) and return their wire-form messages.
+
+    Raises ReplayError naming the file if one does not decode, or if an LSST container's
+    schema is not an official one (then no Confluent framing exists for it).
+    """
+    messages = []
+    for path in paths:
+        try:
+            alerts = decode_message(path.read_bytes(), schemas)
+        except DecodeError as err:
+            raise ReplayError(f"{path}: {err.stage}: {err.reason}") from err
+        except OSError as err:
+            raise ReplayError(f"{path}: cannot read: {err.strerror or err}") from err
+        for alert in alerts:
+            if alert.survey is Survey.LSST and alert.original[:4] == OCF_MAGIC:
+                raise ReplayError(
+                    f"{path}: LSST alerts written with a non-official schema cannot be framed "
+                    "in Confluent wire format"
+                )
+            messages.append(ReplayMessage(alert.survey, alert.alert_id, alert.original))
+    if not messages:
+        raise ReplayError("no alerts in the given files")
+    return messages
+
+
+# --------------------------------------------------------------------------------------------
+# Fresh ids: splice new id varints into the original bytes (no full re-encode)
+# --------------------------------------------------------------------------------------------
+
+# Which long fields carry the alert's identity, by record path from the top-level record.
+_ID_FIELDS = {
+    (): frozenset({"candid", "alertId", "diaSourceId"}),
+    ("candidate",): frozenset({"candid"}),
+    ("diaSource",): frozenset({"diaSourceId"}),
+}
+_SKIPPABLE = frozenset({"null", "boolean", "int", "long", "float", "double", "string", "bytes"})
+
+
+def _skip_primitive(buf: bytes, pos: int, kind: str) -> int:
+    if kind == "null":
+        return pos
+    if kind == "boolean":
+        return pos + 1
+    if kind in ("int", "long"):
+        return read_long(buf, pos, "a long")[1]
+    if kind == "float":
+        return pos + 4
+    if kind == "double":
+        return pos + 8
+    length, pos = read_long(buf, pos, "a length")
+    return pos + length
+
+
+def _skip_simple(buf: bytes, pos: int, schema: Any) -> int:
+    """Skip a primitive or a union of primitives; ReplayError for anything else."""
+    if isinstance(schema, dict) and schema.get("type") in _SKIPPABLE:
+        schema = schema["type"]
+    if isinstance(schema, str) and schema in _SKIPPABLE:
+        return _skip_primitive(buf, pos, schema)
+    if isinstance(schema, list) and all(isinstance(b, str) and b in _SKIPPABLE for b in schema):
+        index, pos = read_long(buf, pos, "a union index")
+        return _skip_primitive(buf, pos, schema[index])
+    raise ReplayError(f"cannot locate the alert id past a field of type {schema!r}")
+
+
+def id_pieces(body: bytes, schema: dict[str, Any]) -> tuple[tuple[bytes, ...], tuple[int, ...]]:
+    """Split an Avro record body around its id varints: ``pieces[0] id0 pieces[1] id1 ...``.
+
+    Returns the pieces and the original ids. Walks the top-level fields up to and into
+    ``candidate`` (ZTF) or ``diaSource`` (LSST), the only record holding an id; every field
+    before the ids must be a primitive or a union of primitives. Raises ReplayError if the
+    layout is not recognised.
+    """
+    cuts: list[tuple[int, int]] = []
+    ids: list[int] = []
+    pos = 0
+
+    def walk(record: dict[str, Any], path: tuple[str, ...]) -> None:
+        nonlocal pos
+        for fld in record["fields"]:
+            name, kind = fld["name"], fld["type"]
+            if name in _ID_FIELDS.get(path, ()) and kind == "long":
+                start = pos
+                value, pos = read_long(body, pos, name)
+                cuts.append((start, pos))
+                ids.append(value)
+            elif (
+                isinstance(kind, dict)
+                and kind.get("type") == "record"
+                and (*path, name) in _ID_FIELDS
+            ):
+                walk(kind, (*path, name))
+                return
+            else:
+                pos = _skip_simple(body, pos, kind)
+
+    try:
+        walk(schema, ())
+    except (DecodeError, IndexError) as err:
+        raise ReplayError(f"cannot locate the alert id in the record: {err}") from err
+    if len(cuts) < 2:
+        raise ReplayError("the record does not have both a top-level and a detection id")
+    pieces = []
+    last = 0
+    for start, stop in cuts:
+        pieces.append(body[last:start])
+        last = stop
+    pieces.append(body[last:])
+    return tuple(pieces), tuple(ids)
+
+
+@dataclass(frozen=True, slots=True)
+class IdTemplate:
+    """A message with its ids cut out, ready to be rendered for another pass of the cycle.
+
+    ``prefix``/``suffix`` frame the Avro body (wire header, or container header and sync);
+    ``container`` says whether the body sits in a one-record container block, whose size
+    must then be re-encoded. ``ids`` are the original values of the cut-out ids.
+    """
+
+    prefix: bytes
+    pieces: tuple[bytes, ...]
+    ids: tuple[int, ...]
+    suffix: bytes
+    container: bool
+
+    def render(self, cycle: int) -> bytes:
+        """The message with every id replaced by ``fresh_id(id, cycle)`` (cycle 0: original)."""
+        parts = [self.pieces[0]]
+        for original, piece in zip(self.ids, self.pieces[1:], strict=True):
+            parts.append(encode_long(fresh_id(original, cycle)))
+            parts.append(piece)
+        body = b"".join(parts)
+        if self.container:
+            return b"".join(
+                (self.prefix, encode_long(1), encode_long(len(body)), body, self.suffix)
+            )
+        return self.prefix + body
+
+
+def id_template(message: ReplayMessage, schemas: LsstSchemas) -> IdTemplate:
+    """Build the template of a message (one-record null-codec container, or wire format)."""
+    value = message.value
+    if value[:4] == OCF_MAGIC:
+        header = parse_container_header(value)
+        if header.metadata.get("avro.codec", b"null") != b"null":
+            raise ReplayError("fresh ids need an uncompressed (null codec) container")
+        schema = dict(container_schema(header.metadata["avro.schema"]).writer)
+        pos = header.end
+        count, pos = read_long(value, pos, "a block count")
+        size, pos = read_long(value, pos, "a block size")
+        if count != 1 or pos + size + 16 != len(value):
+            raise ReplayError("fresh ids need a container holding exactly one alert")
+        pieces, ids = id_pieces(value[pos : pos + size], schema)
+        return IdTemplate(value[: header.end], pieces, ids, header.sync, container=True)
+    schema = dict(schemas.get(int.from_bytes(value[1:5], "big")).writer)
+    pieces, ids = id_pieces(value[5:], schema)
+    return IdTemplate(value[:5], pieces, ids, b"", container=False)
+
+
+def fresh_id(original: int, cycle: int) -> int:
+    """The id of an alert's copy in pass ``cycle`` (0 = the original id)."""
+    return original + cycle * ID_STRIDE
+
+
+def cycled_messages(
+    messages: Sequence[ReplayMessage], count: int, schemas: LsstSchemas
+) -> Iterator[bytes]:
+    """``count`` message values: the files in order, cycled with fresh ids after pass 0."""
+    templates: dict[int, IdTemplate] = {}
+    for i in range(count):
+        cycle, index = divmod(i, len(messages))
+        message = messages[index]
+        if cycle == 0:
+            yield message.value
+            continue
+        template = templates.get(index)
+        if template is None:
+            template = templates[index] = id_template(message, schemas)
+        yield template.render(cycle)
+
+
+# --------------------------------------------------------------------------------------------
+# Pacing and reporting
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """When each alert is due, in seconds after the start.
+
+    ``rate`` None and no visit profile: everything is due at once (as fast as possible).
+    With a visit profile, alert i belongs to visit ``i // visit_size``, due at
+    ``visit * visit_interval`` (plus ``(i % visit_size) / rate`` if a rate is also set).
+    """
+
+    rate: float | None = None
+    visit_size: int | None = None
+    visit_interval: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.rate is not None and not self.rate > 0:
+            raise ReplayError(f"--rate must be positive, got {self.rate}")
+        if (self.visit_size is None) != (self.visit_interval is None):
+            raise ReplayError("--visit-size and --visit-interval go together")
+        if self.visit_size is not None and self.visit_size <= 0:
+            raise ReplayError(f"--visit-size must be positive, got {self.visit_size}")
+        if self.visit_interval is not None and self.visit_interval < 0:
+            raise ReplayError(f"--visit-interval must be >= 0, got {self.visit_interval}")
+
+    def due(self, i: int) -> float:
+        """Seconds after the start at which alert ``i`` (0-based) is due."""
+        if self.visit_size is not None and self.visit_interval is not None:
+            visit, within = divmod(i, self.visit_size)
+            offset = within / self.rate if self.rate else 0.0
+            return visit * self.visit_interval + offset
+        return i / self.rate if self.rate else 0.0
+
+
+def format_summary(sent: int, total_bytes: int, seconds: float, failed: int) -> str:
+    """The closing line: alerts sent, bytes, achieved rate, delivery failures."""
+    rate = sent / seconds if seconds > 0 else float("inf")
+    mb_s = total_bytes / 1e6 / seconds if seconds > 0 else float("inf")
+    return (
+        f"replay: sent {sent} alerts, {total_bytes} bytes in {seconds:.2f} s: "
+        f"{rate:,.0f} alerts/s, {mb_s:,.1f} MB/s; {failed} delivery failures"
+    )
+
+
+def format_progress(done: int, total: int, elapsed: float, width: int = 30) -> str:
+    """A one-line progress bar, e.g. ``[#####.....] 500/1000 alerts, 1,100 alerts/s``."""
+    filled = int(width * done / total) if total else width
+    rate = done / elapsed if elapsed > 0 else 0.0
+    return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} alerts, {rate:,.0f} alerts/s"
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the ``replay`` subcommand to an argparse subparsers object."""
+    parser = subparsers.add_parser(
+        "replay",
+        help="publish alert files to Kafka in the survey's wire form",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    parser.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap servers")
+    parser.add_argument(
+        "--topic", default=None, help="topic (default: alerts.ztf / alerts.lsst by survey)"
+    )
+    parser.add_argument("--rate", type=float, default=None, help="alerts/s (default: max)")
+    parser.add_argument("--visit-size", type=int, default=None, help="alerts per visit burst")
+    parser.add_argument("--visit-interval", type=float, default=None, help="seconds per visit")
+    parser.add_argument("--visits", type=int, default=1, help="visits to send (visit profile)")
+    parser.add_argument(
+        "--count", type=int, default=None, help="alerts to send (default: one pass, or all visits)"
+    )
+    parser.add_argument("--schema-dir", type=Path, default=DEFAULT_LSST_SCHEMA_DIR)
+    parser.add_argument("--registry-url", default=None)
+    parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def plan_count(args: argparse.Namespace, available: int) -> int:
+    """How many alerts to send: --count, else visits * visit size, else one pass."""
+    if args.count is not None:
+        if args.count <= 0:
+            raise ReplayError(f"--count must be positive, got {args.count}")
+        return int(args.count)
+    if args.visit_size is not None:
+        if args.visits <= 0:
+            raise ReplayError(f"--visits must be positive, got {args.visits}")
+        return int(args.visits * args.visit_size)
+    return available
+
+
+def _produce(
+    producer: Any, poll: Callable[[float], Any], topic: str, value: bytes, on_delivery: Any
+) -> None:
+    while True:
+        try:
+            producer.produce(
+                topic, value=value, timestamp=int(time.time() * 1000), on_delivery=on_delivery
+            )
+            return
+        except BufferError:
+            # Local queue full: let librdkafka deliver some, then try again.
+            poll(0.05)
+
+
+def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Send the alerts; returns 0 if every message was delivered, 1 if some failed, 2 on usage."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        schedule = Schedule(args.rate, args.visit_size, args.visit_interval)
+        schemas = LsstSchemas(args.schema_dir, registry_url=args.registry_url)
+        messages = load_messages(args.files, schemas)
+        count = plan_count(args, len(messages))
+        surveys = {m.survey for m in messages}
+        if args.topic is None and len(surveys) > 1:
+            raise ReplayError("files mix ZTF and LSST alerts: give --topic or replay them apart")
+        topic = args.topic or DEFAULT_TOPICS[next(iter(surveys))]
+        if count > len(messages):
+            # Fail before sending anything if some alert cannot get fresh ids.
+            for message in messages:
+                id_template(message, schemas)
+    except ReplayError as error:
+        print(f"replay: {error}", file=err)
+        return 2
+
+    from confluent_kafka import Producer  # imported here: inspect and tests need no Kafka client
+
+    producer = Producer(
+        {
+            "bootstrap.servers": args.bootstrap,
+            "linger.ms": 5,
+            "batch.size": 4 * 1024 * 1024,
+            "queue.buffering.max.kbytes": 512 * 1024,
+            "message.max.bytes": 8 * 1024 * 1024,
+            "acks": "all",
+        }
+    )
+    failures: list[str] = []
+
+    def on_delivery(error: Any, _msg: Any) -> None:
+        if error is not None:
+            failures.append(str(error))
+
+    sent = 0
+    total_bytes = 0
+    start = time.monotonic()
+    last_progress = start
+    for i, value in enumerate(cycled_messages(messages, count, schemas)):
+        wait = schedule.due(i) - (time.monotonic() - start)
+        if wait > 0:
+            producer.poll(0)
+            time.sleep(wait)
+        _produce(producer, producer.poll, topic, value, on_delivery)
+        producer.poll(0)
+        sent += 1
+        total_bytes += len(value)
+        now = time.monotonic()
+        if not args.no_progress and now - last_progress >= 0.5:
+            print("\r" + format_progress(sent, count, now - start), end="", file=err, flush=True)
+            last_progress = now
+    remaining = producer.flush(60)
+    elapsed = time.monotonic() - start
+    if not args.no_progress:
+        print("\r" + format_progress(sent, count, elapsed), file=err)
+    failed = len(failures) + remaining
+    print(format_summary(sent, total_bytes, elapsed, failed), file=out)
+    for reason in sorted(set(failures))[:5]:
+        print(f"replay: delivery failed: {reason}", file=err)
+    return 1 if failed else 0
