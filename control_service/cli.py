@@ -1,0 +1,34 @@
+"""The ``alertflow`` command: one entry point, a subcommand per task.
+
+Each module in control_service/commands adds its own subcommand through ``register`` and
+sets ``func``, which returns the exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from control_service.commands import inspect, replay, stack, submit
+
+COMMANDS = (stack, submit, inspect, replay)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alertflow", description="alertflow: an alert broker for LSST and ZTF."
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for command in COMMANDS:
+        command.register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""``alertflow stack up|status|down``: the local stack of Kafka, Flink and the Beam services."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from flink_deploy import stack
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("stack", help="start, inspect and stop the local stack")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    up = actions.add_parser("up", help="start Kafka, Flink and the Beam services; wait for health")
+    up.add_argument("--taskmanagers", type=int, default=None, metavar="N",
+                    help="number of Flink TaskManagers (default 1, or ALERTFLOW_TASKMANAGERS)")
+    actions.add_parser("status", help="print each service, its PID, port and health as JSON")
+    actions.add_parser("down", help="stop every process that `up` started")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        cfg = stack.StackConfig.from_env(getattr(args, "taskmanagers", None))
+        if args.action == "up":
+            stack.up(cfg, log=lambda line: print(line, file=sys.stderr))
+            print(f"stack healthy; Flink web UI: {cfg.flink_rest_url}", file=sys.stderr)
+            print(f"stop it with: alertflow stack down", file=sys.stderr)
+            return 0
+        if args.action == "status":
+            report = stack.status(cfg)
+            print(json.dumps(report, indent=2))
+            return 0 if report["healthy"] else 1
+        left = stack.down(cfg, log=lambda line: print(line, file=sys.stderr))
+        if left:
+            print(f"still running: {', '.join(left)}", file=sys.stderr)
+            return 1
+        return 0
+    except stack.StackError as err:
+        print(f"alertflow stack {args.action}: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,35 @@
+"""``alertflow submit PIPELINE [options]``: submit a pipeline to the stack's Flink cluster.
+
+The pipeline's own options follow its name (``alertflow submit smoke --help`` lists them);
+any other ``--flag`` is passed to Beam as a pipeline option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from pipelines import smoke
+
+PIPELINES = {"smoke": smoke.run}
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "submit", help="submit a pipeline to the local Flink cluster", description=__doc__
+    )
+    parser.add_argument("pipeline", choices=sorted(PIPELINES))
+    parser.add_argument("pipeline_args", nargs=argparse.REMAINDER, metavar="...")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        result = PIPELINES[args.pipeline](args.pipeline_args)
+    except FileNotFoundError as err:
+        print(f"alertflow submit: {err}", file=sys.stderr)
+        return 2
+    print(f"{args.pipeline}: {result.state}")
+    return 0

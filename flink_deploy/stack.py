@@ -1,0 +1,794 @@
+"""The local stack: Kafka, Flink, the Beam job server, the expansion service and the worker pool.
+
+Every service is a plain process that this module starts, health-checks and stops by its own
+PID. ``up`` writes one run folder (``.run/`` by default, ``ALERTFLOW_RUN_DIR`` to move it) with
+each service's log, its configuration and ``state.json``: the PID, the process start time (so a
+recycled PID is never signalled), the port and the log of every service started. ``down``
+stops exactly those processes, each with its whole process group (the worker pool's forked SDK
+workers go with it), and checks that none is left.
+
+Services, in start order:
+
+- ``kafka``: a single-node KRaft broker (broker and controller in one JVM) from the jars that
+  ``flink_deploy/pom.xml`` fetched. Topics are created once it answers.
+- ``flink-jobmanager``: a Flink session cluster from the PyPI ``apache-flink-libraries`` jars,
+  with the web UI and REST API on ``flink_rest_port``.
+- ``flink-taskmanager-N``: N TaskManagers, each registered under the resource id of its name.
+- ``beam-workerpool``: the Python SDK worker pool (EXTERNAL environment) the TaskManagers call
+  to run the Python steps. The pipeline's environment names one address, so on one host all
+  TaskManagers share one pool; on Kubernetes each TaskManager pod has its own pool as a sidecar
+  at the same localhost address (see flink_deploy/README.md).
+- ``beam-expansion-service``: expands the cross-language KafkaIO transforms with the EMBEDDED
+  environment (KafkaIO runs inside the TaskManager JVMs) and ``use_deprecated_read``.
+- ``beam-job-server``: the Beam Flink job server that pipelines are submitted to.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+import zipfile
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+VERSIONS_FILE = Path(__file__).resolve().parent / "versions.env"
+HOST = "127.0.0.1"
+
+ALERT_TOPICS = ("alerts.ztf", "alerts.lsst")
+CONFIG_TOPIC = "alertflow.config"
+DEADLETTER_TOPIC = "alertflow.deadletter"
+
+
+class StackError(Exception):
+    """The stack could not do what was asked; the message names the service and its log."""
+
+
+def read_versions(path: Path = VERSIONS_FILE) -> dict[str, str]:
+    """The pinned runtime versions (BEAM_VERSION, FLINK_VERSION, ...) from versions.env."""
+    versions = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            versions[key.strip()] = value.strip()
+    return versions
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise StackError(f"{name}={raw!r} is not an integer") from None
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """Where the stack lives and which ports it takes; built once from ALERTFLOW_* variables."""
+
+    run_dir: Path
+    build_dir: Path
+    java: str
+    taskmanagers: int = 1
+    slots_per_taskmanager: int = 2
+    # Alert topics get this many partitions: the largest source parallelism we plan for.
+    alert_partitions: int = 8
+    kafka_port: int = 9092
+    kafka_controller_port: int = 9093
+    flink_rest_port: int = 8081
+    flink_rpc_port: int = 6123
+    worker_pool_port: int = 50000
+    expansion_port: int = 8097
+    job_port: int = 8099
+    artifact_port: int = 8098
+    job_server_expansion_port: int = 8096
+    start_timeout_s: float = 120.0
+    versions: dict[str, str] = field(default_factory=read_versions)
+
+    @classmethod
+    def from_env(cls, taskmanagers: int | None = None) -> StackConfig:
+        build_dir = Path(os.environ.get("ALERTFLOW_BUILD_DIR", REPO_ROOT / ".build"))
+        return cls(
+            run_dir=Path(os.environ.get("ALERTFLOW_RUN_DIR", REPO_ROOT / ".run")).resolve(),
+            build_dir=build_dir.resolve(),
+            java=find_java(),
+            taskmanagers=(
+                taskmanagers
+                if taskmanagers is not None
+                else _env_int("ALERTFLOW_TASKMANAGERS", 1)
+            ),
+            alert_partitions=_env_int("ALERTFLOW_ALERT_PARTITIONS", 8),
+            kafka_port=_env_int("ALERTFLOW_KAFKA_PORT", 9092),
+            kafka_controller_port=_env_int("ALERTFLOW_KAFKA_CONTROLLER_PORT", 9093),
+            flink_rest_port=_env_int("ALERTFLOW_FLINK_REST_PORT", 8081),
+            flink_rpc_port=_env_int("ALERTFLOW_FLINK_RPC_PORT", 6123),
+            worker_pool_port=_env_int("ALERTFLOW_WORKER_POOL_PORT", 50000),
+            expansion_port=_env_int("ALERTFLOW_EXPANSION_PORT", 8097),
+            job_port=_env_int("ALERTFLOW_JOB_PORT", 8099),
+            artifact_port=_env_int("ALERTFLOW_ARTIFACT_PORT", 8098),
+            job_server_expansion_port=_env_int("ALERTFLOW_JOB_SERVER_EXPANSION_PORT", 8096),
+        )
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{HOST}:{self.kafka_port}"
+
+    @property
+    def flink_rest_url(self) -> str:
+        return f"http://{HOST}:{self.flink_rest_port}"
+
+    @property
+    def job_endpoint(self) -> str:
+        return f"{HOST}:{self.job_port}"
+
+    @property
+    def expansion_address(self) -> str:
+        return f"{HOST}:{self.expansion_port}"
+
+    @property
+    def worker_pool_address(self) -> str:
+        return f"localhost:{self.worker_pool_port}"
+
+    @property
+    def kafka_jars(self) -> Path:
+        return self.build_dir / "jars" / "kafka"
+
+    @property
+    def job_server_jar(self) -> Path:
+        v = self.versions
+        name = f"beam-runners-flink-{v['FLINK_MINOR']}-job-server-{v['BEAM_VERSION']}.jar"
+        return self.build_dir / "jars" / "beam" / name
+
+    @property
+    def flink_home(self) -> Path:
+        return self.build_dir / f"flink-{self.versions['FLINK_VERSION']}" / "pyflink"
+
+
+# --------------------------------------------------------------------------------------------
+# Java
+# --------------------------------------------------------------------------------------------
+
+SUPPORTED_JAVA = 17
+
+
+def find_java() -> str:
+    """The Java 17 launcher: ALERTFLOW_JAVA, JAVA_HOME, Debian's OpenJDK 17, then PATH.
+
+    Flink 1.19 and Kafka 4 both run on 17; a newer JDK installed beside it (Temurin 25 on these
+    machines) is not supported by Flink, so PATH is the last resort, not the first.
+    """
+    candidates = [
+        os.environ.get("ALERTFLOW_JAVA"),
+        os.path.join(os.environ["JAVA_HOME"], "bin", "java") if "JAVA_HOME" in os.environ else None,
+        "/usr/lib/jvm/java-17-openjdk-amd64/bin/java",
+        shutil.which("java"),
+    ]
+    for candidate in candidates:
+        if candidate and os.access(candidate, os.X_OK) and java_major(candidate) == SUPPORTED_JAVA:
+            return candidate
+    raise StackError(
+        f"Java {SUPPORTED_JAVA} not found (tried ALERTFLOW_JAVA, JAVA_HOME, "
+        "/usr/lib/jvm/java-17-openjdk-amd64 and PATH); install openjdk-17-jdk-headless "
+        "or point ALERTFLOW_JAVA at a Java 17 binary"
+    )
+
+
+def java_major(java: str) -> int | None:
+    """The major version a java binary reports, or None if it does not run."""
+    try:
+        out = subprocess.run(
+            [java, "-version"], capture_output=True, text=True, timeout=30, check=False
+        ).stderr
+    except OSError:
+        return None
+    match = re.search(r'version "(\d+)', out)
+    return int(match.group(1)) if match else None
+
+
+# --------------------------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Service:
+    """One process of the stack: how to start it and how to tell that it is healthy."""
+
+    name: str
+    argv: list[str]
+    port: int
+    log: Path
+    healthy: Callable[[], bool]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Started:
+    """A process that ``up`` started, as recorded in state.json."""
+
+    name: str
+    pid: int
+    start_ticks: int
+    port: int
+    log: str
+
+
+def _start_ticks(pid: int) -> int | None:
+    """The process start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def is_running(proc: Started) -> bool:
+    """True if the recorded process is still the one we started (same PID, same start time)."""
+    return _start_ticks(proc.pid) == proc.start_ticks and not _is_zombie(proc.pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((HOST, port)) == 0
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log written)"
+
+
+class RunState:
+    """state.json in the run folder: the processes started, written after each start."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / "state.json"
+
+    def load(self) -> list[Started]:
+        if not self.path.exists():
+            return []
+        return [Started(**entry) for entry in json.loads(self.path.read_text())["services"]]
+
+    def save(self, started: list[Started]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"services": [asdict(s) for s in started]}, indent=2))
+        tmp.replace(self.path)
+
+
+def spawn(service: Service) -> Started:
+    if port_in_use(service.port):
+        raise StackError(
+            f"{service.name}: port {service.port} on {HOST} is already in use; stop whatever "
+            f"holds it (`ss -ltnp 'sport = :{service.port}'`) or choose another port "
+            "with the matching ALERTFLOW_*_PORT variable"
+        )
+    service.log.parent.mkdir(parents=True, exist_ok=True)
+    with open(service.log, "ab") as log:
+        proc = subprocess.Popen(
+            service.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **service.env},
+            start_new_session=True,
+        )
+    ticks = _start_ticks(proc.pid)
+    if ticks is None:
+        raise StackError(f"{service.name}: exited at once; see {service.log}:\n{tail(service.log)}")
+    return Started(service.name, proc.pid, ticks, service.port, str(service.log))
+
+
+def wait_healthy(service: Service, started: Started, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not is_running(started):
+            raise StackError(
+                f"{service.name}: process {started.pid} exited before it was healthy; "
+                f"see {service.log}:\n{tail(service.log)}"
+            )
+        if service.healthy():
+            return
+        time.sleep(0.5)
+    raise StackError(
+        f"{service.name}: not healthy after {timeout_s:.0f} s; see {service.log}:\n"
+        f"{tail(service.log)}"
+    )
+
+
+def stop(proc: Started, grace_s: float = 20.0) -> None:
+    """Stop one recorded process and its process group: SIGTERM, then SIGKILL after grace_s."""
+    if not is_running(proc):
+        return
+    _signal_group(proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not is_running(proc) and not _group_alive(proc.pid):
+            return
+        time.sleep(0.2)
+    _signal_group(proc.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and (is_running(proc) or _group_alive(proc.pid)):
+        time.sleep(0.1)
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    return bool(group_members(pgid))
+
+
+def group_members(pgid: int) -> list[int]:
+    """PIDs of the live processes in process group ``pgid``."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+# --------------------------------------------------------------------------------------------
+# Health checks
+# --------------------------------------------------------------------------------------------
+
+
+def http_json(url: str, timeout: float = 2.0) -> dict | list | None:
+    """GET ``url`` and decode its JSON body, or None if it does not answer with 200."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return json.loads(resp.read()) if resp.status == 200 else None
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def port_open(port: int) -> Callable[[], bool]:
+    return lambda: port_in_use(port)
+
+
+def kafka_healthy(bootstrap: str) -> Callable[[], bool]:
+    def check() -> bool:
+        from confluent_kafka.admin import AdminClient
+
+        host, _, port = bootstrap.rpartition(":")
+        if not port_in_use(int(port)):
+            return False
+        try:
+            AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=2)
+        except Exception:  # noqa: BLE001 - any client error means "not ready yet"
+            return False
+        return True
+
+    return check
+
+
+def flink_jobmanager_healthy(rest_url: str) -> Callable[[], bool]:
+    return lambda: http_json(f"{rest_url}/overview") is not None
+
+
+def flink_taskmanager_healthy(rest_url: str, resource_id: str) -> Callable[[], bool]:
+    def check() -> bool:
+        body = http_json(f"{rest_url}/taskmanagers")
+        return isinstance(body, dict) and any(
+            tm.get("id") == resource_id for tm in body.get("taskmanagers", [])
+        )
+
+    return check
+
+
+# --------------------------------------------------------------------------------------------
+# Service definitions
+# --------------------------------------------------------------------------------------------
+
+KAFKA_LOG4J = """\
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = File
+appender.file.name = File
+appender.file.type = File
+appender.file.fileName = ${sys:kafka.logs.dir}/server.log
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.state.name = state.change.logger
+logger.state.level = WARN
+"""
+
+FLINK_LOG4J = """\
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = MainAppender
+appender.main.name = MainAppender
+appender.main.type = File
+appender.main.fileName = ${sys:log.file}
+appender.main.layout.type = PatternLayout
+appender.main.layout.pattern = %d{yyyy-MM-dd HH:mm:ss,SSS} %-5p %-60c %x - %m%n
+"""
+
+
+def kafka_service(cfg: StackConfig) -> Service:
+    """The KRaft broker; formats its storage on first start."""
+    home = cfg.run_dir / "kafka"
+    data = home / "data"
+    props = home / "server.properties"
+    home.mkdir(parents=True, exist_ok=True)
+    props.write_text(
+        "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.bootstrap.servers={HOST}:{cfg.kafka_controller_port}",
+                f"listeners=PLAINTEXT://{HOST}:{cfg.kafka_port},"
+                f"CONTROLLER://{HOST}:{cfg.kafka_controller_port}",
+                f"advertised.listeners=PLAINTEXT://{HOST}:{cfg.kafka_port}",
+                "controller.listener.names=CONTROLLER",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                f"log.dirs={data}",
+                "num.partitions=1",
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=4",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "group.initial.rebalance.delay.ms=0",
+                "auto.create.topics.enable=false",
+                # Alerts are ~110 KB; a full visit burst must fit the broker's defaults.
+                "message.max.bytes=10485760",
+                "",
+            ]
+        )
+    )
+    (home / "log4j2.properties").write_text(KAFKA_LOG4J)
+    classpath = f"{cfg.kafka_jars}/*"
+    if not cfg.kafka_jars.is_dir():
+        raise StackError(f"kafka: jars missing in {cfg.kafka_jars}; run `make install`")
+    if not (data / "meta.properties").exists():
+        fmt_log = home / "format.log"
+        result = subprocess.run(
+            [cfg.java, "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
+             "-t", str(uuid.uuid4()), "-c", str(props)],
+            stdout=open(fmt_log, "wb"), stderr=subprocess.STDOUT, timeout=120, check=False,
+        )  # fmt: skip
+        if result.returncode != 0:
+            raise StackError(f"kafka: storage format failed; see {fmt_log}:\n{tail(fmt_log)}")
+    argv = [
+        cfg.java, "-Xms512m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile=file:{home / 'log4j2.properties'}",
+        f"-Dkafka.logs.dir={home / 'logs'}",
+        "-cp", classpath, "kafka.Kafka", str(props),
+    ]  # fmt: skip
+    return Service("kafka", argv, cfg.kafka_port, home / "kafka.out",
+                   kafka_healthy(cfg.bootstrap_servers))  # fmt: skip
+
+
+def write_flink_conf(cfg: StackConfig) -> Path:
+    """The Flink session cluster's config.yaml and log4j configuration."""
+    conf = cfg.run_dir / "flink" / "conf"
+    conf.mkdir(parents=True, exist_ok=True)
+    flink = cfg.run_dir / "flink"
+    settings = {
+        "jobmanager": {
+            "bind-host": HOST,
+            "rpc": {"address": HOST, "port": cfg.flink_rpc_port},
+            "memory": {"process": {"size": "1024m"}},
+        },
+        "taskmanager": {
+            "bind-host": HOST,
+            "host": HOST,
+            "numberOfTaskSlots": cfg.slots_per_taskmanager,
+            "memory": {"process": {"size": "2048m"}},
+        },
+        "parallelism": {"default": 1},
+        "rest": {"address": HOST, "bind-address": HOST, "port": cfg.flink_rest_port},
+        "io": {"tmp": {"dirs": str(flink / "tmp")}},
+        "state": {"checkpoints": {"dir": f"file://{flink / 'checkpoints'}"}},
+        "web": {"submit": {"enable": True}, "cancel": {"enable": True}},
+    }
+    # JSON is valid YAML, and Flink 1.19 reads config.yaml as standard YAML.
+    (conf / "config.yaml").write_text(json.dumps(settings, indent=2))
+    (conf / "log4j.properties").write_text(FLINK_LOG4J)
+    return conf
+
+
+def java17_flags(flink_dist: Path) -> list[str]:
+    """The --add-opens/--add-exports list that flink-dist's own config.yaml sets for Java 17."""
+    with zipfile.ZipFile(flink_dist) as jar:
+        text = jar.read("config.yaml").decode()
+    match = re.search(r"^\s*all:\s*(--add.*)$", text, re.MULTILINE)
+    return match.group(1).split() if match else []
+
+
+def flink_service(cfg: StackConfig, role: str, conf: Path, index: int = 0) -> Service:
+    """A JobManager (role 'jobmanager') or TaskManager ('taskmanager') JVM.
+
+    Does what Flink's bin/jobmanager.sh and taskmanager.sh do: BashJavaUtils turns the memory
+    settings into JVM flags (and, for a TaskManager, dynamic properties), then the entry class
+    starts with flink-dist's Java 17 flags.
+    """
+    lib = cfg.flink_home / "lib"
+    dists = sorted(lib.glob("flink-dist-*.jar"))
+    if not dists:
+        raise StackError(f"flink: no flink-dist jar in {lib}; run `make install`")
+    dist = dists[0]
+    classpath = ":".join([*(str(j) for j in sorted(lib.glob("*.jar")) if j != dist), str(dist)])
+    if role == "jobmanager":
+        name, entry, params = (
+            "flink-jobmanager",
+            "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint",
+            "GET_JM_RESOURCE_PARAMS",
+        )
+        port, extra, healthy = (
+            cfg.flink_rest_port,
+            [],
+            flink_jobmanager_healthy(cfg.flink_rest_url),
+        )
+    else:
+        name = f"flink-taskmanager-{index}"
+        entry = "org.apache.flink.runtime.taskexecutor.TaskManagerRunner"
+        params = "GET_TM_RESOURCE_PARAMS"
+        port = cfg.flink_rest_port
+        extra = ["-D", f"taskmanager.resource-id={name}"]
+        healthy = flink_taskmanager_healthy(cfg.flink_rest_url, name)
+    jvm_mem, dynamic = _bash_java_utils(cfg, dist, conf, params)
+    log = cfg.run_dir / "flink" / "log" / f"{name}.log"
+    argv = [
+        cfg.java, *jvm_mem, *java17_flags(dist),
+        f"-Dlog.file={log}", f"-Dlog4j.configurationFile=file:{conf / 'log4j.properties'}",
+        "-classpath", classpath, entry, "--configDir", str(conf),
+        *(dynamic if role == "taskmanager" else []), *extra,
+    ]  # fmt: skip
+    env = {
+        "FLINK_CONF_DIR": str(conf),
+        "FLINK_LIB_DIR": str(lib),
+        "FLINK_PLUGINS_DIR": str(cfg.flink_home / "plugins"),
+        "FLINK_OPT_DIR": str(cfg.flink_home / "opt"),
+    }
+    service = Service(name, argv, port, log.with_suffix(".out"), healthy, env)
+    if role == "taskmanager":
+        # TaskManagers take no fixed port; they must find the JobManager's instead.
+        return Service(name, argv, 0, service.log, healthy, env)
+    return service
+
+
+def _bash_java_utils(
+    cfg: StackConfig, dist: Path, conf: Path, params: str
+) -> tuple[list[str], list[str]]:
+    result = subprocess.run(
+        [cfg.java, "-cp", f"{cfg.flink_home / 'bin' / 'bash-java-utils.jar'}:{dist}",
+         "org.apache.flink.runtime.util.bash.BashJavaUtils", params, "--configDir", str(conf)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    lines = [
+        line.removeprefix("BASH_JAVA_UTILS_EXEC_RESULT:")
+        for line in result.stdout.splitlines()
+        if line.startswith("BASH_JAVA_UTILS_EXEC_RESULT:")
+    ]
+    if result.returncode != 0 or not lines:
+        raise StackError(
+            f"flink: BashJavaUtils {params} failed:\n{result.stdout[-2000:]}{result.stderr[-2000:]}"
+        )
+    return lines[0].split(), (lines[1].split() if len(lines) > 1 else [])
+
+
+def worker_pool_service(cfg: StackConfig) -> Service:
+    """The Python SDK worker pool. It forks `python` from PATH, so the venv goes first."""
+    venv_bin = str(Path(sys.executable).parent)
+    argv = [
+        sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
+        f"--service_port={cfg.worker_pool_port}",
+    ]  # fmt: skip
+    env = {
+        "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
+        # The pipeline's own packages (transforms/, pipelines/) must import in the workers.
+        "PYTHONPATH": f"{REPO_ROOT}:{os.environ.get('PYTHONPATH', '')}".rstrip(":"),
+    }
+    return Service("beam-workerpool", argv, cfg.worker_pool_port,
+                   cfg.run_dir / "beam" / "workerpool.log",
+                   port_open(cfg.worker_pool_port), env)  # fmt: skip
+
+
+def expansion_service(cfg: StackConfig) -> Service:
+    """The KafkaIO expansion service, run from the job-server jar (it carries KafkaIO)."""
+    argv = [
+        cfg.java, "-Xmx512m", "-cp", str(cfg.job_server_jar),
+        "org.apache.beam.sdk.expansion.service.ExpansionService", str(cfg.expansion_port),
+        "--defaultEnvironmentType=EMBEDDED", "--experiments=use_deprecated_read",
+    ]  # fmt: skip
+    return Service("beam-expansion-service", argv, cfg.expansion_port,
+                   cfg.run_dir / "beam" / "expansion-service.log",
+                   port_open(cfg.expansion_port))  # fmt: skip
+
+
+def job_server_service(cfg: StackConfig) -> Service:
+    """The Beam Flink job server, submitting to the local session cluster."""
+    artifacts = cfg.run_dir / "beam" / "artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    argv = [
+        cfg.java, "-Xmx1g", *java17_flags(next((cfg.flink_home / "lib").glob("flink-dist-*.jar"))),
+        "-jar", str(cfg.job_server_jar),
+        f"--flink-master={HOST}:{cfg.flink_rest_port}",
+        f"--flink-conf-dir={cfg.run_dir / 'flink' / 'conf'}",
+        f"--artifacts-dir={artifacts}",
+        f"--job-host={HOST}", f"--job-port={cfg.job_port}",
+        f"--artifact-port={cfg.artifact_port}", f"--expansion-port={cfg.job_server_expansion_port}",
+    ]  # fmt: skip
+    return Service("beam-job-server", argv, cfg.job_port,
+                   cfg.run_dir / "beam" / "job-server.log", port_open(cfg.job_port))  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------
+# Topics
+# --------------------------------------------------------------------------------------------
+
+
+def create_topics(cfg: StackConfig) -> None:
+    """The broker's topics; existing ones are left as they are."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": cfg.bootstrap_servers})
+    wanted = [
+        *(NewTopic(t, num_partitions=cfg.alert_partitions, replication_factor=1)
+          for t in ALERT_TOPICS),
+        NewTopic(CONFIG_TOPIC, num_partitions=1, replication_factor=1,
+                 config={"cleanup.policy": "compact"}),
+        NewTopic(DEADLETTER_TOPIC, num_partitions=cfg.alert_partitions, replication_factor=1),
+    ]  # fmt: skip
+    existing = admin.list_topics(timeout=10).topics
+    missing = [t for t in wanted if t.topic not in existing]
+    for topic, future in admin.create_topics(missing).items() if missing else ():
+        try:
+            future.result(timeout=30)
+        except Exception as err:  # noqa: BLE001 - re-raised with the topic named
+            raise StackError(f"kafka: cannot create topic {topic}: {err}") from err
+
+
+# --------------------------------------------------------------------------------------------
+# up / status / down
+# --------------------------------------------------------------------------------------------
+
+
+def check_installed(cfg: StackConfig) -> None:
+    missing = [
+        str(p)
+        for p in (cfg.kafka_jars, cfg.job_server_jar, cfg.flink_home / "lib")
+        if not p.exists()
+    ]
+    if missing:
+        raise StackError(f"not installed: {', '.join(missing)}; run `make install`")
+
+
+def up(cfg: StackConfig, log: Callable[[str], None] = print) -> list[Started]:
+    """Start every service in order and wait for each to be healthy.
+
+    Refuses to start over a stack that is still running from the same run folder. On a
+    failure, everything this call started is stopped again before the error is raised.
+    """
+    state = RunState(cfg.run_dir)
+    if any(is_running(p) for p in state.load()):
+        raise StackError(
+            f"a stack is already running from {cfg.run_dir}; `alertflow stack status` shows "
+            "it, `alertflow stack down` stops it"
+        )
+    check_installed(cfg)
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    (cfg.run_dir / "stack.json").write_text(json.dumps(_describe(cfg), indent=2))
+    started: list[Started] = []
+
+    def start(service: Service) -> None:
+        t0 = time.monotonic()
+        proc = spawn(service)
+        started.append(proc)
+        state.save(started)
+        wait_healthy(service, proc, cfg.start_timeout_s)
+        log(f"{service.name:<24} pid {proc.pid:<8} healthy in {time.monotonic() - t0:5.1f} s")
+
+    try:
+        start(kafka_service(cfg))
+        create_topics(cfg)
+        conf = write_flink_conf(cfg)
+        start(flink_service(cfg, "jobmanager", conf))
+        for index in range(1, cfg.taskmanagers + 1):
+            start(flink_service(cfg, "taskmanager", conf, index))
+        start(worker_pool_service(cfg))
+        start(expansion_service(cfg))
+        start(job_server_service(cfg))
+    except BaseException:
+        for proc in reversed(started):
+            stop(proc)
+        state.save([])
+        raise
+    return started
+
+
+def _describe(cfg: StackConfig) -> dict:
+    """What clients need to reach the stack, written to stack.json in the run folder."""
+    return {
+        "bootstrap_servers": cfg.bootstrap_servers,
+        "flink_rest_url": cfg.flink_rest_url,
+        "job_endpoint": cfg.job_endpoint,
+        "expansion_service": cfg.expansion_address,
+        "worker_pool": cfg.worker_pool_address,
+        "taskmanagers": cfg.taskmanagers,
+        "slots_per_taskmanager": cfg.slots_per_taskmanager,
+        "alert_partitions": cfg.alert_partitions,
+        "versions": cfg.versions,
+    }
+
+
+def status(cfg: StackConfig) -> dict:
+    """Each recorded service with its PID, port, log, whether it runs and whether it is healthy."""
+    checks = {
+        "kafka": kafka_healthy(cfg.bootstrap_servers),
+        "flink-jobmanager": flink_jobmanager_healthy(cfg.flink_rest_url),
+        "beam-workerpool": port_open(cfg.worker_pool_port),
+        "beam-expansion-service": port_open(cfg.expansion_port),
+        "beam-job-server": port_open(cfg.job_port),
+    }
+    services = []
+    for proc in RunState(cfg.run_dir).load():
+        running = is_running(proc)
+        check = checks.get(proc.name) or flink_taskmanager_healthy(cfg.flink_rest_url, proc.name)
+        services.append(
+            {
+                "name": proc.name,
+                "pid": proc.pid,
+                "port": proc.port or None,
+                "running": running,
+                "healthy": running and check(),
+                "log": proc.log,
+            }
+        )
+    return {
+        "run_dir": str(cfg.run_dir),
+        "flink_web_ui": cfg.flink_rest_url,
+        "healthy": bool(services) and all(s["healthy"] for s in services),
+        "services": services,
+    }
+
+
+def down(cfg: StackConfig, log: Callable[[str], None] = print) -> list[str]:
+    """Stop every recorded process, newest first; returns the names of any still alive."""
+    state = RunState(cfg.run_dir)
+    recorded = state.load()
+    for proc in reversed(recorded):
+        if is_running(proc):
+            stop(proc)
+            log(f"stopped {proc.name} (pid {proc.pid})")
+    left = [p.name for p in recorded if is_running(p) or _group_alive(p.pid)]
+    if not left:
+        state.save([])
+    return left

@@ -1,0 +1,82 @@
+"""How a pipeline reaches the Flink cluster: the stack's endpoints and the runner options.
+
+Every pipeline is submitted through the Beam job server (PortableRunner) with the EXTERNAL
+environment (the worker pool beside the TaskManagers), in streaming mode with checkpointing on
+and a fixed max parallelism, so that a later rescale restores keyed state.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from flink_deploy.stack import REPO_ROOT
+
+# Fixed once: a job's keyed state restores only under the same max parallelism.
+MAX_PARALLELISM = 32
+CHECKPOINT_INTERVAL_MS = 5000
+
+
+@dataclass(frozen=True)
+class ClusterEndpoints:
+    """The addresses a pipeline needs, as `alertflow stack up` wrote them to stack.json."""
+
+    bootstrap_servers: str
+    job_endpoint: str
+    expansion_service: str
+    worker_pool: str
+    flink_rest_url: str
+
+    @classmethod
+    def from_run_dir(cls, run_dir: Path | None = None) -> ClusterEndpoints:
+        run_dir = run_dir or Path(os.environ.get("ALERTFLOW_RUN_DIR", REPO_ROOT / ".run"))
+        path = run_dir / "stack.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{path} not found: start the stack with `alertflow stack up`")
+        described = json.loads(path.read_text())
+        return cls(
+            bootstrap_servers=described["bootstrap_servers"],
+            job_endpoint=described["job_endpoint"],
+            expansion_service=described["expansion_service"],
+            worker_pool=described["worker_pool"],
+            flink_rest_url=described["flink_rest_url"],
+        )
+
+
+def flink_args(
+    endpoints: ClusterEndpoints,
+    job_name: str,
+    parallelism: int,
+    checkpoint_interval_ms: int = CHECKPOINT_INTERVAL_MS,
+) -> list[str]:
+    """Pipeline options for a streaming job on the stack's Flink cluster."""
+    return [
+        "--runner=PortableRunner",
+        f"--job_endpoint={endpoints.job_endpoint}",
+        "--environment_type=EXTERNAL",
+        f"--environment_config={endpoints.worker_pool}",
+        "--streaming",
+        f"--job_name={job_name}",
+        f"--parallelism={parallelism}",
+        f"--max_parallelism={MAX_PARALLELISM}",
+        f"--checkpointing_interval={checkpoint_interval_ms}",
+        # KafkaIO as a runner-native unbounded source: the portable Flink runner does not
+        # checkpoint or split Java SDF reads (apache/beam#20979).
+        "--experiments=use_deprecated_read",
+    ]
+
+
+def kafka_consumer_config(bootstrap_servers: str, group_id: str) -> dict[str, str]:
+    """Consumer settings for KafkaIO reads whose offsets are committed on checkpoint.
+
+    Recovery uses the offsets in Flink's checkpoints; the committed group offsets are what
+    monitoring (consumer lag) and a fresh start without a checkpoint see.
+    """
+    return {
+        "bootstrap.servers": bootstrap_servers,
+        "group.id": group_id,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": "false",
+    }
