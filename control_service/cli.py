@@ -10,9 +10,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from control_service.commands import inspect, replay, stack, submit
+from control_service.commands import inspect, replay, run, stack, submit
 
-COMMANDS = (stack, submit, inspect, replay)
+COMMANDS = (stack, run, submit, inspect, replay)
 
 
 def build_parser() -> argparse.ArgumentParser:

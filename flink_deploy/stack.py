@@ -165,19 +165,23 @@ class StackConfig:
 SUPPORTED_JAVA = 17
 
 
-def find_java() -> str:
-    """The Java 17 launcher: ALERTFLOW_JAVA, JAVA_HOME, Debian's OpenJDK 17, then PATH.
+def java_candidates() -> list[str | None]:
+    """Where to look for Java 17: ALERTFLOW_JAVA, JAVA_HOME, Debian's OpenJDK 17, then PATH.
 
     Flink 1.19 and Kafka 4 both run on 17; a newer JDK installed beside it (Temurin 25 on these
     machines) is not supported by Flink, so PATH is the last resort, not the first.
     """
-    candidates = [
+    return [
         os.environ.get("ALERTFLOW_JAVA"),
         os.path.join(os.environ["JAVA_HOME"], "bin", "java") if "JAVA_HOME" in os.environ else None,
         "/usr/lib/jvm/java-17-openjdk-amd64/bin/java",
         shutil.which("java"),
     ]
-    for candidate in candidates:
+
+
+def find_java(candidates: list[str | None] | None = None) -> str:
+    """The first Java 17 launcher among ``candidates`` (default: :func:`java_candidates`)."""
+    for candidate in java_candidates() if candidates is None else candidates:
         if candidate and os.access(candidate, os.X_OK) and java_major(candidate) == SUPPORTED_JAVA:
             return candidate
     raise StackError(

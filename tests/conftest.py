@@ -1,0 +1,30 @@
+"""Fixtures shared by the test layers.
+
+``stack`` is the real local stack (Kafka, Flink, the Beam services), started once per test
+session with `alertflow stack up` semantics and stopped at the end, where the teardown also
+checks that no process of ours is left. If a healthy stack is already running from the run
+folder (a developer's `make run`), the tests use it and leave it running.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from flink_deploy import stack as stack_manager
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[stack_manager.StackConfig]:
+    cfg = stack_manager.StackConfig.from_env()
+    if stack_manager.status(cfg)["healthy"]:
+        yield cfg
+        return
+    started = stack_manager.up(cfg)
+    try:
+        yield cfg
+    finally:
+        left = stack_manager.down(cfg)
+        strays = [p for p in started if stack_manager.group_members(p.pid)]
+        assert not left and not strays, f"left running after down: {left} {strays}"

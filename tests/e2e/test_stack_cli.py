@@ -1,0 +1,52 @@
+"""`alertflow stack status` from the shell, on the real stack."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import requests
+
+from flink_deploy import stack as stack_manager
+
+pytestmark = pytest.mark.e2e
+
+
+def test_status_reports_every_service_healthy(stack: stack_manager.StackConfig) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "control_service.cli", "stack", "status"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["healthy"] is True
+    names = [s["name"] for s in report["services"]]
+    expected = ["kafka", "flink-jobmanager",
+                *(f"flink-taskmanager-{i}" for i in range(1, stack.taskmanagers + 1)),
+                "beam-workerpool", "beam-expansion-service", "beam-job-server"]  # fmt: skip
+    assert names == expected
+    for service in report["services"]:
+        assert service["running"] and service["healthy"], service
+        assert stack_manager.is_running(
+            next(p for p in stack_manager.RunState(stack.run_dir).load() if p.pid == service["pid"])
+        )
+    # Flink agrees: as many TaskManagers registered as we started, each with its slots.
+    overview = requests.get(f"{stack.flink_rest_url}/overview", timeout=5).json()
+    assert overview["taskmanagers"] == stack.taskmanagers
+    assert overview["slots-total"] == stack.taskmanagers * stack.slots_per_taskmanager
+
+
+def test_topics_exist_with_their_settings(stack: stack_manager.StackConfig) -> None:
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
+    topics = admin.list_topics(timeout=10).topics
+    for alert_topic in stack_manager.ALERT_TOPICS:
+        assert len(topics[alert_topic].partitions) == stack.alert_partitions
+    assert len(topics[stack_manager.CONFIG_TOPIC].partitions) == 1
+    assert stack_manager.DEADLETTER_TOPIC in topics
+    resource = ConfigResource(ConfigResource.Type.TOPIC, stack_manager.CONFIG_TOPIC)
+    config = admin.describe_configs([resource])[resource].result(timeout=10)
+    assert config["cleanup.policy"].value == "compact"

@@ -1,0 +1,108 @@
+"""The stack's process supervision: clear errors, and stops that leave nothing behind.
+
+These use small Python processes in place of the JVMs: what is under test is how processes
+are started, watched and stopped, which does not depend on what they run.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from flink_deploy import stack
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((stack.HOST, 0))
+        return sock.getsockname()[1]
+
+
+def python_service(tmp_path: Path, name: str, code: str, port: int, healthy=lambda: False):
+    return stack.Service(
+        name, [sys.executable, "-c", code], port, tmp_path / f"{name}.log", healthy
+    )
+
+
+def test_port_in_use_names_the_service_and_port(tmp_path: Path) -> None:
+    with socket.socket() as holder:
+        holder.bind((stack.HOST, 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        service = python_service(tmp_path, "kafka", "pass", port)
+        with pytest.raises(stack.StackError, match=rf"kafka: port {port} .* already in use"):
+            stack.spawn(service)
+
+
+def test_service_that_exits_names_its_log_and_shows_its_last_lines(tmp_path: Path) -> None:
+    code = "import sys; print('broker config is broken', flush=True); sys.exit(3)"
+    service = python_service(tmp_path, "flink-jobmanager", code, free_port())
+    started = stack.spawn(service)
+    with pytest.raises(stack.StackError) as err:
+        stack.wait_healthy(service, started, timeout_s=30)
+    message = str(err.value)
+    assert message.startswith("flink-jobmanager: process")
+    assert str(service.log) in message
+    assert "broker config is broken" in message
+
+
+def test_service_that_never_gets_healthy_times_out_and_is_stopped(tmp_path: Path) -> None:
+    service = python_service(tmp_path, "beam-job-server", "import time; time.sleep(60)",
+                             free_port())  # fmt: skip
+    started = stack.spawn(service)
+    with pytest.raises(stack.StackError, match=r"beam-job-server: not healthy after 1 s"):
+        stack.wait_healthy(service, started, timeout_s=1)
+    stack.stop(started)
+    assert not stack.is_running(started)
+
+
+def test_stop_takes_the_whole_process_group(tmp_path: Path) -> None:
+    # Like the worker pool, which forks SDK workers that outlive a plain kill of the parent.
+    code = (
+        "import subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])\n"
+        "time.sleep(120)\n"
+    )
+    started = stack.spawn(python_service(tmp_path, "beam-workerpool", code, free_port()))
+    deadline = time.monotonic() + 10
+    while len(stack.group_members(started.pid)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(stack.group_members(started.pid)) == 2
+    stack.stop(started)
+    assert stack.group_members(started.pid) == []
+
+
+def test_a_recycled_pid_is_never_signalled(tmp_path: Path) -> None:
+    started = stack.spawn(python_service(tmp_path, "kafka", "import time; time.sleep(60)",
+                                         free_port()))  # fmt: skip
+    impostor = stack.Started("kafka", started.pid, started.start_ticks + 1, 0, "")
+    assert not stack.is_running(impostor)
+    stack.stop(impostor)
+    assert stack.is_running(started)
+    stack.stop(started)
+    assert not stack.is_running(started)
+
+
+def test_missing_java_is_a_clear_error(tmp_path: Path) -> None:
+    not_java = tmp_path / "java"
+    not_java.write_text("#!/bin/sh\necho 'openjdk version \"25\"' >&2\n")
+    not_java.chmod(0o755)
+    with pytest.raises(stack.StackError, match="Java 17 not found"):
+        stack.find_java([None, str(tmp_path / "absent"), str(not_java)])
+
+
+def test_down_stops_what_up_recorded_and_forgets_it(tmp_path: Path) -> None:
+    state = stack.RunState(tmp_path)
+    procs = [
+        stack.spawn(python_service(tmp_path, n, "import time; time.sleep(60)", free_port()))
+        for n in ("kafka", "flink-jobmanager")
+    ]
+    state.save(procs)
+    cfg = stack.StackConfig(run_dir=tmp_path, build_dir=tmp_path, java="java")
+    assert stack.down(cfg, log=lambda _: None) == []
+    assert not any(stack.is_running(p) for p in procs)
+    assert state.load() == []
