@@ -1,0 +1,104 @@
+"""Replay throughput into the local Kafka: `alertflow replay` against a bare producer.
+
+Needs the local stack (`alertflow stack up`). Each pass sends COUNT real LSST alerts (cycled
+with fresh ids, ~110 KB each) to a fresh topic twice: once through replay's own code path
+(loading, id rendering, pacing, delivery reports), once as a bare confluent-kafka producer
+sending the same pre-rendered bytes with the same producer settings (the baseline). The passes
+interleave; the medians and their ratio are printed as a markdown table.
+
+    .venv/bin/python benchmarks/bench_replay.py --count 5000 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import re
+import statistics
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from control_service.cli import build_parser  # noqa: E402
+from control_service.commands import replay  # noqa: E402
+from flink_deploy.stack import StackConfig  # noqa: E402
+from tests.datapaths import shared_data  # noqa: E402
+from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas  # noqa: E402
+
+PRODUCER_SETTINGS = {
+    "linger.ms": 5,
+    "batch.size": 4 * 1024 * 1024,
+    "queue.buffering.max.kbytes": 512 * 1024,
+    "message.max.bytes": 8 * 1024 * 1024,
+    "acks": "all",
+}
+
+
+def fresh_topic(admin: AdminClient) -> str:
+    topic = f"bench.replay.{uuid.uuid4().hex[:8]}"
+    admin.create_topics([NewTopic(topic, num_partitions=8, replication_factor=1)])[topic].result(30)
+    return topic
+
+
+def bare_producer(bootstrap: str, topic: str, values: list[bytes]) -> float:
+    producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_SETTINGS})
+    start = time.monotonic()
+    for value in values:
+        while True:
+            try:
+                producer.produce(topic, value=value)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    return len(values) / (time.monotonic() - start)
+
+
+def through_replay(bootstrap: str, topic: str, files: list[str], count: int) -> float:
+    args = build_parser().parse_args(
+        ["replay", "--bootstrap", bootstrap, "--topic", topic, "--count", str(count),
+         "--no-progress", *files]
+    )  # fmt: skip
+    out = io.StringIO()
+    assert replay.run(args, out=out) == 0, out.getvalue()
+    match = re.search(r"([\d,]+) alerts/s", out.getvalue())
+    assert match, out.getvalue()
+    return float(match.group(1).replace(",", ""))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--count", type=int, default=5000)
+    parser.add_argument("--repeats", type=int, default=3)
+    opts = parser.parse_args()
+    bootstrap = StackConfig.from_env().bootstrap_servers
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    files = sorted(str(p) for p in (shared_data() / "lsst" / "alerts").glob("*.avro"))
+    schemas = LsstSchemas(DEFAULT_LSST_SCHEMA_DIR)
+    messages = replay.load_messages([Path(f) for f in files], schemas)
+    values = list(replay.cycled_messages(messages, opts.count, schemas))
+    mean_kb = statistics.mean(len(v) for v in values) / 1024
+    base, ours = [], []
+    for _ in range(opts.repeats):
+        for runner, results in ((lambda t: bare_producer(bootstrap, t, values), base),
+                                (lambda t: through_replay(bootstrap, t, files, opts.count), ours)):
+            topic = fresh_topic(admin)
+            results.append(runner(topic))
+            admin.delete_topics([topic])[topic].result(30)
+    b, o = statistics.median(base), statistics.median(ours)
+    print(f"{opts.count} LSST alerts per pass (mean {mean_kb:.0f} KiB), median of {opts.repeats}")
+    print("| path | alerts/s | MB/s | ratio to bare producer |")
+    print("|---|---|---|---|")
+    print(f"| bare confluent-kafka producer | {b:,.0f} | {b * mean_kb / 1024:,.0f} | 1.00 |")
+    print(f"| alertflow replay | {o:,.0f} | {o * mean_kb / 1024:,.0f} | {o / b:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
