@@ -347,6 +347,19 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         pass
 
 
+def rss_mib(pgid: int) -> float:
+    """Resident memory of the whole process group ``pgid`` (a JVM, or the pool and its workers)."""
+    total_kib = 0
+    for pid in group_members(pgid):
+        try:
+            status_text = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            continue
+        match = re.search(r"^VmRSS:\s+(\d+) kB", status_text, re.MULTILINE)
+        total_kib += int(match.group(1)) if match else 0
+    return round(total_kib / 1024, 1)
+
+
 def _group_alive(pgid: int) -> bool:
     return bool(group_members(pgid))
 
@@ -773,6 +786,7 @@ def status(cfg: StackConfig) -> dict:
                 "port": proc.port or None,
                 "running": running,
                 "healthy": running and check(),
+                "rss_mib": rss_mib(proc.pid) if running else 0.0,
                 "log": proc.log,
             }
         )
@@ -780,6 +794,7 @@ def status(cfg: StackConfig) -> dict:
         "run_dir": str(cfg.run_dir),
         "flink_web_ui": cfg.flink_rest_url,
         "healthy": bool(services) and all(s["healthy"] for s in services),
+        "rss_mib": round(sum(s["rss_mib"] for s in services), 1),
         "services": services,
     }
 

@@ -112,7 +112,10 @@ def round_trip(bootstrap: str, deadline_s: float = 180) -> list[str]:
 
 def wait_for_interrupt(cfg: stack.StackConfig) -> None:
     """Block until Ctrl-C, SIGTERM, or the stack is taken down from elsewhere."""
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    # Ctrl-C must stop the broker even when we were started with SIGINT ignored (a
+    # background job of a non-interactive shell inherits that).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         while any(stack.is_running(p) for p in stack.RunState(cfg.run_dir).load()):
             time.sleep(2)

@@ -10,9 +10,9 @@ import argparse
 import sys
 from typing import Any
 
-from pipelines import smoke
+from pipelines import ingest, smoke
 
-PIPELINES = {"smoke": smoke.run}
+PIPELINES = {"ingest": ingest.run, "smoke": smoke.run}
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
