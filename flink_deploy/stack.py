@@ -549,44 +549,41 @@ def java17_flags(flink_dist: Path) -> list[str]:
     return match.group(1).split() if match else []
 
 
-def flink_service(cfg: StackConfig, role: str, conf: Path, index: int = 0) -> Service:
-    """A JobManager (role 'jobmanager') or TaskManager ('taskmanager') JVM.
+def flink_dist(cfg: StackConfig) -> Path:
+    dists = sorted((cfg.flink_home / "lib").glob("flink-dist-*.jar"))
+    if not dists:
+        raise StackError(f"flink: no flink-dist jar in {cfg.flink_home / 'lib'}; run `make install`")
+    return dists[0]
+
+
+def flink_service(cfg: StackConfig, conf: Path, taskmanager: int | None = None) -> Service:
+    """The JobManager, or TaskManager number ``taskmanager``.
 
     Does what Flink's bin/jobmanager.sh and taskmanager.sh do: BashJavaUtils turns the memory
     settings into JVM flags (and, for a TaskManager, dynamic properties), then the entry class
-    starts with flink-dist's Java 17 flags.
+    starts with flink-dist's Java 17 flags. A TaskManager registers under its service name as
+    resource id, which is how its health is told apart; it takes no fixed port (0).
     """
     lib = cfg.flink_home / "lib"
-    dists = sorted(lib.glob("flink-dist-*.jar"))
-    if not dists:
-        raise StackError(f"flink: no flink-dist jar in {lib}; run `make install`")
-    dist = dists[0]
+    dist = flink_dist(cfg)
     classpath = ":".join([*(str(j) for j in sorted(lib.glob("*.jar")) if j != dist), str(dist)])
-    if role == "jobmanager":
-        name, entry, params = (
-            "flink-jobmanager",
-            "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint",
-            "GET_JM_RESOURCE_PARAMS",
-        )
-        port, extra, healthy = (
-            cfg.flink_rest_port,
-            [],
-            flink_jobmanager_healthy(cfg.flink_rest_url),
-        )
+    if taskmanager is None:
+        name = "flink-jobmanager"
+        entry = "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint"
+        port, healthy = cfg.flink_rest_port, flink_jobmanager_healthy(cfg.flink_rest_url)
+        jvm_mem = _bash_java_utils(cfg, dist, conf, "GET_JM_RESOURCE_PARAMS")[0]
+        args = []
     else:
-        name = f"flink-taskmanager-{index}"
+        name = f"flink-taskmanager-{taskmanager}"
         entry = "org.apache.flink.runtime.taskexecutor.TaskManagerRunner"
-        params = "GET_TM_RESOURCE_PARAMS"
-        port = cfg.flink_rest_port
-        extra = ["-D", f"taskmanager.resource-id={name}"]
-        healthy = flink_taskmanager_healthy(cfg.flink_rest_url, name)
-    jvm_mem, dynamic = _bash_java_utils(cfg, dist, conf, params)
+        port, healthy = 0, flink_taskmanager_healthy(cfg.flink_rest_url, name)
+        jvm_mem, dynamic = _bash_java_utils(cfg, dist, conf, "GET_TM_RESOURCE_PARAMS")
+        args = [*dynamic, "-D", f"taskmanager.resource-id={name}"]
     log = cfg.run_dir / "flink" / "log" / f"{name}.log"
     argv = [
         cfg.java, *jvm_mem, *java17_flags(dist),
         f"-Dlog.file={log}", f"-Dlog4j.configurationFile=file:{conf / 'log4j.properties'}",
-        "-classpath", classpath, entry, "--configDir", str(conf),
-        *(dynamic if role == "taskmanager" else []), *extra,
+        "-classpath", classpath, entry, "--configDir", str(conf), *args,
     ]  # fmt: skip
     env = {
         "FLINK_CONF_DIR": str(conf),
@@ -594,11 +591,7 @@ def flink_service(cfg: StackConfig, role: str, conf: Path, index: int = 0) -> Se
         "FLINK_PLUGINS_DIR": str(cfg.flink_home / "plugins"),
         "FLINK_OPT_DIR": str(cfg.flink_home / "opt"),
     }
-    service = Service(name, argv, port, log.with_suffix(".out"), healthy, env)
-    if role == "taskmanager":
-        # TaskManagers take no fixed port; they must find the JobManager's instead.
-        return Service(name, argv, 0, service.log, healthy, env)
-    return service
+    return Service(name, argv, port, log.with_suffix(".out"), healthy, env)
 
 
 def _bash_java_utils(
@@ -655,7 +648,7 @@ def job_server_service(cfg: StackConfig) -> Service:
     artifacts = cfg.run_dir / "beam" / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
     argv = [
-        cfg.java, "-Xmx1g", *java17_flags(next((cfg.flink_home / "lib").glob("flink-dist-*.jar"))),
+        cfg.java, "-Xmx1g", *java17_flags(flink_dist(cfg)),
         "-jar", str(cfg.job_server_jar),
         f"--flink-master={HOST}:{cfg.flink_rest_port}",
         f"--flink-conf-dir={cfg.run_dir / 'flink' / 'conf'}",
@@ -737,9 +730,9 @@ def up(cfg: StackConfig, log: Callable[[str], None] = print) -> list[Started]:
         start(kafka_service(cfg))
         create_topics(cfg)
         conf = write_flink_conf(cfg)
-        start(flink_service(cfg, "jobmanager", conf))
+        start(flink_service(cfg, conf))
         for index in range(1, cfg.taskmanagers + 1):
-            start(flink_service(cfg, "taskmanager", conf, index))
+            start(flink_service(cfg, conf, taskmanager=index))
         start(worker_pool_service(cfg))
         start(expansion_service(cfg))
         start(job_server_service(cfg))
