@@ -10,9 +10,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from control_service.commands import inspect, replay, run, stack, submit
+from control_service.commands import filters, inspect, replay, run, stack, submit
 
-COMMANDS = (stack, run, submit, inspect, replay)
+COMMANDS = (stack, run, submit, inspect, replay, filters)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,91 @@
+"""``alertflow filters check|test`` through a local argparse parser, on the real alert files."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from pathlib import Path
+
+from control_service.commands import filters as filters_command
+from tests.datapaths import shared_data
+from transforms.decode import decode_message
+from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "filters"
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    parser = argparse.ArgumentParser(prog="alertflow")
+    filters_command.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(list(argv))
+    out, err = io.StringIO(), io.StringIO()
+    code = args.func(args, out=out, err=err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_check_examples_ok() -> None:
+    paths = sorted(str(p) for p in EXAMPLES.glob("*.yaml"))
+    code, out, err = run_cli("filters", "check", *paths)
+    assert (code, err) == (0, "")
+    assert out.splitlines()[0] == f"{paths[0]}: ok (1 filter: bright-young-transients)"
+    assert len(out.splitlines()) == len(paths)
+
+
+def test_check_reports_line_and_column(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: alertflow/v1\nkind: Filter\nmetadata: {name: bad, owner: me}\n"
+        "spec:\n  where: |\n    mag < 18 and\n    reliabilty > 0.5\n"
+    )
+    code, out, err = run_cli("filters", "check", str(bad))
+    assert code == 1 and out == ""
+    assert err == f"{bad}:7:5: spec.where: unknown field 'reliabilty'; did you mean 'reliability'?\n"
+
+
+def test_check_missing_file(tmp_path: Path) -> None:
+    code, _, err = run_cli("filters", "check", str(tmp_path / "nope.yaml"))
+    assert code == 1 and err == f"{tmp_path / 'nope.yaml'}: cannot read: No such file or directory\n"
+
+
+def test_test_prints_matches_and_summary() -> None:
+    data = shared_data()
+    files = sorted((data / "lsst" / "alerts").glob("*.avro")) + sorted(
+        (data / "ztf" / "alerts" / "lightcurve_ZTF21abiuvdk_v3.3").glob("*.avro")
+    )
+    schemas = LsstSchemas(DEFAULT_LSST_SCHEMA_DIR)
+    alerts = [a for path in files for a in decode_message(path.read_bytes(), schemas)]
+    code, out, err = run_cli(
+        "filters", "test", str(EXAMPLES / "target-list-cones.yaml"), "--alerts", *map(str, files)
+    )
+    assert code == 0
+    records = [json.loads(line) for line in out.splitlines()]
+    assert {r["filter"] for r in records} == {"target-list-cones"}
+    assert records and all(r["fields"]["ra"] is not None for r in records)
+    matched = len(records)
+    summary = err.splitlines()
+    assert summary[0].startswith(f"{len(alerts)} alerts from {len(files)} file(s), 1 filter(s); per-alert cost p50 ")
+    assert summary[1] == (
+        f"target-list-cones: evaluated {len(alerts)}, matched {matched}, "
+        f"fraction {matched / len(alerts):.2%}, errors 0"
+    )
+    # The cones are around objects of this sample, so the filter passes far more than 5%.
+    assert summary[2].startswith("warning: target-list-cones passes ")
+
+
+def test_test_with_annotation_filter_reports_errors_not_crash() -> None:
+    alerts_file = sorted((shared_data() / "lsst" / "alerts").glob("*.avro"))[0]
+    code, out, err = run_cli(
+        "filters", "test", str(EXAMPLES / "nuclear-transients.yaml"), "--alerts", str(alerts_file), "--no-matches"
+    )
+    assert code == 0 and out == ""
+    assert "nuclear-transients: evaluated" in err and "(failed: annotation column" in err
+    assert "warning: nuclear-transients errors on 100.0% of the alerts" in err
+
+
+def test_test_bad_alert_file_is_reported(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.avro"
+    junk.write_bytes(b"not an alert")
+    code, out, err = run_cli("filters", "test", str(EXAMPLES / "solar-system-objects.yaml"), "--alerts", str(junk))
+    assert code == 1 and out == ""
+    assert err.splitlines()[0].startswith(f"{junk}: ")

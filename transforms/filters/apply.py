@@ -1,0 +1,122 @@
+"""``ApplyFilters``: run the active filter set over batches of alerts in the pipeline.
+
+Input: a PCollection of ``Alert`` (bounded or unbounded; any windowing). Side input: a
+PCollection of filter-set snapshots (``{"version": n, "filters": [document, ...]}``, as on the
+config topic), read with ``AsList``; the highest version that validates wins, so a new snapshot
+replaces the whole set (in streaming, give the side input GlobalWindows with
+``Repeatedly(AfterCount(1))`` and DISCARDING, DESIGN.md section 2). Alerts are grouped with
+``BatchElements`` so the compiled set evaluates column-wise; a set is compiled once per version
+per worker.
+
+Outputs (a ``DoOutputsTuple``):
+
+* ``matches``: one ``FilterMatch`` per (alert, filter that selected it), carrying the filter's
+  name, owner, output topic and format, and the filter-set version;
+* ``errors``: one ``FilterErrorReport`` per batch and filter that errored on some alerts (or
+  failed for the whole batch), and one per snapshot version that failed validation. Errors never
+  stop the stream and never hide a match of another filter.
+
+Delivery is whatever the runner gives the DoFn (at least once on Flink with checkpoints).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.pvalue import AsList, TaggedOutput
+
+from transforms.alert_model import Alert
+from transforms.filters.compile import CompiledFilterSet, compile_filter_set
+from transforms.filters.document import FilterSet, FilterValidationError
+
+MATCHES = "matches"
+ERRORS = "errors"
+SNAPSHOT_FILTER_NAME = "<filter-set>"
+
+
+@dataclass(frozen=True, slots=True)
+class FilterMatch:
+    filter_name: str
+    owner: str
+    topic: str
+    format: str
+    filter_set_version: int
+    alert: Alert
+
+
+@dataclass(frozen=True, slots=True)
+class FilterErrorReport:
+    filter_name: str
+    filter_set_version: int
+    evaluated: int
+    errors: int
+    reason: str
+
+
+def select_snapshot(snapshots: Iterable[Mapping[str, Any]]) -> tuple[FilterSet | None, list[FilterErrorReport]]:
+    """The highest-version snapshot that validates, and a report for each newer one that did not."""
+    rejected: list[FilterErrorReport] = []
+    ordered = sorted(snapshots, key=lambda s: s.get("version", -1) if isinstance(s.get("version"), int) else -1, reverse=True)
+    for snapshot in ordered:
+        try:
+            return FilterSet.from_snapshot(snapshot), rejected
+        except (FilterValidationError, ValueError) as error:
+            version = snapshot.get("version")
+            rejected.append(
+                FilterErrorReport(SNAPSHOT_FILTER_NAME, version if isinstance(version, int) else -1, 0, 0, str(error))
+            )
+    return None, rejected
+
+
+def evaluate_batch(compiled: CompiledFilterSet, alerts: list[Alert]) -> Iterator[FilterMatch | FilterErrorReport]:
+    """Matches and error reports of one batch (the science of ApplyFilters, without Beam)."""
+    result = compiled.evaluate(alerts)
+    for flt in compiled.filters:
+        outcome = result.outcomes[flt.name]
+        for index in outcome.matches.nonzero()[0]:
+            yield FilterMatch(flt.name, flt.owner, flt.output.topic, flt.output.format, compiled.version, alerts[index])
+        errors = outcome.errors
+        if errors:
+            reason = outcome.failure or "per-alert evaluation errors"
+            yield FilterErrorReport(flt.name, compiled.version, len(alerts), errors, reason)
+
+
+class _ApplyFn(beam.DoFn):
+    def __init__(self) -> None:
+        self._compiled: CompiledFilterSet | None = None
+        self._reported: set[int] = set()
+
+    def process(self, alerts: list[Alert], snapshots: list[Mapping[str, Any]]) -> Iterator[Any]:
+        version = self._compiled.version if self._compiled is not None else None
+        newest = max((s.get("version", -1) for s in snapshots if isinstance(s.get("version"), int)), default=None)
+        if newest is not None and newest != version:
+            chosen, rejected = select_snapshot(snapshots)
+            for report in rejected:
+                if report.filter_set_version not in self._reported:
+                    self._reported.add(report.filter_set_version)
+                    yield TaggedOutput(ERRORS, report)
+            if chosen is not None and (self._compiled is None or chosen.version != self._compiled.version):
+                self._compiled = compile_filter_set(chosen)
+        if self._compiled is None:
+            return
+        for item in evaluate_batch(self._compiled, alerts):
+            yield TaggedOutput(ERRORS, item) if isinstance(item, FilterErrorReport) else item
+
+
+class ApplyFilters(beam.PTransform):
+    """Alerts -> ``matches`` (FilterMatch) and ``errors`` (FilterErrorReport); see the module doc."""
+
+    def __init__(self, snapshots: beam.PCollection, max_batch_size: int = 2000, label: str | None = None) -> None:
+        super().__init__(label)
+        self._snapshots = snapshots
+        self._max_batch_size = max_batch_size
+
+    def expand(self, alerts: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+        return (
+            alerts
+            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._max_batch_size)
+            | "Evaluate" >> beam.ParDo(_ApplyFn(), AsList(self._snapshots)).with_outputs(ERRORS, main=MATCHES)
+        )
