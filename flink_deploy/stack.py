@@ -552,7 +552,8 @@ def java17_flags(flink_dist: Path) -> list[str]:
 def flink_dist(cfg: StackConfig) -> Path:
     dists = sorted((cfg.flink_home / "lib").glob("flink-dist-*.jar"))
     if not dists:
-        raise StackError(f"flink: no flink-dist jar in {cfg.flink_home / 'lib'}; run `make install`")
+        lib = cfg.flink_home / "lib"
+        raise StackError(f"flink: no flink-dist jar in {lib}; run `make install`")
     return dists[0]
 
 

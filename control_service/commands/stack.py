@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
         if args.action == "up":
             stack.up(cfg, log=lambda line: print(line, file=sys.stderr))
             print(f"stack healthy; Flink web UI: {cfg.flink_rest_url}", file=sys.stderr)
-            print(f"stop it with: alertflow stack down", file=sys.stderr)
+            print("stop it with: alertflow stack down", file=sys.stderr)
             return 0
         if args.action == "status":
             report = stack.status(cfg)

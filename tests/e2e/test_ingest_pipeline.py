@@ -34,7 +34,8 @@ def real_messages() -> dict[str, list[bytes]]:
     schemas = LsstSchemas(DEFAULT_LSST_SCHEMA_DIR)
     lsst_files = sorted((data / "lsst" / "alerts").glob("*.avro"))
     lsst = [m.value for m in load_messages(lsst_files, schemas)]
-    lsst += [p.read_bytes() for p in sorted((data / "lsst" / "alerts" / "wire_format").glob("*.bin"))]
+    wire = sorted((data / "lsst" / "alerts" / "wire_format").glob("*.bin"))
+    lsst += [p.read_bytes() for p in wire]
     return {"ztf": ztf, "lsst": lsst}
 
 
