@@ -585,7 +585,7 @@ class CompiledFilterSet:
     def evaluate(self, alerts: Sequence[Alert], annotations: Mapping[str, Any] | None = None) -> BatchResult:
         """Evaluate every filter on ``alerts``; never raises for a filter's own failure."""
         n = len(alerts)
-        batch = _Batch(alerts, annotations or {}, n)
+        batch = _Batch(alerts, annotations if annotations is not None else {}, n)
         values: list[_Value] = []
         with np.errstate(all="ignore"):
             for node, inputs in zip(self._nodes, self._inputs):
