@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineResult
 
 from flink_deploy.stack import REPO_ROOT
 
@@ -80,3 +85,20 @@ def kafka_consumer_config(bootstrap_servers: str, group_id: str) -> dict[str, st
         "auto.offset.reset": "earliest",
         "enable.auto.commit": "false",
     }
+
+
+def submit(
+    wire: Callable[[beam.Pipeline, ClusterEndpoints], None],
+    job_name: str,
+    parallelism: int,
+    beam_args: Sequence[str] = (),
+) -> PipelineResult:
+    """Build a pipeline with ``wire`` and submit it to the stack's Flink cluster.
+
+    Returns once the job server has accepted the job; the streaming job runs on in Flink.
+    """
+    endpoints = ClusterEndpoints.from_run_dir()
+    options = PipelineOptions(flink_args(endpoints, job_name, parallelism) + list(beam_args))
+    p = beam.Pipeline(options=options)
+    wire(p, endpoints)
+    return p.run()

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 
 import apache_beam as beam
 from apache_beam.io.kafka import ReadFromKafka, WriteToKafka
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineResult
 
 from flink_deploy.stack import ALERT_TOPICS, DEADLETTER_TOPIC
-from pipelines.flink import ClusterEndpoints, flink_args, kafka_consumer_config
+from pipelines.flink import ClusterEndpoints, kafka_consumer_config, submit
 from transforms.decode import DecodeAlerts
 from transforms.publish import alert_message, dead_letter_message, kafka_record
 
@@ -55,7 +55,7 @@ def build(p: beam.Pipeline, endpoints: ClusterEndpoints, topics: Sequence[str], 
     )  # fmt: skip
 
 
-def run(argv: Sequence[str] | None = None) -> beam.runners.runner.PipelineResult:
+def run(argv: Sequence[str] | None = None) -> PipelineResult:
     """Submit the ingest job to the stack's Flink cluster; returns once it is submitted."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--topics", default=",".join(ALERT_TOPICS), help="comma-separated")
@@ -65,10 +65,8 @@ def run(argv: Sequence[str] | None = None) -> beam.runners.runner.PipelineResult
     parser.add_argument("--job-name", default="alertflow-ingest")
     parser.add_argument("--parallelism", type=int, default=1)
     args, beam_args = parser.parse_known_args(argv)
-    endpoints = ClusterEndpoints.from_run_dir()
-    options = PipelineOptions(
-        flink_args(endpoints, args.job_name, args.parallelism) + list(beam_args)
-    )
-    p = beam.Pipeline(options=options)
-    build(p, endpoints, args.topics.split(","), args.group_id, args.decoded, args.deadletter)
-    return p.run()
+    return submit(
+        lambda p, endpoints: build(p, endpoints, args.topics.split(","), args.group_id,
+                                   args.decoded, args.deadletter),
+        args.job_name, args.parallelism, beam_args,
+    )  # fmt: skip

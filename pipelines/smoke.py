@@ -19,9 +19,9 @@ from collections.abc import Sequence
 
 import apache_beam as beam
 from apache_beam.io.kafka import ReadFromKafka, WriteToKafka
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineResult
 
-from pipelines.flink import ClusterEndpoints, flink_args, kafka_consumer_config
+from pipelines.flink import ClusterEndpoints, kafka_consumer_config, submit
 
 
 def shout(record: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
@@ -52,7 +52,7 @@ def build(p: beam.Pipeline, endpoints: ClusterEndpoints, input_topic: str, outpu
     )  # fmt: skip
 
 
-def run(argv: Sequence[str] | None = None) -> beam.runners.runner.PipelineResult:
+def run(argv: Sequence[str] | None = None) -> PipelineResult:
     """Submit the smoke job to the stack's Flink cluster; returns once the job is submitted."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--input", default="smoke.in")
@@ -61,11 +61,7 @@ def run(argv: Sequence[str] | None = None) -> beam.runners.runner.PipelineResult
     parser.add_argument("--job-name", default="alertflow-smoke")
     parser.add_argument("--parallelism", type=int, default=1)
     args, beam_args = parser.parse_known_args(argv)
-    endpoints = ClusterEndpoints.from_run_dir()
-    options = PipelineOptions(
-        flink_args(endpoints, args.job_name, args.parallelism) + list(beam_args)
-    )
-    p = beam.Pipeline(options=options)
-    build(p, endpoints, args.input, args.output, args.group_id)
-    return p.run()
-
+    return submit(
+        lambda p, endpoints: build(p, endpoints, args.input, args.output, args.group_id),
+        args.job_name, args.parallelism, beam_args,
+    )  # fmt: skip
