@@ -10,9 +10,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from control_service.commands import filters, inspect, replay, run, stack, submit
+from control_service.commands import filters, inspect, remote, replay, run, serve, stack, submit
 
-COMMANDS = (stack, run, submit, inspect, replay, filters)
+COMMANDS = (stack, run, submit, serve, inspect, replay, filters, remote)
 
 
 def build_parser() -> argparse.ArgumentParser:

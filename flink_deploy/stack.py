@@ -49,6 +49,7 @@ HOST = "127.0.0.1"
 ALERT_TOPICS = ("alerts.ztf", "alerts.lsst")
 CONFIG_TOPIC = "alertflow.config"
 DEADLETTER_TOPIC = "alertflow.deadletter"
+FILTER_ERRORS_TOPIC = "alertflow.filter-errors"
 
 
 class StackError(Exception):
@@ -677,6 +678,7 @@ def create_topics(cfg: StackConfig) -> None:
         NewTopic(CONFIG_TOPIC, num_partitions=1, replication_factor=1,
                  config={"cleanup.policy": "compact"}),
         NewTopic(DEADLETTER_TOPIC, num_partitions=cfg.alert_partitions, replication_factor=1),
+        NewTopic(FILTER_ERRORS_TOPIC, num_partitions=1, replication_factor=1),
     ]  # fmt: skip
     existing = admin.list_topics(timeout=10).topics
     missing = [t for t in wanted if t.topic not in existing]

@@ -1,16 +1,34 @@
-"""Kafka messages for what the pipeline publishes: decoded-alert summaries and dead letters.
+"""What the pipeline publishes: filter matches, decoded-alert summaries and dead letters.
 
-Pure functions from our records to ``(key, value)`` byte pairs, so that WriteToKafka (which
-takes no headers here) gets self-describing values. Consumers can de-duplicate on the key.
+Pure functions turn our records into Kafka ``(key, value)`` byte pairs with self-describing
+values (WriteToKafka takes no headers here); :class:`PublishMatches` writes each filter's
+matches to that filter's own topic. Writes are at least once: consumers de-duplicate on the
+key, ``<filter>/<alert_id>`` for matches.
 """
 
 from __future__ import annotations
 
 import base64
+import io
 import json
+import math
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import fastavro
+from apache_beam.metrics import Metrics
 
 from transforms.alert_model import Alert, to_json_dict
+from transforms.annotate.record import to_json_dict as annotations_json
 from transforms.decode import DeadLetter, KafkaRecord
+from transforms.filters.apply import FilterMatch
+from transforms.filters.catalogue import lookup
+
+FULL_SCHEMA_PATH = Path(__file__).resolve().parent / "avro" / "alertflow.match.full.avsc"
+FULL_SCHEMA = fastavro.parse_schema(json.loads(FULL_SCHEMA_PATH.read_text()))
 
 
 def kafka_record(row: object) -> KafkaRecord:
@@ -46,3 +64,149 @@ def alert_message(alert: Alert) -> tuple[bytes, bytes]:
     """Key ``survey/alert_id``; value the alert model as JSON (no cutouts, no original bytes)."""
     key = f"{alert.survey.value}/{alert.alert_id}".encode()
     return key, json.dumps(to_json_dict(alert)).encode()
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def lite_fields(fields: tuple[str, ...], alert: Alert) -> dict[str, Any]:
+    """The alert-model fields a filter's ``output.fields`` names, as JSON-ready values."""
+    out: dict[str, Any] = {}
+    for name in fields:
+        spec = lookup(name)
+        getter = None if spec is None else spec.getter
+        out[name] = None if getter is None else _json_value(getter(alert))
+    return out
+
+
+def match_key(match: FilterMatch) -> bytes:
+    return f"{match.filter_name}/{match.alert.alert_id}".encode()
+
+
+def lite_message(match: FilterMatch, processed_at_ms: int) -> tuple[bytes, bytes]:
+    """The ``lite`` format: JSON with identity, the chosen fields, annotations and tags."""
+    annotations = None if match.annotations is None else annotations_json(match.annotations)
+    value = {
+        "filter": match.filter_name,
+        "owner": match.owner,
+        "filter_set_version": match.filter_set_version,
+        "survey": str(match.alert.survey),
+        "alert_id": match.alert.alert_id,
+        "object_id": match.alert.object_id,
+        "processed_at_ms": processed_at_ms,
+        "fields": lite_fields(match.fields, match.alert),
+        "annotations": annotations,
+    }
+    return match_key(match), json.dumps(value, allow_nan=False, default=str).encode()
+
+
+def full_message(match: FilterMatch, processed_at_ms: int) -> tuple[bytes, bytes]:
+    """The ``full`` format: the original packet plus identity and annotations, in Avro
+    (schemaless, schema in transforms/avro/alertflow.match.full.avsc)."""
+    record = {
+        "filter": match.filter_name,
+        "owner": match.owner,
+        "filter_set_version": match.filter_set_version,
+        "survey": str(match.alert.survey),
+        "alert_id": match.alert.alert_id,
+        "object_id": None if match.alert.object_id is None else str(match.alert.object_id),
+        "processed_at_ms": processed_at_ms,
+        "annotations_json": None if match.annotations is None
+        else json.dumps(annotations_json(match.annotations), default=str),
+        "original": match.alert.original,
+    }
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, FULL_SCHEMA, record)
+    return match_key(match), buf.getvalue()
+
+
+def read_full_message(value: bytes) -> dict[str, Any]:
+    """Decode a ``full`` match (what a consumer does)."""
+    return fastavro.schemaless_reader(io.BytesIO(value), FULL_SCHEMA)
+
+
+FORMATS = {"lite": lite_message, "full": full_message}
+
+
+class DeliveryError(RuntimeError):
+    """Kafka did not acknowledge some matches of a bundle; the bundle is retried whole."""
+
+
+class _PublishFn(beam.DoFn):
+    def __init__(self, bootstrap_servers: str, partitions: int) -> None:
+        self._bootstrap = bootstrap_servers
+        self._partitions = partitions
+        self._published = Metrics.counter("PublishMatches", "matches_published")
+
+    def setup(self) -> None:
+        from confluent_kafka import Producer
+        from confluent_kafka.admin import AdminClient
+
+        self._producer = Producer({"bootstrap.servers": self._bootstrap, "acks": "all",
+                                   "linger.ms": 5, "message.max.bytes": 8 * 1024 * 1024})
+        self._admin = AdminClient({"bootstrap.servers": self._bootstrap})
+        self._topics: set[str] = set()
+        self._failures: list[str] = []
+
+    def _ensure_topic(self, topic: str) -> None:
+        from confluent_kafka.admin import NewTopic
+
+        if topic in self._topics:
+            return
+        if topic not in self._admin.list_topics(timeout=10).topics:
+            future = self._admin.create_topics([NewTopic(topic, self._partitions, 1)])[topic]
+            try:
+                future.result(timeout=30)
+            except Exception as err:  # noqa: BLE001 - a concurrent creator is fine
+                if "already exists" not in str(err).lower():
+                    raise
+        self._topics.add(topic)
+
+    def _on_delivery(self, error: Any, _msg: Any) -> None:
+        if error is not None:
+            self._failures.append(str(error))
+
+    def process(self, match: FilterMatch) -> Iterator[None]:
+        self._ensure_topic(match.topic)
+        key, value = FORMATS[match.format](match, int(time.time() * 1000))
+        while True:
+            try:
+                self._producer.produce(match.topic, key=key, value=value,
+                                       on_delivery=self._on_delivery)
+                break
+            except BufferError:
+                self._producer.poll(0.05)
+        self._producer.poll(0)
+        self._published.inc()
+        return iter(())
+
+    def finish_bundle(self) -> None:
+        # The bundle (and so the checkpoint) completes only once Kafka has every match.
+        remaining = self._producer.flush(60)
+        failures, self._failures = self._failures, []
+        if remaining or failures:
+            raise DeliveryError(
+                f"{remaining} matches unsent, {len(failures)} failed: {sorted(set(failures))[:3]}"
+            )
+
+
+class PublishMatches(beam.PTransform):
+    """FilterMatch -> each filter's own Kafka topic, in the filter's format (lite or full).
+
+    Input: ``PCollection[FilterMatch]``, any windowing. No output. The topic is created (with
+    ``partitions`` partitions) the first time a filter matches. A bundle finishes only when
+    Kafka acknowledged all its matches; a failed delivery fails the bundle, which the runner
+    retries: at least once, never silently dropped. Counter ``PublishMatches/matches_published``.
+    """
+
+    def __init__(self, bootstrap_servers: str, partitions: int = 1,
+                 label: str | None = None) -> None:
+        super().__init__(label)
+        self._bootstrap = bootstrap_servers
+        self._partitions = partitions
+
+    def expand(self, matches: beam.PCollection) -> beam.PCollection:
+        return matches | "Produce" >> beam.ParDo(_PublishFn(self._bootstrap, self._partitions))

@@ -10,9 +10,9 @@ import argparse
 import sys
 from typing import Any
 
-from pipelines import ingest, smoke
+from pipelines import broker, ingest, smoke
 
-PIPELINES = {"ingest": ingest.run, "smoke": smoke.run}
+PIPELINES = {"broker": broker.run, "ingest": ingest.run, "smoke": smoke.run}
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:

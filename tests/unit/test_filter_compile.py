@@ -142,9 +142,9 @@ def nuclear_annotations(n: int) -> dict[str, np.ndarray]:
     redshift[rng.random(n) < 0.3] = np.nan
     ids = np.array([None if z != z else f"GLADE+{i}" for i, z in enumerate(redshift)], dtype=object)
     return {
-        "crossmatch.glade.sep_arcsec": rng.uniform(0.0, 3.0, n),
-        "crossmatch.glade.redshift": redshift,
-        "crossmatch.glade.id": ids,
+        "crossmatch.ngc.sep_arcsec": rng.uniform(0.0, 3.0, n),
+        "crossmatch.ngc.redshift": redshift,
+        "crossmatch.ngc.id": ids,
         "dust.ebv": rng.uniform(0.0, 0.4, n),
     }
 
@@ -152,12 +152,12 @@ def nuclear_annotations(n: int) -> dict[str, np.ndarray]:
 def expected_nuclear(alerts: tuple[Alert, ...], ann: dict[str, np.ndarray]) -> np.ndarray:
     out = []
     for i, a in enumerate(alerts):
-        z = ann["crossmatch.glade.redshift"][i]
+        z = ann["crossmatch.ngc.redshift"][i]
         out.append(
             a.is_positive is True
             and a.reliability is not None
             and a.reliability > 0.7
-            and ann["crossmatch.glade.sep_arcsec"][i] < 1.0
+            and ann["crossmatch.ngc.sep_arcsec"][i] < 2.0
             and not math.isnan(z)
             and 0.001 <= z <= 0.3
             and ann["dust.ebv"][i] < 0.2
@@ -285,7 +285,7 @@ def test_missing_annotation_fails_only_that_filter() -> None:
     result = compile_filter_set(FilterSet(1, (nuclear, cones))).evaluate(alerts)
     assert result.outcomes["nuclear-transients"].errors == len(alerts)
     assert result.outcomes["nuclear-transients"].failure == (
-        "annotation column 'crossmatch.glade.sep_arcsec' was not provided (annotator 'crossmatch')"
+        "annotation column 'crossmatch.ngc.sep_arcsec' was not provided (annotator 'crossmatch')"
     )
     assert result.flagged == ("nuclear-transients",)
     assert result.outcomes["target-list-cones"].matches.tolist() == expected_cones(alerts).tolist()
@@ -294,12 +294,12 @@ def test_missing_annotation_fails_only_that_filter() -> None:
 def test_annotation_columns_accept_masked_and_object_arrays() -> None:
     alerts = real_alerts()[:6]
     flt = filter_doc(
-        "tags.kilonova and crossmatch.tns.class == 'SN Ia' and sky.gal_b > 10",
+        "tags.kilonova and crossmatch.gcvs.class == 'SN Ia' and sky.gal_b > 10",
         extra="  annotations: [tags, crossmatch, sky]\n",
     )
     ann = {
         "tags.kilonova": np.array([True, True, None, True, True, False], dtype=object),
-        "crossmatch.tns.class": np.array(["SN Ia", None, "SN Ia", "SN Ia", "SN Ia", "SN Ia"], dtype=object),
+        "crossmatch.gcvs.class": np.array(["SN Ia", None, "SN Ia", "SN Ia", "SN Ia", "SN Ia"], dtype=object),
         "sky.gal_b": np.ma.MaskedArray([20.0, 20.0, 20.0, 20.0, 5.0, 20.0], mask=[0, 0, 0, 1, 0, 0]),
     }
     assert evaluate(flt, alerts, ann).tolist() == [True, False, False, False, False, False]

@@ -129,7 +129,7 @@ INVALID = [
             (10, 12, "spec.output.topic", "'bad topic' is not a valid Kafka topic name"),
             (9, 13, "spec.output.format", "must be one of lite, full, got 'fat'"),
             (11, 19, "spec.output.fields", "field 'sky.gal_l' needs the 'sky' annotator in spec.annotations"),
-            (11, 30, "spec.output.fields", "unknown field 'magnitud'; did you mean 'mag', 'solar_system.mag', 'crossmatch.gaia_dr3.mag'?"),
+            (11, 30, "spec.output.fields", "unknown field 'magnitud'; did you mean 'mag', 'solar_system.mag', 'crossmatch.ngc.mag'?"),
         ],
     ),
     (GOOD.replace("where: mag < 18", "where: 18"), [(7, 10, "spec.where", "must be a string")]),

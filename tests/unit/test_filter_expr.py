@@ -66,7 +66,7 @@ GRAMMAR = [
     ("CONE(1, 2, 3)", Call("cone", (Literal(1), Literal(2), Literal(3)))),
     ("healpix_in(64, [1, 2])", Call("healpix_in", (Literal(64), ListExpr((Literal(1), Literal(2))))),),
     ("max()", Call("max", ())),
-    ("crossmatch.glade.sep_arcsec < 1", Binary("<", Field("crossmatch.glade.sep_arcsec"), Literal(1))),
+    ("crossmatch.ngc.sep_arcsec < 1", Binary("<", Field("crossmatch.ngc.sep_arcsec"), Literal(1))),
     ("true", Literal(True)),
     ("FALSE", Literal(False)),
     ("'it\\'s'", Literal("it's")),
@@ -117,7 +117,7 @@ def test_long_target_lists_stay_shallow() -> None:
 
 TYPE_ERRORS = [
     ("mag", 0, "a filter's 'where' must be a condition (bool), got a number"),
-    ("magnitude < 18", 0, "unknown field 'magnitude'; did you mean 'mag', 'solar_system.mag', 'crossmatch.gaia_dr3.mag'?"),
+    ("magnitude < 18", 0, "unknown field 'magnitude'; did you mean 'mag', 'solar_system.mag', 'crossmatch.ngc.mag'?"),
     ("reliabilty > 0.5", 0, "unknown field 'reliabilty'; did you mean 'reliability'?"),
     ("mag.__class__ < 1", 0, "unknown field 'mag.__class__'"),
     ("band == 3", 5, "cannot compare a string with a number using '=='"),
@@ -152,11 +152,11 @@ def test_type_errors(text: str, offset: int, message: str) -> None:
 
 def test_annotation_fields_are_typed_when_their_annotator_is_listed() -> None:
     result = check_expression(
-        parse("crossmatch.glade.sep_arcsec < 1 and tags.kilonova_candidate and sky.gal_b > 10"),
+        parse("crossmatch.ngc.sep_arcsec < 1 and tags.kilonova_candidate and sky.gal_b > 10"),
         annotators=("crossmatch", "tags", "sky"),
     )
     assert result.issues == ()
-    assert result.fields == {"crossmatch.glade.sep_arcsec", "tags.kilonova_candidate", "sky.gal_b"}
+    assert result.fields == {"crossmatch.ngc.sep_arcsec", "tags.kilonova_candidate", "sky.gal_b"}
 
 
 # --- fuzzing --------------------------------------------------------------------------------

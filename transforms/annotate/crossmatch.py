@@ -69,10 +69,14 @@ class CatalogKind(StrEnum):
 
 
 def catalog_dir() -> Path:
-    """``$ALERTFLOW_CATALOG_DIR`` if set, else ``shared/data/catalogs`` beside the clone."""
+    """``$ALERTFLOW_CATALOG_DIR`` if set, else ``catalogs`` in ``$ALERTFLOW_SHARED_DATA``, else
+    ``shared/data/catalogs`` beside the clone."""
     env = os.environ.get("ALERTFLOW_CATALOG_DIR")
     if env:
         return Path(env).expanduser()
+    shared = os.environ.get("ALERTFLOW_SHARED_DATA")
+    if shared:
+        return Path(shared).expanduser() / "catalogs"
     return _REPO.parent / "shared" / "data" / "catalogs"
 
 

@@ -243,25 +243,54 @@ COUNTER_NAMESPACE = "AnnotateAlerts"
 _STAGES = (_sky.STAGE, _crossmatch.STAGE, _dust.STAGE, _lightcurve.STAGE, _tags.STAGE)
 
 
+def needed_annotators(filter_set: Any) -> frozenset[Annotator]:
+    """The annotators the filters of ``filter_set`` name in ``spec.annotations``, closed over
+    :data:`DEPENDENCIES`; unknown names are left to filter validation."""
+    names = {a for f in filter_set.filters for a in f.annotations}
+    return with_dependencies(frozenset(a for a in Annotator if a.value in names))
+
+
 class _AnnotateBatchFn(beam.DoFn):
-    def __init__(self, config: AnnotateConfig) -> None:
+    def __init__(self, config: AnnotateConfig, feed: Any = None) -> None:
         self._config = config
+        self._feed = feed
         self._loaded: LoadedAnnotators | None = None
+        self._active: tuple[int, LoadedAnnotators] | None = None  # (filter-set version, subset)
         self._annotated = Metrics.counter(COUNTER_NAMESPACE, "alerts_annotated")
         self._failed = {s: Metrics.counter(COUNTER_NAMESPACE, f"dead_letters_{s}") for s in _STAGES}
 
     def setup(self) -> None:
         self._loaded = load_annotators(self._config)
 
-    def process(self, batch: list[Alert]) -> Iterator[AnnotatedAlert | TaggedOutput]:
+    def process(
+        self, batch: list[Alert], snapshots: list[bytes | Mapping[str, Any]] | None = None
+    ) -> Iterator[AnnotatedAlert | TaggedOutput]:
         assert self._loaded is not None, "setup() loads the annotators"
-        for result in annotate_batch(batch, self._loaded):
+        if self._feed is not None:
+            snapshots = self._feed.snapshots()
+        loaded = self._loaded if snapshots is None else self._for_snapshots(snapshots)
+        for result in annotate_batch(batch, loaded):
             if isinstance(result, DeadLetter):
                 self._failed[result.stage].inc()
                 yield TaggedOutput(AnnotateAlerts.DEAD_LETTERS, result)
             else:
                 self._annotated.inc()
                 yield result
+
+    def _for_snapshots(self, snapshots: list[bytes | Mapping[str, Any]]) -> LoadedAnnotators:
+        """The configured annotators that the newest valid filter set needs, cached by version."""
+        # Imported here: transforms.filters.apply imports this package's record module.
+        from transforms.filters.apply import parse_snapshot, select_snapshot
+
+        assert self._loaded is not None
+        newest = max((parse_snapshot(s).get("version", -1) for s in snapshots), default=-1)
+        if self._active is None or self._active[0] != newest:
+            chosen, _ = select_snapshot(snapshots)
+            needed = frozenset() if chosen is None else needed_annotators(chosen)
+            config = replace(self._loaded.config,
+                             enabled=needed & self._loaded.config.enabled)  # fmt: skip
+            self._active = (newest, replace(self._loaded, config=config))
+        return self._active[1]
 
 
 class AnnotateAlerts(beam.PTransform):
@@ -277,25 +306,39 @@ class AnnotateAlerts(beam.PTransform):
       bytes, the stage (``annotate.<annotator>``) and the reason.
 
     Every alert ends up in exactly one output. Counters in namespace ``AnnotateAlerts``:
-    ``alerts_annotated`` and ``dead_letters_<stage>``. No side inputs: the enabled annotators
-    and their configuration are fixed at construction (a change of annotator set is a
-    savepoint upgrade). Delivery is the runner's (at least once on Flink with checkpoints).
+    ``alerts_annotated`` and ``dead_letters_<stage>``. Without ``snapshots`` the enabled
+    annotators are fixed at construction. With ``snapshots`` (the filter-set snapshots of the
+    config topic, as ApplyFilters reads them: a list side input), each batch runs only the
+    configured annotators that the newest valid filter set names in its filters'
+    ``spec.annotations``: adding a filter that needs ``crossmatch`` turns cross-matching on.
+    ``feed`` (an object whose ``snapshots()`` returns them, e.g.
+    ``transforms.filters.live.ConfigTopicFeed``) does the same without a side input.
+    Delivery is the runner's (at least once on Flink with checkpoints).
     """
 
     DEAD_LETTERS = "dead_letters"
     ANNOTATED = "annotated"
 
-    def __init__(self, config: AnnotateConfig | None = None, label: str | None = None) -> None:
+    def __init__(
+        self,
+        config: AnnotateConfig | None = None,
+        snapshots: PCollection | None = None,
+        label: str | None = None,
+        feed: Any = None,
+    ) -> None:
         super().__init__(label)
         self._config = config if config is not None else AnnotateConfig()
+        self._snapshots = snapshots
+        self._feed = feed
 
     def expand(self, alerts: PCollection) -> beam.pvalue.DoOutputsTuple:
+        side = [] if self._snapshots is None else [beam.pvalue.AsList(self._snapshots)]
         return (
             alerts
             | "Batch"
             >> beam.BatchElements(min_batch_size=1, max_batch_size=self._config.max_batch_size)
             | "Annotate"
-            >> beam.ParDo(_AnnotateBatchFn(self._config)).with_outputs(
+            >> beam.ParDo(_AnnotateBatchFn(self._config, self._feed), *side).with_outputs(
                 self.DEAD_LETTERS, main=self.ANNOTATED
             )
         )

@@ -169,7 +169,8 @@ ALERT_FIELDS: tuple[FieldSpec, ...] = (
 ANNOTATORS: tuple[str, ...] = ("sky", "crossmatch", "dust", "lightcurve", "tags")
 
 #: Catalogues the crossmatch annotator matches against, and the fields each match carries.
-CROSSMATCH_CATALOGS: tuple[str, ...] = ("gaia_dr3", "ps1", "glade", "ned", "milliquas", "tns")
+# The default catalogues of transforms.annotate.crossmatch (user catalogues: not yet).
+CROSSMATCH_CATALOGS: tuple[str, ...] = ("ngc", "gaia", "gcvs")
 _CROSSMATCH_FIELDS: tuple[tuple[str, FieldType, str], ...] = (
     ("id", _S, "identifier of the nearest match"),
     ("sep_arcsec", _N, "separation to the nearest match, arcsec"),

@@ -18,7 +18,7 @@ The grammar is small and SQL-like, so a Lasair user can read it and a Fink user 
     list     := "[" [expr ("," expr)*] "]"
 
 Keywords are case-insensitive (``AND`` and ``and`` both work). A FIELD is a dotted path such as
-``mag`` or ``crossmatch.glade.sep_arcsec``; whether it exists is decided later against the field
+``mag`` or ``crossmatch.ngc.sep_arcsec``; whether it exists is decided later against the field
 catalogue (``transforms.filters.catalogue``), never by attribute access. Nothing here evaluates
 anything: the parser only builds frozen AST nodes, and it raises :class:`ExprSyntaxError` (with
 the character offset of the problem) for every malformed input, whatever the input is.

@@ -1,0 +1,133 @@
+"""The control service: ``create_app(config=None)`` builds the Flask application.
+
+Blueprints: the common control API (control_service.common), ``/api/v1/filters``,
+``/api/v1/jobs`` and ``/api/v1/components``. ``store``, ``flink`` and ``submit`` replace the Kafka
+filter store, the Flink REST client and the pipeline submitter (tests, other deployments); by
+default the store is read from the config topic before the app is returned, so a broker that
+does not answer stops the start-up.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from importlib import metadata
+from typing import Any
+
+from flask import Flask
+
+from control_service.auth import Authenticator, Principal
+from control_service.common import Component, install_common
+from control_service.components_api import components_bp
+from control_service.config import ControlConfig, load_config
+from control_service.filters_api import REFERENCE_EXTENSION, STORE_EXTENSION, ReferenceAlerts, filters_bp
+from control_service.jobs_api import FLINK_EXTENSION, SUBMIT_EXTENSION, FlinkClient, jobs_bp, submit_broker
+from control_service.store import AuditLog, FilterStore, KafkaSnapshotLog
+
+CONFIG_EXTENSION = "alertflow.config"
+AUDIT_EXTENSION = "alertflow.audit"
+
+
+def _version() -> str:
+    try:
+        return metadata.version("alertflow")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+class ControlComponent(Component):
+    """The control service as a component: start/stop accept or refuse changes; reload re-reads."""
+
+    def __init__(self, app: Flask, config: ControlConfig, store: FilterStore) -> None:
+        super().__init__(config.service_id, "control-service", _version(), {
+            "openapi": "/api/v1/openapi.json",
+            "filters": "/api/v1/filters",
+            "jobs": "/api/v1/jobs",
+            "components": "/api/v1/components",
+            "flink": config.flink_rest_url,
+        })
+        self.app = app
+        self.store = store
+        self.state = "running"
+        self.actions = {"start": self._start, "stop": self._stop, "reload": self._reload}
+        self.metrics.describe("alertflow_filters", "gauge", "Filters in the store by state")
+        self.metrics.describe("alertflow_filter_set_version", "gauge", "Version of the filter-set snapshot")
+        self.metrics.describe("alertflow_filter_changes_total", "counter", "Filter changes published since start")
+
+    @property
+    def config(self) -> ControlConfig:
+        return self.app.extensions[CONFIG_EXTENSION]
+
+    def _start(self, _principal: Principal) -> Mapping[str, Any]:
+        self.state = "running"
+        return {"accepting_changes": True}
+
+    def _stop(self, _principal: Principal) -> Mapping[str, Any]:
+        self.state = "stopped"
+        return {"accepting_changes": False}
+
+    def _reload(self, _principal: Principal) -> Mapping[str, Any]:
+        self.store.load()
+        return {"version": self.store.version}
+
+    def status(self) -> dict[str, Any]:
+        return {**super().status(), "filter_set_version": self.store.version}
+
+    def readiness(self) -> Mapping[str, bool]:
+        return {"config_topic": self.store.healthy()}
+
+    def get_config(self) -> Mapping[str, Any]:
+        return self.config.public_view()
+
+    def put_config(self, changes: Mapping[str, Any]) -> Mapping[str, Any]:
+        new = self.config.with_changes(changes)
+        self.app.extensions[CONFIG_EXTENSION] = new
+        self.app.extensions["alertflow.auth"].open_reads = new.open_reads
+        self.app.config["MAX_CONTENT_LENGTH"] = new.max_body_bytes
+        logging.getLogger("control_service").setLevel(new.log_level)
+        return new.public_view()
+
+    def collect_metrics(self) -> None:
+        active, inactive = self.store.counts()
+        self.metrics.set("alertflow_filters", active, state="active")
+        self.metrics.set("alertflow_filters", inactive, state="inactive")
+        self.metrics.set("alertflow_filter_set_version", self.store.version)
+        self.metrics.set("alertflow_filter_changes_total", self.store.changes)
+
+    def openapi(self) -> Mapping[str, Any]:
+        from control_service.openapi import control_spec
+
+        return control_spec(self.version)
+
+
+def kafka_store(config: ControlConfig, audit: AuditLog) -> FilterStore:
+    active = KafkaSnapshotLog(config.bootstrap_servers, config.config_topic, config.kafka_timeout_s)
+    inactive = KafkaSnapshotLog(config.bootstrap_servers, config.inactive_topic, config.kafka_timeout_s)
+    return FilterStore(active, inactive, audit)
+
+
+def create_app(
+    config: ControlConfig | None = None,
+    *,
+    store: FilterStore | None = None,
+    flink: FlinkClient | None = None,
+    submit: Callable[[Sequence[str]], Any] | None = None,
+) -> Flask:
+    config = config or load_config()
+    logging.getLogger("control_service").setLevel(config.log_level)
+    app = Flask("control_service")
+    audit = store.audit if store is not None else AuditLog(config.audit_log)
+    store = store or kafka_store(config, audit)
+    if not store.loaded:
+        store.load()
+    app.extensions[CONFIG_EXTENSION] = config
+    app.extensions[AUDIT_EXTENSION] = audit
+    app.extensions[STORE_EXTENSION] = store
+    app.extensions[REFERENCE_EXTENSION] = ReferenceAlerts(config.reference_alerts, config.reference_max_alerts)
+    app.extensions[FLINK_EXTENSION] = flink or FlinkClient(config.flink_rest_url, config.flink_timeout_s)
+    app.extensions[SUBMIT_EXTENSION] = submit or submit_broker
+    install_common(app, ControlComponent(app, config, store), Authenticator(config.api_keys, config.open_reads), config.max_body_bytes, audit)
+    app.register_blueprint(filters_bp)
+    app.register_blueprint(jobs_bp)
+    app.register_blueprint(components_bp)
+    return app

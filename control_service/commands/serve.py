@@ -1,0 +1,58 @@
+"""``alertflow serve``: run the control service (127.0.0.1:5000 by default).
+
+Configuration: ``--config FILE`` (YAML) and ``ALERTFLOW_CONTROL_*`` variables (see
+control_service/config.py). The filters are read from the config topic before it listens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from werkzeug.serving import make_server
+
+from control_service.config import ConfigError, load_config
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("serve", help="run the control service (REST API)", description=__doc__)
+    parser.add_argument("--config", type=Path, help="YAML configuration file")
+    parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (default 5000)")
+    parser.set_defaults(func=run)
+    return parser
+
+
+def _interrupt(*_: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    try:
+        config = load_config(args.config, **overrides)
+    except ConfigError as error:
+        print(f"alertflow serve: bad configuration: {error}", file=sys.stderr)
+        return 2
+    from control_service.app import create_app
+
+    try:
+        app = create_app(config)
+    except Exception as error:  # noqa: BLE001 - report why it cannot start, in one line
+        print(f"alertflow serve: cannot start: {error}", file=sys.stderr)
+        return 1
+    server = make_server(config.host, config.port, app, threaded=True)
+    signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: close the socket, exit 0
+    print(f"alertflow control service on http://{config.host}:{server.server_port}", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0

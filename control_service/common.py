@@ -1,0 +1,251 @@
+"""The common control API that every alertflow service mounts (DESIGN.md section 4).
+
+* ``GET /health``: the process answers; ``GET /ready``: its dependencies answer (503 if not);
+* ``GET /api/v1/status``: ``{id, kind, version, state, started_at, config_version, links}``;
+* ``GET /api/v1/config``; ``PUT /api/v1/config`` (admin): validated, applied whole or not at all;
+* ``POST /api/v1/actions/<action>`` (admin): the actions the component supports (404 otherwise);
+* ``GET /metrics``: Prometheus text (request counters and latency, plus the component's own);
+* ``GET /api/v1/openapi.json``: the service's OpenAPI 3 spec.
+
+A service describes itself with a :class:`Component` and calls :func:`install_common` in its
+``create_app``; the blueprint finds the component in ``app.extensions``. The JSON error shape,
+the body-size limit and bearer-token checks come with it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+
+from control_service.auth import EXTENSION as AUTH_EXTENSION
+from control_service.auth import Authenticator, Principal, require_admin, require_read
+from control_service.config import ConfigError
+from control_service.errors import ApiError, bad_request, not_found, register_error_handlers, too_large, unsupported_media_type, validation_failed
+from control_service.store import AuditLog
+
+COMPONENT_EXTENSION = "alertflow.component"
+STATES = ("starting", "running", "stopped", "draining", "degraded")
+
+control = Blueprint("control", __name__)
+
+
+class Metrics:
+    """Counters and gauges with labels, rendered in the Prometheus text format."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        self._help: dict[str, tuple[str, str]] = {}
+
+    def describe(self, name: str, kind: str, text: str) -> None:
+        self._help[name] = (kind, text)
+
+    def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
+        key = (name, tuple(sorted(labels.items())))
+        with self._lock:
+            self._values[key] = self._values.get(key, 0.0) + amount
+
+    def set(self, name: str, value: float, **labels: str) -> None:
+        with self._lock:
+            self._values[(name, tuple(sorted(labels.items())))] = value
+
+    def render(self) -> str:
+        with self._lock:
+            items = sorted(self._values.items())
+        lines: list[str] = []
+        seen: set[str] = set()
+        for (name, labels), value in items:
+            family = name.removesuffix("_sum").removesuffix("_count")
+            if family not in seen and family in self._help:
+                kind, text = self._help[family]
+                lines += [f"# HELP {family} {text}", f"# TYPE {family} {kind}"]
+            seen.add(family)
+            label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+            lines.append(f"{name}{{{label_text}}} {value:g}" if label_text else f"{name} {value:g}")
+        return "\n".join(lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class Component:
+    """What a service tells the common API about itself. Subclass and override what applies.
+
+    ``actions`` maps an action name (``start``, ``stop``, ``drain``, ...) to a callable taking the
+    admin principal and returning a JSON-able result.
+    """
+
+    def __init__(self, id: str, kind: str, version: str, links: Mapping[str, str] | None = None) -> None:
+        self.id = id
+        self.kind = kind
+        self.version = version
+        self.links = dict(links or {})
+        self.state = "starting"
+        self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
+        self.config_version = 1
+        self.metrics = Metrics()
+        self.audit = AuditLog(None)
+        self.actions: dict[str, Callable[[Principal], Mapping[str, Any]]] = {}
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "version": self.version,
+            "state": self.state,
+            "started_at": self.started_at,
+            "config_version": self.config_version,
+            "links": self.links,
+        }
+
+    def readiness(self) -> Mapping[str, bool]:
+        """Each dependency and whether it answers; ready when all do."""
+        return {}
+
+    def get_config(self) -> Mapping[str, Any]:
+        return {}
+
+    def put_config(self, changes: Mapping[str, Any]) -> Mapping[str, Any]:
+        """Validate and apply ``changes`` whole; raise ConfigError listing every problem."""
+        raise ConfigError([(name, "cannot be changed at run time") for name in changes] or [("config", "nothing to change")])
+
+    def collect_metrics(self) -> None:
+        """Refresh gauges just before ``/metrics`` renders (override)."""
+
+    def openapi(self) -> Mapping[str, Any]:
+        from control_service.openapi import common_spec
+
+        return common_spec(self.kind)
+
+
+def component() -> Component:
+    return current_app.extensions[COMPONENT_EXTENSION]
+
+
+def json_body(kind: type = dict) -> Any:
+    """The request's JSON body, which must be a ``kind``; 415/400 otherwise."""
+    if not request.is_json:
+        raise unsupported_media_type("send application/json", content_type=request.content_type or "")
+    data = request.get_json(silent=True)
+    if data is None and request.get_data():
+        raise bad_request("the body is not valid JSON")
+    if not isinstance(data, kind):
+        raise bad_request(f"the body must be a JSON {'object' if kind is dict else 'array'}")
+    return data
+
+
+@control.get("/health")
+def health() -> Response:
+    return jsonify({"status": "ok"})
+
+
+@control.get("/ready")
+def ready() -> tuple[Response, int]:
+    checks = dict(component().readiness())
+    ok = all(checks.values())
+    return jsonify({"ready": ok, "checks": checks}), 200 if ok else 503
+
+
+@control.get("/api/v1/status")
+def status() -> Response:
+    require_read()
+    return jsonify(component().status())
+
+
+@control.get("/api/v1/config")
+def get_config() -> Response:
+    require_read()
+    comp = component()
+    return jsonify({"config_version": comp.config_version, "config": comp.get_config()})
+
+
+@control.put("/api/v1/config")
+def put_config() -> Response:
+    principal = require_admin()
+    changes = json_body(dict)
+    comp = component()
+    old = comp.config_version
+    try:
+        applied = comp.put_config(changes)
+    except ConfigError as error:
+        raise validation_failed("the configuration was rejected whole; nothing changed", [{"field": f, "message": m} for f, m in error.problems]) from None
+    comp.config_version += 1
+    comp.audit.write(principal, "config.put", comp.id, old, comp.config_version, changes=sorted(changes))
+    return jsonify({"config_version": comp.config_version, "config": applied})
+
+
+@control.post("/api/v1/actions/<action>")
+def run_action(action: str) -> Response:
+    principal = require_admin()
+    comp = component()
+    handler = comp.actions.get(action)
+    if handler is None:
+        raise not_found(f"{comp.kind} does not support the action {action!r}", supported=sorted(comp.actions))
+    before = comp.state
+    result = dict(handler(principal))
+    comp.audit.write(principal, f"action.{action}", comp.id, before, comp.state)
+    return jsonify({"action": action, "state": comp.state, "result": result})
+
+
+@control.get("/metrics")
+def metrics() -> Response:
+    comp = component()
+    comp.collect_metrics()
+    return Response(comp.metrics.render(), mimetype="text/plain", headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+@control.get("/api/v1/openapi.json")
+def openapi() -> Response:
+    return jsonify(component().openapi())
+
+
+def _before() -> None:
+    g.started = time.perf_counter()
+    limit = current_app.config.get("MAX_CONTENT_LENGTH")
+    if limit is not None and request.content_length is not None and request.content_length > limit:
+        raise too_large(f"the body is {request.content_length} bytes; the limit is {limit}", limit=limit)
+
+
+def _after(response: Response) -> Response:
+    comp = current_app.extensions.get(COMPONENT_EXTENSION)
+    if comp is not None:
+        route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
+        labels = {"method": request.method, "route": route, "status": str(response.status_code)}
+        comp.metrics.inc("alertflow_http_requests_total", **labels)
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        comp.metrics.inc("alertflow_http_request_duration_seconds_sum", elapsed, method=request.method, route=route)
+        comp.metrics.inc("alertflow_http_request_duration_seconds_count", 1, method=request.method, route=route)
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Cache-Control", "no-store")
+    return response
+
+
+def install_common(app: Flask, comp: Component, authenticator: Authenticator, max_body_bytes: int, audit: AuditLog | None = None) -> None:
+    """Mount the common control API on ``app`` for ``comp``; every service calls this once."""
+    if audit is not None:
+        comp.audit = audit
+    comp.metrics.describe("alertflow_http_requests_total", "counter", "HTTP requests by method, route and status")
+    comp.metrics.describe("alertflow_http_request_duration_seconds", "summary", "HTTP request latency")
+    comp.metrics.describe("alertflow_component_info", "gauge", "The component's identity")
+    comp.metrics.set("alertflow_component_info", 1, id=comp.id, kind=comp.kind, version=comp.version)
+    app.extensions[COMPONENT_EXTENSION] = comp
+    app.extensions[AUTH_EXTENSION] = authenticator
+    app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    register_error_handlers(app)
+    app.before_request(_before)
+    app.after_request(_after)
+    app.register_blueprint(control)
+
+
+def iter_issue_dicts(issues: Iterable[Any]) -> list[dict[str, Any]]:
+    return [{"line": i.line, "column": i.column, "path": i.path, "message": i.message} for i in issues]
+
+
+__all__ = ["ApiError", "Component", "Metrics", "control", "install_common", "json_body"]

@@ -1,0 +1,209 @@
+"""``/api/v1/jobs``: submit the broker pipeline to Flink, report on it, stop it with a savepoint.
+
+* ``GET /api/v1/jobs``, ``GET /api/v1/jobs/<id>``: from the Flink REST API (``/jobs/overview``,
+  ``/jobs/<id>``);
+* ``POST /api/v1/jobs`` (admin; body ``{"args": [...]}`` optional): runs
+  ``pipelines.broker.run(config.job_args + args)``, imported when called, and answers 202 with
+  the Flink id of the job that appeared;
+* ``DELETE /api/v1/jobs/<id>`` (admin): stop with a savepoint (``?savepoint=false``: cancel);
+* ``POST /api/v1/jobs/<id>/upgrade`` (admin): stop with a savepoint, resubmit with
+  ``--savepoint_path=<it>`` and resume. This is how structural changes to the chain roll out.
+
+Flink unreachable, or the pipeline module missing, is 503; nothing is changed then.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import requests
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from control_service.auth import require_admin, require_read
+from control_service.common import json_body
+from control_service.errors import ApiError, bad_request, not_found, unavailable
+
+log = logging.getLogger(__name__)
+FLINK_EXTENSION = "alertflow.flink"
+SUBMIT_EXTENSION = "alertflow.submit"
+TERMINAL = ("FINISHED", "CANCELED", "FAILED")
+
+jobs_bp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs")
+
+
+class FlinkClient:
+    """The few Flink REST calls we need; every failure is an :class:`ApiError` 503 (or 404)."""
+
+    def __init__(self, base_url: str, timeout_s: float = 5.0, session: requests.Session | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.session = session or requests.Session()
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.session.request(method, self.base_url + path, timeout=self.timeout_s, **kwargs)
+        except requests.RequestException as error:
+            raise unavailable(f"the Flink REST API at {self.base_url} does not answer", reason=type(error).__name__) from None
+        if response.status_code == 404:
+            raise not_found(f"Flink has no {path}")
+        if response.status_code >= 400:
+            raise unavailable(f"Flink answered {response.status_code} to {method} {path}", flink_errors=_flink_errors(response))
+        return response.json() if response.content else {}
+
+    def healthy(self) -> bool:
+        try:
+            self._call("GET", "/overview")
+        except ApiError:
+            return False
+        return True
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return list(self._call("GET", "/jobs/overview").get("jobs", []))
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/jobs/{job_id}")
+
+    def vertex_metric_ids(self, job_id: str, vertex_id: str) -> list[str]:
+        return [m["id"] for m in self._call("GET", f"/jobs/{job_id}/vertices/{vertex_id}/metrics")]
+
+    def vertex_metrics(self, job_id: str, vertex_id: str, ids: Sequence[str]) -> dict[str, float]:
+        if not ids:
+            return {}
+        rows = self._call("GET", f"/jobs/{job_id}/vertices/{vertex_id}/subtasks/metrics", params={"get": ",".join(ids), "agg": "sum"})
+        return {row["id"]: float(row.get("sum", 0.0)) for row in rows}
+
+    def stop_with_savepoint(self, job_id: str, target_dir: str, deadline_s: float = 120.0) -> str:
+        trigger = self._call("POST", f"/jobs/{job_id}/stop", json={"targetDirectory": target_dir, "drain": False})
+        request_id = trigger["request-id"]
+        deadline = time.monotonic() + deadline_s
+        while time.monotonic() < deadline:
+            status = self._call("GET", f"/jobs/{job_id}/savepoints/{request_id}")
+            if status.get("status", {}).get("id") == "COMPLETED":
+                operation = status.get("operation", {})
+                if "location" in operation:
+                    return str(operation["location"])
+                raise unavailable("Flink could not take the savepoint; the job goes on", cause=str(operation.get("failure-cause", {}).get("class", "unknown")))
+            time.sleep(0.5)
+        raise unavailable(f"the savepoint of {job_id} did not complete in {deadline_s:.0f}s")
+
+    def cancel(self, job_id: str) -> None:
+        self._call("PATCH", f"/jobs/{job_id}", params={"mode": "cancel"})
+
+
+def _flink_errors(response: requests.Response) -> list[str]:
+    try:
+        return [str(e).splitlines()[0][:200] for e in response.json().get("errors", [])]
+    except ValueError:
+        return []
+
+
+def submit_broker(argv: Sequence[str]) -> Any:
+    """Run the broker pipeline; imported here so the service starts without it."""
+    try:
+        from pipelines import broker
+    except ImportError as error:
+        raise unavailable("the broker pipeline (pipelines.broker) is not available", reason=str(error)) from None
+    return broker.run(list(argv))
+
+
+def _flink() -> FlinkClient:
+    return current_app.extensions[FLINK_EXTENSION]
+
+
+def job_view(job: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": job["jid"],
+        "name": job.get("name", ""),
+        "state": job.get("state", "UNKNOWN"),
+        "start_time": job.get("start-time"),
+        "duration_ms": job.get("duration"),
+    }
+
+
+def _validate_args(body: dict[str, Any]) -> list[str]:
+    args = body.get("args", [])
+    unknown = sorted(set(body) - {"args"})
+    if unknown:
+        raise bad_request(f"unknown field(s): {', '.join(unknown)}", fields=unknown)
+    if not isinstance(args, list) or not all(isinstance(a, str) for a in args) or len(args) > 64:
+        raise bad_request("args must be a list of at most 64 strings")
+    return args
+
+
+def _submit(args: Sequence[str], deadline_s: float = 60.0) -> dict[str, Any]:
+    flink = _flink()
+    before = {j["jid"] for j in flink.jobs()}
+    submit: Callable[[Sequence[str]], Any] = current_app.extensions[SUBMIT_EXTENSION]
+    argv = [*current_app.extensions["alertflow.config"].job_args, *args]
+    try:
+        result = submit(argv)
+    except ApiError:
+        raise
+    except Exception as error:  # noqa: BLE001 - the runner's failures become one 503
+        log.exception("job submission failed")
+        raise unavailable("the pipeline could not be submitted", reason=type(error).__name__) from None
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        new = [j for j in flink.jobs() if j["jid"] not in before]
+        if new:
+            return {**job_view(new[0]), "beam_state": str(getattr(result, "state", ""))}
+        time.sleep(0.5)
+    raise unavailable(f"the pipeline was submitted but no new Flink job appeared in {deadline_s:.0f}s")
+
+
+@jobs_bp.get("")
+def list_jobs() -> Response:
+    require_read()
+    return jsonify({"jobs": [job_view(j) for j in _flink().jobs()]})
+
+
+@jobs_bp.get("/<job_id>")
+def get_job(job_id: str) -> Response:
+    require_read()
+    job = _flink().job(job_id)
+    vertices = [{"id": v["id"], "name": v.get("name", ""), "status": v.get("status"), "parallelism": v.get("parallelism")} for v in job.get("vertices", [])]
+    return jsonify({**job_view(job), "vertices": vertices})
+
+
+@jobs_bp.post("")
+def submit_job() -> tuple[Response, int]:
+    principal = require_admin()
+    args = _validate_args(json_body(dict) if request.get_data() else {})
+    job = _submit(args)
+    current_app.extensions["alertflow.audit"].write(principal, "job.submit", job["id"], None, job["id"], args=args)
+    return jsonify(job), 202
+
+
+@jobs_bp.delete("/<job_id>")
+def stop_job(job_id: str) -> Response:
+    principal = require_admin()
+    savepoint = request.args.get("savepoint", "true")
+    if savepoint not in ("true", "false"):
+        raise bad_request("savepoint must be true or false")
+    flink = _flink()
+    job = flink.job(job_id)
+    if job.get("state") in TERMINAL:
+        raise ApiError(409, "conflict", f"job {job_id} is already {job.get('state')}")
+    location = None
+    if savepoint == "true":
+        location = flink.stop_with_savepoint(job_id, current_app.extensions["alertflow.config"].savepoint_dir)
+    else:
+        flink.cancel(job_id)
+    current_app.extensions["alertflow.audit"].write(principal, "job.stop", job_id, job.get("state"), "STOPPED", savepoint=location)
+    return jsonify({"id": job_id, "stopped": True, "savepoint": location})
+
+
+@jobs_bp.post("/<job_id>/upgrade")
+def upgrade_job(job_id: str) -> tuple[Response, int]:
+    principal = require_admin()
+    args = _validate_args(json_body(dict) if request.get_data() else {})
+    flink = _flink()
+    if flink.job(job_id).get("state") != "RUNNING":
+        raise ApiError(409, "conflict", f"job {job_id} is not running")
+    location = flink.stop_with_savepoint(job_id, current_app.extensions["alertflow.config"].savepoint_dir)
+    job = _submit([*args, f"--savepoint_path={location}"])
+    current_app.extensions["alertflow.audit"].write(principal, "job.upgrade", job_id, job_id, job["id"], savepoint=location)
+    return jsonify({**job, "previous": job_id, "savepoint": location}), 202

@@ -1,0 +1,378 @@
+"""The filter store: the filter set, kept as whole snapshots on the compacted config topic.
+
+The protocol the running pipeline reads (keep it exactly): topic ``alertflow.config``, one
+partition, compacted; each message is a whole snapshot, key ``b"filters"``, value the JSON of
+``FilterSet.to_snapshot()`` (``{"version": n, "filters": [document, ...]}``) with strictly
+increasing versions. It holds the *active* filters only. Deactivated filters are kept, also as
+whole snapshots under the same key, on a second compacted topic (``alertflow.config.inactive``)
+that the pipeline never reads.
+
+Durability: at start the store reads both topics from the beginning to their end offsets and
+keeps the highest version of each. The config topic is authoritative for which filters are
+active; a filter is inactive if it is in the inactive snapshot and not in the active one. A change
+that moves a filter into the inactive set writes the inactive snapshot first, any other change
+writes the active one first, so a crash between the two writes leaves the filter in at least one
+of them (in both: active wins) and never loses it.
+
+Every change bumps the version by one, publishes, and only then changes memory and appends to
+the audit log (who, what, when, old and new version). A failed publish changes nothing in memory
+and makes the next change re-read the topics first, so versions stay strictly increasing.
+One writer (one control service) per config topic is assumed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from control_service.auth import Principal
+from control_service.errors import ApiError, conflict, forbidden, not_found, unavailable
+from transforms.filters.document import Filter, FilterSet
+
+log = logging.getLogger(__name__)
+SNAPSHOT_KEY = b"filters"
+
+
+class SnapshotLog(Protocol):
+    """Where whole snapshots go: a compacted topic, or memory in unit tests."""
+
+    name: str
+
+    def latest(self) -> dict[str, Any] | None: ...
+
+    def publish(self, snapshot: Mapping[str, Any]) -> None: ...
+
+    def healthy(self) -> bool: ...
+
+
+def encode_snapshot(snapshot: Mapping[str, Any]) -> bytes:
+    return json.dumps(snapshot, separators=(",", ":"), allow_nan=False).encode()
+
+
+def _highest(values: Iterable[bytes | None], where: str) -> dict[str, Any] | None:
+    best: dict[str, Any] | None = None
+    for value in values:
+        if value is None:  # a tombstone: nothing to restore from it
+            continue
+        try:
+            snapshot = json.loads(value)
+        except ValueError:
+            log.warning("%s: skipping a message that is not JSON", where)
+            continue
+        version = snapshot.get("version") if isinstance(snapshot, dict) else None
+        if not isinstance(version, int) or isinstance(version, bool):
+            log.warning("%s: skipping a snapshot without an integer version", where)
+            continue
+        if best is None or version > best["version"]:
+            best = snapshot
+    return best
+
+
+class MemorySnapshotLog:
+    """A snapshot log in memory (unit tests); ``messages`` survives a "restart" if shared."""
+
+    def __init__(self, name: str = "memory", messages: list[tuple[bytes, bytes | None]] | None = None) -> None:
+        self.name = name
+        self.messages = [] if messages is None else messages
+        self.fail_next = False  # lets a test make the next publish fail
+
+    def latest(self) -> dict[str, Any] | None:
+        return _highest((v for k, v in self.messages if k == SNAPSHOT_KEY), self.name)
+
+    def publish(self, snapshot: Mapping[str, Any]) -> None:
+        if self.fail_next:
+            self.fail_next = False
+            raise OSError(f"{self.name}: publish failed (test)")
+        self.messages.append((SNAPSHOT_KEY, encode_snapshot(snapshot)))
+
+    def healthy(self) -> bool:
+        return True
+
+
+class KafkaSnapshotLog:
+    """Snapshots on a compacted one-partition topic; created (compacted) if it does not exist."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, timeout_s: float = 10.0, create: bool = True) -> None:
+        from confluent_kafka import Producer
+
+        self.name = topic
+        self.bootstrap_servers = bootstrap_servers
+        self.timeout_s = timeout_s
+        self._producer = Producer({
+            "bootstrap.servers": bootstrap_servers,
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": 0,
+            "message.timeout.ms": int(timeout_s * 1000),
+        })
+        if create:
+            self._ensure_topic()
+
+    def _ensure_topic(self) -> None:
+        from confluent_kafka.admin import AdminClient, NewTopic
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+        topics = admin.list_topics(timeout=self.timeout_s).topics
+        if self.name in topics:
+            return
+        futures = admin.create_topics([NewTopic(self.name, num_partitions=1, replication_factor=1, config={"cleanup.policy": "compact"})])
+        try:
+            futures[self.name].result(self.timeout_s)
+        except Exception as error:  # noqa: BLE001 - a concurrent creator is fine
+            if "TOPIC_ALREADY_EXISTS" not in str(error):
+                raise
+
+    def latest(self) -> dict[str, Any] | None:
+        from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+        consumer = Consumer({
+            "bootstrap.servers": self.bootstrap_servers,
+            "group.id": f"alertflow-control-reader-{time.monotonic_ns()}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        })
+        try:
+            low, high = consumer.get_watermark_offsets(TopicPartition(self.name, 0), timeout=self.timeout_s)
+            if high <= low:
+                return None
+            consumer.assign([TopicPartition(self.name, 0, OFFSET_BEGINNING)])
+            values: list[bytes | None] = []
+            deadline = time.monotonic() + self.timeout_s
+            position = low
+            while position < high:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{self.name}: read only to offset {position} of {high} in {self.timeout_s}s")
+                message = consumer.poll(0.5)
+                if message is None:
+                    continue
+                if message.error():
+                    raise OSError(f"{self.name}: {message.error()}")
+                position = message.offset() + 1
+                if message.key() == SNAPSHOT_KEY:
+                    values.append(message.value())
+            return _highest(values, self.name)
+        finally:
+            consumer.close()
+
+    def publish(self, snapshot: Mapping[str, Any]) -> None:
+        errors: list[str] = []
+
+        def delivered(err: Any, _msg: Any) -> None:
+            if err is not None:
+                errors.append(str(err))
+
+        self._producer.produce(self.name, key=SNAPSHOT_KEY, value=encode_snapshot(snapshot), on_delivery=delivered)
+        left = self._producer.flush(self.timeout_s)
+        if left or errors:
+            raise OSError(f"{self.name}: snapshot not delivered: {errors[0] if errors else 'timed out'}")
+
+    def healthy(self) -> bool:
+        try:
+            return self.name in self._producer.list_topics(self.name, timeout=2.0).topics
+        except Exception:  # noqa: BLE001 - any failure means "not ready"
+            return False
+
+
+class AuditLog:
+    """Append-only JSON lines: who, what, when, and the old and new version."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+
+    def write(self, principal: Principal | None, action: str, target: str, old_version: Any, new_version: Any, **extra: Any) -> dict[str, Any]:
+        entry = {
+            "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
+            "user": principal.user if principal else None,
+            "role": principal.role if principal else None,
+            "action": action,
+            "target": target,
+            "old_version": old_version,
+            "new_version": new_version,
+            **extra,
+        }
+        if self.path is not None:
+            line = json.dumps(entry, default=str) + "\n"
+            with self._lock, self.path.open("a", encoding="utf-8") as fh:
+                fh.write(line)
+        return entry
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFilter:
+    filter: Filter
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    version: int
+    created: tuple[str, ...]
+    updated: tuple[str, ...]
+
+
+class FilterStore:
+    """The filter set and the deactivated filters; all changes are whole, ordered snapshots."""
+
+    def __init__(self, active_log: SnapshotLog, inactive_log: SnapshotLog, audit: AuditLog) -> None:
+        self._active_log = active_log
+        self._inactive_log = inactive_log
+        self._audit = audit
+        self.audit = audit
+        self._lock = threading.RLock()
+        self._set = FilterSet(0, ())
+        self._inactive: dict[str, Filter] = {}
+        self._stale = True
+        self.loaded = False
+        self.changes = 0
+
+    # --- reading ---------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """(Re)read both topics; the highest snapshot of each wins. Raises on an unreadable topic."""
+        with self._lock:
+            active = self._active_log.latest()
+            inactive = self._inactive_log.latest()
+            filter_set = FilterSet.from_snapshot(active) if active else FilterSet(0, ())
+            parked = FilterSet.from_snapshot(inactive).filters if inactive else ()
+            names = {f.name for f in filter_set.filters}
+            self._set = filter_set
+            self._inactive = {f.name: f for f in parked if f.name not in names}
+            self._stale = False
+            self.loaded = True
+            log.info("filters loaded: version %d, %d active, %d inactive", filter_set.version, len(names), len(self._inactive))
+
+    @property
+    def version(self) -> int:
+        return self._set.version
+
+    @property
+    def filter_set(self) -> FilterSet:
+        return self._set
+
+    def counts(self) -> tuple[int, int]:
+        with self._lock:
+            return len(self._set.filters), len(self._inactive)
+
+    def all(self) -> tuple[int, list[StoredFilter]]:
+        with self._lock:
+            items = [StoredFilter(f, True) for f in self._set.filters]
+            items += [StoredFilter(f, False) for f in self._inactive.values()]
+            return self._set.version, sorted(items, key=lambda s: s.filter.name)
+
+    def get(self, name: str) -> StoredFilter:
+        with self._lock:
+            for flt in self._set.filters:
+                if flt.name == name:
+                    return StoredFilter(flt, True)
+            if name in self._inactive:
+                return StoredFilter(self._inactive[name], False)
+        raise not_found(f"no filter named {name!r}", name=name)
+
+    def healthy(self) -> bool:
+        return self.loaded and self._active_log.healthy() and self._inactive_log.healthy()
+
+    # --- changing --------------------------------------------------------------------------
+
+    @staticmethod
+    def _authorize(principal: Principal, owner: str, name: str) -> None:
+        if not principal.is_admin and owner != principal.user:
+            raise forbidden(f"filter {name!r} belongs to {owner!r}; only its owner or an admin may change it", name=name, owner=owner, user=principal.user)
+
+    def apply(self, filters: Iterable[Filter], principal: Principal, *, create_only: bool = False, active: bool | None = None) -> ApplyResult:
+        """Create or replace filters, all or none; a new filter is active unless ``active`` is False."""
+        filters = tuple(filters)
+        with self._lock:
+            self._refresh()
+            current = {f.name: f for f in self._set.filters}
+            parked = dict(self._inactive)
+            created: list[str] = []
+            updated: list[str] = []
+            for flt in filters:
+                self._authorize(principal, flt.owner, flt.name)
+                old = current.get(flt.name) or parked.get(flt.name)
+                if old is None:
+                    created.append(flt.name)
+                else:
+                    if create_only:
+                        raise conflict(f"filter {flt.name!r} already exists; PUT /api/v1/filters/{flt.name} replaces it", name=flt.name)
+                    self._authorize(principal, old.owner, flt.name)
+                    updated.append(flt.name)
+                want_active = (flt.name not in parked) if active is None else active
+                current.pop(flt.name, None)
+                parked.pop(flt.name, None)
+                (current if want_active else parked)[flt.name] = flt
+            order = [f.name for f in self._set.filters if f.name in current] + [n for n in current if n not in {f.name for f in self._set.filters}]
+            new_active = tuple(current[n] for n in order)
+            action = "create" if not updated else "update" if not created else "apply"
+            version = self._commit(new_active, parked, principal, action, ",".join(f.name for f in filters))
+            return ApplyResult(version, tuple(created), tuple(updated))
+
+    def delete(self, name: str, principal: Principal) -> int:
+        with self._lock:
+            self._refresh()
+            stored = self.get(name)
+            self._authorize(principal, stored.filter.owner, name)
+            new_active = tuple(f for f in self._set.filters if f.name != name)
+            parked = {n: f for n, f in self._inactive.items() if n != name}
+            return self._commit(new_active, parked, principal, "delete", name)
+
+    def set_active(self, name: str, active: bool, principal: Principal) -> int:
+        with self._lock:
+            self._refresh()
+            stored = self.get(name)
+            self._authorize(principal, stored.filter.owner, name)
+            if stored.active == active:
+                return self._set.version  # already so: nothing to publish
+            if active:
+                new_active = (*self._set.filters, stored.filter)
+                parked = {n: f for n, f in self._inactive.items() if n != name}
+            else:
+                new_active = tuple(f for f in self._set.filters if f.name != name)
+                parked = {**self._inactive, name: stored.filter}
+            return self._commit(new_active, parked, principal, "activate" if active else "deactivate", name)
+
+    def _refresh(self) -> None:
+        if self._stale:
+            try:
+                self.load()
+            except Exception as error:  # noqa: BLE001 - any broker failure is "unavailable"
+                raise unavailable(f"cannot read the filter topics: {error}") from None
+
+    def _commit(self, new_active: tuple[Filter, ...], parked: dict[str, Filter], principal: Principal, action: str, target: str) -> int:
+        old_version = self._set.version
+        new_set = FilterSet(old_version + 1, new_active)
+        inactive_changed = set(parked) != set(self._inactive) or any(parked[n] is not self._inactive.get(n) for n in parked)
+        parked_snapshot = {"version": new_set.version, "filters": [f.to_document() for f in parked.values()]}
+        gains_inactive = bool(set(parked) - set(self._inactive)) or any(n in self._inactive and parked[n] is not self._inactive[n] for n in parked)
+        writes = [(self._active_log, new_set.to_snapshot())]
+        if inactive_changed:
+            inactive_write = (self._inactive_log, parked_snapshot)
+            writes = [inactive_write, *writes] if gains_inactive else [*writes, inactive_write]
+        try:
+            for target_log, snapshot in writes:
+                target_log.publish(snapshot)
+        except ApiError:
+            raise
+        except Exception as error:  # noqa: BLE001 - broker failures of any kind
+            self._stale = True
+            log.error("publishing filter-set version %d failed: %s", new_set.version, error)
+            raise unavailable(
+                "the filter change could not be published to Kafka; the service re-reads the topics before the next change",
+                version=old_version,
+            ) from None
+        self._set = new_set
+        self._inactive = parked
+        self.changes += 1
+        self._audit.write(principal, f"filter.{action}", target, old_version, new_set.version)
+        return new_set.version

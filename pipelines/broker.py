@@ -1,0 +1,101 @@
+"""The broker: survey topics -> decode -> annotate -> filter (live filter sets) -> topics.
+
+    alertflow submit broker [--topics alerts.ztf,alerts.lsst] [--parallelism N]
+
+Stages (their labels are the names in the Flink UI):
+
+- ``ReadAlerts``: KafkaIO over the survey topics, with topic/partition/offset, offsets
+  committed on checkpoint; ``DecodeAlerts`` into the alert model.
+- The live filter sets: every worker process follows the compacted config topic of whole
+  filter-set snapshots (``transforms.filters.live``; a side input fails Flink's checkpoints
+  with this Beam version).
+- ``AnnotateAlerts``: the annotators the active filter set needs, batched.
+- ``ApplyFilters``: the newest valid filter set, compiled once per version, over each batch.
+- ``PublishMatches``: each filter's matches to its own topic, lite or full.
+- ``PublishDeadLetters``: decode and annotate failures to ``alertflow.deadletter``;
+  ``PublishFilterErrors``: per-filter error reports to ``alertflow.filter-errors``.
+
+With no snapshot on the config topic no filter is active, and no alert matches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+
+import apache_beam as beam
+from apache_beam.io.kafka import ReadFromKafka, WriteToKafka
+from apache_beam.runners.runner import PipelineResult
+
+from flink_deploy.stack import ALERT_TOPICS, CONFIG_TOPIC, DEADLETTER_TOPIC, FILTER_ERRORS_TOPIC
+from pipelines.flink import ClusterEndpoints, kafka_consumer_config, submit
+from transforms.annotate.transform import AnnotateAlerts
+from transforms.decode import DecodeAlerts
+from transforms.filters.apply import ERRORS, MATCHES, ApplyFilters, FilterErrorReport
+from transforms.filters.live import ConfigTopicFeed
+from transforms.publish import PublishMatches, dead_letter_message, kafka_record
+
+KV = tuple[bytes, bytes]
+
+
+def filter_error_message(report: FilterErrorReport) -> KV:
+    return report.filter_name.encode(), json.dumps(asdict(report)).encode()
+
+
+def build(p: beam.Pipeline, endpoints: ClusterEndpoints, topics: Sequence[str], group_id: str,
+          partitions: int) -> None:
+    """Wire the broker's stages (see the module doc)."""
+    bootstrap = endpoints.bootstrap_servers
+    producer = {"bootstrap.servers": bootstrap}
+    expansion = endpoints.expansion_service
+    # The live filter sets: each worker process follows the config topic itself (see
+    # transforms/filters/live.py for why this is not a side input on Flink).
+    feed = ConfigTopicFeed(bootstrap, CONFIG_TOPIC)
+    decoded = (
+        p
+        | "ReadAlerts" >> ReadFromKafka(
+            consumer_config=kafka_consumer_config(bootstrap, group_id),
+            topics=list(topics),
+            with_metadata=True,
+            commit_offset_in_finalize=True,
+            expansion_service=expansion,
+        )
+        | "ToKafkaRecord" >> beam.Map(kafka_record)
+        | "DecodeAlerts" >> DecodeAlerts()
+    )  # fmt: skip
+    annotated = decoded[DecodeAlerts.ALERTS] | "AnnotateAlerts" >> AnnotateAlerts(feed=feed)
+    filtered = annotated[AnnotateAlerts.ANNOTATED] | "ApplyFilters" >> ApplyFilters(feed=feed)
+    _ = filtered[MATCHES] | "PublishMatches" >> PublishMatches(bootstrap, partitions)
+    (
+        (decoded[DecodeAlerts.DEAD_LETTERS], annotated[AnnotateAlerts.DEAD_LETTERS])
+        | "AllDeadLetters" >> beam.Flatten()
+        | "DeadLetterToMessage" >> beam.Map(dead_letter_message).with_output_types(KV)
+        | "PublishDeadLetters" >> WriteToKafka(producer_config=producer, topic=DEADLETTER_TOPIC,
+                                               expansion_service=expansion)
+    )  # fmt: skip
+    (
+        filtered[ERRORS]
+        | "FilterErrorToMessage" >> beam.Map(filter_error_message).with_output_types(KV)
+        | "PublishFilterErrors" >> WriteToKafka(producer_config=producer,
+                                                topic=FILTER_ERRORS_TOPIC,
+                                                expansion_service=expansion)
+    )  # fmt: skip
+
+
+def run(argv: Sequence[str] | None = None) -> PipelineResult:
+    """Submit the broker to the stack's Flink cluster; returns once it is submitted."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--topics", default=",".join(ALERT_TOPICS), help="comma-separated")
+    parser.add_argument("--group-id", default="alertflow-broker")
+    parser.add_argument("--job-name", default="alertflow-broker")
+    parser.add_argument("--parallelism", type=int, default=2)
+    parser.add_argument("--output-partitions", type=int, default=1,
+                        help="partitions of each filter's topic when the broker creates it")
+    args, beam_args = parser.parse_known_args(argv)
+    return submit(
+        lambda p, endpoints: build(p, endpoints, args.topics.split(","), args.group_id,
+                                   args.output_partitions),
+        args.job_name, args.parallelism, beam_args,
+    )  # fmt: skip
