@@ -528,7 +528,10 @@ def write_flink_conf(cfg: StackConfig) -> Path:
             "bind-host": HOST,
             "host": HOST,
             "numberOfTaskSlots": cfg.slots_per_taskmanager,
-            "memory": {"process": {"size": "2048m"}},
+            # Each Beam job loads the job-server jar's classes in a classloader of its own, and
+            # they are not all freed when the job ends: with the 256 MB default the TaskManager
+            # died of Metaspace exhaustion after a few dozen job starts and restarts.
+            "memory": {"process": {"size": "3072m"}, "jvm-metaspace": {"size": "1024m"}},
         },
         "parallelism": {"default": 1},
         "rest": {"address": HOST, "bind-address": HOST, "port": cfg.flink_rest_port},

@@ -45,14 +45,15 @@ def filter_error_message(report: FilterErrorReport) -> KV:
 
 
 def build(p: beam.Pipeline, endpoints: ClusterEndpoints, topics: Sequence[str], group_id: str,
-          partitions: int) -> None:
+          partitions: int, config_topic: str = CONFIG_TOPIC,
+          deadletter_topic: str = DEADLETTER_TOPIC) -> None:
     """Wire the broker's stages (see the module doc)."""
     bootstrap = endpoints.bootstrap_servers
     producer = {"bootstrap.servers": bootstrap}
     expansion = endpoints.expansion_service
     # The live filter sets: each worker process follows the config topic itself (see
     # transforms/filters/live.py for why this is not a side input on Flink).
-    feed = ConfigTopicFeed(bootstrap, CONFIG_TOPIC)
+    feed = ConfigTopicFeed(bootstrap, config_topic)
     decoded = (
         p
         | "ReadAlerts" >> ReadFromKafka(
@@ -72,7 +73,7 @@ def build(p: beam.Pipeline, endpoints: ClusterEndpoints, topics: Sequence[str], 
         (decoded[DecodeAlerts.DEAD_LETTERS], annotated[AnnotateAlerts.DEAD_LETTERS])
         | "AllDeadLetters" >> beam.Flatten()
         | "DeadLetterToMessage" >> beam.Map(dead_letter_message).with_output_types(KV)
-        | "PublishDeadLetters" >> WriteToKafka(producer_config=producer, topic=DEADLETTER_TOPIC,
+        | "PublishDeadLetters" >> WriteToKafka(producer_config=producer, topic=deadletter_topic,
                                                expansion_service=expansion)
     )  # fmt: skip
     (
@@ -88,6 +89,8 @@ def run(argv: Sequence[str] | None = None) -> PipelineResult:
     """Submit the broker to the stack's Flink cluster; returns once it is submitted."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--topics", default=",".join(ALERT_TOPICS), help="comma-separated")
+    parser.add_argument("--config-topic", default=CONFIG_TOPIC)
+    parser.add_argument("--deadletter-topic", default=DEADLETTER_TOPIC)
     parser.add_argument("--group-id", default="alertflow-broker")
     parser.add_argument("--job-name", default="alertflow-broker")
     parser.add_argument("--parallelism", type=int, default=2)
@@ -96,6 +99,7 @@ def run(argv: Sequence[str] | None = None) -> PipelineResult:
     args, beam_args = parser.parse_known_args(argv)
     return submit(
         lambda p, endpoints: build(p, endpoints, args.topics.split(","), args.group_id,
-                                   args.output_partitions),
+                                   args.output_partitions, args.config_topic,
+                                   args.deadletter_topic),
         args.job_name, args.parallelism, beam_args,
     )  # fmt: skip
