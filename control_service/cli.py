@@ -10,9 +10,19 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from control_service.commands import filters, inspect, remote, replay, run, serve, stack, submit
+from control_service.commands import (
+    filters,
+    inspect,
+    jobs,
+    remote,
+    replay,
+    run,
+    serve,
+    stack,
+    submit,
+)
 
-COMMANDS = (stack, run, submit, serve, inspect, replay, filters, remote)
+COMMANDS = (stack, run, submit, jobs, serve, inspect, replay, filters, remote)
 
 
 def build_parser() -> argparse.ArgumentParser:

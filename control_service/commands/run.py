@@ -1,33 +1,36 @@
 """``alertflow run``: the broker on the local stack, in the foreground, until Ctrl-C.
 
-Starts the stack (unless a healthy one is already running from the run folder), submits the
-pipeline, sends a few sample messages through it and prints what came out, then prints the
-Flink web UI address and waits. Ctrl-C (or `alertflow stack down` from another shell) stops
-everything it started.
-
-For now the pipeline is the smoke pipeline (Kafka -> Python step -> Kafka); the broker
-pipeline replaces it as it lands.
+Starts the stack (unless a healthy one is already running from the run folder), applies the
+example filters (examples/filters) as a new filter-set snapshot on the config topic, submits
+the broker pipeline, replays the sample alerts from shared/data into the survey topics and
+prints what each filter selected. Then it prints the Flink web UI address and waits: Ctrl-C
+(or `alertflow stack down` from another shell) stops what it started.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import signal
 import sys
 import time
-import uuid
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
+from control_service.commands import replay
+from control_service.commands.jobs import cancel_jobs
+from control_service.snapshots import next_version, publish_snapshot
 from flink_deploy import stack
-from pipelines import smoke
+from flink_deploy.stack import REPO_ROOT
+from pipelines import broker
+from transforms.filters.document import FilterSet, load_filter_file
 
-INPUT_TOPIC = "smoke.in"
-OUTPUT_TOPIC = "smoke.out"
-SAMPLES = ("ZTF18abcdefg rising in g", "LSST diaSource 1234 fading", "bogus near a bright star")
+EXAMPLES = REPO_ROOT / "examples" / "filters"
+JOB_NAME = "alertflow-broker"
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -45,6 +48,15 @@ def say(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def sample_alerts() -> dict[str, list[Path]]:
+    """The sample alert files in shared/data (beside the clone or ALERTFLOW_SHARED_DATA)."""
+    data = Path(os.environ.get("ALERTFLOW_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+    return {
+        "alerts.ztf": sorted((data / "ztf" / "alerts").glob("*/*.avro")),
+        "alerts.lsst": sorted((data / "lsst" / "alerts").glob("*.avro")),
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         cfg = stack.StackConfig.from_env(args.taskmanagers)
@@ -58,14 +70,34 @@ def run(args: argparse.Namespace) -> int:
         say(f"alertflow run: {err}")
         return 2
     try:
-        create_topics(cfg.bootstrap_servers)
-        say("submitting the smoke pipeline ...")
-        smoke.run([f"--input={INPUT_TOPIC}", f"--output={OUTPUT_TOPIC}",
-                   "--job-name=alertflow-smoke", "--parallelism=1"])  # fmt: skip
-        for line in round_trip(cfg.bootstrap_servers):
-            print(line, flush=True)
+        filters = tuple(
+            f for p in sorted(EXAMPLES.glob("*.yaml")) for f in load_filter_file(str(p))
+        )
+        version = next_version(cfg.bootstrap_servers)
+        publish_snapshot(cfg.bootstrap_servers, FilterSet(version, filters))
+        say(f"applied filter set v{version}: {', '.join(f.name for f in filters)}")
+        replaced = cancel_jobs(cfg.flink_rest_url, [JOB_NAME])
+        if replaced:
+            say(f"cancelled the broker already running ({', '.join(replaced)})")
+        say("submitting the broker pipeline ...")
+        broker.run([f"--job-name={JOB_NAME}", "--parallelism=2"])
+        counts_before = topic_counts(cfg.bootstrap_servers, [f.output.topic for f in filters])
+        from control_service.cli import build_parser  # the cli module imports this one
+
+        for topic, files in sample_alerts().items():
+            if files:
+                replay.run(build_parser().parse_args(
+                    ["replay", "--bootstrap", cfg.bootstrap_servers, "--topic", topic,
+                     "--no-progress", *map(str, files)]), err=sys.stderr)  # fmt: skip
+        say("waiting for the matches ...")
+        time.sleep(45)
+        counts = topic_counts(cfg.bootstrap_servers, [f.output.topic for f in filters])
+        for flt in filters:
+            new = counts[flt.output.topic] - counts_before[flt.output.topic]
+            print(f"{flt.name:<28} {new:>5} matches on {flt.output.topic}", flush=True)
         say(f"\nFlink web UI: {cfg.flink_rest_url}")
-        say(f"Send to topic {INPUT_TOPIC}, read from {OUTPUT_TOPIC} on {cfg.bootstrap_servers}.")
+        say("Apply filters: alertflow serve, then alertflow filter apply -f FILE "
+            "(or alertflow filters test FILE --alerts ... to try one locally).")
         if args.detach:
             say("Stop with: alertflow stack down")
             return 0
@@ -78,36 +110,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def create_topics(bootstrap: str) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    existing = admin.list_topics(timeout=10).topics
-    new = [NewTopic(t, num_partitions=1, replication_factor=1)
-           for t in (INPUT_TOPIC, OUTPUT_TOPIC) if t not in existing]  # fmt: skip
-    for future in admin.create_topics(new).values() if new else ():
-        future.result(timeout=30)
-
-
-def round_trip(bootstrap: str, deadline_s: float = 180) -> list[str]:
-    """Send the samples through the running job and return what it wrote for them."""
-    run_id = uuid.uuid4().hex[:6]
-    keys = {f"{run_id}-{i}".encode(): text for i, text in enumerate(SAMPLES)}
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"alertflow-run-{run_id}",
-                         "auto.offset.reset": "earliest"})  # fmt: skip
-    consumer.subscribe([OUTPUT_TOPIC])
-    producer = Producer({"bootstrap.servers": bootstrap})
-    for key, text in keys.items():
-        producer.produce(INPUT_TOPIC, key=key, value=text.encode())
-    producer.flush(30)
-    lines = []
-    end = time.monotonic() + deadline_s
-    while len(lines) < len(keys) and time.monotonic() < end:
-        msg = consumer.poll(1.0)
-        if msg is not None and msg.error() is None and msg.key() in keys:
-            lines.append(f"{OUTPUT_TOPIC}: {json.dumps(json.loads(msg.value()))}")
+def topic_counts(bootstrap: str, topics: list[str]) -> Counter:
+    """Messages in each topic (0 for one that does not exist yet)."""
+    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "alertflow-run-counts"})
+    counts: Counter = Counter()
+    for topic in topics:
+        for partition in metadata[topic].partitions if topic in metadata else ():
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+            counts[topic] += high - low
     consumer.close()
-    if len(lines) < len(keys):
-        lines.append(f"only {len(lines)} of {len(keys)} samples came back in {deadline_s:.0f} s")
-    return lines
+    return counts
 
 
 def wait_for_interrupt(cfg: stack.StackConfig) -> None:
