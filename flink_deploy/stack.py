@@ -750,6 +750,20 @@ def up(cfg: StackConfig, log: Callable[[str], None] = print) -> list[Started]:
     return started
 
 
+def start_taskmanager(cfg: StackConfig, index: int) -> Started:
+    """Start TaskManager ``index`` into the running stack (replacing the record of a dead one of
+    that name) and wait until it registers with the JobManager."""
+    state = RunState(cfg.run_dir)
+    service = flink_service(cfg, cfg.run_dir / "flink" / "conf", taskmanager=index)
+    recorded = [p for p in state.load() if p.name != service.name or is_running(p)]
+    if any(p.name == service.name for p in recorded):
+        raise StackError(f"{service.name} is already running")
+    proc = spawn(service)
+    state.save([*recorded, proc])
+    wait_healthy(service, proc, cfg.start_timeout_s)
+    return proc
+
+
 def _describe(cfg: StackConfig) -> dict:
     """What clients need to reach the stack, written to stack.json in the run folder."""
     return {

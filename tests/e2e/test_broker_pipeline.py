@@ -158,3 +158,45 @@ def test_filter_set_swaps_live_without_restart(running_broker: dict) -> None:
     after = requests.get(f"{b['rest']}/jobs/{b['jid']}", timeout=5).json()
     assert after["jid"] == before["jid"] and after["start-time"] == before["start-time"]
     assert after["state"] == "RUNNING"
+
+
+def test_filter_applied_through_rest_reaches_the_running_job(running_broker: dict,
+                                                             tmp_path) -> None:
+    """The control service over real HTTP publishes the snapshot the running job switches to."""
+    import threading
+
+    from werkzeug.serving import make_server
+
+    from control_service.app import create_app
+    from control_service.auth import ApiKey
+    from control_service.config import ControlConfig
+
+    b = running_broker
+    config = ControlConfig(
+        bootstrap_servers=b["bootstrap"], config_topic=b["topics"]["config"],
+        inactive_topic=b["topics"]["config"] + ".inactive", port=0,
+        api_keys=(ApiKey("token-of-carol", "carol", "user"),),
+        audit_log=tmp_path / "audit.jsonl",
+    )  # fmt: skip
+    server = make_server("127.0.0.1", 0, create_app(config))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        topic = f"broker.{b['run_id']}.out.carol-bright"
+        document = (
+            "apiVersion: alertflow/v1\nkind: Filter\n"
+            "metadata: {name: carol-bright, owner: carol}\n"
+            f"spec:\n  where: mag < 19\n  output: {{topic: {topic}, format: lite}}\n"
+        )
+        response = requests.post(
+            f"http://127.0.0.1:{server.server_port}/api/v1/filters", data=document,
+            headers={"Authorization": "Bearer token-of-carol",
+                     "Content-Type": "application/yaml"}, timeout=30,
+        )  # fmt: skip
+        assert response.status_code in (200, 201), response.text
+        applied = time.monotonic()
+        produce(b["bootstrap"], b["topics"]["ztf"], real_messages()["ztf"][:50])
+        wait_for(lambda: read_all(b["bootstrap"], topic, settle_s=0.5), 120,
+                 "the first match of the filter applied over REST", interval_s=0.2)  # fmt: skip
+        print(f"first match of the REST-applied filter {time.monotonic() - applied:.1f} s later")
+    finally:
+        server.shutdown()

@@ -1,0 +1,83 @@
+"""Nothing lost on failure: the TaskManager is killed in the middle of a replay; the job
+recovers from its checkpoint on a new TaskManager and every expected match arrives."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from dataclasses import replace
+
+import pytest
+import requests
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from control_service.snapshots import publish_snapshot
+from flink_deploy import stack as stack_manager
+from flink_deploy.stack import REPO_ROOT
+from pipelines import broker
+from tests.e2e.test_broker_pipeline import DEADLINE_S, pairs_on, produce
+from tests.e2e.test_ingest_pipeline import real_messages
+from tests.e2e.test_smoke_pipeline import running_job_id, wait_for
+from transforms.decode import decode_message
+from transforms.filters.document import FilterSet, load_filter_file
+from transforms.filters.local import match_locally
+from transforms.schemas import LsstSchemas
+
+pytestmark = pytest.mark.e2e
+
+
+def test_killed_taskmanager_loses_nothing(stack: stack_manager.StackConfig) -> None:
+    run_id = uuid.uuid4().hex[:8]
+    topics = {n: f"failure.{run_id}.{n}" for n in ("ztf", "config", "dead")}
+    admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
+    for future in admin.create_topics(
+        [NewTopic(topics["ztf"], 2, 1), NewTopic(topics["dead"], 1, 1),
+         NewTopic(topics["config"], 1, 1, config={"cleanup.policy": "compact"})]
+    ).values():  # fmt: skip
+        future.result(timeout=30)
+    filters = tuple(
+        replace(f, output=replace(f.output, topic=f"failure.{run_id}.out.{f.name}"))
+        for p in sorted((REPO_ROOT / "examples" / "filters").glob("*.yaml"))
+        for f in load_filter_file(str(p))
+    )
+    filter_set = FilterSet(1, filters)
+    publish_snapshot(stack.bootstrap_servers, filter_set, topics["config"])
+    job_name = f"alertflow-failure-{run_id}"
+    broker.run([f"--topics={topics['ztf']}", f"--config-topic={topics['config']}",
+                f"--deadletter-topic={topics['dead']}", f"--group-id=failure-{run_id}",
+                f"--job-name={job_name}", "--parallelism=2"])  # fmt: skip
+    rest = stack.flink_rest_url
+    jid = wait_for(lambda: running_job_id(rest, job_name), 180, f"{job_name} running")
+    try:
+        packets = real_messages()["ztf"]
+        half = len(packets) // 2
+        produce(stack.bootstrap_servers, topics["ztf"], packets[:half])
+        # Let a checkpoint complete with part of the stream done, then kill mid-stream.
+        wait_for(lambda: requests.get(f"{rest}/jobs/{jid}/checkpoints", timeout=5)
+                 .json()["counts"]["completed"] >= 1, 120, "a completed checkpoint")  # fmt: skip
+        taskmanager = next(p for p in stack_manager.RunState(stack.run_dir).load()
+                           if p.name == "flink-taskmanager-1")  # fmt: skip
+        produce(stack.bootstrap_servers, topics["ztf"], packets[half:])
+        os.kill(taskmanager.pid, signal.SIGKILL)
+        killed_at = time.monotonic()
+        stack_manager.start_taskmanager(stack, 1)
+
+        def restored() -> bool:
+            counts = requests.get(f"{rest}/jobs/{jid}/checkpoints", timeout=5).json()["counts"]
+            return counts["restored"] >= 1 and running_job_id(rest, job_name) is not None
+
+        wait_for(restored, 240, "the job restored from its checkpoint and running again")
+        print(f"job restored and running {time.monotonic() - killed_at:.0f} s after the kill")
+
+        alerts = [a for p in packets for a in decode_message(p, LsstSchemas())]
+        expected = {(m.filter_name, m.alert.alert_id) for m in match_locally(filter_set, alerts)[0]}
+        wait_for(lambda: pairs_on(stack.bootstrap_servers, filter_set)[0] >= expected,
+                 DEADLINE_S, "every expected pair after recovery", interval_s=5)  # fmt: skip
+        got, duplicates, _ = pairs_on(stack.bootstrap_servers, filter_set)
+        print(f"after the kill: {len(got)} pairs expected and present, {duplicates} duplicates")
+        assert got == expected
+    finally:
+        requests.patch(f"{rest}/jobs/{jid}", params={"mode": "cancel"}, timeout=10)
+        admin.delete_topics([*topics.values(), *(f.output.topic for f in filters)])
