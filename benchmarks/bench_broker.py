@@ -4,8 +4,8 @@ Needs the stack (`alertflow stack up`). Submits the broker with the example filt
 catch-all filter (every LSST alert, lite) on fresh topics, then sends real LSST alerts (~110 KB,
 cycled with fresh ids) at rising rates, each for STEP seconds. For each rate it reports how
 many catch-all matches arrived (waiting up to GRACE seconds after the step), whether the
-broker kept up (all arrived, p99 latency within 5 s), and the latency from the alert's Kafka timestamp (set when sent) to its
-match's (set when published), p50 and p99.
+broker kept up (all arrived, p99 latency within 5 s), and the latency from the alert's Kafka
+timestamp (set when sent) to its match's (set when published), p50 and p99.
 
 Baseline, in the same run: a plain confluent-kafka consumer loop in one process that reads the
 same input and does the same work (decode, the annotators the filters need, the compiled
