@@ -29,10 +29,18 @@ from typing import Any, TextIO
 import numpy as np
 
 from transforms.alert_model import Alert
+from transforms.annotate.transform import (
+    AnnotateConfig,
+    AnnotatedAlert,
+    annotate_batch,
+    load_annotators,
+    needed_annotators,
+)
 from transforms.decode import DecodeError, decode_message
-from transforms.filters.catalogue import lookup
+from transforms.filters.annotations import AnnotationColumns
 from transforms.filters.compile import compile_filter_set
 from transforms.filters.document import Filter, FilterSet, FilterValidationError, load_filter_file
+from transforms.publish import lite_fields
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
 
 #: A filter passing more than this fraction of alerts gets a warning (BOOM rejects above 5%).
@@ -104,13 +112,19 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def _lite_fields(flt: Filter, alert: Alert) -> dict[str, Any]:
-    fields: dict[str, Any] = {}
-    for name in flt.output.fields:
-        spec = lookup(name)
-        getter = None if spec is None else spec.getter
-        fields[name] = None if getter is None else _json_value(getter(alert))
-    return fields
+def _annotate(
+    filter_set: FilterSet, alerts: list[Alert], err: TextIO
+) -> tuple[list[Alert], AnnotationColumns | None]:
+    """Run the annotators the filters name, as the broker does; alerts one rejects are left out
+    (and counted on ``err``)."""
+    needed = needed_annotators(filter_set)
+    if not needed:
+        return alerts, None
+    results = annotate_batch(alerts, load_annotators(AnnotateConfig(enabled=needed)))
+    kept = [r for r in results if isinstance(r, AnnotatedAlert)]
+    if len(kept) < len(alerts):
+        print(f"{len(alerts) - len(kept)} alerts rejected by an annotator", file=err)
+    return [r.alert for r in kept], AnnotationColumns([r.annotations for r in kept])
 
 
 def _test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -130,8 +144,9 @@ def _test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             print(f"{path}: cannot read: {error.strerror or error}", file=err)
             failed += 1
     compiled = compile_filter_set(FilterSet(0, filters))
+    alerts, annotations = _annotate(FilterSet(0, filters), alerts, err)
     started = time.perf_counter()
-    result = compiled.evaluate(alerts)
+    result = compiled.evaluate(alerts, annotations)
     batch_seconds = time.perf_counter() - started
     single: list[float] = []
     for alert in alerts[:MAX_TIMED_ALERTS]:
@@ -147,7 +162,7 @@ def _test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                         "owner": flt.owner,
                         "alert_id": alert.alert_id,
                         "survey": str(alert.survey),
-                        "fields": _lite_fields(flt, alert),
+                        "fields": lite_fields(tuple(flt.output.fields), alert),
                     }
                     print(json.dumps(record, allow_nan=False), file=out)
     n = len(alerts)

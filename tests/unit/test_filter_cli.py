@@ -73,14 +73,24 @@ def test_test_prints_matches_and_summary() -> None:
     assert summary[2].startswith("warning: target-list-cones passes ")
 
 
-def test_test_with_annotation_filter_reports_errors_not_crash() -> None:
-    alerts_file = sorted((shared_data() / "lsst" / "alerts").glob("*.avro"))[0]
-    code, out, err = run_cli(
-        "filters", "test", str(EXAMPLES / "nuclear-transients.yaml"), "--alerts", str(alerts_file), "--no-matches"
+def test_test_runs_the_annotators_a_filter_needs(tmp_path: Path) -> None:
+    """A filter on an annotation field, against astropy's galactic latitude of each alert."""
+    import astropy.units as u
+    from astropy.coordinates import SkyCoord
+
+    doc = tmp_path / "high-b.yaml"
+    doc.write_text(
+        "apiVersion: alertflow/v1\nkind: Filter\nmetadata: {name: high-b, owner: t}\n"
+        "spec:\n  annotations: [sky]\n  where: sky.gal_b > 30\n  output: {topic: t}\n"
     )
-    assert code == 0 and out == ""
-    assert "nuclear-transients: evaluated" in err and "(failed: annotation column" in err
-    assert "warning: nuclear-transients errors on 100.0% of the alerts" in err
+    files = sorted((shared_data() / "ztf" / "alerts").glob("*/*.avro"))
+    code, out, err = run_cli("filters", "test", str(doc), "--alerts", *map(str, files))
+    assert code == 0, err
+    got = {json.loads(line)["alert_id"] for line in out.splitlines()}
+    alerts = [a for f in files for a in decode_message(f.read_bytes(), LsstSchemas())]
+    b = SkyCoord([a.ra for a in alerts] * u.deg, [a.dec for a in alerts] * u.deg).galactic.b.deg
+    expected = {a.alert_id for a, lat in zip(alerts, b, strict=True) if lat > 30}
+    assert got == expected and 0 < len(expected) < len(alerts)
 
 
 def test_test_bad_alert_file_is_reported(tmp_path: Path) -> None:
