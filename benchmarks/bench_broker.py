@@ -121,10 +121,31 @@ def baseline(bootstrap: str, topic: str, filter_set: FilterSet, total: int, out:
     return done / (time.monotonic() - start)
 
 
+def plot(rows: list[tuple], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates = [r[0] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(rates, [r[4] for r in rows], "o-", label="p50")
+    ax.plot(rates, [r[5] for r in rows], "s-", label="p99")
+    ax.axhline(P99_GOAL_S, color="grey", linestyle="--", label="p99 goal (5 s)")
+    ax.axvline(1026, color="red", linestyle=":", label="LSST peak visit (1,026/s)")
+    ax.set_xlabel("offered alerts/s (real LSST alerts, ~110 KB)")
+    ax.set_ylabel("alert append -> match append (s)")
+    ax.set_title("alertflow broker on Flink, 2 cores")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rates", type=float, nargs="+", default=[256, 512, 1024])
     parser.add_argument("--step", type=float, default=8.0)
+    parser.add_argument("--plot", type=Path, default=None, help="write latency vs rate (PNG)")
     opts = parser.parse_args()
     cfg = StackConfig.from_env()
     bootstrap, rest = cfg.bootstrap_servers, cfg.flink_rest_url
@@ -193,6 +214,8 @@ def measure(opts, bootstrap, rest, name, topics, catch_all, filter_set) -> None:
     requests.patch(f"{rest}/jobs/{jid}", params={"mode": "cancel"}, timeout=10)
     base = baseline(bootstrap, topics["in"], filter_set, total_sent, topics["base"])
     sustained = max((r[0] for r in rows if r[3]), default=0.0)
+    if opts.plot:
+        plot(rows, opts.plot)
     print(f"{total_sent} LSST alerts (~110 KB), {opts.step:.0f} s per rate, 1 TaskManager "
           f"(2 slots), parallelism 2, 2 cores shared with Kafka and the baseline")
     print("| offered alerts/s | sent | matched within step + 30 s | kept up | p50 s | p99 s |")

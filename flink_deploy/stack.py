@@ -755,11 +755,17 @@ def start_taskmanager(cfg: StackConfig, index: int) -> Started:
     that name) and wait until it registers with the JobManager."""
     state = RunState(cfg.run_dir)
     service = flink_service(cfg, cfg.run_dir / "flink" / "conf", taskmanager=index)
-    recorded = [p for p in state.load() if p.name != service.name or is_running(p)]
-    if any(p.name == service.name for p in recorded):
+    recorded = state.load()
+    if any(p.name == service.name and is_running(p) for p in recorded):
         raise StackError(f"{service.name} is already running")
     proc = spawn(service)
-    state.save([*recorded, proc])
+    # The new process takes the dead one's place in the record (status lists keep their order).
+    names = [p.name for p in recorded]
+    if service.name in names:
+        recorded[names.index(service.name)] = proc
+    else:
+        recorded.append(proc)
+    state.save(recorded)
     wait_healthy(service, proc, cfg.start_timeout_s)
     return proc
 
