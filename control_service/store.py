@@ -128,6 +128,15 @@ class KafkaSnapshotLog:
         except Exception as error:  # noqa: BLE001 - a concurrent creator is fine
             if "TOPIC_ALREADY_EXISTS" not in str(error):
                 raise
+        # A new topic's partition has no leader for a moment; reading offsets before that fails
+        # with "Unknown partition".
+        deadline = time.monotonic() + self.timeout_s
+        while time.monotonic() < deadline:
+            meta = admin.list_topics(self.name, timeout=self.timeout_s).topics.get(self.name)
+            if meta is not None and meta.error is None and 0 in meta.partitions and meta.partitions[0].leader >= 0:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"{self.name}: created, but no partition leader after {self.timeout_s}s")
 
     def latest(self) -> dict[str, Any] | None:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
