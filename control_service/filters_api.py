@@ -30,7 +30,14 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from control_service.auth import require_read, require_token
 from control_service.common import component, iter_issue_dicts
-from control_service.errors import bad_request, too_large, unavailable, unsupported_media_type, validation_failed
+from control_service.errors import (
+    ApiError,
+    bad_request,
+    too_large,
+    unavailable,
+    unsupported_media_type,
+    validation_failed,
+)
 from control_service.store import FilterStore, StoredFilter
 from transforms.alert_model import Alert
 from transforms.decode import DecodeError, decode_message
@@ -95,25 +102,23 @@ def _settings() -> Any:
 
 def check_yaml_limits(text: str, max_aliases: int, max_depth: int) -> None:
     """Reject alias bombs and deep nesting before anything is built from the YAML (422)."""
+    def refuse(mark: Any, summary: str, message: str) -> ApiError:
+        position = {"line": mark.line + 1, "column": mark.column + 1, "path": "<yaml>"}
+        return validation_failed(summary, [{**position, "message": message}])
+
     aliases = depth = 0
     try:
         for event in yaml.parse(text, Loader=yaml.SafeLoader):
             if isinstance(event, yaml.AliasEvent):
                 aliases += 1
                 if aliases > max_aliases:
-                    mark = event.start_mark
-                    raise validation_failed(
-                        f"the YAML uses more than {max_aliases} aliases",
-                        [{"line": mark.line + 1, "column": mark.column + 1, "path": "<yaml>", "message": f"too many aliases (limit {max_aliases})"}],
-                    )
+                    raise refuse(event.start_mark, f"the YAML uses more than {max_aliases} aliases",
+                                 f"too many aliases (limit {max_aliases})")
             elif isinstance(event, yaml.CollectionStartEvent):
                 depth += 1
                 if depth > max_depth:
-                    mark = event.start_mark
-                    raise validation_failed(
-                        f"the YAML nests deeper than {max_depth} levels",
-                        [{"line": mark.line + 1, "column": mark.column + 1, "path": "<yaml>", "message": f"nested too deep (limit {max_depth})"}],
-                    )
+                    raise refuse(event.start_mark, f"the YAML nests deeper than {max_depth} levels",
+                                 f"nested too deep (limit {max_depth})")
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
     except yaml.YAMLError:

@@ -13,7 +13,6 @@ import io
 import json
 import math
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +168,7 @@ class _PublishFn(beam.DoFn):
         if error is not None:
             self._failures.append(str(error))
 
-    def process(self, match: FilterMatch) -> Iterator[None]:
+    def process(self, match: FilterMatch) -> None:
         self._ensure_topic(match.topic)
         key, value = FORMATS[match.format](match, int(time.time() * 1000))
         while True:
@@ -181,7 +180,6 @@ class _PublishFn(beam.DoFn):
                 self._producer.poll(0.05)
         self._producer.poll(0)
         self._published.inc()
-        return iter(())
 
     def finish_bundle(self) -> None:
         # The bundle (and so the checkpoint) completes only once Kafka has every match.

@@ -106,12 +106,6 @@ def _check(files: list[Path], out: TextIO, err: TextIO) -> int:
     return 1 if failed else 0
 
 
-def _json_value(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _annotate(
     filter_set: FilterSet, alerts: list[Alert], err: TextIO
 ) -> tuple[list[Alert], AnnotationColumns | None]:

@@ -27,7 +27,10 @@ from control_service.snapshots import next_version, publish_snapshot
 from flink_deploy import stack
 from flink_deploy.stack import REPO_ROOT
 from pipelines import broker
+from transforms.decode import decode_message
 from transforms.filters.document import FilterSet, load_filter_file
+from transforms.filters.local import match_locally
+from transforms.schemas import LsstSchemas
 
 EXAMPLES = REPO_ROOT / "examples" / "filters"
 JOB_NAME = "alertflow-broker"
@@ -89,12 +92,12 @@ def run(args: argparse.Namespace) -> int:
                 replay.run(build_parser().parse_args(
                     ["replay", "--bootstrap", cfg.bootstrap_servers, "--topic", topic,
                      "--no-progress", *map(str, files)]), err=sys.stderr)  # fmt: skip
+        expected = expected_matches(filters)
         say("waiting for the matches ...")
-        time.sleep(45)
-        counts = topic_counts(cfg.bootstrap_servers, [f.output.topic for f in filters])
+        new = wait_for_matches(cfg.bootstrap_servers, filters, counts_before, expected)
         for flt in filters:
-            new = counts[flt.output.topic] - counts_before[flt.output.topic]
-            print(f"{flt.name:<28} {new:>5} matches on {flt.output.topic}", flush=True)
+            print(f"{flt.name:<28} {new[flt.output.topic]:>5} matches on {flt.output.topic} "
+                  f"(computed locally: {expected[flt.name]})", flush=True)
         say(f"\nFlink web UI: {cfg.flink_rest_url}")
         say("Apply filters: alertflow serve, then alertflow filter apply -f FILE "
             "(or alertflow filters test FILE --alerts ... to try one locally).")
@@ -108,6 +111,33 @@ def run(args: argparse.Namespace) -> int:
             say("stopping the stack ...")
             stack.down(cfg, log=say)
     return 0
+
+
+def expected_matches(filters: tuple) -> Counter:
+    """Matches per filter on the sample alerts, computed in this process."""
+    schemas = LsstSchemas()
+    alerts = [a for files in sample_alerts().values() for path in files
+              for a in decode_message(path.read_bytes(), schemas)]  # fmt: skip
+    counts = Counter({f.name: 0 for f in filters})
+    counts.update(m.filter_name for m in match_locally(FilterSet(0, filters), alerts)[0])
+    return counts
+
+
+def wait_for_matches(bootstrap: str, filters: tuple, before: Counter, expected: Counter,
+                     deadline_s: float = 180.0) -> Counter:
+    """New messages per filter topic, once each has at least the expected count or at the
+    deadline (writes are at least once, so more is possible)."""
+    end = time.monotonic() + deadline_s
+    while True:
+        counts = topic_counts(bootstrap, [f.output.topic for f in filters])
+        new = Counter({f.output.topic: counts[f.output.topic] - before[f.output.topic]
+                       for f in filters})  # fmt: skip
+        if all(new[f.output.topic] >= expected[f.name] for f in filters):
+            return new
+        if time.monotonic() > end:
+            say(f"not all matches arrived within {deadline_s:.0f} s")
+            return new
+        time.sleep(1)
 
 
 def topic_counts(bootstrap: str, topics: list[str]) -> Counter:

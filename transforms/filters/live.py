@@ -8,14 +8,16 @@ compacted config topic with a consumer thread of its own and keeps the newest sn
 
 Freshness: the first call reads the topic to its end before returning, so a worker starts with
 the newest filter set; after that the thread applies new snapshots as they arrive (well under
-a second on loopback). Snapshots are the raw JSON bytes, parsed by ``parse_snapshot``.
+a second on loopback). Each snapshot is parsed once, on arrival, not on every batch.
 """
 
 from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from transforms.filters.apply import parse_snapshot
 
@@ -29,7 +31,7 @@ class _Feed:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
         self._lock = threading.Lock()
-        self._snapshots: dict[int, bytes] = {}
+        self._snapshots: dict[int, Mapping[str, Any]] = {}
         self._consumer = Consumer({
             "bootstrap.servers": bootstrap,
             "group.id": f"alertflow-filter-feed-{uuid.uuid4().hex}",
@@ -51,9 +53,10 @@ class _Feed:
     def _apply(self, value: bytes | None) -> None:
         if not value:
             return
-        version = parse_snapshot(value).get("version", -1)
+        snapshot = parse_snapshot(value)
+        version = snapshot.get("version", -1)
         with self._lock:
-            self._snapshots[version if isinstance(version, int) else -1] = value
+            self._snapshots[version if isinstance(version, int) else -1] = snapshot
             for old in sorted(self._snapshots)[:-KEEP]:
                 del self._snapshots[old]
 
@@ -63,7 +66,7 @@ class _Feed:
             if msg is not None and msg.error() is None:
                 self._apply(msg.value())
 
-    def snapshots(self) -> list[bytes]:
+    def snapshots(self) -> list[Mapping[str, Any]]:
         with self._lock:
             return list(self._snapshots.values())
 
@@ -76,13 +79,13 @@ _FEEDS_LOCK = threading.Lock()
 class ConfigTopicFeed:
     """Where the live filter sets are; picklable, so DoFns carry it to the workers.
 
-    ``snapshots()`` returns the newest raw snapshots (one follower per process and topic).
+    ``snapshots()`` returns the newest parsed snapshots (one follower per process and topic).
     """
 
     bootstrap_servers: str
     topic: str
 
-    def snapshots(self) -> list[bytes]:
+    def snapshots(self) -> list[Mapping[str, Any]]:
         key = (self.bootstrap_servers, self.topic)
         with _FEEDS_LOCK:
             feed = _FEEDS.get(key)
