@@ -168,7 +168,7 @@ class _PublishFn(beam.DoFn):
         if error is not None:
             self._failures.append(str(error))
 
-    def process(self, match: FilterMatch) -> None:
+    def process(self, match: FilterMatch) -> tuple[()]:
         self._ensure_topic(match.topic)
         key, value = FORMATS[match.format](match, int(time.time() * 1000))
         while True:
@@ -180,6 +180,7 @@ class _PublishFn(beam.DoFn):
                 self._producer.poll(0.05)
         self._producer.poll(0)
         self._published.inc()
+        return ()  # no output elements (Beam warns when process returns None)
 
     def finish_bundle(self) -> None:
         # The bundle (and so the checkpoint) completes only once Kafka has every match.
