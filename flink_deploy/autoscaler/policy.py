@@ -1,0 +1,455 @@
+"""The scaling policy: validated YAML, turned into immutable dataclasses.
+
+Example (``default-policy.yaml`` beside this module is the shipped default)::
+
+    interval_s: 5              # seconds between observations
+    min_taskmanagers: 1
+    max_taskmanagers: 4
+    sustain: 3                 # consecutive observations that must agree (hysteresis)
+    cooldown_up_s: 30          # after any scaling action, before the next scale-up
+    cooldown_down_s: 120       # after any scaling action, before the next scale-down
+    profiles:                  # TaskManager shapes; process_memory as Flink writes it
+      small: {slots: 2, process_memory: 3072m}
+      large: {slots: 4, process_memory: 5120m}
+    scale_up:                  # any configured trigger fires a scale-up
+      lag_above: 5000          # total consumer lag, records
+      busy_above_ms_per_s: 800           # max busyTimeMsPerSecond over the job's vertices
+      backpressure_above_ms_per_s: 500   # max backPressuredTimeMsPerSecond
+      profile: small           # the profile to add ...
+      large_profile: large     # ... or this one when the lag is above large_lag_above
+      large_lag_above: 50000
+    scale_down:                # every configured condition must hold
+      lag_below: 500
+      busy_below_ms_per_s: 300
+      remove: newest           # newest: the most recently added; largest: most slots first
+
+Contract: :func:`load_policy` returns a :class:`Policy` or raises :class:`PolicyError` listing
+every problem at once, each with the 1-based line and column of the offending node (for a JSON
+body, of the equivalent YAML). Unknown keys, duplicate keys, wrong types, non-positive numbers,
+``min_taskmanagers > max_taskmanagers``, an undefined profile name, a scale-down threshold not
+below its scale-up threshold, and a scale-up without any trigger are all rejected.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode
+
+DEFAULT_POLICY_FILE = Path(__file__).resolve().parent / "default-policy.yaml"
+MAX_POLICY_BYTES = 64 * 1024
+MAX_ALIASES = 8
+MAX_DEPTH = 8
+REMOVE_RULES = ("newest", "largest")
+_MEMORY_RE = re.compile(r"([1-9][0-9]*)\s*(m|mb|g|gb)", re.IGNORECASE)
+_NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?")
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyIssue:
+    """One problem: 1-based ``line``/``column`` in the YAML text (0 if unknown), dotted path."""
+
+    line: int
+    column: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.line}:{self.column}: {self.path}: {self.message}"
+
+
+class PolicyError(ValueError):
+    """The policy is invalid; ``issues`` holds every problem, with positions."""
+
+    def __init__(self, issues: Sequence[PolicyIssue], source: str = "<policy>") -> None:
+        self.issues = tuple(issues)
+        self.source = source
+        super().__init__("\n".join(f"{source}:{issue}" for issue in self.issues))
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """A TaskManager shape: ``slots`` task slots and Flink's ``process_memory`` (e.g. 3072m)."""
+
+    name: str
+    slots: int
+    process_memory: str
+
+    @property
+    def memory_mib(self) -> int:
+        match = _MEMORY_RE.fullmatch(self.process_memory.strip())
+        if match is None:  # validated at load; a hand-built Profile may still be wrong
+            raise ValueError(f"profile {self.name}: bad process_memory {self.process_memory!r}")
+        amount, unit = int(match.group(1)), match.group(2).lower()
+        return amount * 1024 if unit.startswith("g") else amount
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleUp:
+    """Scale up when any set trigger holds; ``None`` switches a trigger off."""
+
+    lag_above: int | None
+    busy_above_ms_per_s: float | None
+    backpressure_above_ms_per_s: float | None
+    profile: str
+    large_profile: str | None
+    large_lag_above: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ScaleDown:
+    """Scale down when every set condition holds (``lag_below`` always is)."""
+
+    lag_below: int
+    busy_below_ms_per_s: float | None
+    remove: str
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """The whole validated policy. ``profiles`` keep the order of the YAML."""
+
+    interval_s: float
+    min_taskmanagers: int
+    max_taskmanagers: int
+    sustain: int
+    cooldown_up_s: float
+    cooldown_down_s: float
+    profiles: tuple[Profile, ...]
+    scale_up: ScaleUp
+    scale_down: ScaleDown
+
+    def profile(self, name: str) -> Profile:
+        """The profile called ``name``; KeyError if the policy has none."""
+        for profile in self.profiles:
+            if profile.name == name:
+                return profile
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The policy as plain data, in the YAML's shape (``load_policy`` accepts it back)."""
+        up, down = self.scale_up, self.scale_down
+        return {
+            "interval_s": self.interval_s,
+            "min_taskmanagers": self.min_taskmanagers,
+            "max_taskmanagers": self.max_taskmanagers,
+            "sustain": self.sustain,
+            "cooldown_up_s": self.cooldown_up_s,
+            "cooldown_down_s": self.cooldown_down_s,
+            "profiles": {
+                p.name: {"slots": p.slots, "process_memory": p.process_memory}
+                for p in self.profiles
+            },
+            "scale_up": {
+                "lag_above": up.lag_above,
+                "busy_above_ms_per_s": up.busy_above_ms_per_s,
+                "backpressure_above_ms_per_s": up.backpressure_above_ms_per_s,
+                "profile": up.profile,
+                "large_profile": up.large_profile,
+                "large_lag_above": up.large_lag_above,
+            },
+            "scale_down": {
+                "lag_below": down.lag_below,
+                "busy_below_ms_per_s": down.busy_below_ms_per_s,
+                "remove": down.remove,
+            },
+        }
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# --- validation over the YAML nodes ---------------------------------------------------------
+
+_TOP = ("interval_s", "min_taskmanagers", "max_taskmanagers", "sustain", "cooldown_up_s",
+        "cooldown_down_s", "profiles", "scale_up", "scale_down")
+_TOP_REQUIRED = ("min_taskmanagers", "max_taskmanagers", "profiles", "scale_up", "scale_down")
+_UP = ("lag_above", "busy_above_ms_per_s", "backpressure_above_ms_per_s", "profile",
+       "large_profile", "large_lag_above")
+_DOWN = ("lag_below", "busy_below_ms_per_s", "remove")
+_DEFAULTS = {"interval_s": 5.0, "sustain": 3, "cooldown_up_s": 30.0, "cooldown_down_s": 120.0}
+
+
+def _mark(node: Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+class _Checker:
+    def __init__(self) -> None:
+        self.issues: list[PolicyIssue] = []
+
+    def fail(self, node: Node | None, path: str, message: str) -> None:
+        line, column = _mark(node) if node is not None else (0, 0)
+        self.issues.append(PolicyIssue(line, column, path, message))
+
+    def mapping(self, node: Node, value: Any, path: str, allowed: Sequence[str],
+                required: Sequence[str] = ()) -> dict[str, tuple[Node, Any]]:
+        """The keys of a mapping node with their value nodes and constructed values."""
+        if not isinstance(node, MappingNode) or not isinstance(value, dict):
+            self.fail(node, path or "<document>", "must be a mapping")
+            return {}
+        out: dict[str, tuple[Node, Any]] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, ScalarNode) else None
+            where = f"{path}.{key}" if path else str(key)
+            if key not in allowed:
+                close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
+                hint = (f"; did you mean {close[0]!r}?" if close
+                        else f" (allowed: {', '.join(allowed)})")
+                self.fail(key_node, where, f"unknown key {key!r}{hint}")
+            elif key in out:
+                self.fail(key_node, where, "duplicate key")
+            else:
+                out[key] = (value_node, value[key])
+        for key in required:
+            if key not in out:
+                self.fail(node, path or "<document>", f"missing required key {key!r}")
+        return out
+
+    def number(self, entry: tuple[Node, Any], path: str, *, integer: bool = False,
+               minimum: float = 0.0, inclusive: bool = False, maximum: float | None = None,
+               optional: bool = False) -> Any:
+        """A number > minimum (>= if ``inclusive``), <= maximum; None when optional and null."""
+        node, value = entry
+        if value is None and optional:
+            return None
+        kinds = (int,) if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or value != value:
+            self.fail(node, path, f"must be {'an integer' if integer else 'a number'}"
+                      + (" or null" if optional else ""))
+            return None
+        if value < minimum or (value == minimum and not inclusive):
+            self.fail(node, path, f"must be {'>=' if inclusive else '>'} {minimum:g}, got {value}")
+            return None
+        if maximum is not None and value > maximum:
+            self.fail(node, path, f"must be <= {maximum:g}, got {value}")
+            return None
+        return value
+
+    def string(self, entry: tuple[Node, Any], path: str, optional: bool = False) -> str | None:
+        node, value = entry
+        if value is None and optional:
+            return None
+        if not isinstance(value, str) or not value:
+            self.fail(node, path, "must be a non-empty string" + (" or null" if optional else ""))
+            return None
+        return value
+
+
+def _profiles(check: _Checker, entry: tuple[Node, Any]) -> dict[str, tuple[Node, Profile]]:
+    node, value = entry
+    if not isinstance(node, MappingNode) or not isinstance(value, dict) or not value:
+        check.fail(node, "profiles", "must be a non-empty mapping of name -> "
+                   "{slots, process_memory}")
+        return {}
+    out: dict[str, tuple[Node, Profile]] = {}
+    for key_node, _ in node.value:
+        name = key_node.value if isinstance(key_node, ScalarNode) else None
+        path = f"profiles.{name}"
+        if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
+            check.fail(key_node, path, "a profile name is 1-32 lowercase letters, digits and '-'")
+            continue
+        if name in out:
+            check.fail(key_node, path, "duplicate profile")
+            continue
+        fields = check.mapping(_value_node(node, key_node), value.get(name), path,
+                               ("slots", "process_memory"), ("slots", "process_memory"))
+        slots = check.number(fields["slots"], f"{path}.slots", integer=True, maximum=256) \
+            if "slots" in fields else None
+        memory = check.string(fields["process_memory"], f"{path}.process_memory") \
+            if "process_memory" in fields else None
+        if memory is not None and not _MEMORY_RE.fullmatch(memory.strip()):
+            check.fail(fields["process_memory"][0], f"{path}.process_memory",
+                       f"{memory!r} is not a memory size such as 3072m or 4g")
+            memory = None
+        if slots is not None and memory is not None:
+            out[name] = (key_node, Profile(name, slots, memory.strip()))
+    return out
+
+
+def _value_node(mapping: MappingNode, key_node: Node) -> Node:
+    for k, v in mapping.value:
+        if k is key_node:
+            return v
+    raise KeyError(key_node)
+
+
+def _declared(entry: tuple[Node, Any]) -> list[str]:
+    """Every profile name written, valid or not (so a bad profile is reported once)."""
+    node = entry[0]
+    if not isinstance(node, MappingNode):
+        return []
+    return [k.value for k, _ in node.value if isinstance(k, ScalarNode)]
+
+
+def _check_profile_name(check: _Checker, fields: Mapping[str, tuple[Node, Any]], key: str,
+                        profiles: Sequence[str], optional: bool) -> str | None:
+    if key not in fields:
+        return None
+    name = check.string(fields[key], f"scale_up.{key}", optional=optional)
+    if name is not None and name not in profiles:
+        defined = ", ".join(profiles) or "none"
+        check.fail(fields[key][0], f"scale_up.{key}",
+                   f"no profile {name!r} (defined: {defined})")
+        return None
+    return name
+
+
+def _validate(root: Node, data: Any) -> Policy | None:
+    check = _Checker()
+    top = check.mapping(root, data, "", _TOP, _TOP_REQUIRED)
+    if not top and not isinstance(root, MappingNode):
+        raise PolicyError(check.issues)
+
+    def num(key: str, **kwargs: Any) -> Any:
+        return check.number(top[key], key, **kwargs) if key in top else _DEFAULTS.get(key)
+
+    interval = num("interval_s")
+    min_tm = num("min_taskmanagers", integer=True, minimum=1, inclusive=True)
+    max_tm = num("max_taskmanagers", integer=True, minimum=1, inclusive=True)
+    sustain = num("sustain", integer=True, minimum=1, inclusive=True)
+    cool_up = num("cooldown_up_s", inclusive=True)
+    cool_down = num("cooldown_down_s", inclusive=True)
+    if isinstance(min_tm, int) and isinstance(max_tm, int) and min_tm > max_tm:
+        check.fail(top["max_taskmanagers"][0], "max_taskmanagers",
+                   f"must be >= min_taskmanagers ({min_tm}), got {max_tm}")
+    profiles = _profiles(check, top["profiles"]) if "profiles" in top else {}
+    declared = _declared(top["profiles"]) if "profiles" in top else []
+
+    up = check.mapping(*top["scale_up"], "scale_up", _UP, ("profile",)) \
+        if "scale_up" in top else {}
+
+    def up_num(key: str, **kwargs: Any) -> Any:
+        return check.number(up[key], f"scale_up.{key}", optional=True, **kwargs) \
+            if key in up else None
+
+    lag_above = up_num("lag_above", integer=True)
+    busy_above = up_num("busy_above_ms_per_s", maximum=1000)
+    bp_above = up_num("backpressure_above_ms_per_s", maximum=1000)
+    up_profile = _check_profile_name(check, up, "profile", declared, optional=False)
+    large_profile = _check_profile_name(check, up, "large_profile", declared, optional=True)
+    large_lag = up_num("large_lag_above", integer=True)
+    def given(key: str) -> bool:
+        return key in up and up[key][1] is not None
+
+    if "scale_up" in top and up and not any(given(k) for k in _UP[:3]):
+        check.fail(top["scale_up"][0], "scale_up", "set at least one trigger: lag_above, "
+                   "busy_above_ms_per_s or backpressure_above_ms_per_s")
+    if given("large_profile") != given("large_lag_above"):
+        node = up["large_profile"] if given("large_profile") else up["large_lag_above"]
+        check.fail(node[0], "scale_up", "large_profile and large_lag_above go together")
+    if large_lag is not None and lag_above is not None and large_lag <= lag_above:
+        check.fail(up["large_lag_above"][0], "scale_up.large_lag_above",
+                   f"must be > scale_up.lag_above ({lag_above}), got {large_lag}")
+
+    down = check.mapping(*top["scale_down"], "scale_down", _DOWN, ("lag_below",)) \
+        if "scale_down" in top else {}
+    lag_below = check.number(down["lag_below"], "scale_down.lag_below", integer=True) \
+        if "lag_below" in down else None
+    busy_below = check.number(down["busy_below_ms_per_s"], "scale_down.busy_below_ms_per_s",
+                              maximum=1000, optional=True) \
+        if "busy_below_ms_per_s" in down else None
+    remove = "newest"
+    if "remove" in down:
+        remove = check.string(down["remove"], "scale_down.remove") or "newest"
+        if remove not in REMOVE_RULES:
+            check.fail(down["remove"][0], "scale_down.remove",
+                       f"must be one of {', '.join(REMOVE_RULES)}, got {remove!r}")
+    if lag_below is not None and lag_above is not None and lag_below >= lag_above:
+        check.fail(down["lag_below"][0], "scale_down.lag_below",
+                   f"must be < scale_up.lag_above ({lag_above}) or the cluster would flap")
+    if busy_below is not None and busy_above is not None and busy_below >= busy_above:
+        check.fail(down["busy_below_ms_per_s"][0], "scale_down.busy_below_ms_per_s",
+                   f"must be < scale_up.busy_above_ms_per_s ({busy_above:g})")
+
+    if check.issues:
+        raise PolicyError(check.issues)
+    return Policy(
+        interval_s=float(interval),
+        min_taskmanagers=min_tm,
+        max_taskmanagers=max_tm,
+        sustain=sustain,
+        cooldown_up_s=float(cool_up),
+        cooldown_down_s=float(cool_down),
+        profiles=tuple(profile for _, profile in profiles.values()),
+        scale_up=ScaleUp(lag_above, _float(busy_above), _float(bp_above), up_profile or "",
+                         large_profile, large_lag),
+        scale_down=ScaleDown(lag_below or 0, _float(busy_below), remove),
+    )
+
+
+def _float(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def _check_limits(text: str) -> None:
+    """Refuse alias bombs and deep nesting before anything is constructed."""
+    aliases = depth = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent):
+                aliases += 1
+                if aliases > MAX_ALIASES:
+                    line, column = _mark(event)  # type: ignore[arg-type]
+                    raise PolicyError([PolicyIssue(line, column, "<yaml>",
+                                                   f"too many aliases (limit {MAX_ALIASES})")])
+            elif isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    line, column = _mark(event)  # type: ignore[arg-type]
+                    raise PolicyError([PolicyIssue(line, column, "<yaml>",
+                                                   f"nested too deep (limit {MAX_DEPTH})")])
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+    except yaml.YAMLError:
+        return  # the composer below reports the syntax error with its position
+
+
+def load_policy(text: str, source: str = "<policy>") -> Policy:
+    """The policy in ``text`` (YAML, or JSON, which is YAML); raises :class:`PolicyError`."""
+    if len(text.encode("utf-8", errors="replace")) > MAX_POLICY_BYTES:
+        raise PolicyError([PolicyIssue(0, 0, "<document>",
+                                       f"larger than {MAX_POLICY_BYTES} bytes")], source)
+    try:
+        _check_limits(text)
+        loader = yaml.SafeLoader(text)
+        try:
+            root = loader.get_single_node()
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()  # type: ignore[no-untyped-call]
+    except PolicyError as error:
+        raise PolicyError(error.issues, source) from None
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
+        message = " ".join(part for part in (error.context, error.problem) if part)
+        raise PolicyError([PolicyIssue(line, column, "<yaml>", f"invalid YAML: {message}")],
+                          source) from None
+    except yaml.YAMLError as error:
+        raise PolicyError([PolicyIssue(0, 0, "<yaml>", f"invalid YAML: {error}")],
+                          source) from None
+    if root is None:
+        raise PolicyError([PolicyIssue(1, 1, "<document>", "the policy is empty")], source)
+    try:
+        policy = _validate(root, data)
+    except PolicyError as error:
+        raise PolicyError(error.issues, source) from None
+    assert policy is not None
+    return policy
+
+
+def load_policy_data(data: Mapping[str, Any]) -> Policy:
+    """A policy from plain data (a JSON body); positions are those of the equivalent YAML."""
+    return load_policy(yaml.safe_dump(dict(data), sort_keys=False), source="<json>")
+
+
+def load_policy_file(path: str | Path) -> Policy:
+    """The policy in a file; PolicyError (source = the path) or OSError."""
+    return load_policy(Path(path).read_text(encoding="utf-8"), source=str(path))
