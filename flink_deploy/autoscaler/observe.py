@@ -1,0 +1,279 @@
+"""One look at the load: Kafka consumer lag and rates, Flink busy time and backpressure.
+
+:class:`Observer` reads, each time :meth:`Observer.observe` is called:
+
+- **Kafka** (confluent_kafka): for every partition of the alert topics, the group's committed
+  offset and the high watermark; lag = high - committed (a partition the group never committed
+  counts from its low watermark). The broker commits on Flink checkpoints, so the lag moves in
+  steps of the checkpoint interval. Records in/s is the growth of the summed high watermarks
+  since the previous observation, records out/s the growth of the summed committed offsets.
+- **Flink** (REST): the RUNNING job from ``/jobs/overview`` (the most recently started one, or
+  the one named ``job_name``); its vertices from ``/jobs/<jid>``; per vertex the max over
+  subtasks of ``busyTimeMsPerSecond`` and ``backPressuredTimeMsPerSecond``; ``/overview`` for
+  the TaskManagers and slots. With no RUNNING job (restarting, none submitted) the observation
+  says so: ``job_state`` is the state seen, ``parallelism`` 0, busy and backpressure None.
+
+Contract: ``observe()`` never raises for an unreachable Kafka or Flink, or an answer it cannot
+read: each failure is a line in ``Observation.errors`` and the fields it would have filled
+are None. It is not thread-safe; one loop calls it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import requests
+from confluent_kafka import KafkaException
+
+METRICS = ("busyTimeMsPerSecond", "backPressuredTimeMsPerSecond")
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the autoscaler saw at ``timestamp`` (seconds since the epoch).
+
+    None means "not known" (see ``errors``); rates are None on the first observation.
+    """
+
+    timestamp: float
+    lag_total: int | None = None
+    lag_by_topic: Mapping[str, int] = field(default_factory=dict)
+    records_in_per_s: float | None = None
+    records_out_per_s: float | None = None
+    busy_max_ms_per_s: float | None = None
+    backpressure_max_ms_per_s: float | None = None
+    job_id: str | None = None
+    job_state: str | None = None
+    parallelism: int = 0
+    taskmanagers: int | None = None
+    slots_total: int | None = None
+    slots_available: int | None = None
+    errors: tuple[str, ...] = ()
+
+    @property
+    def job_running(self) -> bool:
+        return self.job_state == "RUNNING" and self.parallelism > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["lag_by_topic"] = dict(self.lag_by_topic)
+        out["errors"] = list(self.errors)
+        return out
+
+
+class KafkaOffsets(Protocol):
+    """The Kafka reads the observer needs (a confluent_kafka Consumer fits; tests fake it)."""
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any: ...
+
+    def get_watermark_offsets(self, partition: Any, timeout: float | None = None,
+                              cached: bool = False) -> tuple[int, int]: ...
+
+    def committed(self, partitions: list[Any], timeout: float | None = None) -> list[Any]: ...
+
+    def close(self) -> None: ...
+
+
+def kafka_consumer(bootstrap_servers: str, group_id: str) -> KafkaOffsets:
+    """A consumer in ``group_id`` that never joins the group and never commits: it only reads."""
+    from confluent_kafka import Consumer
+
+    return Consumer({
+        "bootstrap.servers": bootstrap_servers,
+        "group.id": group_id,
+        "enable.auto.commit": False,
+        "enable.partition.eof": False,
+    })
+
+
+@dataclass(frozen=True)
+class _Offsets:
+    lag_total: int
+    lag_by_topic: dict[str, int]
+    end_total: int
+    committed_total: int
+
+
+class Observer:
+    """Observes the load of the pipeline reading ``topics`` as consumer group ``group_id``.
+
+    ``consumer_factory`` and ``session`` replace the Kafka consumer and the HTTP session
+    (tests); ``clock`` gives the timestamp (seconds since the epoch).
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        group_id: str,
+        topics: Sequence[str],
+        flink_rest_url: str,
+        *,
+        job_name: str | None = None,
+        timeout_s: float = 5.0,
+        session: requests.Session | None = None,
+        consumer_factory: Callable[[str, str], KafkaOffsets] = kafka_consumer,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.group_id = group_id
+        self.topics = tuple(topics)
+        self.flink_rest_url = flink_rest_url.rstrip("/")
+        self.job_name = job_name
+        self.timeout_s = timeout_s
+        self.session = session or requests.Session()
+        self._consumer_factory = consumer_factory
+        self._consumer: KafkaOffsets | None = None
+        self._clock = clock
+        self._previous: tuple[float, int, int] | None = None  # time, end total, committed total
+
+    # --- Kafka --------------------------------------------------------------------------------
+
+    def _kafka(self) -> KafkaOffsets:
+        if self._consumer is None:
+            self._consumer = self._consumer_factory(self.bootstrap_servers, self.group_id)
+        return self._consumer
+
+    def kafka_offsets(self) -> _Offsets:
+        """Lag, end and committed totals over every partition; raises on any Kafka failure."""
+        from confluent_kafka import TopicPartition
+
+        consumer = self._kafka()
+        metadata = consumer.list_topics(timeout=self.timeout_s)
+        partitions: list[Any] = []
+        for topic in self.topics:
+            meta = metadata.topics.get(topic)
+            if meta is None or meta.error is not None:
+                why = meta.error if meta is not None else "no such topic"
+                raise LookupError(f"topic {topic}: {why}")
+            partitions += [TopicPartition(topic, p) for p in sorted(meta.partitions)]
+        committed = {(tp.topic, tp.partition): tp for tp in
+                     consumer.committed(partitions, timeout=self.timeout_s)}
+        lag_by_topic = dict.fromkeys(self.topics, 0)
+        end_total = committed_total = 0
+        for tp in partitions:
+            low, high = consumer.get_watermark_offsets(tp, timeout=self.timeout_s, cached=False)
+            seen = committed.get((tp.topic, tp.partition))
+            if seen is not None and seen.error is not None:
+                raise LookupError(f"{tp.topic}[{tp.partition}]: committed offset: {seen.error}")
+            position = seen.offset if seen is not None and seen.offset >= 0 else low
+            lag_by_topic[tp.topic] += max(0, high - position)
+            end_total += high
+            committed_total += position
+        return _Offsets(sum(lag_by_topic.values()), lag_by_topic, end_total, committed_total)
+
+    # --- Flink --------------------------------------------------------------------------------
+
+    def _get(self, path: str, **params: str) -> Any:
+        url = self.flink_rest_url + path
+        response = self.session.get(url, params=params or None, timeout=self.timeout_s)
+        if response.status_code >= 400:
+            raise LookupError(f"Flink answered {response.status_code} to GET {path}")
+        return response.json()
+
+    def _running_job(self) -> tuple[str | None, str | None]:
+        """(job id, state): the RUNNING job if any, else the latest unfinished job's state."""
+        jobs = [j for j in self._get("/jobs/overview").get("jobs", [])
+                if self.job_name is None or j.get("name") == self.job_name]
+        jobs.sort(key=lambda j: j.get("start-time", 0), reverse=True)
+        for job in jobs:
+            if job.get("state") == "RUNNING":
+                return job["jid"], "RUNNING"
+        for job in jobs:
+            if job.get("state") not in ("FINISHED", "CANCELED", "FAILED"):
+                return job["jid"], job.get("state")
+        return None, None
+
+    def flink_job(self) -> dict[str, Any]:
+        """job_id, job_state, parallelism, busy and backpressure maxima; raises on failure."""
+        job_id, state = self._running_job()
+        out: dict[str, Any] = {"job_id": job_id, "job_state": state, "parallelism": 0,
+                               "busy_max_ms_per_s": None, "backpressure_max_ms_per_s": None}
+        if state != "RUNNING" or job_id is None:
+            return out
+        vertices = self._get(f"/jobs/{job_id}").get("vertices", [])
+        out["parallelism"] = max((int(v.get("parallelism", 0)) for v in vertices), default=0)
+        maxima: dict[str, float] = {}
+        for vertex in vertices:
+            rows = self._get(f"/jobs/{job_id}/vertices/{vertex['id']}/subtasks/metrics",
+                             get=",".join(METRICS), agg="max")
+            for row in rows:
+                value = _number(row.get("max"))
+                if value is not None and row.get("id") in METRICS:
+                    maxima[row["id"]] = max(value, maxima.get(row["id"], value))
+        out["busy_max_ms_per_s"] = maxima.get("busyTimeMsPerSecond")
+        out["backpressure_max_ms_per_s"] = maxima.get("backPressuredTimeMsPerSecond")
+        return out
+
+    def flink_cluster(self) -> dict[str, int]:
+        overview = self._get("/overview")
+        return {"taskmanagers": int(overview["taskmanagers"]),
+                "slots_total": int(overview["slots-total"]),
+                "slots_available": int(overview["slots-available"])}
+
+    # --- together -----------------------------------------------------------------------------
+
+    def observe(self) -> Observation:
+        """One observation; failures are in ``errors``, never raised."""
+        now = self._clock()
+        values: dict[str, Any] = {}
+        errors: list[str] = []
+        try:
+            offsets = self.kafka_offsets()
+        except (KafkaException, LookupError) as error:
+            errors.append(f"kafka: {type(error).__name__}: {error}")
+            self._reset_kafka()
+        else:
+            values["lag_total"] = offsets.lag_total
+            values["lag_by_topic"] = offsets.lag_by_topic
+            if self._previous is not None and now > self._previous[0]:
+                elapsed = now - self._previous[0]
+                values["records_in_per_s"] = (offsets.end_total - self._previous[1]) / elapsed
+                values["records_out_per_s"] = (
+                    offsets.committed_total - self._previous[2]) / elapsed
+            self._previous = (now, offsets.end_total, offsets.committed_total)
+        for name, read in (("flink job", self.flink_job), ("flink cluster", self.flink_cluster)):
+            try:
+                values.update(read())
+            except (requests.RequestException, LookupError, KeyError, TypeError,
+                    ValueError) as error:
+                errors.append(f"{name}: {type(error).__name__}: {error}")
+        return Observation(timestamp=now, errors=tuple(errors), **values)
+
+    def kafka_ready(self) -> bool:
+        try:
+            self._kafka().list_topics(timeout=min(self.timeout_s, 2.0))
+        except KafkaException:
+            self._reset_kafka()
+            return False
+        return True
+
+    def flink_ready(self) -> bool:
+        try:
+            self._get("/overview")
+        except (requests.RequestException, LookupError, ValueError):
+            return False
+        return True
+
+    def _reset_kafka(self) -> None:
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            try:
+                consumer.close()
+            except (KafkaException, RuntimeError):
+                pass  # a broken consumer is being dropped anyway
+
+    def close(self) -> None:
+        """Close the Kafka consumer (it never joined the group, so no rebalance follows)."""
+        self._reset_kafka()
+
+
+def _number(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
