@@ -15,7 +15,6 @@ from control_service.commands import (
     filters,
     inspect,
     jobs,
-    remote,
     replay,
     run,
     serve,
@@ -23,7 +22,7 @@ from control_service.commands import (
     submit,
 )
 
-COMMANDS = (stack, run, submit, jobs, serve, inspect, replay, filters, remote, backfill)
+COMMANDS = (stack, run, submit, jobs, serve, inspect, replay, filters, backfill)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,18 +1,41 @@
-"""``/api/v1/components``: every stage of the running pipeline, with state and counters.
+"""``/api/v1/components``: every stage of the running pipelines, with state and counters.
 
-One component per Flink vertex of each running job (Beam fuses steps into vertices; ``stages``
-names the pipeline stages found in the vertex name: ingest, decode, annotate, filters, publish,
-deadletter). Counters: ``elements_in``/``elements_out`` are Flink's read/write records of the
-vertex; ``errors`` sums the vertex's metrics whose name speaks of errors or dead letters (the
-Beam counters the stages keep), all subtasks added.
+Beam fuses the Python steps of the broker into one Flink operator (and Flink chains that with
+the Kafka source and sinks into one vertex), so Flink's per-vertex record counts say nothing
+per stage. The stages' own counters do: in portable mode the Flink runner registers each Beam
+counter of a fused operator as a Flink metric ``<operator>.<Namespace>_<name>`` (all subtasks
+added here with ``agg=sum``), and the Java Kafka source and sinks keep Flink's operator
+``numRecordsIn``/``numRecordsOut``. One component per stage and live job (id
+``<job id>.<stage>``), listed when the stage's Beam label appears in a vertex name of the job:
+
+============== ======================== ================================ ======================
+stage          elements_in              elements_out                     errors
+============== ======================== ================================ ======================
+ingest         (none: a source)         ReadAlerts source records out    (none)
+decode         DecodeAlerts_messages    DecodeAlerts_alerts_decoded      DecodeAlerts_dead_lett
+                                                                         ers_* (all stages)
+annotate.<a>   AnnotateAlerts_alerts_   elements_in - errors             AnnotateAlerts_dead_le
+               in_<a>                                                    tters_annotate.<a>
+filters        ApplyFilters_alerts_in   ApplyFilters_matches             ApplyFilters_filter_er
+                                                                         rors
+publish        ApplyFilters_matches     PublishMatches_matches_published (none: retried)
+deadletters    decode + annotate dead   records into the                 (none)
+               letters                  PublishDeadLetters Kafka writer
+============== ======================== ================================ ======================
+
+Counters are cumulative since the job started (a job restored from a savepoint starts them at
+0 again); a counter the job has not incremented yet reads 0. ``metrics`` holds the raw values
+behind the three figures. State and parallelism are those of the vertex holding the stage.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from control_service.auth import require_read
 from control_service.errors import not_found
@@ -20,62 +43,155 @@ from control_service.jobs_api import FLINK_EXTENSION, TERMINAL, FlinkClient
 
 components_bp = Blueprint("components", __name__, url_prefix="/api/v1/components")
 
-STAGE_PATTERNS = (
-    ("ingest", re.compile(r"ReadFromKafka|Ingest|KafkaIO|Read", re.I)),
-    ("decode", re.compile(r"Decode", re.I)),
-    ("annotate", re.compile(r"Annotat", re.I)),
-    ("filters", re.compile(r"Filter", re.I)),
-    ("publish", re.compile(r"Publish|WriteToKafka|Write", re.I)),
-    ("deadletter", re.compile(r"Dead.?Letter", re.I)),
-)
-_ERROR_METRIC = re.compile(r"error|dead.?letter|failed", re.I)
-_MAX_ERROR_METRICS = 50
+ANNOTATORS = ("sky", "crossmatch", "dust", "lightcurve", "tags")
+#: Namespaces of the Beam counters the stages keep (transforms/).
+COUNTER_NAMESPACES = ("DecodeAlerts", "AnnotateAlerts", "ApplyFilters", "PublishMatches")
+_SUBTASK = re.compile(r"^\d+\.")
+_COUNTER = re.compile(rf"^(?:{'|'.join(COUNTER_NAMESPACES)})_")
 
 
-def stages_of(name: str) -> list[str]:
-    return [stage for stage, pattern in STAGE_PATTERNS if pattern.search(name)]
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage: its id, the Beam label that names it in the vertex names, and the
+    metric keys (see :func:`metric_key`) summed into each figure; ``None`` is not applicable."""
+
+    stage: str
+    label: str
+    elements_in: tuple[str, ...] | None
+    elements_out: tuple[str, ...] | None
+    errors: tuple[str, ...] | None
 
 
-def component_view(flink: FlinkClient, job: dict[str, Any], vertex: dict[str, Any], with_metrics: bool = True) -> dict[str, Any]:
-    metrics = vertex.get("metrics", {})
-    errors = 0.0
-    error_metrics: dict[str, float] = {}
-    if with_metrics and vertex.get("status") == "RUNNING":
-        ids = [m for m in flink.vertex_metric_ids(job["jid"], vertex["id"]) if _ERROR_METRIC.search(m)][:_MAX_ERROR_METRICS]
-        error_metrics = flink.vertex_metrics(job["jid"], vertex["id"], ids)
-        errors = sum(error_metrics.values())
+def _decode_errors(keys: Iterable[str]) -> tuple[str, ...]:
+    return tuple(k for k in keys if k.startswith("DecodeAlerts_dead_letters_"))
+
+
+def _annotate_errors(keys: Iterable[str], annotator: str | None = None) -> tuple[str, ...]:
+    # Flink may keep or replace the dot of "annotate.<a>" in a metric name.
+    names = ANNOTATORS if annotator is None else (annotator,)
+    wanted = {f"AnnotateAlerts_dead_letters_annotate{sep}{a}" for a in names for sep in "._"}
+    return tuple(k for k in keys if k in wanted)
+
+
+def stages(keys: Iterable[str]) -> list[Stage]:
+    """The broker's stages, their figures resolved against the metric ``keys`` a job has."""
+    keys = sorted(set(keys))
+    source_out = tuple(k for k in keys if k.startswith("op:Source__ReadAlerts") and
+                       k.endswith(".numRecordsOut"))  # fmt: skip
+    dead_writer = tuple(k for k in keys if k.startswith("op:") and "PublishDeadLetters/" in k
+                        and "KafkaIO_WriteRecords" in k and k.endswith(".numRecordsIn"))  # fmt: skip
+    out = [
+        Stage("ingest", "ReadAlerts", None, source_out, None),
+        Stage("decode", "DecodeAlerts", ("DecodeAlerts_messages",),
+              ("DecodeAlerts_alerts_decoded",), _decode_errors(keys)),
+    ]  # fmt: skip
+    for annotator in ANNOTATORS:
+        out.append(Stage(f"annotate.{annotator}", "AnnotateAlerts",
+                         (f"AnnotateAlerts_alerts_in_{annotator}",), None,
+                         _annotate_errors(keys, annotator)))  # fmt: skip
+    out += [
+        Stage("filters", "ApplyFilters", ("ApplyFilters_alerts_in",), ("ApplyFilters_matches",),
+              ("ApplyFilters_filter_errors",)),
+        Stage("publish", "PublishMatches", ("ApplyFilters_matches",),
+              ("PublishMatches_matches_published",), None),
+        Stage("deadletters", "PublishDeadLetters",
+              _decode_errors(keys) + _annotate_errors(keys), dead_writer, None),
+    ]  # fmt: skip
+    return out
+
+
+def metric_key(metric_id: str) -> tuple[str, str] | None:
+    """``(key, flink name)`` of a vertex metric id worth reading, else None.
+
+    ``flink name`` is the id without its subtask prefix (what ``subtasks/metrics`` takes); the
+    key is the Beam counter name (``Namespace_name``) for a stage counter, or ``op:<operator>.
+    numRecordsIn|Out`` for an operator's record counts.
+    """
+    name = _SUBTASK.sub("", metric_id)
+    operator, _, metric = name.partition(".")
+    if _COUNTER.match(metric):
+        return metric, name
+    if metric in ("numRecordsIn", "numRecordsOut") and operator:
+        return f"op:{name}", name
+    return None
+
+
+def job_metrics(flink: FlinkClient, job: dict[str, Any]) -> dict[str, float]:
+    """Every stage counter and operator record count of a job, summed over subtasks (and
+    over operators sharing a counter)."""
+    values: dict[str, float] = {}
+    for vertex in job.get("vertices", []):
+        if vertex.get("status") != "RUNNING":
+            continue
+        wanted: dict[str, str] = {}
+        for metric_id in flink.vertex_metric_ids(job["jid"], vertex["id"]):
+            found = metric_key(metric_id)
+            if found is not None:
+                wanted[found[1]] = found[0]
+        sums = flink.vertex_metrics(job["jid"], vertex["id"], sorted(wanted))
+        for name, value in sums.items():
+            values[wanted[name]] = values.get(wanted[name], 0.0) + value
+    return values
+
+
+def _total(values: dict[str, float], keys: tuple[str, ...] | None) -> int | None:
+    return None if keys is None else int(sum(values.get(k, 0.0) for k in keys))
+
+
+def component_view(job: dict[str, Any], stage: Stage, values: dict[str, float]) -> dict[str, Any]:
+    """The JSON of one stage of ``job`` (see the module doc)."""
+    vertex = next(v for v in job.get("vertices", []) if stage.label in v.get("name", ""))
+    elements_in = _total(values, stage.elements_in)
+    errors = _total(values, stage.errors)
+    elements_out = _total(values, stage.elements_out)
+    if stage.elements_out is None and elements_in is not None:
+        elements_out = elements_in - (errors or 0)
+    used = {*(stage.elements_in or ()), *(stage.elements_out or ()), *(stage.errors or ())}
     return {
-        "id": vertex["id"],
-        "name": vertex.get("name", ""),
+        "id": f"{job['jid']}.{stage.stage}",
         "job_id": job["jid"],
-        "stages": stages_of(vertex.get("name", "")),
+        "job_name": job.get("name", ""),
+        "stage": stage.stage,
+        "label": stage.label,
         "state": vertex.get("status", "UNKNOWN"),
         "parallelism": vertex.get("parallelism"),
-        "elements_in": int(metrics.get("read-records", 0)),
-        "elements_out": int(metrics.get("write-records", 0)),
-        "errors": int(errors),
-        "error_metrics": error_metrics,
+        "elements_in": elements_in,
+        "elements_out": elements_out,
+        "errors": errors,
+        "metrics": {k: int(values.get(k, 0.0)) for k in sorted(used)},
     }
 
 
-def _live_jobs(flink: FlinkClient) -> list[dict[str, Any]]:
-    return [flink.job(j["jid"]) for j in flink.jobs() if j.get("state") not in TERMINAL]
+def job_components(flink: FlinkClient, job: dict[str, Any]) -> list[dict[str, Any]]:
+    """The stages of one job whose label appears in its vertex names, with their counters."""
+    names = " ".join(v.get("name", "") for v in job.get("vertices", []))
+    values = job_metrics(flink, job)
+    return [component_view(job, s, values) for s in stages(values) if s.label in names]
+
+
+def _live_jobs(flink: FlinkClient, job_id: str | None = None) -> list[dict[str, Any]]:
+    return [flink.job(j["jid"]) for j in flink.jobs()
+            if j.get("state") not in TERMINAL and job_id in (None, j["jid"])]  # fmt: skip
 
 
 @components_bp.get("")
 def list_components() -> Response:
+    """Every stage of every live job (``?job=ID``: of that job only)."""
     require_read()
     flink: FlinkClient = current_app.extensions[FLINK_EXTENSION]
-    items = [component_view(flink, job, v) for job in _live_jobs(flink) for v in job.get("vertices", [])]
+    job_id = request.args.get("job")
+    items = [c for job in _live_jobs(flink, job_id) for c in job_components(flink, job)]
     return jsonify({"components": items})
 
 
 @components_bp.get("/<component_id>")
 def get_component(component_id: str) -> Response:
+    """One stage, by ``<job id>.<stage>``; 404 when that job is not live or has no such stage."""
     require_read()
     flink: FlinkClient = current_app.extensions[FLINK_EXTENSION]
-    for job in _live_jobs(flink):
-        for vertex in job.get("vertices", []):
-            if vertex["id"] == component_id:
-                return jsonify(component_view(flink, job, vertex))
+    job_id, _, stage = component_id.partition(".")
+    for job in _live_jobs(flink, job_id):
+        for item in job_components(flink, job):
+            if item["stage"] == stage:
+                return jsonify(item)
     raise not_found(f"no running pipeline stage with id {component_id!r}", id=component_id)

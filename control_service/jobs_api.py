@@ -7,7 +7,11 @@
   the Flink id of the job that appeared;
 * ``DELETE /api/v1/jobs/<id>`` (admin): stop with a savepoint (``?savepoint=false``: cancel);
 * ``POST /api/v1/jobs/<id>/upgrade`` (admin): stop with a savepoint, resubmit with
-  ``--savepoint_path=<it>`` and resume. This is how structural changes to the chain roll out.
+  ``--savepoint_path=<it>`` and answer once Flink reports the new job restored from that
+  savepoint (``restored``: Flink's ``/jobs/<new>/checkpoints`` ``latest.restored``). If the new
+  job cannot be submitted or does not restore, the answer is 503 with ``details.savepoint``
+  (the old job stays stopped; resubmit with that savepoint). This is how structural changes to
+  the chain roll out; the Kafka offsets and the pipeline's state travel in the savepoint.
 
 Flink unreachable, or the pipeline module missing, is 503; nothing is changed then.
 """
@@ -69,11 +73,56 @@ class FlinkClient:
     def vertex_metric_ids(self, job_id: str, vertex_id: str) -> list[str]:
         return [m["id"] for m in self._call("GET", f"/jobs/{job_id}/vertices/{vertex_id}/metrics")]
 
-    def vertex_metrics(self, job_id: str, vertex_id: str, ids: Sequence[str]) -> dict[str, float]:
-        if not ids:
-            return {}
-        rows = self._call("GET", f"/jobs/{job_id}/vertices/{vertex_id}/subtasks/metrics", params={"get": ",".join(ids), "agg": "sum"})
-        return {row["id"]: float(row.get("sum", 0.0)) for row in rows}
+    def vertex_metrics(self, job_id: str, vertex_id: str, names: Sequence[str]) -> dict[str, float]:
+        """``{name: value summed over subtasks}`` for metric names without the subtask prefix
+        (``<operator>.<metric>``), asked in batches that keep the URL short (Flink answers a long
+        one with 404); a metric no subtask reports is left out."""
+        out: dict[str, float] = {}
+        batch: list[str] = []
+        for name in [*names, None]:
+            if batch and (name is None or sum(len(n) + 1 for n in batch) + len(name) > 1500):
+                path = f"/jobs/{job_id}/vertices/{vertex_id}/subtasks/metrics"
+                rows = self._call("GET", path, params={"get": ",".join(batch), "agg": "sum"})
+                out.update({row["id"]: float(row["sum"]) for row in rows if "sum" in row})
+                batch = []
+            if name is not None:
+                batch.append(name)
+        return out
+
+    def checkpoints(self, job_id: str) -> dict[str, Any]:
+        return self._call("GET", f"/jobs/{job_id}/checkpoints")
+
+    def restored_from(self, job_id: str, savepoint: str, deadline_s: float = 180.0) -> dict[str, Any]:
+        """Wait until Flink reports job ``job_id`` restored from ``savepoint``; returns Flink's
+        ``latest.restored`` record. Raises 503 if the job fails or ends first, restores from
+        something else, or says nothing within ``deadline_s``."""
+        deadline = time.monotonic() + deadline_s
+        wanted = savepoint.removeprefix("file:").lstrip("/")
+        while time.monotonic() < deadline:
+            state = self.job(job_id).get("state")
+            if state in TERMINAL:
+                raise unavailable(f"the resubmitted job {job_id} is {state} before restoring "
+                                  f"from {savepoint}", job=job_id, savepoint=savepoint,
+                                  exceptions=self.root_exception(job_id))  # fmt: skip
+            restored = (self.checkpoints(job_id).get("latest") or {}).get("restored")
+            if restored:
+                path = str(restored.get("external_path", "")).removeprefix("file:").lstrip("/")
+                if path != wanted:
+                    raise unavailable(f"job {job_id} restored from {restored.get('external_path')}"
+                                      f", not from {savepoint}", job=job_id,
+                                      savepoint=savepoint)  # fmt: skip
+                return restored
+            time.sleep(1.0)
+        raise unavailable(f"job {job_id} did not report a restore from {savepoint} in "
+                          f"{deadline_s:.0f}s", job=job_id, savepoint=savepoint)  # fmt: skip
+
+    def root_exception(self, job_id: str) -> str:
+        """The first line of the job's root exception, or "" (best effort, for reports)."""
+        try:
+            text = self._call("GET", f"/jobs/{job_id}/exceptions").get("root-exception") or ""
+        except ApiError:
+            return ""
+        return str(text).splitlines()[0][:300] if text else ""
 
     def stop_with_savepoint(self, job_id: str, target_dir: str, deadline_s: float = 120.0) -> str:
         trigger = self._call("POST", f"/jobs/{job_id}/stop", json={"targetDirectory": target_dir, "drain": False})
@@ -133,11 +182,26 @@ def _validate_args(body: dict[str, Any]) -> list[str]:
     return args
 
 
-def _submit(args: Sequence[str], deadline_s: float = 60.0) -> dict[str, Any]:
+def job_name_of(argv: Sequence[str]) -> str | None:
+    """The ``--job-name`` (or ``--job_name``) the last time it is given in ``argv``, else None."""
+    name = None
+    for index, arg in enumerate(argv):
+        for flag in ("--job-name", "--job_name"):
+            if arg.startswith(flag + "="):
+                name = arg.split("=", 1)[1]
+            elif arg == flag and index + 1 < len(argv):
+                name = argv[index + 1]
+    return name
+
+
+def _submit(args: Sequence[str], deadline_s: float = 120.0) -> dict[str, Any]:
+    """Submit the pipeline with the configured job args + ``args``; return the view of the new
+    Flink job (the new one with the submitted job name, when a name is given)."""
     flink = _flink()
     before = {j["jid"] for j in flink.jobs()}
     submit: Callable[[Sequence[str]], Any] = current_app.extensions[SUBMIT_EXTENSION]
     argv = [*current_app.extensions["alertflow.config"].job_args, *args]
+    name = job_name_of(argv)
     try:
         result = submit(argv)
     except ApiError:
@@ -147,7 +211,8 @@ def _submit(args: Sequence[str], deadline_s: float = 60.0) -> dict[str, Any]:
         raise unavailable("the pipeline could not be submitted", reason=type(error).__name__) from None
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
-        new = [j for j in flink.jobs() if j["jid"] not in before]
+        new = [j for j in flink.jobs() if j["jid"] not in before
+               and (name is None or j.get("name") == name)]  # fmt: skip
         if new:
             return {**job_view(new[0]), "beam_state": str(getattr(result, "state", ""))}
         time.sleep(0.5)
@@ -203,7 +268,19 @@ def upgrade_job(job_id: str) -> tuple[Response, int]:
     flink = _flink()
     if flink.job(job_id).get("state") != "RUNNING":
         raise ApiError(409, "conflict", f"job {job_id} is not running")
+    started = time.monotonic()
     location = flink.stop_with_savepoint(job_id, current_app.extensions["alertflow.config"].savepoint_dir)
-    job = _submit([*args, f"--savepoint_path={location}"])
+    savepoint_s = time.monotonic() - started
+    try:
+        job = _submit([*args, f"--savepoint_path={location}"])
+        restored = flink.restored_from(job["id"], location)
+    except ApiError as error:
+        # The old job is stopped: say where its state is, so the upgrade can be retried.
+        error.details = {**error.details, "previous": job_id, "savepoint": location}
+        current_app.extensions["alertflow.audit"].write(principal, "job.upgrade", job_id, job_id, None, savepoint=location, failed=error.message)
+        raise
     current_app.extensions["alertflow.audit"].write(principal, "job.upgrade", job_id, job_id, job["id"], savepoint=location)
-    return jsonify({**job, "previous": job_id, "savepoint": location}), 202
+    timings = {"savepoint_s": round(savepoint_s, 1), "total_s": round(time.monotonic() - started, 1)}
+    body = {**job, "state": flink.job(job["id"]).get("state", job["state"]), "previous": job_id,
+            "savepoint": location, "restored": restored, "timings": timings}
+    return jsonify(body), 202

@@ -687,6 +687,7 @@ COUNTER_NAMESPACE = "DecodeAlerts"
 class _DecodeFn(beam.DoFn):
     def __init__(self, schemas: LsstSchemas) -> None:
         self._schemas = schemas
+        self._messages = Metrics.counter(COUNTER_NAMESPACE, "messages")
         self._decoded = Metrics.counter(COUNTER_NAMESPACE, "alerts_decoded")
         self._failed = {
             stage: Metrics.counter(COUNTER_NAMESPACE, f"dead_letters_{stage}")
@@ -694,6 +695,7 @@ class _DecodeFn(beam.DoFn):
         }
 
     def process(self, record: KafkaRecord) -> Iterator[Alert | TaggedOutput]:
+        self._messages.inc()
         result = decode_record(record, self._schemas)
         if isinstance(result, DeadLetter):
             self._failed[DecodeStage(result.stage)].inc()
@@ -715,7 +717,7 @@ class DecodeAlerts(beam.PTransform):
       publishes it to ``alertflow.deadletter``.
 
     Every record ends up in exactly one of the two outputs (all or nothing per record). Counters
-    in namespace ``DecodeAlerts``: ``alerts_decoded`` and ``dead_letters_<stage>`` for each
+    in namespace ``DecodeAlerts``: ``messages`` (records in), ``alerts_decoded`` and ``dead_letters_<stage>`` for each
     :class:`DecodeStage`. No side inputs; delivery is that of the runner (at least once on Flink
     with checkpointing). LSST schema ids are resolved by ``schemas`` (default: the shipped ones).
     """

@@ -1,19 +1,31 @@
-"""``alertflow filters check|test``: validate filter files, and try them on real alert files.
+"""``alertflow filters``: filter files offline, and filters on a running control service.
 
-``alertflow filters check FILE.yaml...`` validates every filter document in the files and prints
-each problem as ``FILE:LINE:COLUMN: PATH: MESSAGE`` on stderr (exit code 1), or one ``ok`` line
-per file (exit code 0).
+Offline, on files (nothing is sent anywhere):
 
-``alertflow filters test FILE.yaml --alerts ALERTS...`` decodes the alert files (ZTF Avro, Rubin
-Avro containers or wire-format messages, as ``alertflow inspect`` reads them), evaluates all the
-filters of FILE.yaml together, exactly as the pipeline does (one compiled filter set, column-wise
-over the batch), and prints every match as one JSON line on stdout
-(``{"filter", "owner", "alert_id", "survey", "fields": {...}}``, the fields of the filter's
-``spec.output.fields``). Then it prints a summary per filter on stderr: alerts evaluated,
-matched, fraction, errors, the per-alert cost (p50/p99 of evaluating each alert on its own) and
-the batch cost per alert. A filter passing more than 5% of the alerts gets a warning: that
-usually floods its topic. Annotation fields have no values here (the annotators do not run in
-this command), so a filter that needs them reports every alert as an error.
+* ``alertflow filters check FILE.yaml...`` validates every filter document in the files and
+  prints each problem as ``FILE:LINE:COLUMN: PATH: MESSAGE`` on stderr (exit code 1), or one
+  ``ok`` line per file (exit code 0).
+* ``alertflow filters test -f FILE.yaml --alerts ALERTS...`` decodes the alert files (ZTF Avro,
+  Rubin Avro containers or wire-format messages, as ``alertflow inspect`` reads them), runs the
+  annotators the filters name, evaluates all the filters of FILE.yaml together, exactly as the
+  pipeline does (one compiled filter set, column-wise over the batch), and prints every match
+  as one JSON line on stdout (``{"filter", "owner", "alert_id", "survey", "fields": {...}}``,
+  the fields of the filter's ``spec.output.fields``). Then it prints a summary per filter on
+  stderr: alerts evaluated, matched, fraction, errors, the per-alert cost (p50/p99 of
+  evaluating each alert on its own) and the batch cost per alert. A filter passing more than
+  5% of the alerts gets a warning: that usually floods its topic.
+
+On the control service (REST: ``--url``, default ``$ALERTFLOW_CONTROL_URL`` or
+http://127.0.0.1:5000, and the bearer token ``--token``, default ``$ALERTFLOW_TOKEN``):
+
+* ``apply -f FILE.yaml`` creates or replaces the filters of the file;
+* ``list [--owner USER]``, ``get NAME`` (prints the YAML document), ``delete NAME``;
+* ``test NAME``: the service's dry run of filter NAME on its reference alerts;
+* ``activate NAME``, ``deactivate NAME``.
+
+``test`` takes either ``NAME`` (on the service) or ``-f FILE --alerts ...`` (offline), never
+both. REST answers print as JSON on stdout; errors print ``STATUS ERROR: MESSAGE`` and each
+validation problem as ``FILE:LINE:COLUMN: PATH: MESSAGE`` on stderr, exit code 1.
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -28,6 +41,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from control_service.client import ControlClient, ControlError
 from transforms.alert_model import Alert
 from transforms.annotate.transform import (
     AnnotateConfig,
@@ -50,36 +64,113 @@ MAX_TIMED_ALERTS = 2000
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
-    """Add the ``filters`` subcommand (actions ``check`` and ``test``)."""
+    """Add the ``filters`` subcommand: offline ``check``/``test -f``, and the REST actions."""
     parser = subparsers.add_parser(
         "filters",
-        help="validate filter files and test them on alert files",
+        help="check and test filter files; manage filters on the control service",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    service = argparse.ArgumentParser(add_help=False)
+    service.add_argument(
+        "--url", default=os.environ.get("ALERTFLOW_CONTROL_URL", "http://127.0.0.1:5000"),
+        help="the control service (default: $ALERTFLOW_CONTROL_URL or http://127.0.0.1:5000)",
+    )  # fmt: skip
+    service.add_argument("--token", default=os.environ.get("ALERTFLOW_TOKEN"),
+                         help="bearer token (default: $ALERTFLOW_TOKEN)")  # fmt: skip
     actions = parser.add_subparsers(dest="filters_action", required=True, metavar="ACTION")
-    check = actions.add_parser("check", help="validate filter YAML files")
+    check = actions.add_parser("check", help="validate filter YAML files (offline)")
     check.add_argument("files", nargs="+", type=Path, metavar="FILE.yaml")
-    test = actions.add_parser("test", help="evaluate the filters of a file on alert files")
-    test.add_argument("file", type=Path, metavar="FILE.yaml")
-    test.add_argument("--alerts", nargs="+", type=Path, required=True, metavar="ALERTS")
+    test = actions.add_parser(
+        "test", parents=[service],
+        help="dry-run a filter: NAME on the service, or -f FILE --alerts ... offline",
+    )  # fmt: skip
+    test.add_argument("name", nargs="?", metavar="NAME",
+                      help="a filter of the control service, tried on its reference alerts")
+    test.add_argument("-f", "--file", type=Path, metavar="FILE.yaml",
+                      help="a filter file, tried offline on the --alerts files")
+    test.add_argument("--alerts", nargs="+", type=Path, metavar="ALERTS",
+                      help="alert files for -f (ZTF Avro, Rubin Avro or wire format)")
     test.add_argument(
-        "--schema-dir",
-        type=Path,
-        default=DEFAULT_LSST_SCHEMA_DIR,
+        "--schema-dir", type=Path, default=DEFAULT_LSST_SCHEMA_DIR,
         help="directory of lsst.vX_Y schema folders (default: the schemas shipped with alertflow)",
-    )
-    test.add_argument("--no-matches", action="store_true", help="print only the summary")
+    )  # fmt: skip
+    test.add_argument("--no-matches", action="store_true", help="-f: print only the summary")
+    apply = actions.add_parser("apply", parents=[service],
+                               help="create or replace the filters of a YAML file")
+    apply.add_argument("-f", "--file", type=Path, required=True, metavar="FILE.yaml")
+    listing = actions.add_parser("list", parents=[service], help="list the filters")
+    listing.add_argument("--owner", help="only this user's filters")
+    for name, text in (("get", "print a filter's YAML document"), ("delete", "delete a filter"),
+                       ("activate", "activate a filter"),
+                       ("deactivate", "deactivate a filter")):  # fmt: skip
+        actions.add_parser(name, parents=[service], help=text).add_argument("name")
     parser.set_defaults(func=run)
     return parser
 
 
-def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+def run(
+    args: argparse.Namespace,
+    out: TextIO | None = None,
+    err: TextIO | None = None,
+    client: ControlClient | None = None,
+) -> int:
+    """Run one ``filters`` action; returns the exit code (0 ok, 1 failure, 2 usage)."""
     out = out or sys.stdout
     err = err or sys.stderr
-    if args.filters_action == "check":
+    action = args.filters_action
+    if action == "check":
         return _check(args.files, out, err)
-    return _test(args, out, err)
+    if action == "test":
+        if (args.name is None) == (args.file is None):
+            print("alertflow filters test: give NAME (on the service) or -f FILE --alerts ... "
+                  "(offline), not both", file=err)  # fmt: skip
+            return 2
+        if args.file is not None:
+            if not args.alerts:
+                print("alertflow filters test: -f FILE needs --alerts ALERTS...", file=err)
+                return 2
+            return _test(args, out, err)
+        if args.alerts:
+            print("alertflow filters test: --alerts goes with -f FILE; a NAME is tried on "
+                  "the service's reference alerts", file=err)  # fmt: skip
+            return 2
+    return _remote(args, out, err, client or ControlClient(args.url, args.token))
+
+
+def _remote(args: argparse.Namespace, out: TextIO, err: TextIO, client: ControlClient) -> int:
+    """One REST action; answers as JSON on ``out`` (``get``: the YAML), errors on ``err``."""
+    action = args.filters_action
+    source = "<request>"
+    try:
+        if action == "apply":
+            source = str(args.file)
+            try:
+                text = args.file.read_text(encoding="utf-8")
+            except OSError as error:
+                print(f"{args.file}: cannot read: {error.strerror or error}", file=err)
+                return 1
+            result: Any = client.apply_filters(text)
+        elif action == "list":
+            result = client.list_filters(owner=args.owner)
+        elif action == "get":
+            print(client.get_filter(args.name, yaml_text=True), end="", file=out)
+            return 0
+        elif action == "delete":
+            result = client.delete_filter(args.name)
+        elif action == "test":
+            result = client.test_filter(args.name)
+        else:
+            result = client.set_active(args.name, action == "activate")
+    except ControlError as error:
+        print(f"{error.status} {error.error}: {error.message}", file=err)
+        for issue in error.details.get("issues", []):
+            if "line" in issue:
+                print(f"{source}:{issue['line']}:{issue['column']}: {issue['path']}: "
+                      f"{issue['message']}", file=err)  # fmt: skip
+        return 1
+    print(json.dumps(result, indent=2), file=out)
+    return 0
 
 
 def _load(path: Path, err: TextIO) -> tuple[Filter, ...] | None:

@@ -1,4 +1,5 @@
-"""``alertflow filters check|test`` through a local argparse parser, on the real alert files."""
+"""``alertflow filters check|test -f`` (offline) through a local argparse parser, on the real
+alert files; the argument rules of ``filters test``."""
 
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def test_test_prints_matches_and_summary() -> None:
     schemas = LsstSchemas(DEFAULT_LSST_SCHEMA_DIR)
     alerts = [a for path in files for a in decode_message(path.read_bytes(), schemas)]
     code, out, err = run_cli(
-        "filters", "test", str(EXAMPLES / "target-list-cones.yaml"), "--alerts", *map(str, files)
+        "filters", "test", "-f", str(EXAMPLES / "target-list-cones.yaml"), "--alerts", *map(str, files)
     )
     assert code == 0
     records = [json.loads(line) for line in out.splitlines()]
@@ -84,7 +85,7 @@ def test_test_runs_the_annotators_a_filter_needs(tmp_path: Path) -> None:
         "spec:\n  annotations: [sky]\n  where: sky.gal_b > 30\n  output: {topic: t}\n"
     )
     files = sorted((shared_data() / "ztf" / "alerts").glob("*/*.avro"))
-    code, out, err = run_cli("filters", "test", str(doc), "--alerts", *map(str, files))
+    code, out, err = run_cli("filters", "test", "-f", str(doc), "--alerts", *map(str, files))
     assert code == 0, err
     got = {json.loads(line)["alert_id"] for line in out.splitlines()}
     alerts = [a for f in files for a in decode_message(f.read_bytes(), LsstSchemas())]
@@ -96,6 +97,20 @@ def test_test_runs_the_annotators_a_filter_needs(tmp_path: Path) -> None:
 def test_test_bad_alert_file_is_reported(tmp_path: Path) -> None:
     junk = tmp_path / "junk.avro"
     junk.write_bytes(b"not an alert")
-    code, out, err = run_cli("filters", "test", str(EXAMPLES / "solar-system-objects.yaml"), "--alerts", str(junk))
+    code, out, err = run_cli("filters", "test", "-f", str(EXAMPLES / "solar-system-objects.yaml"),
+                             "--alerts", str(junk))
     assert code == 1 and out == ""
     assert err.splitlines()[0].startswith(f"{junk}: ")
+
+
+def test_test_takes_a_name_or_a_file_never_both(tmp_path: Path) -> None:
+    alerts = str(tmp_path / "a.avro")
+    flt = str(EXAMPLES / "solar-system-objects.yaml")
+    for argv, message in (
+        (("filters", "test"), "give NAME (on the service) or -f FILE"),
+        (("filters", "test", "x", "-f", flt, "--alerts", alerts), "not both"),
+        (("filters", "test", "-f", flt), "-f FILE needs --alerts"),
+        (("filters", "test", "x", "--alerts", alerts), "--alerts goes with -f FILE"),
+    ):
+        code, out, err = run_cli(*argv)
+        assert (code, out) == (2, "") and message in err, argv

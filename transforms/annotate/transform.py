@@ -168,6 +168,14 @@ def _positions(alerts: Sequence[Alert]) -> tuple[np.ndarray, np.ndarray]:
     return ra, dec
 
 
+def running_annotators(loaded: LoadedAnnotators) -> tuple[Annotator, ...]:
+    """The annotators :func:`annotate_batch` runs with ``loaded``, in order (dust only with its
+    map loaded)."""
+    on = loaded.config.enabled
+    return tuple(a for a in Annotator
+                 if a in on and (a != Annotator.DUST or loaded.dust_map is not None))  # fmt: skip
+
+
 def annotate_batch(
     alerts: Sequence[Alert], loaded: LoadedAnnotators
 ) -> list[AnnotatedAlert | DeadLetter]:
@@ -258,6 +266,7 @@ class _AnnotateBatchFn(beam.DoFn):
         self._active: tuple[int, LoadedAnnotators] | None = None  # (filter-set version, subset)
         self._annotated = Metrics.counter(COUNTER_NAMESPACE, "alerts_annotated")
         self._failed = {s: Metrics.counter(COUNTER_NAMESPACE, f"dead_letters_{s}") for s in _STAGES}
+        self._ran = {a: Metrics.counter(COUNTER_NAMESPACE, f"alerts_in_{a.value}") for a in Annotator}
 
     def setup(self) -> None:
         self._loaded = load_annotators(self._config)
@@ -269,6 +278,8 @@ class _AnnotateBatchFn(beam.DoFn):
         if self._feed is not None:
             snapshots = self._feed.snapshots()
         loaded = self._loaded if snapshots is None else self._for_snapshots(snapshots)
+        for annotator in running_annotators(loaded):
+            self._ran[annotator].inc(len(batch))
         for result in annotate_batch(batch, loaded):
             if isinstance(result, DeadLetter):
                 self._failed[result.stage].inc()
@@ -306,7 +317,8 @@ class AnnotateAlerts(beam.PTransform):
       bytes, the stage (``annotate.<annotator>``) and the reason.
 
     Every alert ends up in exactly one output. Counters in namespace ``AnnotateAlerts``:
-    ``alerts_annotated`` and ``dead_letters_<stage>``. Without ``snapshots`` the enabled
+    ``alerts_annotated``, ``dead_letters_<stage>`` and, per annotator, ``alerts_in_<annotator>``
+    (the alerts it ran on). Without ``snapshots`` the enabled
     annotators are fixed at construction. With ``snapshots`` (the filter-set snapshots of the
     config topic, as ApplyFilters reads them: a list side input), each batch runs only the
     configured annotators that the newest valid filter set names in its filters'

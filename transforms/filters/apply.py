@@ -17,6 +17,7 @@ Outputs (a ``DoOutputsTuple``):
   failed for the whole batch), and one per snapshot version that failed validation. Errors never
   stop the stream and never hide a match of another filter.
 
+Counters in namespace ``ApplyFilters``: ``alerts_in``, ``matches`` and ``filter_errors``.
 Delivery is whatever the runner gives the DoFn (at least once on Flink with checkpoints).
 """
 
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import apache_beam as beam
+from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsList, TaggedOutput
 
 from transforms.alert_model import Alert
@@ -39,6 +41,9 @@ from transforms.filters.document import FilterSet, FilterValidationError
 MATCHES = "matches"
 ERRORS = "errors"
 SNAPSHOT_FILTER_NAME = "<filter-set>"
+#: Namespace of the counters ``alerts_in``, ``matches`` and ``filter_errors`` (per-alert
+#: evaluation errors, all filters added).
+COUNTER_NAMESPACE = "ApplyFilters"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +123,9 @@ class _ApplyFn(beam.DoFn):
         self._feed = feed
         self._compiled: CompiledFilterSet | None = None
         self._reported: set[int] = set()
+        self._alerts = Metrics.counter(COUNTER_NAMESPACE, "alerts_in")
+        self._matches = Metrics.counter(COUNTER_NAMESPACE, "matches")
+        self._errors = Metrics.counter(COUNTER_NAMESPACE, "filter_errors")
 
     def process(
         self, items: list[Any], raw_snapshots: list[bytes | Mapping[str, Any]] | None = None
@@ -139,10 +147,16 @@ class _ApplyFn(beam.DoFn):
                     yield TaggedOutput(ERRORS, report)
             if chosen is not None and (self._compiled is None or chosen.version != self._compiled.version):
                 self._compiled = compile_filter_set(chosen)
+        self._alerts.inc(len(alerts))
         if self._compiled is None:
             return
         for item in evaluate_batch(self._compiled, alerts, annotations):
-            yield TaggedOutput(ERRORS, item) if isinstance(item, FilterErrorReport) else item
+            if isinstance(item, FilterErrorReport):
+                self._errors.inc(item.errors)
+                yield TaggedOutput(ERRORS, item)
+            else:
+                self._matches.inc()
+                yield item
 
 
 class ApplyFilters(beam.PTransform):
