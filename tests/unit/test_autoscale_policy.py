@@ -1,0 +1,153 @@
+"""The scaling policy: the default file loads, and every kind of mistake is reported with its
+line and column, all at once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from flink_deploy.autoscaler.policy import (
+    DEFAULT_POLICY_FILE,
+    MAX_POLICY_BYTES,
+    Policy,
+    PolicyError,
+    Profile,
+    load_policy,
+    load_policy_data,
+    load_policy_file,
+)
+
+GOOD = """\
+interval_s: 2
+min_taskmanagers: 1
+max_taskmanagers: 3
+sustain: 2
+cooldown_up_s: 10
+cooldown_down_s: 20
+profiles:
+  small: {slots: 2, process_memory: 3072m}
+  large: {slots: 4, process_memory: 5g}
+scale_up:
+  lag_above: 1000
+  profile: small
+  large_profile: large
+  large_lag_above: 10000
+scale_down:
+  lag_below: 100
+"""
+
+
+def issues_of(text: str) -> list[tuple[int, int, str, str]]:
+    with pytest.raises(PolicyError) as caught:
+        load_policy(text)
+    return [(i.line, i.column, i.path, i.message) for i in caught.value.issues]
+
+
+def test_default_policy_file_loads_and_round_trips() -> None:
+    policy = load_policy_file(DEFAULT_POLICY_FILE)
+    assert policy.profile("small") == Profile("small", 2, "3072m")
+    assert policy.profile("large") == Profile("large", 4, "5120m")
+    assert policy.profile("large").memory_mib == 5120
+    assert load_policy(policy.to_yaml()) == policy
+    assert load_policy_data(policy.to_dict()) == policy
+
+
+def test_good_policy_with_defaults() -> None:
+    policy = load_policy(GOOD)
+    assert isinstance(policy, Policy)
+    assert (policy.interval_s, policy.min_taskmanagers, policy.max_taskmanagers) == (2.0, 1, 3)
+    assert policy.scale_up.busy_above_ms_per_s is None
+    assert policy.scale_down.remove == "newest"
+    assert policy.profile("large").memory_mib == 5 * 1024
+    with pytest.raises(KeyError):
+        policy.profile("huge")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        ("interval_s: 2", "interval_s: 0", (1, 13, "interval_s", "must be > 0, got 0")),
+        ("interval_s: 2", "interval_s: fast", (1, 13, "interval_s", "must be a number")),
+        ("interval_s: 2", "intervall_s: 2",
+         (1, 1, "intervall_s", "unknown key 'intervall_s'; did you mean 'interval_s'?")),
+        ("sustain: 2", "sustain: 1.5", (4, 10, "sustain", "must be an integer")),
+        ("sustain: 2", "sustain: true", (4, 10, "sustain", "must be an integer")),
+        ("max_taskmanagers: 3", "max_taskmanagers: 0",
+         (3, 19, "max_taskmanagers", "must be >= 1, got 0")),
+        ("cooldown_up_s: 10", "cooldown_up_s: -1",
+         (5, 16, "cooldown_up_s", "must be >= 0, got -1")),
+        ("{slots: 2, process_memory: 3072m}", "{slots: 2, process_memory: lots}",
+         (8, 37, "profiles.small.process_memory",
+          "'lots' is not a memory size such as 3072m or 4g")),
+        ("{slots: 2, process_memory: 3072m}", "{slots: 2, memory_size: 3072m}",
+         [(8, 21, "profiles.small.memory_size",
+           "unknown key 'memory_size' (allowed: slots, process_memory)"),
+          (8, 10, "profiles.small", "missing required key 'process_memory'")]),
+        ("  profile: small", "  profile: medium",
+         (12, 12, "scale_up.profile", "no profile 'medium' (defined: small, large)")),
+        ("  large_lag_above: 10000", "  large_lag_above: 500",
+         (14, 20, "scale_up.large_lag_above", "must be > scale_up.lag_above (1000), got 500")),
+        ("  lag_below: 100", "  lag_below: 1000",
+         (16, 14, "scale_down.lag_below",
+          "must be < scale_up.lag_above (1000) or the cluster would flap")),
+        ("  lag_below: 100", "  lag_below: 100\n  remove: oldest",
+         (17, 11, "scale_down.remove", "must be one of newest, largest, got 'oldest'")),
+        ("  lag_above: 1000", "  lag_above: null",
+         (11, 3, "scale_up", "set at least one trigger: lag_above, busy_above_ms_per_s or "
+          "backpressure_above_ms_per_s")),
+        ("sustain: 2", "sustain: 2\nsustain: 3", (5, 1, "sustain", "duplicate key")),
+    ],
+)
+def test_each_mistake_is_reported_at_its_position(
+        old: str, new: str, expected: Any) -> None:
+    assert old in GOOD
+    wanted = expected if isinstance(expected, list) else [expected]
+    assert issues_of(GOOD.replace(old, new, 1)) == wanted
+
+
+def test_every_problem_at_once() -> None:
+    text = GOOD.replace("min_taskmanagers: 1", "min_taskmanagers: 5").replace(
+        "interval_s: 2", "interval_s: -2").replace("slots: 4", "slots: 0")
+    assert issues_of(text) == [
+        (1, 13, "interval_s", "must be > 0, got -2"),
+        (3, 19, "max_taskmanagers", "must be >= min_taskmanagers (5), got 3"),
+        (9, 18, "profiles.large.slots", "must be > 0, got 0"),
+    ]
+
+
+def test_missing_keys_and_not_a_mapping() -> None:
+    assert issues_of("min_taskmanagers: 1\n") == [
+        (1, 1, "<document>", "missing required key 'max_taskmanagers'"),
+        (1, 1, "<document>", "missing required key 'profiles'"),
+        (1, 1, "<document>", "missing required key 'scale_up'"),
+        (1, 1, "<document>", "missing required key 'scale_down'"),
+    ]
+    assert issues_of("- 1\n- 2\n") == [(1, 1, "<document>", "must be a mapping")]
+    assert issues_of("") == [(1, 1, "<document>", "the policy is empty")]
+
+
+def test_bad_yaml_has_a_position() -> None:
+    [(line, column, path, message)] = issues_of("interval_s: [1, 2\nsustain: 3\n")
+    assert (line, path) == (2, "<yaml>") and message.startswith("invalid YAML:")
+    assert column > 0
+
+
+def test_limits() -> None:
+    assert issues_of("a: 1\n" * (MAX_POLICY_BYTES // 4)) == [
+        (0, 0, "<document>", f"larger than {MAX_POLICY_BYTES} bytes")]
+    bomb = "a: &a [x]\n" + "".join(f"b{i}: *a\n" for i in range(20))
+    [(line, _, path, message)] = issues_of(bomb)
+    assert (line, path, message) == (10, "<yaml>", "too many aliases (limit 8)")
+    deep = "a: " + "[" * 20 + "]" * 20 + "\n"
+    assert issues_of(deep)[0][2:] == ("<yaml>", "nested too deep (limit 8)")
+
+
+def test_json_body_positions_are_those_of_the_equivalent_yaml() -> None:
+    data = load_policy(GOOD).to_dict()
+    data["sustain"] = 0
+    with pytest.raises(PolicyError) as caught:
+        load_policy_data(data)
+    [issue] = caught.value.issues
+    assert (issue.line, issue.path, issue.message) == (4, "sustain", "must be >= 1, got 0")
+    assert str(caught.value) == "<json>:4:10: sustain: must be >= 1, got 0"
