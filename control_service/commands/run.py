@@ -99,8 +99,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{flt.name:<28} {new[flt.output.topic]:>5} matches on {flt.output.topic} "
                   f"(computed locally: {expected[flt.name]})", flush=True)
         say(f"\nFlink web UI: {cfg.flink_rest_url}")
-        say("Apply filters: alertflow serve, then alertflow filter apply -f FILE "
-            "(or alertflow filters test FILE --alerts ... to try one locally).")
+        say("Apply filters: alertflow serve, then alertflow filters apply -f FILE "
+            "(or alertflow filters test -f FILE --alerts ... to try one locally).")
         if args.detach:
             say("Stop with: alertflow stack down")
             return 0
