@@ -90,6 +90,10 @@ def _records(value: int) -> str:
     return f"{value:,}"
 
 
+def _observations(count: int) -> str:
+    return f"{count} observation{'' if count == 1 else 's'}"
+
+
 def _ms(value: float) -> str:
     return f"{value:,.0f} ms/s"
 
@@ -211,7 +215,7 @@ class Autoscaler:
             why = ", ".join(triggers)
             if self.up_streak < policy.sustain:
                 return hold(f"{why} ({self.up_streak} of {policy.sustain} observations)")
-            why = f"{why} for {self.up_streak} observations"
+            why = f"{why} for {_observations(self.up_streak)}"
             if n >= policy.max_taskmanagers:
                 return hold(f"{why}, but already at max_taskmanagers {policy.max_taskmanagers}")
             if since is not None and since < policy.cooldown_up_s:
@@ -224,7 +228,7 @@ class Autoscaler:
         why = ", ".join(calm)
         if self.down_streak < policy.sustain:
             return hold(f"{why} ({self.down_streak} of {policy.sustain} observations)")
-        why = f"{why} for {self.down_streak} observations"
+        why = f"{why} for {_observations(self.down_streak)}"
         if n <= policy.min_taskmanagers:
             return hold(f"{why}, already at min_taskmanagers {policy.min_taskmanagers}")
         if since is not None and since < policy.cooldown_down_s:
