@@ -25,6 +25,7 @@ Services, in start order:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -38,7 +39,7 @@ import urllib.error
 import urllib.request
 import uuid
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -48,6 +49,12 @@ HOST = "127.0.0.1"
 
 ALERT_TOPICS = ("alerts.ztf", "alerts.lsst")
 CONFIG_TOPIC = "alertflow.config"
+MODES = ("session", "application")
+# The application cluster runs one job under this fixed id, so checkpoints and the REST paths of
+# the job stay the same across JobManager restarts.
+APPLICATION_JOB_ID = "a1e47f10000000000000000000000001"
+APPLICATION_JOB_NAME = "alertflow-broker"
+PIPELINE_RUNNER_CLASS = "org.apache.beam.runners.flink.FlinkPipelineRunner"
 DEADLETTER_TOPIC = "alertflow.deadletter"
 FILTER_ERRORS_TOPIC = "alertflow.filter-errors"
 
@@ -86,6 +93,9 @@ class StackConfig:
     java: str
     taskmanagers: int = 1
     slots_per_taskmanager: int = 2
+    # "session": a session cluster that jobs are submitted to through the Beam job server;
+    # "application": the broker baked into an application jar, run in reactive mode.
+    mode: str = "session"
     # Alert topics get this many partitions: the largest source parallelism we plan for.
     alert_partitions: int = 8
     kafka_port: int = 9092
@@ -101,7 +111,10 @@ class StackConfig:
     versions: dict[str, str] = field(default_factory=read_versions)
 
     @classmethod
-    def from_env(cls, taskmanagers: int | None = None) -> StackConfig:
+    def from_env(cls, taskmanagers: int | None = None, mode: str | None = None) -> StackConfig:
+        mode = mode or os.environ.get("ALERTFLOW_STACK_MODE", "session")
+        if mode not in MODES:
+            raise StackError(f"stack mode {mode!r}: choose one of {', '.join(MODES)}")
         build_dir = Path(os.environ.get("ALERTFLOW_BUILD_DIR", REPO_ROOT / ".build"))
         return cls(
             run_dir=Path(os.environ.get("ALERTFLOW_RUN_DIR", REPO_ROOT / ".run")).resolve(),
@@ -112,6 +125,7 @@ class StackConfig:
                 if taskmanagers is not None
                 else _env_int("ALERTFLOW_TASKMANAGERS", 1)
             ),
+            mode=mode,
             alert_partitions=_env_int("ALERTFLOW_ALERT_PARTITIONS", 8),
             kafka_port=_env_int("ALERTFLOW_KAFKA_PORT", 9092),
             kafka_controller_port=_env_int("ALERTFLOW_KAFKA_CONTROLLER_PORT", 9093),
@@ -157,6 +171,15 @@ class StackConfig:
     @property
     def flink_home(self) -> Path:
         return self.build_dir / f"flink-{self.versions['FLINK_VERSION']}" / "pyflink"
+
+    @property
+    def application_home(self) -> Path:
+        """FLINK_HOME of the application cluster: lib/ (Flink's jars) and usrlib/ (the job)."""
+        return self.run_dir / "flink" / "application"
+
+    @property
+    def application_jar(self) -> Path:
+        return self.application_home / "usrlib" / "alertflow-broker.jar"
 
 
 # --------------------------------------------------------------------------------------------
@@ -210,6 +233,28 @@ def java_major(java: str) -> int | None:
 
 
 @dataclass(frozen=True)
+class TaskManagerProfile:
+    """The shape of a TaskManager: its task slots and its whole process memory."""
+
+    name: str
+    slots: int
+    process_memory: str
+
+    def dynamic_properties(self) -> list[str]:
+        return [
+            "-D", f"taskmanager.numberOfTaskSlots={self.slots}",
+            "-D", f"taskmanager.memory.process.size={self.process_memory}",
+        ]  # fmt: skip
+
+
+# Each Beam job loads the job-server jar's classes in a classloader of its own, and they are not
+# all freed when the job ends: with the 256 MB metaspace default the TaskManager died of
+# Metaspace exhaustion after a few dozen job starts and restarts. Hence 3 GiB with 1 GiB of it
+# metaspace.
+DEFAULT_PROFILE = TaskManagerProfile("small", 2, "3072m")
+
+
+@dataclass(frozen=True)
 class Service:
     """One process of the stack: how to start it and how to tell that it is healthy."""
 
@@ -219,6 +264,7 @@ class Service:
     log: Path
     healthy: Callable[[], bool]
     env: dict[str, str] = field(default_factory=dict)
+    profile: str = ""
 
 
 @dataclass(frozen=True)
@@ -230,6 +276,8 @@ class Started:
     start_ticks: int
     port: int
     log: str
+    # A TaskManager's profile name (see TaskManagerProfile); empty for other services.
+    profile: str = ""
 
 
 def _start_ticks(pid: int) -> int | None:
@@ -305,7 +353,7 @@ def spawn(service: Service) -> Started:
     ticks = _start_ticks(proc.pid)
     if ticks is None:
         raise StackError(f"{service.name}: exited at once; see {service.log}:\n{tail(service.log)}")
-    return Started(service.name, proc.pid, ticks, service.port, str(service.log))
+    return Started(service.name, proc.pid, ticks, service.port, str(service.log), service.profile)
 
 
 def wait_healthy(service: Service, started: Started, timeout_s: float) -> None:
@@ -513,8 +561,25 @@ def kafka_service(cfg: StackConfig) -> Service:
                    kafka_healthy(cfg.bootstrap_servers))  # fmt: skip
 
 
+# Reactive mode: the job always runs at the parallelism of all the slots there are, and restarts
+# from its latest checkpoint at a new parallelism when TaskManagers come or go.
+APPLICATION_SETTINGS = {
+    "scheduler-mode": "reactive",
+    # Keep the last checkpoint when the job is cancelled, for a restart with --fromSavepoint.
+    "execution": {"checkpointing": {"externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION"}},
+    # A TaskManager that dies without saying goodbye is noticed after 20 s instead of 50 s.
+    "heartbeat": {"timeout": 20000},
+}
+APPLICATION_SCHEDULER = {
+    # Wait this long for more TaskManagers to register before (re)starting at a parallelism.
+    "resource-stabilization-timeout": "5s",
+    # Rescale at most this often (Flink's default is 30 s).
+    "scaling-interval": {"min": "10s"},
+}
+
+
 def write_flink_conf(cfg: StackConfig) -> Path:
-    """The Flink session cluster's config.yaml and log4j configuration."""
+    """The Flink cluster's config.yaml and log4j configuration."""
     conf = cfg.run_dir / "flink" / "conf"
     conf.mkdir(parents=True, exist_ok=True)
     flink = cfg.run_dir / "flink"
@@ -528,10 +593,10 @@ def write_flink_conf(cfg: StackConfig) -> Path:
             "bind-host": HOST,
             "host": HOST,
             "numberOfTaskSlots": cfg.slots_per_taskmanager,
-            # Each Beam job loads the job-server jar's classes in a classloader of its own, and
-            # they are not all freed when the job ends: with the 256 MB default the TaskManager
-            # died of Metaspace exhaustion after a few dozen job starts and restarts.
-            "memory": {"process": {"size": "3072m"}, "jvm-metaspace": {"size": "1024m"}},
+            "memory": {
+                "process": {"size": DEFAULT_PROFILE.process_memory},
+                "jvm-metaspace": {"size": "1024m"},
+            },
         },
         "parallelism": {"default": 1},
         "rest": {"address": HOST, "bind-address": HOST, "port": cfg.flink_rest_port},
@@ -539,6 +604,9 @@ def write_flink_conf(cfg: StackConfig) -> Path:
         "state": {"checkpoints": {"dir": f"file://{flink / 'checkpoints'}"}},
         "web": {"submit": {"enable": True}, "cancel": {"enable": True}},
     }
+    if cfg.mode == "application":
+        settings.update(APPLICATION_SETTINGS)
+        settings["jobmanager"]["adaptive-scheduler"] = APPLICATION_SCHEDULER
     # JSON is valid YAML, and Flink 1.19 reads config.yaml as standard YAML.
     (conf / "config.yaml").write_text(json.dumps(settings, indent=2))
     (conf / "log4j.properties").write_text(FLINK_LOG4J)
@@ -561,29 +629,45 @@ def flink_dist(cfg: StackConfig) -> Path:
     return dists[0]
 
 
-def flink_service(cfg: StackConfig, conf: Path, taskmanager: int | None = None) -> Service:
-    """The JobManager, or TaskManager number ``taskmanager``.
+def flink_service(
+    cfg: StackConfig,
+    conf: Path,
+    taskmanager: int | None = None,
+    profile: TaskManagerProfile = DEFAULT_PROFILE,
+) -> Service:
+    """The JobManager, or TaskManager number ``taskmanager`` of the given profile.
 
-    Does what Flink's bin/jobmanager.sh and taskmanager.sh do: BashJavaUtils turns the memory
-    settings into JVM flags (and, for a TaskManager, dynamic properties), then the entry class
-    starts with flink-dist's Java 17 flags. A TaskManager registers under its service name as
-    resource id, which is how its health is told apart; it takes no fixed port (0).
+    Does what Flink's bin/jobmanager.sh, standalone-job.sh and taskmanager.sh do: BashJavaUtils
+    turns the memory settings into JVM flags (and, for a TaskManager, dynamic properties), then
+    the entry class starts with flink-dist's Java 17 flags. In application mode the JobManager
+    runs the job in ``application_home/usrlib`` under a fixed job id. A TaskManager registers
+    under its service name as resource id, which is how its health is told apart; it takes no
+    fixed port (0).
     """
     lib = cfg.flink_home / "lib"
     dist = flink_dist(cfg)
     classpath = ":".join([*(str(j) for j in sorted(lib.glob("*.jar")) if j != dist), str(dist)])
+    lib_dir, profile_name = lib, ""
     if taskmanager is None:
         name = "flink-jobmanager"
         entry = "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint"
         port, healthy = cfg.flink_rest_port, flink_jobmanager_healthy(cfg.flink_rest_url)
         jvm_mem = _bash_java_utils(cfg, dist, conf, "GET_JM_RESOURCE_PARAMS")[0]
         args = []
+        if cfg.mode == "application":
+            # The entry point finds the job's jar in $(dirname FLINK_LIB_DIR)/usrlib.
+            entry = "org.apache.flink.container.entrypoint.StandaloneApplicationClusterEntryPoint"
+            lib_dir = cfg.application_home / "lib"
+            args = ["--job-classname", PIPELINE_RUNNER_CLASS, "--job-id", APPLICATION_JOB_ID,
+                    "--flink-conf-dir", str(conf)]  # fmt: skip
     else:
         name = f"flink-taskmanager-{taskmanager}"
         entry = "org.apache.flink.runtime.taskexecutor.TaskManagerRunner"
         port, healthy = 0, flink_taskmanager_healthy(cfg.flink_rest_url, name)
-        jvm_mem, dynamic = _bash_java_utils(cfg, dist, conf, "GET_TM_RESOURCE_PARAMS")
-        args = [*dynamic, "-D", f"taskmanager.resource-id={name}"]
+        shape = profile.dynamic_properties()
+        jvm_mem, dynamic = _bash_java_utils(cfg, dist, conf, "GET_TM_RESOURCE_PARAMS", shape)
+        args = [*shape, *dynamic, "-D", f"taskmanager.resource-id={name}"]
+        profile_name = profile.name
     log = cfg.run_dir / "flink" / "log" / f"{name}.log"
     argv = [
         cfg.java, *jvm_mem, *java17_flags(dist),
@@ -592,19 +676,20 @@ def flink_service(cfg: StackConfig, conf: Path, taskmanager: int | None = None) 
     ]  # fmt: skip
     env = {
         "FLINK_CONF_DIR": str(conf),
-        "FLINK_LIB_DIR": str(lib),
+        "FLINK_LIB_DIR": str(lib_dir),
         "FLINK_PLUGINS_DIR": str(cfg.flink_home / "plugins"),
         "FLINK_OPT_DIR": str(cfg.flink_home / "opt"),
     }
-    return Service(name, argv, port, log.with_suffix(".out"), healthy, env)
+    return Service(name, argv, port, log.with_suffix(".out"), healthy, env, profile_name)
 
 
 def _bash_java_utils(
-    cfg: StackConfig, dist: Path, conf: Path, params: str
+    cfg: StackConfig, dist: Path, conf: Path, params: str, dynamic: Sequence[str] = ()
 ) -> tuple[list[str], list[str]]:
     result = subprocess.run(
         [cfg.java, "-cp", f"{cfg.flink_home / 'bin' / 'bash-java-utils.jar'}:{dist}",
-         "org.apache.flink.runtime.util.bash.BashJavaUtils", params, "--configDir", str(conf)],
+         "org.apache.flink.runtime.util.bash.BashJavaUtils", params, "--configDir", str(conf),
+         *dynamic],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     lines = [
@@ -736,12 +821,21 @@ def up(cfg: StackConfig, log: Callable[[str], None] = print) -> list[Started]:
         start(kafka_service(cfg))
         create_topics(cfg)
         conf = write_flink_conf(cfg)
-        start(flink_service(cfg, conf))
-        for index in range(1, cfg.taskmanagers + 1):
-            start(flink_service(cfg, conf, taskmanager=index))
-        start(worker_pool_service(cfg))
-        start(expansion_service(cfg))
-        start(job_server_service(cfg))
+        if cfg.mode == "application":
+            # The jar is built against the worker pool and the expansion service.
+            start(worker_pool_service(cfg))
+            start(expansion_service(cfg))
+            build_application_jar(cfg, log)
+            start(flink_service(cfg, conf))
+            for index in range(1, cfg.taskmanagers + 1):
+                start(flink_service(cfg, conf, taskmanager=index))
+        else:
+            start(flink_service(cfg, conf))
+            for index in range(1, cfg.taskmanagers + 1):
+                start(flink_service(cfg, conf, taskmanager=index))
+            start(worker_pool_service(cfg))
+            start(expansion_service(cfg))
+            start(job_server_service(cfg))
     except BaseException:
         for proc in reversed(started):
             stop(proc)
@@ -750,11 +844,60 @@ def up(cfg: StackConfig, log: Callable[[str], None] = print) -> list[Started]:
     return started
 
 
-def start_taskmanager(cfg: StackConfig, index: int) -> Started:
-    """Start TaskManager ``index`` into the running stack (replacing the record of a dead one of
-    that name) and wait until it registers with the JobManager."""
+def build_application_jar(cfg: StackConfig, log: Callable[[str], None] = print) -> Path:
+    """Write the broker as a Flink application jar (``cfg.application_jar``), unless the one
+    there was built from the same pipeline code, versions and stack endpoints.
+
+    The build runs ``alertflow submit broker --output-executable`` in a child process (Beam's
+    FlinkRunner starts a job server of its own for it) and takes about two minutes. KafkaIO
+    splits into ``alert_partitions`` readers, the most any rescale can use.
+    """
+    home = cfg.application_home
+    (home / "usrlib").mkdir(parents=True, exist_ok=True)
+    lib = home / "lib"
+    if not lib.is_symlink():
+        lib.symlink_to(cfg.flink_home / "lib")
+    args = ["--parallelism", str(cfg.alert_partitions), "--job-name", APPLICATION_JOB_NAME]
+    key = _application_key(cfg, args)
+    stamp = cfg.application_jar.with_suffix(".key")
+    if cfg.application_jar.exists() and stamp.exists() and stamp.read_text() == key:
+        log(f"{'application jar':<24} up to date: {cfg.application_jar}")
+        return cfg.application_jar
+    t0 = time.monotonic()
+    build_log = cfg.run_dir / "flink" / "log" / "application-jar.log"
+    build_log.parent.mkdir(parents=True, exist_ok=True)
+    with open(build_log, "wb") as out:
+        result = subprocess.run(
+            [sys.executable, "-m", "control_service.cli", "submit", "broker", *args,
+             "--output-executable", str(cfg.application_jar)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=600,
+            env={**os.environ, "ALERTFLOW_RUN_DIR": str(cfg.run_dir)}, check=False,
+        )  # fmt: skip
+    if result.returncode != 0 or not cfg.application_jar.exists():
+        raise StackError(f"application jar: build failed; see {build_log}:\n{tail(build_log)}")
+    stamp.write_text(key)
+    log(f"{'application jar':<24} built in {time.monotonic() - t0:5.1f} s: {cfg.application_jar}")
+    return cfg.application_jar
+
+
+def _application_key(cfg: StackConfig, args: Sequence[str]) -> str:
+    """What the application jar depends on: pipeline code, versions, endpoints and arguments."""
+    described = {k: v for k, v in _describe(cfg).items() if k != "taskmanagers"}
+    digest = hashlib.sha256(json.dumps([described, list(args)], sort_keys=True).encode())
+    for folder in ("pipelines", "transforms"):
+        for path in sorted((REPO_ROOT / folder).rglob("*.py")):
+            digest.update(path.relative_to(REPO_ROOT).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def start_taskmanager(
+    cfg: StackConfig, index: int, profile: TaskManagerProfile = DEFAULT_PROFILE
+) -> Started:
+    """Start TaskManager ``index`` with ``profile`` into the running stack (replacing the record
+    of a dead one of that name) and wait until it registers with the JobManager."""
     state = RunState(cfg.run_dir)
-    service = flink_service(cfg, cfg.run_dir / "flink" / "conf", taskmanager=index)
+    service = flink_service(cfg, cfg.run_dir / "flink" / "conf", index, profile)
     recorded = state.load()
     if any(p.name == service.name and is_running(p) for p in recorded):
         raise StackError(f"{service.name} is already running")
@@ -770,9 +913,24 @@ def start_taskmanager(cfg: StackConfig, index: int) -> Started:
     return proc
 
 
+def stop_taskmanager(cfg: StackConfig, name: str) -> None:
+    """Stop the recorded TaskManager ``name`` (SIGTERM, so it leaves the cluster at once) and
+    drop it from the record."""
+    state = RunState(cfg.run_dir)
+    recorded = state.load()
+    matches = [p for p in recorded if p.name == name and p.name.startswith("flink-taskmanager-")]
+    if not matches:
+        raise StackError(f"no TaskManager named {name} in {state.path}")
+    stop(matches[0])
+    if is_running(matches[0]) or _group_alive(matches[0].pid):
+        raise StackError(f"{name} (pid {matches[0].pid}) did not stop")
+    state.save([p for p in recorded if p is not matches[0]])
+
+
 def _describe(cfg: StackConfig) -> dict:
     """What clients need to reach the stack, written to stack.json in the run folder."""
     return {
+        "mode": cfg.mode,
         "bootstrap_servers": cfg.bootstrap_servers,
         "flink_rest_url": cfg.flink_rest_url,
         "job_endpoint": cfg.job_endpoint,
@@ -782,6 +940,7 @@ def _describe(cfg: StackConfig) -> dict:
         "slots_per_taskmanager": cfg.slots_per_taskmanager,
         "alert_partitions": cfg.alert_partitions,
         "versions": cfg.versions,
+        **({"job_id": APPLICATION_JOB_ID} if cfg.mode == "application" else {}),
     }
 
 
@@ -806,6 +965,7 @@ def status(cfg: StackConfig) -> dict:
                 "running": running,
                 "healthy": running and check(),
                 "rss_mib": rss_mib(proc.pid) if running else 0.0,
+                **({"profile": proc.profile} if proc.profile else {}),
                 "log": proc.log,
             }
         )

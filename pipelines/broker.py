@@ -24,6 +24,7 @@ import argparse
 import json
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 
 import apache_beam as beam
 from apache_beam.io.kafka import ReadFromKafka, WriteToKafka
@@ -96,10 +97,12 @@ def run(argv: Sequence[str] | None = None) -> PipelineResult:
     parser.add_argument("--parallelism", type=int, default=2)
     parser.add_argument("--output-partitions", type=int, default=1,
                         help="partitions of each filter's topic when the broker creates it")
+    parser.add_argument("--output-executable", type=Path, default=None, metavar="JAR",
+                        help="write the job as a Flink application jar instead of submitting it")
     args, beam_args = parser.parse_known_args(argv)
     return submit(
         lambda p, endpoints: build(p, endpoints, args.topics.split(","), args.group_id,
                                    args.output_partitions, args.config_topic,
                                    args.deadletter_topic),
-        args.job_name, args.parallelism, beam_args,
+        args.job_name, args.parallelism, beam_args, args.output_executable,
     )  # fmt: skip

@@ -17,6 +17,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
+from flink_deploy import stack
 from flink_deploy.stack import REPO_ROOT
 
 # Fixed once: a job's keyed state restores only under the same max parallelism.
@@ -87,18 +88,52 @@ def kafka_consumer_config(bootstrap_servers: str, group_id: str) -> dict[str, st
     }
 
 
+def executable_args(
+    endpoints: ClusterEndpoints, executable: Path, job_name: str, parallelism: int
+) -> list[str]:
+    """Pipeline options that write the job as a Flink application jar instead of running it.
+
+    FlinkRunner starts a job server of its own from our job-server jar, which copies itself
+    into ``executable`` with the pipeline added; ``[auto]`` makes the jar run in whatever
+    cluster starts it (a real address would make it submit remotely from the JobManager).
+    ``parallelism`` only sets how many readers KafkaIO splits into; in reactive mode Flink
+    runs every operator at the number of slots it has.
+    """
+    session = flink_args(endpoints, job_name, parallelism)
+    return [
+        "--runner=FlinkRunner",
+        "--flink_master=[auto]",
+        f"--flink_version={stack.read_versions()['FLINK_MINOR']}",
+        f"--flink_job_server_jar={stack.StackConfig.from_env().job_server_jar}",
+        f"--output_executable_path={executable}",
+        *(a for a in session if not a.startswith(("--runner=", "--job_endpoint="))),
+    ]
+
+
 def submit(
     wire: Callable[[beam.Pipeline, ClusterEndpoints], None],
     job_name: str,
     parallelism: int,
     beam_args: Sequence[str] = (),
+    executable: Path | None = None,
 ) -> PipelineResult:
     """Build a pipeline with ``wire`` and submit it to the stack's Flink cluster.
 
     Returns once the job server has accepted the job; the streaming job runs on in Flink.
+    With ``executable``, writes the job as an application jar there instead (see
+    :func:`executable_args`) and returns when the jar is complete.
     """
     endpoints = ClusterEndpoints.from_run_dir()
-    options = PipelineOptions(flink_args(endpoints, job_name, parallelism) + list(beam_args))
-    p = beam.Pipeline(options=options)
+    if executable is None:
+        args = flink_args(endpoints, job_name, parallelism)
+    else:
+        args = executable_args(endpoints, executable, job_name, parallelism)
+        # FlinkRunner runs `java -jar` from PATH: make that our Java 17.
+        java_bin = str(Path(stack.find_java()).parent)
+        os.environ["PATH"] = f"{java_bin}{os.pathsep}{os.environ.get('PATH', '')}"
+    p = beam.Pipeline(options=PipelineOptions(args + list(beam_args)))
     wire(p, endpoints)
-    return p.run()
+    result = p.run()
+    if executable is not None:
+        result.wait_until_finish()
+    return result
