@@ -93,6 +93,7 @@ def test_decode_alerts_routes_every_record() -> None:
         for c in result.metrics().query(MetricsFilter().with_namespace("DecodeAlerts"))["counters"]
     }
     assert counters == {
+        "messages": len(records),
         "alerts_decoded": 4,
         "dead_letters_framing": 2,
         "dead_letters_schema": 1,

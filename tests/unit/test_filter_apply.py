@@ -88,3 +88,24 @@ def _within(alert: Alert, ra: float, dec: float, radius: float) -> bool:
 
     here = SkyCoord(alert.ra * u.deg, alert.dec * u.deg)
     return bool(here.separation(SkyCoord(ra * u.deg, dec * u.deg)).arcsec <= radius)
+
+
+def test_apply_filters_counts_alerts_matches_and_errors() -> None:
+    """The counters /api/v1/components reports for the filters stage, against the reference."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from transforms.filters.local import match_locally
+
+    alerts = lsst_alerts()
+    filters = FilterSet(1, load_filter_file(str(EXAMPLES / "target-list-cones.yaml")))
+    expected, errors, _ = match_locally(filters, list(alerts))
+    assert expected and not errors
+    p = test_pipeline.TestPipeline()
+    snapshots = p | "Snapshots" >> beam.Create([filters.to_snapshot()])
+    _ = p | "Alerts" >> beam.Create(list(alerts)) | ApplyFilters(snapshots)
+    result = p.run()
+    result.wait_until_finish()
+    query = result.metrics().query(MetricsFilter().with_namespace("ApplyFilters"))["counters"]
+    counters = {c.key.metric.name: c.committed for c in query}
+    # A counter never incremented is not reported at all.
+    assert counters == {"alerts_in": len(alerts), "matches": len(expected)}
