@@ -21,6 +21,7 @@ are None. It is not thread-safe; one loop calls it.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -129,6 +130,7 @@ class Observer:
         self._consumer: KafkaOffsets | None = None
         self._clock = clock
         self._previous: tuple[float, int, int] | None = None  # time, end total, committed total
+        self._lock = threading.RLock()
 
     # --- Kafka --------------------------------------------------------------------------------
 
@@ -218,6 +220,10 @@ class Observer:
 
     def observe(self) -> Observation:
         """One observation; failures are in ``errors``, never raised."""
+        with self._lock:
+            return self._observe()
+
+    def _observe(self) -> Observation:
         now = self._clock()
         values: dict[str, Any] = {}
         errors: list[str] = []
@@ -244,14 +250,17 @@ class Observer:
         return Observation(timestamp=now, errors=tuple(errors), **values)
 
     def kafka_ready(self) -> bool:
-        try:
-            self._kafka().list_topics(timeout=min(self.timeout_s, 2.0))
-        except KafkaException:
-            self._reset_kafka()
-            return False
-        return True
+        """Kafka answers a metadata request within 2 s."""
+        with self._lock:
+            try:
+                self._kafka().list_topics(timeout=min(self.timeout_s, 2.0))
+            except KafkaException:
+                self._reset_kafka()
+                return False
+            return True
 
     def flink_ready(self) -> bool:
+        """The Flink REST API answers ``/overview``."""
         try:
             self._get("/overview")
         except (requests.RequestException, LookupError, ValueError):
@@ -268,7 +277,8 @@ class Observer:
 
     def close(self) -> None:
         """Close the Kafka consumer (it never joined the group, so no rebalance follows)."""
-        self._reset_kafka()
+        with self._lock:
+            self._reset_kafka()
 
 
 def _number(value: Any) -> float | None:
