@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from control_service.commands import (
+    autoscale,
     backfill,
     filters,
     inspect,
@@ -22,7 +23,7 @@ from control_service.commands import (
     submit,
 )
 
-COMMANDS = (stack, run, submit, jobs, serve, inspect, replay, filters, backfill)
+COMMANDS = (stack, run, submit, jobs, serve, inspect, replay, filters, backfill, autoscale)
 
 
 def build_parser() -> argparse.ArgumentParser:
