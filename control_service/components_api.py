@@ -78,8 +78,10 @@ def stages(keys: Iterable[str]) -> list[Stage]:
     keys = sorted(set(keys))
     source_out = tuple(k for k in keys if k.startswith("op:Source__ReadAlerts") and
                        k.endswith(".numRecordsOut"))  # fmt: skip
-    dead_writer = tuple(k for k in keys if k.startswith("op:") and "PublishDeadLetters/" in k
-                        and "KafkaIO_WriteRecords" in k and k.endswith(".numRecordsIn"))  # fmt: skip
+    dead_writer = tuple(
+        k for k in keys if k.startswith("op:") and "PublishDeadLetters/" in k
+        and "KafkaIO_WriteRecords" in k and k.endswith(".numRecordsIn")
+    )  # fmt: skip
     out = [
         Stage("ingest", "ReadAlerts", None, source_out, None),
         Stage("decode", "DecodeAlerts", ("DecodeAlerts_messages",),

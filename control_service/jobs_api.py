@@ -92,7 +92,9 @@ class FlinkClient:
     def checkpoints(self, job_id: str) -> dict[str, Any]:
         return self._call("GET", f"/jobs/{job_id}/checkpoints")
 
-    def restored_from(self, job_id: str, savepoint: str, deadline_s: float = 180.0) -> dict[str, Any]:
+    def restored_from(
+        self, job_id: str, savepoint: str, deadline_s: float = 180.0
+    ) -> dict[str, Any]:
         """Wait until Flink reports job ``job_id`` restored from ``savepoint``; returns Flink's
         ``latest.restored`` record. Raises 503 if the job fails or ends first, restores from
         something else, or says nothing within ``deadline_s``."""
@@ -268,8 +270,10 @@ def upgrade_job(job_id: str) -> tuple[Response, int]:
     flink = _flink()
     if flink.job(job_id).get("state") != "RUNNING":
         raise ApiError(409, "conflict", f"job {job_id} is not running")
+    audit = current_app.extensions["alertflow.audit"]
     started = time.monotonic()
-    location = flink.stop_with_savepoint(job_id, current_app.extensions["alertflow.config"].savepoint_dir)
+    savepoint_dir = current_app.extensions["alertflow.config"].savepoint_dir
+    location = flink.stop_with_savepoint(job_id, savepoint_dir)
     savepoint_s = time.monotonic() - started
     try:
         job = _submit([*args, f"--savepoint_path={location}"])
@@ -277,10 +281,12 @@ def upgrade_job(job_id: str) -> tuple[Response, int]:
     except ApiError as error:
         # The old job is stopped: say where its state is, so the upgrade can be retried.
         error.details = {**error.details, "previous": job_id, "savepoint": location}
-        current_app.extensions["alertflow.audit"].write(principal, "job.upgrade", job_id, job_id, None, savepoint=location, failed=error.message)
+        audit.write(principal, "job.upgrade", job_id, job_id, None, savepoint=location,
+                    failed=error.message)  # fmt: skip
         raise
-    current_app.extensions["alertflow.audit"].write(principal, "job.upgrade", job_id, job_id, job["id"], savepoint=location)
-    timings = {"savepoint_s": round(savepoint_s, 1), "total_s": round(time.monotonic() - started, 1)}
+    audit.write(principal, "job.upgrade", job_id, job_id, job["id"], savepoint=location)
+    timings = {"savepoint_s": round(savepoint_s, 1),
+               "total_s": round(time.monotonic() - started, 1)}  # fmt: skip
     body = {**job, "state": flink.job(job["id"]).get("state", job["state"]), "previous": job_id,
             "savepoint": location, "restored": restored, "timings": timings}
     return jsonify(body), 202

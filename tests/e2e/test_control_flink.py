@@ -83,7 +83,8 @@ def control(stack: stack_manager.StackConfig, tmp_path_factory) -> Iterator[dict
             f"--job-name={job_name}", "--parallelism=1"]  # fmt: skip
     state = {"url": f"http://127.0.0.1:{server.server_port}", "topics": topics, "v1": v1,
              "args": args, "job_name": job_name, "bootstrap": stack.bootstrap_servers,
-             "rest": stack.flink_rest_url, "jobs": [], "savepoints": tmp / "savepoints"}  # fmt: skip
+             "rest": stack.flink_rest_url, "jobs": [],
+             "savepoints": tmp / "savepoints"}  # fmt: skip
     try:
         yield state
     finally:
