@@ -7,7 +7,8 @@ last scaling action was decided.
 Rules, in order:
 
 1. **Bounds.** Fewer TaskManagers than ``min_taskmanagers``: up (``scale_up.profile``); more
-   than ``max_taskmanagers``: down. Applied at once, without sustain or cooldown.
+   than ``max_taskmanagers``: down. Without sustain, and whatever the job's state, but after
+   the cooldown (so a driver that fails is not called on every observation).
 2. **No running job** (``job_state`` not RUNNING or parallelism 0: restarting after a rescale,
    not submitted yet): hold, and the streaks restart from zero.
 3. **No load data** (the lag unknown and no Flink metric either): hold, streaks restart.
@@ -179,14 +180,22 @@ class Autoscaler:
         def hold(reason: str) -> Decision:
             return replace(base, reason=reason)
 
-        if n < policy.min_taskmanagers:
-            return act("up", f"{n} TaskManagers < min_taskmanagers {policy.min_taskmanagers}; "
-                       f"adding a {policy.scale_up.profile} TaskManager ({n} -> {n + 1})",
-                       policy.scale_up.profile)
-        if n > policy.max_taskmanagers:
+        since = None if self.last_action_at is None else now - self.last_action_at
+        if n < policy.min_taskmanagers or n > policy.max_taskmanagers:
+            up = n < policy.min_taskmanagers
+            cooldown = policy.cooldown_up_s if up else policy.cooldown_down_s
+            bound = (f"{n} TaskManagers < min_taskmanagers {policy.min_taskmanagers}" if up
+                     else f"{n} TaskManagers > max_taskmanagers {policy.max_taskmanagers}")
+            if since is not None and since < cooldown:
+                return hold(f"{bound}, but cooling down ({since:.0f} s of {cooldown:.0f} s "
+                            "since the last scaling)")
+            if up:
+                profile = policy.scale_up.profile
+                return act("up", f"{bound}; adding a {profile} TaskManager ({n} -> {n + 1})",
+                           profile)
             victim = self._to_remove(tms)
-            return act("down", f"{n} TaskManagers > max_taskmanagers {policy.max_taskmanagers}; "
-                       f"removing {victim.name} ({n} -> {n - 1})", victim.profile, victim.name)
+            return act("down", f"{bound}; removing {victim.name} ({n} -> {n - 1})",
+                       victim.profile, victim.name)
         if not observation.job_running:
             self.up_streak = self.down_streak = 0
             state = observation.job_state or "not running"
@@ -210,7 +219,6 @@ class Autoscaler:
             return hold(f"load within bounds: lag {lag} (down below "
                         f"{_records(policy.scale_down.lag_below)})")
 
-        since = None if self.last_action_at is None else now - self.last_action_at
         if triggers:
             why = ", ".join(triggers)
             if self.up_streak < policy.sustain:

@@ -175,8 +175,16 @@ def test_bounds_are_restored_at_once() -> None:
     assert (up.action, up.profile, up.target_count) == ("up", "small", 1)
     assert up.reason == ("0 TaskManagers < min_taskmanagers 1; adding a small TaskManager "
                          "(0 -> 1)")
-    [down] = run(autoscaler, [(1, obs(lag=HIGH), tms("small", "small", "large", "small"))])
+    [down] = run(autoscaler, [(100, obs(lag=HIGH), tms("small", "small", "large", "small"))])
     assert (down.action, down.taskmanager, down.target_count) == ("down", "tm-4", 3)
+
+
+def test_bounds_repair_waits_for_the_cooldown_after_an_action() -> None:
+    # a driver that failed to add leaves the cluster below min: retried once per cooldown
+    decisions = run(scaler(), [(t, obs(state="RESTARTING"), []) for t in (0, 5, 29, 30)])
+    assert actions(decisions) == ["up", "hold", "hold", "up"]
+    assert decisions[1].reason == ("0 TaskManagers < min_taskmanagers 1, but cooling down "
+                                   "(5 s of 30 s since the last scaling)")
 
 
 # --- the job must run; no data ---------------------------------------------------------------
