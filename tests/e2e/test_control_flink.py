@@ -141,8 +141,12 @@ def test_submit_components_upgrade_and_stop(control: dict) -> None:
 
     def counted() -> dict | None:
         figures = stage_figures(ops, jid)
-        done = figures.get("publish", (0, 0, 0))[1] >= len(expected_first)
-        return figures if done and figures.get("decode", (0,))[0] >= sent else None
+        # Each counter reaches Flink's REST API on its own schedule: wait for all of them.
+        done = (figures.get("publish", (0, 0))[1] >= len(expected_first)
+                and figures.get("decode", (0, 0, 0))[0] >= sent
+                and figures["decode"][2] >= n_bad
+                and figures.get("deadletters", (0,))[0] >= n_bad)  # fmt: skip
+        return figures if done else None
 
     figures = wait_for(counted, DEADLINE_S, "the stages' counters to reach the replay", 3)
     print("components:", figures)
