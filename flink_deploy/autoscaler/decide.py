@@ -9,8 +9,9 @@ Rules, in order:
 1. **Bounds.** Fewer TaskManagers than ``min_taskmanagers``: up (``scale_up.profile``); more
    than ``max_taskmanagers``: down. Without sustain, and whatever the job's state, but after
    the cooldown (so a driver that fails is not called on every observation).
-2. **No running job** (``job_state`` not RUNNING or parallelism 0: restarting after a rescale,
-   not submitted yet): hold, and the streaks restart from zero.
+2. **No running job** (``job_state`` not RUNNING, parallelism 0, or tasks still waiting for
+   slots: restarting after a rescale, a TaskManager lost, not submitted yet): hold, and the
+   streaks restart from zero.
 3. **No load data** (the lag unknown and no Flink metric either): hold, streaks restart.
 4. **Up** when any configured trigger holds: lag > ``lag_above``, max busy time >
    ``busy_above_ms_per_s``, max backpressure > ``backpressure_above_ms_per_s``.
@@ -199,6 +200,9 @@ class Autoscaler:
         if not observation.job_running:
             self.up_streak = self.down_streak = 0
             state = observation.job_state or "not running"
+            if observation.job_state == "RUNNING" and observation.parallelism > 0:
+                state = (f"RUNNING with {observation.tasks_running} of "
+                         f"{observation.tasks_total} tasks running")
             return hold(f"job {state} (parallelism {observation.parallelism}); waiting for it "
                         "to run before judging the load")
         if observation.lag_total is None and observation.busy_max_ms_per_s is None \

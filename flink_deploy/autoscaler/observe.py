@@ -12,6 +12,8 @@
   subtasks of ``busyTimeMsPerSecond`` and ``backPressuredTimeMsPerSecond``; ``/overview`` for
   the TaskManagers and slots. With no RUNNING job (restarting, none submitted) the observation
   says so: ``job_state`` is the state seen, ``parallelism`` 0, busy and backpressure None.
+  ``tasks_running``/``tasks_total`` tell a RUNNING job whose tasks wait for slots (a lost
+  TaskManager) from one that runs: ``Observation.job_running`` needs all of them running.
 
 Contract: ``observe()`` never raises for an unreachable Kafka or Flink, or an answer it cannot
 read: each failure is a line in ``Observation.errors`` and the fields it would have filled
@@ -50,6 +52,8 @@ class Observation:
     job_id: str | None = None
     job_state: str | None = None
     parallelism: int = 0
+    tasks_running: int = 0
+    tasks_total: int = 0
     taskmanagers: int | None = None
     slots_total: int | None = None
     slots_available: int | None = None
@@ -57,7 +61,10 @@ class Observation:
 
     @property
     def job_running(self) -> bool:
-        return self.job_state == "RUNNING" and self.parallelism > 0
+        """RUNNING with every task running: after a TaskManager is lost Flink keeps the job
+        RUNNING while its tasks wait for slots (``tasks_running < tasks_total``)."""
+        return (self.job_state == "RUNNING" and self.parallelism > 0
+                and 0 < self.tasks_total == self.tasks_running)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -176,23 +183,26 @@ class Observer:
             raise LookupError(f"Flink answered {response.status_code} to GET {path}")
         return response.json()
 
-    def _running_job(self) -> tuple[str | None, str | None]:
-        """(job id, state): the RUNNING job if any, else the latest unfinished job's state."""
+    def _running_job(self) -> tuple[str | None, str | None, dict[str, int]]:
+        """(job id, state, task counts): the RUNNING job if any, else the latest unfinished
+        job's state."""
         jobs = [j for j in self._get("/jobs/overview").get("jobs", [])
                 if self.job_name is None or j.get("name") == self.job_name]
         jobs.sort(key=lambda j: j.get("start-time", 0), reverse=True)
         for job in jobs:
             if job.get("state") == "RUNNING":
-                return job["jid"], "RUNNING"
+                return job["jid"], "RUNNING", job.get("tasks", {})
         for job in jobs:
             if job.get("state") not in ("FINISHED", "CANCELED", "FAILED"):
-                return job["jid"], job.get("state")
-        return None, None
+                return job["jid"], job.get("state"), job.get("tasks", {})
+        return None, None, {}
 
     def flink_job(self) -> dict[str, Any]:
         """job_id, job_state, parallelism, busy and backpressure maxima; raises on failure."""
-        job_id, state = self._running_job()
+        job_id, state, tasks = self._running_job()
         out: dict[str, Any] = {"job_id": job_id, "job_state": state, "parallelism": 0,
+                               "tasks_running": int(tasks.get("running", 0)),
+                               "tasks_total": int(tasks.get("total", 0)),
                                "busy_max_ms_per_s": None, "backpressure_max_ms_per_s": None}
         if state != "RUNNING" or job_id is None:
             return out

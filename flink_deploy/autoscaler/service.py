@@ -426,6 +426,8 @@ SCALING_SCHEMAS: dict[str, Any] = {
             "job_id": {"type": ["string", "null"]},
             "job_state": {"type": ["string", "null"]},
             "parallelism": {"type": "integer"},
+            "tasks_running": {"type": "integer"},
+            "tasks_total": {"type": "integer"},
             "taskmanagers": {"type": ["integer", "null"]},
             "slots_total": {"type": ["integer", "null"]},
             "slots_available": {"type": ["integer", "null"]},

@@ -38,9 +38,11 @@ HIGH, MID, LOW = 12_345, 2_000, 100
 
 def obs(lag: int | None = MID, busy: float | None = None, pressure: float | None = 0.0,
         state: str | None = "RUNNING", parallelism: int = 2, **extra: Any) -> Observation:
+    running = state == "RUNNING"
+    tasks = {"tasks_running": 2 if running else 0, "tasks_total": 2 if running else 0}
     return Observation(timestamp=0.0, lag_total=lag, busy_max_ms_per_s=busy,
                        backpressure_max_ms_per_s=pressure, job_state=state,
-                       parallelism=parallelism if state == "RUNNING" else 0, **extra)
+                       parallelism=parallelism if running else 0, **{**tasks, **extra})
 
 
 def tms(*profiles: str) -> list[TaskManager]:
@@ -197,6 +199,9 @@ def test_bounds_repair_waits_for_the_cooldown_after_an_action() -> None:
          "job RESTARTING (parallelism 0); waiting for it to run before judging the load"),
         (obs(lag=HIGH, state=None),
          "job not running (parallelism 0); waiting for it to run before judging the load"),
+        (obs(lag=HIGH, tasks_running=0),  # a TaskManager lost: tasks wait for slots
+         "job RUNNING with 0 of 2 tasks running (parallelism 2); waiting for it to run before "
+         "judging the load"),
         (obs(lag=None, pressure=None, errors=("kafka: timed out", "flink job: refused")),
          "no load data (kafka: timed out; flink job: refused)"),
     ],

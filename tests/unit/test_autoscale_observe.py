@@ -76,7 +76,8 @@ def flink(state: str = "RUNNING") -> dict[str, requests.Response | Exception]:
     return {
         "/jobs/overview": answer({"jobs": [
             {"jid": "old", "state": "CANCELED", "start-time": 5},
-            {"jid": JOB, "state": state, "start-time": 10}]}),
+            {"jid": JOB, "state": state, "start-time": 10,
+             "tasks": {"running": 2 if state == "RUNNING" else 0, "total": 2}}]}),
         "/jobs/j1": answer({"vertices": [{"id": "v1", "parallelism": 2},
                                          {"id": "v2", "parallelism": 4}]}),
         metrics.format("v1"): answer([{"id": "busyTimeMsPerSecond", "max": "NaN"},
@@ -104,6 +105,7 @@ def test_lag_rates_and_flink_metrics() -> None:
     assert (first.job_id, first.job_state, first.parallelism) == (JOB, "RUNNING", 4)
     assert (first.busy_max_ms_per_s, first.backpressure_max_ms_per_s) == (640.5, 12.0)
     assert (first.taskmanagers, first.slots_total, first.slots_available) == (2, 4, 0)
+    assert (first.tasks_running, first.tasks_total) == (2, 2)
     assert first.errors == () and first.job_running
     assert ("/jobs/j1/vertices/v1/subtasks/metrics",
             {"get": "busyTimeMsPerSecond,backPressuredTimeMsPerSecond", "agg": "max"}
