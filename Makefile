@@ -44,7 +44,7 @@ $(FLINK_STAMP): flink_deploy/versions.env | $(VENV_STAMP)
 	touch $@
 
 run: install
-	$(BIN)/alertflow run
+	$(BIN)/alertflow run $(if $(AUTOSCALE),--autoscale)
 
 stop:
 	$(BIN)/alertflow stack down

@@ -40,7 +40,7 @@ import urllib.request
 import uuid
 import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -84,6 +84,13 @@ def _env_int(name: str, default: int) -> int:
         raise StackError(f"{name}={raw!r} is not an integer") from None
 
 
+PORT_FIELDS = (
+    "kafka_port", "kafka_controller_port", "flink_rest_port", "flink_rpc_port",
+    "worker_pool_port", "expansion_port", "job_port", "artifact_port",
+    "job_server_expansion_port", "autoscaler_port",
+)  # fmt: skip
+
+
 @dataclass(frozen=True)
 class StackConfig:
     """Where the stack lives and which ports it takes; built once from ALERTFLOW_* variables."""
@@ -107,6 +114,7 @@ class StackConfig:
     job_port: int = 8099
     artifact_port: int = 8098
     job_server_expansion_port: int = 8096
+    autoscaler_port: int = 5001
     start_timeout_s: float = 120.0
     versions: dict[str, str] = field(default_factory=read_versions)
 
@@ -136,7 +144,22 @@ class StackConfig:
             job_port=_env_int("ALERTFLOW_JOB_PORT", 8099),
             artifact_port=_env_int("ALERTFLOW_ARTIFACT_PORT", 8098),
             job_server_expansion_port=_env_int("ALERTFLOW_JOB_SERVER_EXPANSION_PORT", 8096),
+            autoscaler_port=_env_int("ALERTFLOW_AUTOSCALER_PORT", 5001),
         )
+
+    def moved(self, run_dir: Path, port_offset: int) -> StackConfig:
+        """This stack in another run folder with every port ``port_offset`` higher, so that it
+        runs beside the default one (tests, benchmarks)."""
+        ports = {name: getattr(self, name) + port_offset for name in PORT_FIELDS}
+        return replace(self, run_dir=run_dir.resolve(), **ports)
+
+    def environment(self) -> dict[str, str]:
+        """The ALERTFLOW_* variables that make ``from_env`` in a child process see this stack."""
+        return {
+            "ALERTFLOW_RUN_DIR": str(self.run_dir),
+            "ALERTFLOW_STACK_MODE": self.mode,
+            **{f"ALERTFLOW_{name.upper()}": str(getattr(self, name)) for name in PORT_FIELDS},
+        }
 
     @property
     def bootstrap_servers(self) -> str:
@@ -871,7 +894,7 @@ def build_application_jar(cfg: StackConfig, log: Callable[[str], None] = print) 
             [sys.executable, "-m", "control_service.cli", "submit", "broker", *args,
              "--output-executable", str(cfg.application_jar)],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=600,
-            env={**os.environ, "ALERTFLOW_RUN_DIR": str(cfg.run_dir)}, check=False,
+            env={**os.environ, **cfg.environment()}, check=False,
         )  # fmt: skip
     if result.returncode != 0 or not cfg.application_jar.exists():
         raise StackError(f"application jar: build failed; see {build_log}:\n{tail(build_log)}")
@@ -913,6 +936,28 @@ def start_taskmanager(
     return proc
 
 
+def autoscaler_service(cfg: StackConfig, policy: Path) -> Service:
+    """`alertflow autoscale` with the local driver, on ``cfg.autoscaler_port``."""
+    argv = [
+        sys.executable, "-m", "control_service.cli", "autoscale", "--policy", str(policy),
+        "--port", str(cfg.autoscaler_port), "--bootstrap", cfg.bootstrap_servers,
+        "--flink-rest-url", cfg.flink_rest_url,
+    ]  # fmt: skip
+    return Service("alertflow-autoscaler", argv, cfg.autoscaler_port,
+                   cfg.run_dir / "autoscaler.log", port_open(cfg.autoscaler_port),
+                   cfg.environment())  # fmt: skip
+
+
+def start_autoscaler(cfg: StackConfig, policy: Path) -> Started:
+    """Start the autoscaler into the running stack; ``down`` stops it first."""
+    service = autoscaler_service(cfg, policy)
+    state = RunState(cfg.run_dir)
+    proc = spawn(service)
+    state.save([*(p for p in state.load() if p.name != service.name), proc])
+    wait_healthy(service, proc, cfg.start_timeout_s)
+    return proc
+
+
 def stop_taskmanager(cfg: StackConfig, name: str) -> None:
     """Stop the recorded TaskManager ``name`` (SIGTERM, so it leaves the cluster at once) and
     drop it from the record."""
@@ -944,6 +989,12 @@ def _describe(cfg: StackConfig) -> dict:
     }
 
 
+def running_mode(cfg: StackConfig) -> str:
+    """The mode of the stack last started from ``cfg.run_dir`` (as its stack.json says)."""
+    path = cfg.run_dir / "stack.json"
+    return str(json.loads(path.read_text()).get("mode", "session")) if path.exists() else ""
+
+
 def status(cfg: StackConfig) -> dict:
     """Each recorded service with its PID, port, log, whether it runs and whether it is healthy."""
     checks = {
@@ -952,6 +1003,7 @@ def status(cfg: StackConfig) -> dict:
         "beam-workerpool": port_open(cfg.worker_pool_port),
         "beam-expansion-service": port_open(cfg.expansion_port),
         "beam-job-server": port_open(cfg.job_port),
+        "alertflow-autoscaler": port_open(cfg.autoscaler_port),
     }
     services = []
     for proc in RunState(cfg.run_dir).load():

@@ -25,6 +25,7 @@ from control_service.commands import replay
 from control_service.commands.jobs import cancel_jobs
 from control_service.snapshots import next_version, publish_snapshot
 from flink_deploy import stack
+from flink_deploy.autoscaler.policy import DEFAULT_POLICY_FILE
 from flink_deploy.stack import REPO_ROOT
 from pipelines import broker
 from transforms.decode import decode_message
@@ -41,6 +42,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
                                    description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--taskmanagers", type=int, default=None, metavar="N")
+    parser.add_argument("--autoscale", action="store_true",
+                        help="run the broker as a reactive-mode application cluster with the "
+                        "autoscaler (default policy: flink_deploy/autoscaler/default-policy.yaml)")
     parser.add_argument("--detach", action="store_true",
                         help="leave the broker running and return instead of waiting")
     parser.set_defaults(func=run)
@@ -62,13 +66,25 @@ def sample_alerts() -> dict[str, list[Path]]:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        cfg = stack.StackConfig.from_env(args.taskmanagers)
+        mode = "application" if args.autoscale else None
+        cfg = stack.StackConfig.from_env(args.taskmanagers, mode)
         owned = not stack.status(cfg)["healthy"]
         if owned:
-            say("starting the local stack ...")
+            say(f"starting the local stack ({cfg.mode} mode) ...")
             stack.up(cfg, log=say)
         else:
+            running_mode = stack.running_mode(cfg)
+            if running_mode != cfg.mode:
+                raise stack.StackError(f"the stack running from {cfg.run_dir} is in "
+                                       f"{running_mode} mode; stop it first (make stop)")
             say(f"using the stack already running from {cfg.run_dir}")
+        recorded = stack.RunState(cfg.run_dir).load()
+        if args.autoscale and not any(
+            p.name == "alertflow-autoscaler" and stack.is_running(p) for p in recorded
+        ):
+            stack.start_autoscaler(cfg, DEFAULT_POLICY_FILE)
+            say(f"autoscaler: http://{stack.HOST}:{cfg.autoscaler_port}/api/v1/scaling "
+                f"(policy {DEFAULT_POLICY_FILE.relative_to(REPO_ROOT)})")
     except stack.StackError as err:
         say(f"alertflow run: {err}")
         return 2
@@ -79,11 +95,12 @@ def run(args: argparse.Namespace) -> int:
         version = next_version(cfg.bootstrap_servers)
         publish_snapshot(cfg.bootstrap_servers, FilterSet(version, filters))
         say(f"applied filter set v{version}: {', '.join(f.name for f in filters)}")
-        replaced = cancel_jobs(cfg.flink_rest_url, [JOB_NAME])
-        if replaced:
-            say(f"cancelled the broker already running ({', '.join(replaced)})")
-        say("submitting the broker pipeline ...")
-        broker.run([f"--job-name={JOB_NAME}", "--parallelism=2"])
+        if cfg.mode == "session":
+            replaced = cancel_jobs(cfg.flink_rest_url, [JOB_NAME])
+            if replaced:
+                say(f"cancelled the broker already running ({', '.join(replaced)})")
+            say("submitting the broker pipeline ...")
+            broker.run([f"--job-name={JOB_NAME}", "--parallelism=2"])
         counts_before = topic_counts(cfg.bootstrap_servers, [f.output.topic for f in filters])
         from control_service.cli import build_parser  # the cli module imports this one
 

@@ -12,8 +12,6 @@ import itertools
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import requests
@@ -62,18 +60,10 @@ scale_down:
 """
 
 
-def application_stack_config(run_dir: Path, offset: int) -> stack_manager.StackConfig:
-    """An application-mode stack with every port moved up by ``offset``."""
-    cfg = stack_manager.StackConfig.from_env(taskmanagers=1, mode="application")
-    ports = ("kafka_port", "kafka_controller_port", "flink_rest_port", "flink_rpc_port",
-             "worker_pool_port", "expansion_port", "job_port", "artifact_port",
-             "job_server_expansion_port")  # fmt: skip
-    return replace(cfg, run_dir=run_dir, **{p: getattr(cfg, p) + offset for p in ports})
-
-
 @pytest.fixture(scope="module")
 def app_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack_manager.StackConfig]:
-    cfg = application_stack_config(tmp_path_factory.mktemp("app-stack"), PORT_OFFSET)
+    cfg = stack_manager.StackConfig.from_env(taskmanagers=1, mode="application")
+    cfg = cfg.moved(tmp_path_factory.mktemp("app-stack"), PORT_OFFSET)
     started = stack_manager.up(cfg)
     try:
         yield cfg
