@@ -44,9 +44,8 @@ class LocalDriver:
     def add(self, profile: Profile) -> TaskManager:
         taken = {int(p.name.removeprefix(PREFIX)) for p in self._running()}
         index = min(set(range(1, len(taken) + 2)) - taken)
-        shape = stack.TaskManagerProfile(profile.name, profile.slots, profile.process_memory)
         try:
-            started = stack.start_taskmanager(self.cfg, index, shape)
+            started = stack.start_taskmanager(self.cfg, index, profile)
         except stack.StackError as error:
             raise DriverError(str(error)) from error
         return TaskManager(started.name, profile.name)

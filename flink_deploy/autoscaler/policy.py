@@ -42,6 +42,8 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode
 
+from flink_deploy.stack import TaskManagerProfile
+
 DEFAULT_POLICY_FILE = Path(__file__).resolve().parent / "default-policy.yaml"
 MAX_POLICY_BYTES = 64 * 1024
 MAX_ALIASES = 8
@@ -73,13 +75,10 @@ class PolicyError(ValueError):
         super().__init__("\n".join(f"{source}:{issue}" for issue in self.issues))
 
 
-@dataclass(frozen=True, slots=True)
-class Profile:
-    """A TaskManager shape: ``slots`` task slots and Flink's ``process_memory`` (e.g. 3072m)."""
-
-    name: str
-    slots: int
-    process_memory: str
+@dataclass(frozen=True)
+class Profile(TaskManagerProfile):
+    """A TaskManager shape named in the policy: ``slots`` task slots and Flink's
+    ``process_memory`` (e.g. 3072m); the stack starts TaskManagers of it as they are."""
 
     @property
     def memory_mib(self) -> int:
