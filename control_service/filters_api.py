@@ -39,6 +39,7 @@ from control_service.errors import (
     validation_failed,
 )
 from control_service.store import FilterStore, StoredFilter
+from control_service.yaml_limits import YamlLimitExceeded, check_yaml_limits
 from transforms.alert_model import Alert
 from transforms.decode import DecodeError, decode_message
 from transforms.filters.catalogue import lookup
@@ -100,31 +101,6 @@ def _settings() -> Any:
     return current_app.extensions["alertflow.config"]
 
 
-def check_yaml_limits(text: str, max_aliases: int, max_depth: int) -> None:
-    """Reject alias bombs and deep nesting before anything is built from the YAML (422)."""
-    def refuse(mark: Any, summary: str, message: str) -> ApiError:
-        position = {"line": mark.line + 1, "column": mark.column + 1, "path": "<yaml>"}
-        return validation_failed(summary, [{**position, "message": message}])
-
-    aliases = depth = 0
-    try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(event, yaml.AliasEvent):
-                aliases += 1
-                if aliases > max_aliases:
-                    raise refuse(event.start_mark, f"the YAML uses more than {max_aliases} aliases",
-                                 f"too many aliases (limit {max_aliases})")
-            elif isinstance(event, yaml.CollectionStartEvent):
-                depth += 1
-                if depth > max_depth:
-                    raise refuse(event.start_mark, f"the YAML nests deeper than {max_depth} levels",
-                                 f"nested too deep (limit {max_depth})")
-            elif isinstance(event, yaml.CollectionEndEvent):
-                depth -= 1
-    except yaml.YAMLError:
-        return  # load_filters reports the syntax error with its position
-
-
 def parse_filter_body() -> tuple[Filter, ...]:
     """The filters in the request body, validated; raises 413/415/400/422 as the case may be."""
     settings = _settings()
@@ -150,7 +126,12 @@ def parse_filter_body() -> tuple[Filter, ...]:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise bad_request("the body is not UTF-8") from None
-        check_yaml_limits(text, settings.max_yaml_aliases, settings.max_yaml_depth)
+        try:
+            check_yaml_limits(text, settings.max_yaml_aliases, settings.max_yaml_depth)
+        except YamlLimitExceeded as error:
+            issue = {"line": error.line, "column": error.column, "path": "<yaml>",
+                     "message": str(error)}
+            raise validation_failed(error.summary, [issue]) from None
         source = "yaml"
     else:
         raise unsupported_media_type("send application/yaml or application/json", content_type=request.content_type or "")

@@ -42,6 +42,7 @@ from typing import Any
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode
 
+from control_service.yaml_limits import YamlLimitExceeded, check_yaml_limits
 from flink_deploy.stack import TaskManagerProfile
 
 DEFAULT_POLICY_FILE = Path(__file__).resolve().parent / "default-policy.yaml"
@@ -389,25 +390,10 @@ def _float(value: float | None) -> float | None:
 
 def _check_limits(text: str) -> None:
     """Refuse alias bombs and deep nesting before anything is constructed."""
-    aliases = depth = 0
     try:
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
-            if isinstance(event, yaml.AliasEvent):
-                aliases += 1
-                if aliases > MAX_ALIASES:
-                    line, column = _mark(event)  # type: ignore[arg-type]
-                    raise PolicyError([PolicyIssue(line, column, "<yaml>",
-                                                   f"too many aliases (limit {MAX_ALIASES})")])
-            elif isinstance(event, yaml.CollectionStartEvent):
-                depth += 1
-                if depth > MAX_DEPTH:
-                    line, column = _mark(event)  # type: ignore[arg-type]
-                    raise PolicyError([PolicyIssue(line, column, "<yaml>",
-                                                   f"nested too deep (limit {MAX_DEPTH})")])
-            elif isinstance(event, yaml.CollectionEndEvent):
-                depth -= 1
-    except yaml.YAMLError:
-        return  # the composer below reports the syntax error with its position
+        check_yaml_limits(text, MAX_ALIASES, MAX_DEPTH)
+    except YamlLimitExceeded as error:
+        raise PolicyError([PolicyIssue(error.line, error.column, "<yaml>", str(error))]) from None
 
 
 def load_policy(text: str, source: str = "<policy>") -> Policy:
