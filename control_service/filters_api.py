@@ -31,7 +31,6 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from control_service.auth import require_read, require_token
 from control_service.common import component, iter_issue_dicts
 from control_service.errors import (
-    ApiError,
     bad_request,
     too_large,
     unavailable,

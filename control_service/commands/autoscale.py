@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from werkzeug.serving import make_server
 
+from control_service.commands.serve import serve_until_stopped
 from flink_deploy.stack import ALERT_TOPICS, HOST
 
 
@@ -47,10 +47,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--audit-log", type=Path, help="JSON lines of policy changes")
     parser.set_defaults(func=run)
     return parser
-
-
-def _interrupt(*_: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,14 +93,10 @@ def run(args: argparse.Namespace) -> int:
     app = create_app(policy, observer, driver, config, start_loop=True)
     loop = app.extensions["alertflow.scaling"]
     server = make_server(config.host, config.port, app, threaded=True)
-    signal.signal(signal.SIGTERM, _interrupt)
     print(f"alertflow autoscaler on http://{config.host}:{server.server_port} "
           f"({args.driver} driver, every {policy.interval_s:g} s)", flush=True)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        serve_until_stopped(server)
     finally:
-        server.server_close()
         loop.stop()
     return 0

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from werkzeug.serving import make_server
+from werkzeug.serving import BaseWSGIServer, make_server
 
 from control_service.config import ConfigError, load_config
 
@@ -47,12 +47,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"alertflow serve: cannot start: {error}", file=sys.stderr)
         return 1
     server = make_server(config.host, config.port, app, threaded=True)
-    signal.signal(signal.SIGTERM, _interrupt)  # stop like Ctrl-C: close the socket, exit 0
     print(f"alertflow control service on http://{config.host}:{server.server_port}", flush=True)
+    serve_until_stopped(server)
+    return 0
+
+
+def serve_until_stopped(server: BaseWSGIServer) -> None:
+    """Serve until Ctrl-C or SIGTERM (both stop it the same way), then close the socket."""
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
         pass
     finally:
         server.server_close()
-    return 0

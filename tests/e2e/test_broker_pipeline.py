@@ -60,25 +60,32 @@ def pairs_on(bootstrap: str, filter_set: FilterSet) -> tuple[set[tuple[str, int]
     return pairs, total - len(pairs), sample
 
 
-@pytest.fixture(scope="module")
-def running_broker(stack: stack_manager.StackConfig):
+def fresh_topics_and_filters(bootstrap: str, prefix: str) -> tuple[str, dict[str, str], FilterSet]:
+    """A run id; topics ``<prefix>.<run id>.{ztf,lsst,dead}`` (2 partitions) and ``.config``
+    (compacted), created; the example filters as filter set v1 writing to
+    ``<prefix>.<run id>.out.<filter>``, published on that config topic."""
     run_id = uuid.uuid4().hex[:8]
-    topics = {n: f"broker.{run_id}.{n}" for n in ("ztf", "lsst", "config", "dead")}
-    admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
+    topics = {n: f"{prefix}.{run_id}.{n}" for n in ("ztf", "lsst", "config", "dead")}
     new = [NewTopic(t, num_partitions=2, replication_factor=1) for n, t in topics.items()
            if n != "config"]  # fmt: skip
     new.append(NewTopic(topics["config"], num_partitions=1, replication_factor=1,
                         config={"cleanup.policy": "compact"}))  # fmt: skip
-    for future in admin.create_topics(new).values():
+    for future in AdminClient({"bootstrap.servers": bootstrap}).create_topics(new).values():
         future.result(timeout=30)
     examples = [f for p in sorted((REPO_ROOT / "examples" / "filters").glob("*.yaml"))
                 for f in load_filter_file(str(p))]  # fmt: skip
-    filters = tuple(
-        replace(f, output=replace(f.output, topic=f"broker.{run_id}.out.{f.name}"))
-        for f in examples
-    )
-    v1 = FilterSet(1, filters)
-    publish_snapshot(stack.bootstrap_servers, v1, topics["config"])
+    v1 = FilterSet(1, tuple(
+        replace(f, output=replace(f.output, topic=f"{prefix}.{run_id}.out.{f.name}"))
+        for f in examples))  # fmt: skip
+    publish_snapshot(bootstrap, v1, topics["config"])
+    return run_id, topics, v1
+
+
+@pytest.fixture(scope="module")
+def running_broker(stack: stack_manager.StackConfig):
+    run_id, topics, v1 = fresh_topics_and_filters(stack.bootstrap_servers, "broker")
+    filters = v1.filters
+    admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
     job_name = f"alertflow-broker-{run_id}"
     broker.run([f"--topics={topics['ztf']},{topics['lsst']}", f"--config-topic={topics['config']}",
                 f"--deadletter-topic={topics['dead']}", f"--group-id=broker-{run_id}",

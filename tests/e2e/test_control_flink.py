@@ -11,27 +11,23 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import requests
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 from werkzeug.serving import make_server
 
 from control_service.app import create_app
 from control_service.client import ControlClient
 from control_service.config import load_config
-from control_service.snapshots import publish_snapshot
 from flink_deploy import stack as stack_manager
-from flink_deploy.stack import REPO_ROOT
-from tests.e2e.test_broker_pipeline import pairs_on, produce
+from tests.e2e.test_broker_pipeline import fresh_topics_and_filters, pairs_on, produce
 from tests.e2e.test_ingest_pipeline import bad_messages, real_messages
 from tests.e2e.test_smoke_pipeline import wait_for
 from transforms.decode import decode_message
-from transforms.filters.document import FilterSet, load_filter_file
+from transforms.filters.document import FilterSet
 from transforms.filters.local import match_locally
 from transforms.schemas import LsstSchemas
 
@@ -53,21 +49,7 @@ def expected_pairs(filter_set: FilterSet, messages: list[bytes]) -> set[tuple[st
 @pytest.fixture(scope="module")
 def control(stack: stack_manager.StackConfig, tmp_path_factory) -> Iterator[dict]:
     """Fresh topics with the example filters (v1), and the control service on loopback."""
-    run_id = uuid.uuid4().hex[:8]
-    topics = {n: f"ctlflink.{run_id}.{n}" for n in ("ztf", "lsst", "config", "dead")}
-    admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
-    new = [NewTopic(t, num_partitions=2, replication_factor=1) for n, t in topics.items()
-           if n != "config"]  # fmt: skip
-    new.append(NewTopic(topics["config"], num_partitions=1, replication_factor=1,
-                        config={"cleanup.policy": "compact"}))  # fmt: skip
-    for future in admin.create_topics(new).values():
-        future.result(timeout=30)
-    examples = [f for p in sorted((REPO_ROOT / "examples" / "filters").glob("*.yaml"))
-                for f in load_filter_file(str(p))]  # fmt: skip
-    v1 = FilterSet(1, tuple(
-        replace(f, output=replace(f.output, topic=f"ctlflink.{run_id}.out.{f.name}"))
-        for f in examples))  # fmt: skip
-    publish_snapshot(stack.bootstrap_servers, v1, topics["config"])
+    run_id, topics, v1 = fresh_topics_and_filters(stack.bootstrap_servers, "ctlflink")
     tmp = tmp_path_factory.mktemp("control")
     config = load_config(
         env={}, bootstrap_servers=stack.bootstrap_servers, config_topic=topics["config"],
@@ -94,6 +76,7 @@ def control(stack: stack_manager.StackConfig, tmp_path_factory) -> Iterator[dict
         server.shutdown()
         server.server_close()
         thread.join(10)
+        admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
         admin.delete_topics([*topics.values(), *(f.output.topic for f in v1.filters)])
 
 
