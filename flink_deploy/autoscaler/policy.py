@@ -26,6 +26,7 @@ Example (``default-policy.yaml`` beside this module is the shipped default)::
 Contract: :func:`load_policy` returns a :class:`Policy` or raises :class:`PolicyError` listing
 every problem at once, each with the 1-based line and column of the offending node (for a JSON
 body, of the equivalent YAML). Unknown keys, duplicate keys, wrong types, non-positive numbers,
+non-finite numbers, ``interval_s`` over an hour and cooldowns over a day,
 ``min_taskmanagers > max_taskmanagers``, an undefined profile name, a scale-down threshold not
 below its scale-up threshold, and a scale-up without any trigger are all rejected.
 """
@@ -33,6 +34,7 @@ below its scale-up threshold, and a scale-up without any trigger are all rejecte
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -49,6 +51,9 @@ DEFAULT_POLICY_FILE = Path(__file__).resolve().parent / "default-policy.yaml"
 MAX_POLICY_BYTES = 64 * 1024
 MAX_ALIASES = 8
 MAX_DEPTH = 8
+MAX_INTERVAL_S = 3600
+MAX_NUMBER_CHARS = 100
+MAX_COOLDOWN_S = 86400
 REMOVE_RULES = ("newest", "largest")
 _MEMORY_RE = re.compile(r"([1-9][0-9]*)\s*(m|mb|g|gb)", re.IGNORECASE)
 _NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?")
@@ -220,7 +225,10 @@ class _Checker:
         if value is None and optional:
             return None
         kinds = (int,) if integer else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kinds) or value != value:
+        # NaN and the infinities (YAML .nan, .inf) are floats but no setting: an infinite
+        # interval stops the loop's wait, and JSON has no literal for either.
+        if isinstance(value, bool) or not isinstance(value, kinds) \
+                or (isinstance(value, float) and not math.isfinite(value)):
             self.fail(node, path, f"must be {'an integer' if integer else 'a number'}"
                       + (" or null" if optional else ""))
             return None
@@ -310,12 +318,14 @@ def _validate(root: Node, data: Any) -> Policy | None:
     def num(key: str, **kwargs: Any) -> Any:
         return check.number(top[key], key, **kwargs) if key in top else _DEFAULTS.get(key)
 
-    interval = num("interval_s")
+    # Bounded: the loop waits interval_s, and a wait beyond threading.TIMEOUT_MAX (or a
+    # number too large for a float) raises instead of waiting.
+    interval = num("interval_s", maximum=MAX_INTERVAL_S)
     min_tm = num("min_taskmanagers", integer=True, minimum=1, inclusive=True)
     max_tm = num("max_taskmanagers", integer=True, minimum=1, inclusive=True)
     sustain = num("sustain", integer=True, minimum=1, inclusive=True)
-    cool_up = num("cooldown_up_s", inclusive=True)
-    cool_down = num("cooldown_down_s", inclusive=True)
+    cool_up = num("cooldown_up_s", inclusive=True, maximum=MAX_COOLDOWN_S)
+    cool_down = num("cooldown_down_s", inclusive=True, maximum=MAX_COOLDOWN_S)
     if isinstance(min_tm, int) and isinstance(max_tm, int) and min_tm > max_tm:
         check.fail(top["max_taskmanagers"][0], "max_taskmanagers",
                    f"must be >= min_taskmanagers ({min_tm}), got {max_tm}")
@@ -396,6 +406,29 @@ def _check_limits(text: str) -> None:
         raise PolicyError([PolicyIssue(error.line, error.column, "<yaml>", str(error))]) from None
 
 
+def _check_numbers(root: Node) -> None:
+    """Refuse integers of more than MAX_NUMBER_CHARS characters before they are constructed:
+    int() and str() refuse over 4300 decimal digits with a ValueError, and nothing in a policy
+    needs a number that long."""
+    issues, seen, todo = [], set(), [root]
+    while todo:
+        node = todo.pop()
+        if id(node) in seen:  # an alias makes a node reachable twice, or in a cycle
+            continue
+        seen.add(id(node))
+        if isinstance(node, ScalarNode):
+            if node.tag == "tag:yaml.org,2002:int" and len(node.value) > MAX_NUMBER_CHARS:
+                line, column = _mark(node)
+                issues.append(PolicyIssue(line, column, "<yaml>", f"a number longer than "
+                                          f"{MAX_NUMBER_CHARS} characters"))
+        elif isinstance(node, MappingNode):
+            todo += [n for pair in node.value for n in pair]
+        elif isinstance(node.value, list):
+            todo += node.value
+    if issues:
+        raise PolicyError(sorted(issues, key=lambda i: (i.line, i.column)))
+
+
 def load_policy(text: str, source: str = "<policy>") -> Policy:
     """The policy in ``text`` (YAML, or JSON, which is YAML); raises :class:`PolicyError`."""
     if len(text.encode("utf-8", errors="replace")) > MAX_POLICY_BYTES:
@@ -406,6 +439,8 @@ def load_policy(text: str, source: str = "<policy>") -> Policy:
         loader = yaml.SafeLoader(text)
         try:
             root = loader.get_single_node()
+            if root is not None:
+                _check_numbers(root)
             data = loader.construct_document(root) if root is not None else None
         finally:
             loader.dispose()  # type: ignore[no-untyped-call]

@@ -49,6 +49,7 @@ from flink_deploy.autoscaler.decide import Autoscaler, Decision, TaskManager
 from flink_deploy.autoscaler.drivers import Driver
 from flink_deploy.autoscaler.observe import Observation
 from flink_deploy.autoscaler.policy import (
+    DEFAULT_POLICY_FILE,
     MAX_POLICY_BYTES,
     Policy,
     PolicyError,
@@ -344,7 +345,7 @@ def _loop() -> ScalingLoop:
     return current_app.extensions[LOOP_EXTENSION]
 
 
-def scaling_view(loop: ScalingLoop, limit: int) -> dict[str, Any]:
+def scaling_view(loop: ScalingLoop, limit: int | None) -> dict[str, Any]:
     return {
         "policy_version": loop.policy_version,
         "policy": loop.policy.to_dict(),
@@ -358,10 +359,16 @@ def scaling_view(loop: ScalingLoop, limit: int) -> dict[str, Any]:
 @scaling_bp.get("")
 def get_scaling() -> Response:
     require_read()
-    raw = request.args.get("limit", str(DEFAULT_LIMIT))
-    if not raw.isdigit():
+    return jsonify(scaling_view(_loop(), _limit(request.args.get("limit", str(DEFAULT_LIMIT)))))
+
+
+def _limit(raw: str) -> int | None:
+    """``?limit=``: ASCII digits (``str.isdigit`` also takes "²", which int() refuses); more
+    digits than any history holds means every decision (int() refuses over 4300 digits)."""
+    if not (raw.isascii() and raw.isdigit()):
         raise bad_request("limit must be a non-negative integer", parameter="limit")
-    return jsonify(scaling_view(_loop(), int(raw)))
+    digits = raw.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 9 else None
 
 
 def _policy_from_body() -> Policy:
@@ -472,6 +479,7 @@ SCALING_SCHEMAS: dict[str, Any] = {
 def scaling_paths() -> dict[str, Any]:
     from control_service.openapi import BEARER, OPTIONAL_BEARER, _errors, _json, _ref
 
+    example = DEFAULT_POLICY_FILE.read_text("utf-8")  # the shipped default: accepted as is
     return {
         "/api/v1/scaling": {
             "get": {
@@ -488,8 +496,9 @@ def scaling_paths() -> dict[str, Any]:
                 "summary": "replace the policy; validated whole",
                 "security": BEARER,
                 "requestBody": {"required": True, "content": {
-                    "application/yaml": {"schema": {"type": "string"}},
-                    "application/json": {"schema": {"type": "object"}},
+                    "application/yaml": {"schema": {"type": "string"}, "example": example},
+                    "application/json": {"schema": {"type": "object"},
+                                         "example": load_policy(example).to_dict()},
                 }},
                 "responses": {"200": _json(_ref("Scaling"), "applied from the next step"),
                               **_errors("400", "401", "403", "413", "415", "422")},

@@ -97,6 +97,17 @@ def test_good_policy_with_defaults() -> None:
          (11, 3, "scale_up", "set at least one trigger: lag_above, busy_above_ms_per_s or "
           "backpressure_above_ms_per_s")),
         ("sustain: 2", "sustain: 2\nsustain: 3", (5, 1, "sustain", "duplicate key")),
+        # Found by schemathesis-style probing of PUT /api/v1/scaling: each was a 500 or a
+        # policy whose loop could not wait (and whose JSON had an Infinity).
+        ("interval_s: 2", "interval_s: .inf", (1, 13, "interval_s", "must be a number")),
+        ("interval_s: 2", "interval_s: 3601",
+         (1, 13, "interval_s", "must be <= 3600, got 3601")),
+        ("cooldown_up_s: 10", "cooldown_up_s: 1.0e+300",
+         (5, 16, "cooldown_up_s", "must be <= 86400, got 1e+300")),
+        ("max_taskmanagers: 3", "max_taskmanagers: " + "9" * 101,
+         (3, 19, "<yaml>", "a number longer than 100 characters")),
+        ("interval_s: 2", "interval_s: 0b" + "1" * 99,
+         (1, 13, "<yaml>", "a number longer than 100 characters")),
     ],
 )
 def test_each_mistake_is_reported_at_its_position(

@@ -218,6 +218,10 @@ def test_get_scaling(tmp_path: Path) -> None:
     assert body["decisions"][0]["observation"]["lag_total"] == 0
     validate(autoscaler_spec("1"), "Scaling", body)
     assert client.get("/api/v1/scaling?limit=x").status_code == 400
+    # str.isdigit() takes "²", which int() refuses; int() refuses over 4300 digits.
+    assert client.get("/api/v1/scaling?limit=\u00b2").status_code == 400
+    assert len(client.get("/api/v1/scaling?limit=" + "9" * 5000).get_json()["decisions"]) == 3
+    assert len(client.get("/api/v1/scaling?limit=0000000000001").get_json()["decisions"]) == 1
 
 
 def test_put_policy_yaml_and_json(tmp_path: Path, client: FlaskClient) -> None:
