@@ -18,6 +18,8 @@ Example (``default-policy.yaml`` beside this module is the shipped default)::
       profile: small           # the profile to add ...
       large_profile: large     # ... or this one when the lag is above large_lag_above
       large_lag_above: 50000
+      min_gain: 0.1            # a scale-up must raise the throughput by >= 10%, else it was
+      ineffective_hold_s: 600  # ineffective: no scale-up for this long (null min_gain: no check)
     scale_down:                # every configured condition must hold
       lag_below: 500
       busy_below_ms_per_s: 300
@@ -29,6 +31,9 @@ body, of the equivalent YAML). Unknown keys, duplicate keys, wrong types, non-po
 non-finite numbers, ``interval_s`` over an hour and cooldowns over a day,
 ``min_taskmanagers > max_taskmanagers``, an undefined profile name, a scale-down threshold not
 below its scale-up threshold, and a scale-up without any trigger are all rejected.
+``scale_up.min_gain`` is a number from 0 to 10, or null (the default: no effectiveness check);
+``scale_up.ineffective_hold_s`` a number of seconds > 0 and at most a day (default 600; it
+matters only with ``min_gain``). :mod:`.decide` says how the throughput is measured.
 """
 
 from __future__ import annotations
@@ -97,7 +102,12 @@ class Profile(TaskManagerProfile):
 
 @dataclass(frozen=True, slots=True)
 class ScaleUp:
-    """Scale up when any set trigger holds; ``None`` switches a trigger off."""
+    """Scale up when any set trigger holds; ``None`` switches a trigger off.
+
+    ``min_gain``: a scale-up must raise the measured throughput by at least this fraction
+    (0.1 = 10%), else it was ineffective and scale-ups wait ``ineffective_hold_s`` seconds;
+    ``None`` switches the check off.
+    """
 
     lag_above: int | None
     busy_above_ms_per_s: float | None
@@ -105,6 +115,8 @@ class ScaleUp:
     profile: str
     large_profile: str | None
     large_lag_above: int | None
+    min_gain: float | None = None
+    ineffective_hold_s: float = 600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +170,8 @@ class Policy:
                 "profile": up.profile,
                 "large_profile": up.large_profile,
                 "large_lag_above": up.large_lag_above,
+                "min_gain": up.min_gain,
+                "ineffective_hold_s": up.ineffective_hold_s,
             },
             "scale_down": {
                 "lag_below": down.lag_below,
@@ -176,9 +190,12 @@ _TOP = ("interval_s", "min_taskmanagers", "max_taskmanagers", "sustain", "cooldo
         "cooldown_down_s", "profiles", "scale_up", "scale_down")
 _TOP_REQUIRED = ("min_taskmanagers", "max_taskmanagers", "profiles", "scale_up", "scale_down")
 _UP = ("lag_above", "busy_above_ms_per_s", "backpressure_above_ms_per_s", "profile",
-       "large_profile", "large_lag_above")
+       "large_profile", "large_lag_above", "min_gain", "ineffective_hold_s")
+_TRIGGERS = ("lag_above", "busy_above_ms_per_s", "backpressure_above_ms_per_s")
 _DOWN = ("lag_below", "busy_below_ms_per_s", "remove")
 _DEFAULTS = {"interval_s": 5.0, "sustain": 3, "cooldown_up_s": 30.0, "cooldown_down_s": 120.0}
+DEFAULT_INEFFECTIVE_HOLD_S = 600.0
+MAX_MIN_GAIN = 10.0
 
 
 def _mark(node: Node) -> tuple[int, int]:
@@ -345,10 +362,14 @@ def _validate(root: Node, data: Any) -> Policy | None:
     up_profile = _check_profile_name(check, up, "profile", declared, optional=False)
     large_profile = _check_profile_name(check, up, "large_profile", declared, optional=True)
     large_lag = up_num("large_lag_above", integer=True)
+    min_gain = up_num("min_gain", inclusive=True, maximum=MAX_MIN_GAIN)
+    hold = check.number(up["ineffective_hold_s"], "scale_up.ineffective_hold_s",
+                        maximum=MAX_COOLDOWN_S) if "ineffective_hold_s" in up else None
+
     def given(key: str) -> bool:
         return key in up and up[key][1] is not None
 
-    if "scale_up" in top and up and not any(given(k) for k in _UP[:3]):
+    if "scale_up" in top and up and not any(given(k) for k in _TRIGGERS):
         check.fail(top["scale_up"][0], "scale_up", "set at least one trigger: lag_above, "
                    "busy_above_ms_per_s or backpressure_above_ms_per_s")
     if given("large_profile") != given("large_lag_above"):
@@ -389,7 +410,8 @@ def _validate(root: Node, data: Any) -> Policy | None:
         cooldown_down_s=float(cool_down),
         profiles=tuple(profile for _, profile in profiles.values()),
         scale_up=ScaleUp(lag_above, _float(busy_above), _float(bp_above), up_profile or "",
-                         large_profile, large_lag),
+                         large_profile, large_lag, _float(min_gain),
+                         DEFAULT_INEFFECTIVE_HOLD_S if hold is None else float(hold)),
         scale_down=ScaleDown(lag_below or 0, _float(busy_below), remove),
     )
 

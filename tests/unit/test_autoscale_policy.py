@@ -37,6 +37,8 @@ scale_down:
   lag_below: 100
 """
 
+LARGE_LAG = "  large_lag_above: 10000"  # the last line of scale_up (line 14)
+
 
 def issues_of(text: str) -> list[tuple[int, int, str, str]]:
     with pytest.raises(PolicyError) as caught:
@@ -51,6 +53,28 @@ def test_default_policy_file_loads_and_round_trips() -> None:
     assert policy.profile("large").memory_mib == 5120
     assert load_policy(policy.to_yaml()) == policy
     assert load_policy_data(policy.to_dict()) == policy
+
+
+@pytest.mark.parametrize(
+    ("lines", "min_gain", "hold"),
+    [
+        ("", None, 600.0),  # absent: no check
+        ("  min_gain: null\n", None, 600.0),
+        ("  min_gain: 0.1\n", 0.1, 600.0),
+        ("  min_gain: 0\n  ineffective_hold_s: 90\n", 0.0, 90.0),  # 0: must not drop
+        ("  ineffective_hold_s: 1.5\n", None, 1.5),
+    ],
+)
+def test_effectiveness_keys(lines: str, min_gain: float | None, hold: float) -> None:
+    policy = load_policy(GOOD.replace(LARGE_LAG + "\n", LARGE_LAG + "\n" + lines))
+    assert (policy.scale_up.min_gain, policy.scale_up.ineffective_hold_s) == (min_gain, hold)
+    assert load_policy(policy.to_yaml()) == policy
+    assert load_policy_data(policy.to_dict()) == policy
+
+
+def test_default_policy_checks_scale_up_effectiveness() -> None:
+    up = load_policy_file(DEFAULT_POLICY_FILE).scale_up
+    assert (up.min_gain, up.ineffective_hold_s) == (0.1, 600.0)
 
 
 def test_good_policy_with_defaults() -> None:
@@ -108,6 +132,23 @@ def test_good_policy_with_defaults() -> None:
          (3, 19, "<yaml>", "a number longer than 100 characters")),
         ("interval_s: 2", "interval_s: 0b" + "1" * 99,
          (1, 13, "<yaml>", "a number longer than 100 characters")),
+        # The scale-up effectiveness check (min_gain, ineffective_hold_s).
+        (LARGE_LAG, LARGE_LAG + "\n  min_gain: -0.1",
+         (15, 13, "scale_up.min_gain", "must be >= 0, got -0.1")),
+        (LARGE_LAG, LARGE_LAG + "\n  min_gain: 11",
+         (15, 13, "scale_up.min_gain", "must be <= 10, got 11")),
+        (LARGE_LAG, LARGE_LAG + "\n  min_gain: 10%",
+         (15, 13, "scale_up.min_gain", "must be a number or null")),
+        (LARGE_LAG, LARGE_LAG + "\n  min_gain: .nan",
+         (15, 13, "scale_up.min_gain", "must be a number or null")),
+        (LARGE_LAG, LARGE_LAG + "\n  min_gian: 0.1",
+         (15, 3, "scale_up.min_gian", "unknown key 'min_gian'; did you mean 'min_gain'?")),
+        (LARGE_LAG, LARGE_LAG + "\n  ineffective_hold_s: 0",
+         (15, 23, "scale_up.ineffective_hold_s", "must be > 0, got 0")),
+        (LARGE_LAG, LARGE_LAG + "\n  ineffective_hold_s: null",
+         (15, 23, "scale_up.ineffective_hold_s", "must be a number")),
+        (LARGE_LAG, LARGE_LAG + "\n  ineffective_hold_s: 86401",
+         (15, 23, "scale_up.ineffective_hold_s", "must be <= 86400, got 86401")),
     ],
 )
 def test_each_mistake_is_reported_at_its_position(
