@@ -14,6 +14,14 @@
   says so: ``job_state`` is the state seen, ``parallelism`` 0, busy and backpressure None.
   ``tasks_running``/``tasks_total`` tell a RUNNING job whose tasks wait for slots (a lost
   TaskManager) from one that runs: ``Observation.job_running`` needs all of them running.
+- **Flink checkpoints** (``/jobs/<jid>/checkpoints`` of the RUNNING job): whether the committed
+  offsets are fresh. The broker commits its offsets when a checkpoint completes, and a rescale
+  restarts the job from its latest checkpoint: from that restore until a checkpoint triggered
+  after it completes, the committed offsets (and so the lag and records out/s) stand still.
+  ``checkpointed_since_restore`` is True with no restore (``latest.restored`` null) or when the
+  latest completed checkpoint was triggered after the latest restore
+  (``trigger_timestamp > restore_timestamp``, both on the JobManager's clock), False when none
+  was, None when unknown (no RUNNING job, or the answer unreadable).
 
 Contract: ``observe()`` never raises for an unreachable Kafka or Flink, or an answer it cannot
 read: each failure is a line in ``Observation.errors`` and the fields it would have filled
@@ -57,6 +65,7 @@ class Observation:
     taskmanagers: int | None = None
     slots_total: int | None = None
     slots_available: int | None = None
+    checkpointed_since_restore: bool | None = None
     errors: tuple[str, ...] = ()
 
     @property
@@ -220,6 +229,11 @@ class Observer:
         out["backpressure_max_ms_per_s"] = maxima.get("backPressuredTimeMsPerSecond")
         return out
 
+    def flink_checkpoints(self, job_id: str) -> bool:
+        """``checkpointed_since_restore`` of job ``job_id``; raises on failure or an answer
+        without the timestamps it needs."""
+        return checkpointed_since_restore(self._get(f"/jobs/{job_id}/checkpoints"))
+
     def flink_cluster(self) -> dict[str, int]:
         overview = self._get("/overview")
         return {"taskmanagers": int(overview["taskmanagers"]),
@@ -257,6 +271,12 @@ class Observer:
             except (requests.RequestException, LookupError, KeyError, TypeError,
                     ValueError) as error:
                 errors.append(f"{name}: {type(error).__name__}: {error}")
+        if values.get("job_state") == "RUNNING" and values.get("job_id") is not None:
+            try:
+                values["checkpointed_since_restore"] = self.flink_checkpoints(values["job_id"])
+            except (requests.RequestException, LookupError, KeyError, TypeError,
+                    ValueError) as error:
+                errors.append(f"flink checkpoints: {type(error).__name__}: {error}")
         return Observation(timestamp=now, errors=tuple(errors), **values)
 
     def kafka_ready(self) -> bool:
@@ -289,6 +309,29 @@ class Observer:
         """Close the Kafka consumer (it never joined the group, so no rebalance follows)."""
         with self._lock:
             self._reset_kafka()
+
+
+def checkpointed_since_restore(body: Any) -> bool:
+    """From Flink's ``GET /jobs/<jid>/checkpoints`` answer: True if the job was not restored
+    (``latest.restored`` null) or a checkpoint triggered after its latest restore completed;
+    False if not. Raises LookupError when the answer lacks what that needs."""
+    latest = body.get("latest") if isinstance(body, dict) else None
+    if not isinstance(latest, dict):
+        raise LookupError("no 'latest' in the checkpoint statistics")
+    restored, completed = latest.get("restored"), latest.get("completed")
+    if restored is None:
+        return True
+    restore_ms = _number(restored.get("restore_timestamp")) \
+        if isinstance(restored, dict) else None
+    if restore_ms is None:
+        raise LookupError("latest.restored has no restore_timestamp")
+    if completed is None:
+        return False
+    trigger_ms = _number(completed.get("trigger_timestamp")) \
+        if isinstance(completed, dict) else None
+    if trigger_ms is None:
+        raise LookupError("latest.completed has no trigger_timestamp")
+    return trigger_ms > restore_ms
 
 
 def _number(value: Any) -> float | None:

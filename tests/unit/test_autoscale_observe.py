@@ -10,10 +10,11 @@ import json
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 import requests
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from flink_deploy.autoscaler.observe import Observer
+from flink_deploy.autoscaler.observe import Observer, checkpointed_since_restore
 
 FLINK = "http://flink:8081"
 JOB = "j1"
@@ -85,7 +86,21 @@ def flink(state: str = "RUNNING") -> dict[str, requests.Response | Exception]:
         metrics.format("v2"): answer([{"id": "busyTimeMsPerSecond", "max": 640.5},
                                       {"id": "backPressuredTimeMsPerSecond", "max": 3.0}]),
         "/overview": answer({"taskmanagers": 2, "slots-total": 4, "slots-available": 0}),
+        "/jobs/j1/checkpoints": answer(checkpoints(restored_at=1_000, completed_at=6_000)),
     }
+
+
+def checkpoints(restored_at: int | None, completed_at: int | None) -> dict[str, Any]:
+    """Flink's checkpoint statistics, trimmed to what the Observer reads (ms timestamps)."""
+    completed = None if completed_at is None else {
+        "@class": "completed", "id": 8, "status": "COMPLETED", "is_savepoint": False,
+        "trigger_timestamp": completed_at, "latest_ack_timestamp": completed_at + 300}
+    restored = None if restored_at is None else {
+        "id": 7, "restore_timestamp": restored_at, "is_savepoint": False,
+        "external_path": "file:/tmp/chk-7"}
+    return {"counts": {"restored": 0 if restored is None else 1, "completed": 8},
+            "latest": {"completed": completed, "savepoint": None, "failed": None,
+                       "restored": restored}}
 
 
 def observer(consumer: Consumer, session: Session, times: list[float]) -> Observer:
@@ -107,6 +122,7 @@ def test_lag_rates_and_flink_metrics() -> None:
     assert (first.taskmanagers, first.slots_total, first.slots_available) == (2, 4, 0)
     assert (first.tasks_running, first.tasks_total) == (2, 2)
     assert first.errors == () and first.job_running
+    assert first.checkpointed_since_restore is True  # restored at 1 s, checkpointed at 6 s
     assert ("/jobs/j1/vertices/v1/subtasks/metrics",
             {"get": "busyTimeMsPerSecond,backPressuredTimeMsPerSecond", "agg": "max"}
             ) in session.calls
@@ -139,3 +155,63 @@ def test_failures_are_in_errors() -> None:
     assert seen.errors[2] == "flink cluster: LookupError: Flink answered 500 to GET /overview"
     assert consumer.closed  # a failed consumer is dropped and made again next time
     assert not obs.kafka_ready() and not obs.flink_ready()
+
+
+@pytest.mark.parametrize(
+    ("body", "fresh"),
+    [
+        (checkpoints(restored_at=None, completed_at=None), True),  # never restored
+        (checkpoints(restored_at=None, completed_at=5_000), True),
+        (checkpoints(restored_at=10_000, completed_at=None), False),  # restored, none since
+        # the checkpoint restored from is still the latest completed: triggered before it
+        (checkpoints(restored_at=10_000, completed_at=4_000), False),
+        (checkpoints(restored_at=10_000, completed_at=10_000), False),
+        (checkpoints(restored_at=10_000, completed_at=15_000), True),  # one completed since
+    ],
+)
+def test_checkpointed_since_restore(body: dict[str, Any], fresh: bool) -> None:
+    assert checkpointed_since_restore(body) is fresh
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({"counts": {}}, "no 'latest' in the checkpoint statistics"),
+        ({"latest": {"restored": {"id": 7}, "completed": None}},
+         "latest.restored has no restore_timestamp"),
+        ({"latest": {"restored": {"restore_timestamp": 10}, "completed": {"id": 8}}},
+         "latest.completed has no trigger_timestamp"),
+    ],
+)
+def test_unreadable_checkpoint_statistics(body: dict[str, Any], error: str) -> None:
+    with pytest.raises(LookupError, match=error):
+        checkpointed_since_restore(body)
+
+
+@pytest.mark.parametrize(
+    ("state", "answer_", "fresh", "errors"),
+    [
+        ("RUNNING", answer(checkpoints(restored_at=10_000, completed_at=None)), False, ()),
+        ("RUNNING", answer(checkpoints(restored_at=10_000, completed_at=15_000)), True, ()),
+        ("RUNNING", answer({"errors": ["boom"]}, 500), None,
+         ("flink checkpoints: LookupError: Flink answered 500 to GET /jobs/j1/checkpoints",)),
+        ("RUNNING", requests.ConnectionError("refused"), None,
+         ("flink checkpoints: ConnectionError: refused",)),
+        ("RESTARTING", answer(checkpoints(restored_at=10_000, completed_at=None)), None, ()),
+    ],
+)
+def test_observation_says_whether_the_lag_is_fresh(
+        state: str, answer_: requests.Response | Exception, fresh: bool | None,
+        errors: tuple[str, ...]) -> None:
+    answers = flink(state)
+    answers["/jobs/j1/checkpoints"] = answer_
+    session = Session(answers)
+    consumer = Consumer({}, {("a", 0): 10, ("a", 1): 10, ("b", 0): 10})
+    seen = observer(consumer, session, [1.0]).observe()
+    assert seen.checkpointed_since_restore is fresh
+    assert seen.errors == errors
+    assert seen.to_dict()["checkpointed_since_restore"] is fresh
+    # only a RUNNING job's checkpoints are asked for
+    assert (("/jobs/j1/checkpoints", None) in session.calls) == (state == "RUNNING")
+    if state == "RUNNING":  # the job's other fields do not depend on the checkpoints
+        assert (seen.job_state, seen.parallelism, seen.lag_total) == ("RUNNING", 4, 0)
