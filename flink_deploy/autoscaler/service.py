@@ -6,8 +6,10 @@
   never stops the loop. ``pause()``/``resume()`` keep the thread but skip the steps;
   ``stop()`` ends the thread and closes the observer.
 - ``GET /api/v1/scaling``: the policy (and its version), the loop's state, the TaskManagers
-  seen at the last step, the latest observation and the last decisions, oldest first
-  (``?limit=N``, default 50), each with the observation it saw, the action and the reason.
+  seen at the last step, the latest observation, the effectiveness check of the last
+  scale-up (``last_scale_up``: rates before and after, verdict; null before the first
+  scale-up with ``min_gain`` set) and the last decisions, oldest first (``?limit=N``,
+  default 50), each with the observation it saw, the action and the reason.
 - ``PUT /api/v1/scaling`` (admin token): a new policy, YAML (``application/yaml``) or JSON,
   validated whole; 422 with every problem's line and column, else applied from the next step
   and written to the audit log.
@@ -45,7 +47,13 @@ from control_service.common import Component, component, install_common, iter_is
 from control_service.config import ConfigError
 from control_service.errors import bad_request, too_large, unsupported_media_type, validation_failed
 from control_service.store import AuditLog
-from flink_deploy.autoscaler.decide import Autoscaler, Decision, TaskManager
+from flink_deploy.autoscaler.decide import (
+    VERDICTS,
+    Autoscaler,
+    Decision,
+    ScaleUpCheck,
+    TaskManager,
+)
 from flink_deploy.autoscaler.drivers import Driver
 from flink_deploy.autoscaler.observe import Observation
 from flink_deploy.autoscaler.policy import (
@@ -181,6 +189,12 @@ class ScalingLoop:
     @property
     def paused(self) -> bool:
         return self._paused.is_set()
+
+    @property
+    def last_scale_up(self) -> ScaleUpCheck | None:
+        """The effectiveness check of the last load-driven scale-up (an immutable object)."""
+        with self._lock:
+            return self.autoscaler.last_scale_up
 
     def replace_policy(self, policy: Policy) -> int:
         """Use ``policy`` from the next step on; returns the new policy version."""
@@ -352,6 +366,7 @@ def scaling_view(loop: ScalingLoop, limit: int | None) -> dict[str, Any]:
         "state": "paused" if loop.paused else "running",
         "taskmanagers": [tm.to_dict() for tm in loop.taskmanagers],
         "observation": loop.latest.to_dict() if loop.latest else None,
+        "last_scale_up": check.to_dict() if (check := loop.last_scale_up) else None,
         "decisions": [d.to_dict() for d in loop.decisions(limit)],
     }
 
@@ -438,7 +453,30 @@ SCALING_SCHEMAS: dict[str, Any] = {
             "taskmanagers": {"type": ["integer", "null"]},
             "slots_total": {"type": ["integer", "null"]},
             "slots_available": {"type": ["integer", "null"]},
+            "checkpointed_since_restore": {"type": ["boolean", "null"]},
             "errors": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "ScaleUpCheck": {
+        "type": "object",
+        "description": "whether the last load-driven scale-up raised the throughput "
+                       "(records out/s, alerts/s) by at least min_gain",
+        "required": ["decided_at", "taskmanagers_before", "taskmanagers_after",
+                     "parallelism_before", "min_gain", "rate_before_per_s", "rate_after_per_s",
+                     "observations_after", "verdict", "reason", "judged_at", "blocked_until"],
+        "properties": {
+            "decided_at": {"type": "number"},
+            "taskmanagers_before": {"type": "integer"},
+            "taskmanagers_after": {"type": "integer"},
+            "parallelism_before": {"type": "integer"},
+            "min_gain": {"type": "number"},
+            "rate_before_per_s": {"type": ["number", "null"]},
+            "rate_after_per_s": {"type": ["number", "null"]},
+            "observations_after": {"type": "integer"},
+            "verdict": {"type": "string", "enum": list(VERDICTS)},
+            "reason": {"type": "string"},
+            "judged_at": {"type": ["number", "null"]},
+            "blocked_until": {"type": ["number", "null"]},
         },
     },
     "Decision": {
@@ -461,7 +499,7 @@ SCALING_SCHEMAS: dict[str, Any] = {
     "Scaling": {
         "type": "object",
         "required": ["policy_version", "policy", "state", "taskmanagers", "observation",
-                     "decisions"],
+                     "last_scale_up", "decisions"],
         "properties": {
             "policy_version": {"type": "integer"},
             "policy": {"type": "object"},
@@ -470,6 +508,8 @@ SCALING_SCHEMAS: dict[str, Any] = {
                              "items": {"$ref": "#/components/schemas/TaskManager"}},
             "observation": {"oneOf": [{"$ref": "#/components/schemas/Observation"},
                                       {"type": "null"}]},
+            "last_scale_up": {"oneOf": [{"$ref": "#/components/schemas/ScaleUpCheck"},
+                                        {"type": "null"}]},
             "decisions": {"type": "array", "items": {"$ref": "#/components/schemas/Decision"}},
         },
     },

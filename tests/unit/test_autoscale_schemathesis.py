@@ -9,8 +9,9 @@ reaches validation.
 
 from __future__ import annotations
 
-import tempfile
 import json
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -40,8 +41,10 @@ from tests.unit.test_autoscale_service import (  # noqa: E402
 
 def _app():  # noqa: ANN202 - a Flask app
     clock = Clock()
-    # Three over the lag threshold (sustain 3) -> up; then a job that is not running -> hold.
-    lagging = [running(60_000)] * 3
+    # Three over the lag threshold (sustain 3) -> up, measured (the default policy has
+    # min_gain); then a job that is not running -> hold.
+    lagging = [replace(running(60_000), records_out_per_s=218.0,
+                       checkpointed_since_restore=True)] * 3
     stalled = Observation(timestamp=0.0, lag_total=None, job_state="RESTARTING",
                           errors=("flink: job restarting",))
     app = make(Path(tempfile.mkdtemp(prefix="af-autoscale-schemathesis-")),
@@ -55,6 +58,7 @@ def _app():  # noqa: ANN202 - a Flask app
     loop.step()
     loop.driver = FakeDriver(count=2)
     assert {d.action for d in loop.decisions()} == {"up", "hold", "error"}
+    assert loop.last_scale_up is not None and loop.last_scale_up.verdict == "measuring"
     return app
 
 

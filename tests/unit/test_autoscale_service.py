@@ -153,6 +153,46 @@ def test_loop_scales_up_then_down_with_the_policy(tmp_path: Path) -> None:
     assert up.observation is not None and up.observation.lag_total == 12_000
 
 
+def loaded(rate: float | None, parallelism: int = 2, fresh: bool = True,
+           state: str = "RUNNING") -> Observation:
+    """12,000 alerts behind, processing ``rate`` alerts/s; checkpointed since any restore."""
+    return replace(running(12_000), records_out_per_s=rate, parallelism=parallelism,
+                   checkpointed_since_restore=fresh, job_state=state)
+
+
+def test_an_ineffective_scale_up_is_shown_and_blocks_the_next(tmp_path: Path) -> None:
+    """The benchmark's run with the default policy (min_gain 0.1, ineffective_hold_s 600):
+    218 alerts/s with one TaskManager, 203 with two; no third TaskManager."""
+    clock = Clock()
+    script = [loaded(218.0)] * 3 + [  # up at the third (t=1010)
+        loaded(None, parallelism=0, state="RESTARTING"),
+        loaded(0.0, parallelism=4, fresh=False),  # running, but the lag is stale
+        loaded(1_800.0, parallelism=4),  # the first checkpoint since the restore: not counted
+        loaded(200.0, parallelism=4), loaded(203.0, parallelism=4),
+        loaded(206.0, parallelism=4),  # the verdict (t=1040)
+        *[loaded(203.0, parallelism=4)] * 5]
+    driver = FakeDriver(1)
+    app = make(tmp_path, FakeObserver(script), driver, clock)
+    loop = loop_of(app)
+    assert steps(loop, clock, len(script)) == ["hold", "hold", "up"] + ["hold"] * 11
+    assert len(driver.tms) == 2
+    reasons = [d.reason for d in loop.decisions()]
+    assert reasons[4] == ("restored from a checkpoint and none completed since: the committed "
+                          "offsets, and so the lag, are stale")
+    verdict = ("the last scale-up (1 -> 2 TaskManagers) took throughput from 218 to 203 "
+               "alerts/s (< +10%): no scale-up for 600 s")
+    assert reasons[8] == f"lag 12,000 > 5,000 for 4 observations, but {verdict} (600 s left)"
+    assert reasons[-1] == f"lag 12,000 > 5,000 for 9 observations, but {verdict} (575 s left)"
+    body = app.test_client().get("/api/v1/scaling").get_json()
+    validate(autoscaler_spec("1"), "Scaling", body)
+    assert body["last_scale_up"] == {
+        "decided_at": 1010.0, "taskmanagers_before": 1, "taskmanagers_after": 2,
+        "parallelism_before": 2, "min_gain": 0.1, "rate_before_per_s": 218.0,
+        "rate_after_per_s": 203.0, "observations_after": 3, "verdict": "ineffective",
+        "reason": verdict, "judged_at": 1040.0, "blocked_until": 1640.0}
+    assert body["observation"]["checkpointed_since_restore"] is True
+
+
 @pytest.mark.parametrize(("fail", "reason_part"), [
     ("add", "the driver failed to scale up: OSError: flink-taskmanager-2 did not become healthy"),
     ("list", "cannot list the TaskManagers: DriverError: deployment "
@@ -207,6 +247,7 @@ def test_get_scaling(tmp_path: Path) -> None:
     client = app.test_client()
     body = client.get("/api/v1/scaling").get_json()
     assert body["observation"] is None and body["decisions"] == []
+    assert body["last_scale_up"] is None
     assert body["policy"] == POLICY.to_dict() and body["state"] == "running"
     steps(loop_of(app), clock, 3)
     response = client.get("/api/v1/scaling?limit=2")
