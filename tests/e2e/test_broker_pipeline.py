@@ -70,7 +70,8 @@ def fresh_topics_and_filters(bootstrap: str, prefix: str) -> tuple[str, dict[str
            if n != "config"]  # fmt: skip
     new.append(NewTopic(topics["config"], num_partitions=1, replication_factor=1,
                         config={"cleanup.policy": "compact"}))  # fmt: skip
-    for future in AdminClient({"bootstrap.servers": bootstrap}).create_topics(new).values():
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the futures end
+    for future in admin.create_topics(new).values():
         future.result(timeout=30)
     examples = [f for p in sorted((REPO_ROOT / "examples" / "filters").glob("*.yaml"))
                 for f in load_filter_file(str(p))]  # fmt: skip
