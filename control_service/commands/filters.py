@@ -85,19 +85,34 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "test", parents=[service],
         help="dry-run a filter: NAME on the service, or -f FILE --alerts ... offline",
     )  # fmt: skip
-    test.add_argument("name", nargs="?", metavar="NAME",
-                      help="a filter of the control service, tried on its reference alerts")
-    test.add_argument("-f", "--file", type=Path, metavar="FILE.yaml",
-                      help="a filter file, tried offline on the --alerts files")
-    test.add_argument("--alerts", nargs="+", type=Path, metavar="ALERTS",
-                      help="alert files for -f (ZTF Avro, Rubin Avro or wire format)")
+    test.add_argument(
+        "name",
+        nargs="?",
+        metavar="NAME",
+        help="a filter of the control service, tried on its reference alerts",
+    )
+    test.add_argument(
+        "-f",
+        "--file",
+        type=Path,
+        metavar="FILE.yaml",
+        help="a filter file, tried offline on the --alerts files",
+    )
+    test.add_argument(
+        "--alerts",
+        nargs="+",
+        type=Path,
+        metavar="ALERTS",
+        help="alert files for -f (ZTF Avro, Rubin Avro or wire format)",
+    )
     test.add_argument(
         "--schema-dir", type=Path, default=DEFAULT_LSST_SCHEMA_DIR,
         help="directory of lsst.vX_Y schema folders (default: the schemas shipped with alertflow)",
     )  # fmt: skip
     test.add_argument("--no-matches", action="store_true", help="-f: print only the summary")
-    apply = actions.add_parser("apply", parents=[service],
-                               help="create or replace the filters of a YAML file")
+    apply = actions.add_parser(
+        "apply", parents=[service], help="create or replace the filters of a YAML file"
+    )
     apply.add_argument("-f", "--file", type=Path, required=True, metavar="FILE.yaml")
     listing = actions.add_parser("list", parents=[service], help="list the filters")
     listing.add_argument("--owner", help="only this user's filters")
@@ -193,7 +208,10 @@ def _check(files: list[Path], out: TextIO, err: TextIO) -> int:
             failed += 1
             continue
         names = ", ".join(f.name for f in filters)
-        print(f"{path}: ok ({len(filters)} filter{'s' if len(filters) != 1 else ''}: {names})", file=out)
+        print(
+            f"{path}: ok ({len(filters)} filter{'s' if len(filters) != 1 else ''}: {names})",
+            file=out,
+        )
     return 1 if failed else 0
 
 

@@ -19,7 +19,9 @@ from control_service.config import ConfigError, load_config
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("serve", help="run the control service (REST API)", description=__doc__)
+    parser = subparsers.add_parser(
+        "serve", help="run the control service (REST API)", description=__doc__
+    )
     parser.add_argument("--config", type=Path, help="YAML configuration file")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 5000)")
@@ -32,7 +34,9 @@ def _interrupt(*_: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     try:
         config = load_config(args.config, **overrides)

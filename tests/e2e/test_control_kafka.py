@@ -26,7 +26,10 @@ from flink_deploy.stack import StackConfig
 
 pytestmark = pytest.mark.e2e
 
-KEYS = [{"token": "alice-secret-1", "user": "alice", "role": "user"}, {"token": "ops-secret-333", "user": "ops", "role": "admin"}]
+KEYS = [
+    {"token": "alice-secret-1", "user": "alice", "role": "user"},
+    {"token": "ops-secret-333", "user": "ops", "role": "admin"},
+]
 
 
 def doc(name: str, where: str = "mag < 18.5", owner: str = "alice") -> str:
@@ -34,7 +37,13 @@ def doc(name: str, where: str = "mag < 18.5", owner: str = "alice") -> str:
 
 
 def read_snapshots(bootstrap: str, topic: str) -> list[dict]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"t-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"t-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
+    )
     try:
         _, high = consumer.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
         consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
@@ -72,7 +81,9 @@ def topics(stack: StackConfig) -> Iterator[tuple[str, str]]:
     yield f"alertflow.config.test-{suffix}", f"alertflow.config.test-{suffix}.inactive"
 
 
-def test_filters_round_trip_through_kafka_and_survive_a_restart(stack: StackConfig, topics: tuple[str, str], tmp_path: Path) -> None:
+def test_filters_round_trip_through_kafka_and_survive_a_restart(
+    stack: StackConfig, topics: tuple[str, str], tmp_path: Path
+) -> None:
     config = load_config(
         env={},
         bootstrap_servers=stack.bootstrap_servers,
@@ -86,7 +97,9 @@ def test_filters_round_trip_through_kafka_and_survive_a_restart(stack: StackConf
     try:
         alice = ControlClient(first.url, "alice-secret-1")
         assert alice.ready()
-        assert alice.apply_filters(doc("bright") + "---\n" + doc("faint", "mag > 20"))["version"] == 1
+        assert (
+            alice.apply_filters(doc("bright") + "---\n" + doc("faint", "mag > 20"))["version"] == 1
+        )
         assert alice.put_filter("bright", doc("bright", "mag < 17"))["version"] == 2
         assert alice.set_active("faint", False)["version"] == 3
         assert alice.apply_filters(doc("gone"))["version"] == 4
@@ -108,14 +121,18 @@ def test_filters_round_trip_through_kafka_and_survive_a_restart(stack: StackConf
         [("bright", "mag < 17")],
     ]
     inactive = read_snapshots(stack.bootstrap_servers, topics[1])
-    assert [(s["version"], [f["metadata"]["name"] for f in s["filters"]]) for s in inactive] == [(3, ["faint"])]
+    assert [(s["version"], [f["metadata"]["name"] for f in s["filters"]]) for s in inactive] == [
+        (3, ["faint"])
+    ]
 
     second = Server(config)  # a restart: everything comes back from the topics
     try:
         ops = ControlClient(second.url, "ops-secret-333")
         listing = ops.list_filters()
         assert listing["version"] == 5
-        assert [(f["name"], f["active"], f["document"]["spec"]["where"]) for f in listing["filters"]] == [
+        assert [
+            (f["name"], f["active"], f["document"]["spec"]["where"]) for f in listing["filters"]
+        ] == [
             ("bright", True, "mag < 17"),
             ("faint", False, "mag > 20"),
         ]
@@ -123,9 +140,16 @@ def test_filters_round_trip_through_kafka_and_survive_a_restart(stack: StackConf
     finally:
         second.stop()
     last = read_snapshots(stack.bootstrap_servers, topics[0])[-1]
-    assert last["version"] == 6 and [f["metadata"]["name"] for f in last["filters"]] == ["bright", "faint"]
+    assert last["version"] == 6 and [f["metadata"]["name"] for f in last["filters"]] == [
+        "bright",
+        "faint",
+    ]
     audit = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert [(a["user"], a["action"], a["new_version"]) for a in audit] == [
-        ("alice", "filter.create", 1), ("alice", "filter.update", 2), ("alice", "filter.deactivate", 3),
-        ("alice", "filter.create", 4), ("alice", "filter.delete", 5), ("ops", "filter.activate", 6),
+        ("alice", "filter.create", 1),
+        ("alice", "filter.update", 2),
+        ("alice", "filter.deactivate", 3),
+        ("alice", "filter.create", 4),
+        ("alice", "filter.delete", 5),
+        ("ops", "filter.activate", 6),
     ]
