@@ -66,8 +66,17 @@ class Metrics:
                 lines += [f"# HELP {family} {text}", f"# TYPE {family} {kind}"]
             seen.add(family)
             label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-            lines.append(f"{name}{{{label_text}}} {value:g}" if label_text else f"{name} {value:g}")
+            text = _number(value)
+            lines.append(f"{name}{{{label_text}}} {text}" if label_text else f"{name} {text}")
         return "\n".join(lines) + "\n"
+
+
+def _number(value: float) -> str:
+    """Exact: whole numbers as integers (``:g`` would round a byte counter to 6 digits)."""
+    value = float(value)
+    if value.is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return repr(value)
 
 
 def _escape(value: str) -> str:

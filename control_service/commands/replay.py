@@ -10,6 +10,9 @@ distinct alerts. Each message carries its send time as the Kafka timestamp, so l
 measured downstream. A progress line goes to stderr and a summary line (alerts sent, bytes,
 achieved rate) to stdout.
 
+``alertflow replay --serve`` runs the same sending loop (:class:`Sender`) as a service with the
+common control API (control_service/replay_service.py).
+
 The pure parts (message loading, id splicing, the send schedule, the summary) are tested
 without Kafka; :func:`run` wires them to a confluent-kafka producer.
 """
@@ -18,8 +21,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -310,7 +314,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    parser.add_argument("files", nargs="*", type=Path, metavar="FILE")
     parser.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap servers")
     parser.add_argument(
         "--topic", default=None, help="topic (default: alerts.ztf / alerts.lsst by survey)"
@@ -325,6 +329,13 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--schema-dir", type=Path, default=DEFAULT_LSST_SCHEMA_DIR)
     parser.add_argument("--registry-url", default=None)
     parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
+    service = parser.add_argument_group(
+        "service", "--serve: run the replay service; FILE and the options above are its "
+        "initial config, changed with PUT /api/v1/config, sent with POST /api/v1/actions/start")
+    service.add_argument("--serve", action="store_true", help="run as a service")
+    service.add_argument("--host", default="127.0.0.1", help="address (default %(default)s)")
+    service.add_argument("--port", type=int, default=5002, help="port (default %(default)s)")
+    service.add_argument("--audit-log", type=Path, help="JSON lines of config changes, actions")
     parser.set_defaults(func=run)
     return parser
 
@@ -356,10 +367,149 @@ def _produce(
             poll(0.05)
 
 
+PRODUCER_CONFIG = {
+    "linger.ms": 5,
+    "batch.size": 4 * 1024 * 1024,
+    "queue.buffering.max.kbytes": 512 * 1024,
+    "message.max.bytes": 8 * 1024 * 1024,
+    "acks": "all",
+}
+
+
+def kafka_producer(bootstrap_servers: str) -> Any:
+    """A confluent-kafka producer configured for replay."""
+    from confluent_kafka import Producer  # imported here: inspect and tests need no Kafka client
+
+    return Producer({"bootstrap.servers": bootstrap_servers, **PRODUCER_CONFIG})
+
+
+def check_fresh_ids(messages: Sequence[ReplayMessage], count: int, schemas: LsstSchemas) -> None:
+    """Raise ReplayError before anything is sent if cycling is needed and some alert cannot get
+    fresh ids."""
+    if count > len(messages):
+        for message in messages:
+            id_template(message, schemas)
+
+
+class Sender:
+    """One replay: ``count`` messages cycled from ``messages``, paced by ``schedule``, each
+    produced to its survey's topic in ``topics``; then the producer is flushed.
+
+    The one-shot command runs it in its own thread, the replay service on a background thread.
+    :meth:`stop` (from any thread) ends the sending after the current message; the flush still
+    happens. Counters (``sent``, ``bytes``, ``delivered``, ``failures``, ``undelivered``) are
+    written by the sending thread only and may be read from any.
+    """
+
+    def __init__(
+        self,
+        producer: Any,
+        messages: Sequence[ReplayMessage],
+        count: int,
+        schemas: LsstSchemas,
+        schedule: Schedule,
+        topics: Mapping[Survey, str],
+        *,
+        flush_timeout_s: float = 60.0,
+    ) -> None:
+        missing = {m.survey for m in messages} - set(topics)
+        if missing:
+            raise ReplayError(f"no topic for {sorted(s.value for s in missing)}")
+        self.producer = producer
+        self.messages = messages
+        self.count = count
+        self.schemas = schemas
+        self.schedule = schedule
+        self.topics = dict(topics)
+        self.flush_timeout_s = flush_timeout_s
+        self.sent = 0
+        self.bytes = 0
+        self.delivered = 0
+        self.failures: list[str] = []
+        self.undelivered = 0
+        self.started: float | None = None
+        self.finished: float | None = None
+        self._stop = threading.Event()
+
+    @property
+    def failed(self) -> int:
+        """Delivery failures reported by Kafka plus messages still queued after the flush."""
+        return len(self.failures) + self.undelivered
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def elapsed(self) -> float:
+        if self.started is None:
+            return 0.0
+        return (self.finished if self.finished is not None else time.monotonic()) - self.started
+
+    def rate(self) -> float:
+        """Alerts per second achieved so far (0 before the first)."""
+        elapsed = self.elapsed()
+        return self.sent / elapsed if elapsed > 0 else 0.0
+
+    def visit(self) -> int | None:
+        """The visit of the last alert sent (0-based), with a visit profile; else None."""
+        size = self.schedule.visit_size
+        if size is None or self.sent == 0:
+            return None
+        return (self.sent - 1) // size
+
+    def _on_delivery(self, error: Any, _msg: Any) -> None:
+        if error is None:
+            self.delivered += 1
+        else:
+            self.failures.append(str(error))
+
+    def run(
+        self, progress: Callable[[Sender], None] | None = None, progress_every_s: float = 0.5
+    ) -> None:
+        """Send, then flush; ``progress(self)`` is called every ``progress_every_s`` seconds."""
+        producer = self.producer
+        self.started = start = time.monotonic()
+        last_progress = start
+        n = len(self.messages)
+        for i, value in enumerate(cycled_messages(self.messages, self.count, self.schemas)):
+            wait = self.schedule.due(i) - (time.monotonic() - start)
+            if wait > 0:
+                producer.poll(0)
+                # Paced: wait for the alert's due time, or less if stopped meanwhile.
+                if self._stop.wait(wait):
+                    break
+            if self._stop.is_set():
+                break
+            topic = self.topics[self.messages[i % n].survey]
+            _produce(producer, producer.poll, topic, value, self._on_delivery)
+            producer.poll(0)
+            self.sent += 1
+            self.bytes += len(value)
+            now = time.monotonic()
+            if progress is not None and now - last_progress >= progress_every_s:
+                progress(self)
+                last_progress = now
+        self.undelivered = producer.flush(self.flush_timeout_s)
+        self.finished = time.monotonic()
+
+
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Send the alerts; returns 0 if every message was delivered, 1 if some failed, 2 on usage."""
+    """Send the alerts; returns 0 if every message was delivered, 1 if some failed, 2 on usage.
+
+    With ``--serve``, runs the replay service instead (control_service/replay_service.py).
+    """
     out = out or sys.stdout
     err = err or sys.stderr
+    if args.serve:
+        from control_service.replay_service import serve
+
+        return serve(args, out, err)
+    if not args.files:
+        print("replay: give the alert files to send (FILE ...), or --serve", file=err)
+        return 2
     try:
         schedule = Schedule(args.rate, args.visit_size, args.visit_interval)
         schemas = LsstSchemas(args.schema_dir, registry_url=args.registry_url)
@@ -369,55 +519,23 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         if args.topic is None and len(surveys) > 1:
             raise ReplayError("files mix ZTF and LSST alerts: give --topic or replay them apart")
         topic = args.topic or DEFAULT_TOPICS[next(iter(surveys))]
-        if count > len(messages):
-            # Fail before sending anything if some alert cannot get fresh ids.
-            for message in messages:
-                id_template(message, schemas)
+        check_fresh_ids(messages, count, schemas)
     except ReplayError as error:
         print(f"replay: {error}", file=err)
         return 2
 
-    from confluent_kafka import Producer  # imported here: inspect and tests need no Kafka client
+    sender = Sender(
+        kafka_producer(args.bootstrap), messages, count, schemas, schedule,
+        {survey: topic for survey in surveys},
+    )  # fmt: skip
 
-    producer = Producer(
-        {
-            "bootstrap.servers": args.bootstrap,
-            "linger.ms": 5,
-            "batch.size": 4 * 1024 * 1024,
-            "queue.buffering.max.kbytes": 512 * 1024,
-            "message.max.bytes": 8 * 1024 * 1024,
-            "acks": "all",
-        }
-    )
-    failures: list[str] = []
+    def show(s: Sender) -> None:
+        print("\r" + format_progress(s.sent, count, s.elapsed()), end="", file=err, flush=True)
 
-    def on_delivery(error: Any, _msg: Any) -> None:
-        if error is not None:
-            failures.append(str(error))
-
-    sent = 0
-    total_bytes = 0
-    start = time.monotonic()
-    last_progress = start
-    for i, value in enumerate(cycled_messages(messages, count, schemas)):
-        wait = schedule.due(i) - (time.monotonic() - start)
-        if wait > 0:
-            producer.poll(0)
-            time.sleep(wait)
-        _produce(producer, producer.poll, topic, value, on_delivery)
-        producer.poll(0)
-        sent += 1
-        total_bytes += len(value)
-        now = time.monotonic()
-        if not args.no_progress and now - last_progress >= 0.5:
-            print("\r" + format_progress(sent, count, now - start), end="", file=err, flush=True)
-            last_progress = now
-    remaining = producer.flush(60)
-    elapsed = time.monotonic() - start
+    sender.run(None if args.no_progress else show)
     if not args.no_progress:
-        print("\r" + format_progress(sent, count, elapsed), file=err)
-    failed = len(failures) + remaining
-    print(format_summary(sent, total_bytes, elapsed, failed), file=out)
-    for reason in sorted(set(failures))[:5]:
+        print("\r" + format_progress(sender.sent, count, sender.elapsed()), file=err)
+    print(format_summary(sender.sent, sender.bytes, sender.elapsed(), sender.failed), file=out)
+    for reason in sorted(set(sender.failures))[:5]:
         print(f"replay: delivery failed: {reason}", file=err)
-    return 1 if failed else 0
+    return 1 if sender.failed else 0

@@ -1,0 +1,561 @@
+"""The replay producer as a service: the common control API around replay's sending loop.
+
+``alertflow replay --serve`` (127.0.0.1:5002 by default) runs it. Everything is the common
+control API (:func:`control_service.common.install_common`), kind ``replay``:
+
+- ``GET``/``PUT /api/v1/config`` (PUT: admin): the replay settings, :data:`SETTINGS`. A PUT
+  merges its keys over the current settings and validates the result whole (unknown keys, types,
+  ranges, every file read and decoded with :func:`.commands.replay.load_messages`, fresh ids
+  possible if cycling is needed); 422 listing every problem, else applied from the next start.
+- ``POST /api/v1/actions/start``: sends with the current settings on a background thread
+  (state ``starting``, then ``running``, then ``stopped`` when done); 409 if a replay runs, if no
+  files are set or once drained.
+- ``POST /api/v1/actions/stop``: the sending stops after the current message, the producer is
+  flushed, and the answer carries the final progress; 409 if nothing runs.
+- ``POST /api/v1/actions/drain``: no start is accepted any more; a running replay is stopped
+  as by ``stop`` (state ``draining`` meanwhile) and flushed; then ``stopped``.
+- ``GET /api/v1/status``: the common fields plus ``accepting`` and ``progress`` (the last or
+  current run: sent, delivered, failed deliveries, bytes, achieved rate, current visit).
+- ``GET /metrics``: ``alertflow_replay_sent_total``, ``_delivered_total``, ``_failed_total``,
+  ``_bytes_total``, ``_runs_total`` (over every run), ``alertflow_replay_rate`` and
+  ``alertflow_replay_visit`` (the last or current run), ``alertflow_replay_running``.
+- ``GET /ready``: Kafka answers at the configured bootstrap servers.
+
+The sending itself is :class:`.commands.replay.Sender`, the loop the one-shot command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import re
+import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any, TextIO
+
+from flask import Flask
+
+from control_service.auth import ROLES, ApiKey, Authenticator, Principal
+from control_service.commands.replay import (
+    DEFAULT_TOPICS,
+    ReplayError,
+    ReplayMessage,
+    Schedule,
+    Sender,
+    check_fresh_ids,
+    kafka_producer,
+    load_messages,
+    plan_count,
+)
+from control_service.common import Component, install_common
+from control_service.config import ConfigError
+from control_service.errors import conflict, unavailable
+from control_service.store import AuditLog
+from transforms.alert_model import Survey
+from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
+
+KIND = "replay"
+SETTINGS = ("files", "topic", "topics", "rate", "visit_size", "visit_interval", "visits",
+            "count", "bootstrap_servers")
+# Kafka's legal topic names.
+TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+MAX_BODY_BYTES = 256 * 1024
+
+
+def _default_bootstrap() -> str:
+    raw = os.environ.get("ALERTFLOW_KAFKA_PORT", "")
+    return f"127.0.0.1:{raw if raw.isdigit() else 9092}"
+
+
+@dataclass(frozen=True)
+class ReplaySettings:
+    """What the next start sends; the run-time config of the service."""
+
+    files: tuple[str, ...] = ()
+    topic: str | None = None
+    topics: Mapping[str, str] | None = None
+    rate: float | None = None
+    visit_size: int | None = None
+    visit_interval: float | None = None
+    visits: int = 1
+    count: int | None = None
+    bootstrap_servers: str = field(default_factory=_default_bootstrap)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "files": list(self.files), "topic": self.topic,
+            "topics": dict(self.topics) if self.topics is not None else None,
+            "rate": self.rate, "visit_size": self.visit_size,
+            "visit_interval": self.visit_interval, "visits": self.visits, "count": self.count,
+            "bootstrap_servers": self.bootstrap_servers,
+        }
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Settings checked against the files: the messages, how many to send, where and when."""
+
+    settings: ReplaySettings
+    messages: Sequence[ReplayMessage]
+    count: int
+    schedule: Schedule
+    topics: Mapping[Survey, str]
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _topic_problem(value: Any) -> str | None:
+    if not isinstance(value, str) or not TOPIC_NAME.match(value):
+        return "a Kafka topic name: 1-249 of A-Z a-z 0-9 . _ -"
+    return None
+
+
+def settings_from(data: Mapping[str, Any]) -> ReplaySettings:
+    """Check the shape of every setting; raises ConfigError listing every problem."""
+    problems: list[tuple[str, str]] = [
+        (key, f"unknown setting; known: {', '.join(SETTINGS)}") for key in data
+        if key not in SETTINGS]
+    files = data.get("files", [])
+    if not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
+        problems.append(("files", "a list of file paths"))
+    topic = data.get("topic")
+    if topic is not None and (problem := _topic_problem(topic)):
+        problems.append(("topic", problem))
+    topics = data.get("topics")
+    if topics is not None:
+        surveys = {s.value for s in Survey}
+        if not isinstance(topics, dict) or not topics:
+            problems.append(("topics", f"an object mapping surveys ({sorted(surveys)}) to topics"))
+        else:
+            for survey, name in topics.items():
+                if survey not in surveys:
+                    problems.append((f"topics.{survey}", f"not a survey; one of {sorted(surveys)}"))
+                elif problem := _topic_problem(name):
+                    problems.append((f"topics.{survey}", problem))
+        if topic is not None:
+            problems.append(("topics", "give topic or topics, not both"))
+    rate = data.get("rate")
+    if rate is not None and not (_is_number(rate) and rate > 0):
+        problems.append(("rate", "a positive number of alerts/s, or null (as fast as possible)"))
+    visit_size = data.get("visit_size")
+    if visit_size is not None and not (_is_int(visit_size) and visit_size > 0):
+        problems.append(("visit_size", "a positive integer, or null"))
+    visit_interval = data.get("visit_interval")
+    if visit_interval is not None and not (_is_number(visit_interval) and visit_interval >= 0):
+        problems.append(("visit_interval", "a number of seconds >= 0, or null"))
+    if (visit_size is None) != (visit_interval is None):
+        problems.append(("visit_interval", "visit_size and visit_interval go together"))
+    visits = data.get("visits", 1)
+    if not (_is_int(visits) and visits > 0):
+        problems.append(("visits", "a positive integer"))
+    count = data.get("count")
+    if count is not None and not (_is_int(count) and count > 0):
+        problems.append(("count", "a positive integer, or null (one pass, or all visits)"))
+    bootstrap = data.get("bootstrap_servers", _default_bootstrap())
+    if not isinstance(bootstrap, str) or not bootstrap.strip():
+        problems.append(("bootstrap_servers", "host:port[,host:port...]"))
+    if problems:
+        raise ConfigError(problems)
+    return ReplaySettings(
+        files=tuple(files), topic=topic, topics=dict(topics) if topics is not None else None,
+        rate=float(rate) if rate is not None else None, visit_size=visit_size,
+        visit_interval=float(visit_interval) if visit_interval is not None else None,
+        visits=visits, count=count, bootstrap_servers=bootstrap)
+
+
+def prepare(settings: ReplaySettings, schemas: LsstSchemas) -> Prepared | None:
+    """Load and check the files of ``settings``; None if there are none. ConfigError listing
+    every file that does not exist or decode, or alerts without a topic."""
+    if not settings.files:
+        return None
+    problems: list[tuple[str, str]] = []
+    messages: list[ReplayMessage] = []
+    for index, name in enumerate(settings.files):
+        path = Path(name)
+        if not path.is_file():
+            problems.append((f"files[{index}]", f"{name}: no such file"))
+            continue
+        try:
+            messages += load_messages([path], schemas)
+        except ReplayError as error:
+            problems.append((f"files[{index}]", str(error)))
+    if problems:
+        raise ConfigError(problems)
+    schedule = Schedule(settings.rate, settings.visit_size, settings.visit_interval)
+    count = plan_count(argparse.Namespace(count=settings.count, visit_size=settings.visit_size,
+                                          visits=settings.visits), len(messages))
+    try:
+        check_fresh_ids(messages, count, schemas)
+    except ReplayError as error:
+        raise ConfigError([("files", f"cannot cycle with fresh ids: {error}")]) from None
+    surveys = {m.survey for m in messages}
+    if settings.topic is not None:
+        topics = dict.fromkeys(surveys, settings.topic)
+    elif settings.topics is not None:
+        topics = {s: settings.topics[s.value] for s in surveys if s.value in settings.topics}
+        missing = sorted(s.value for s in surveys - set(topics))
+        if missing:
+            raise ConfigError([("topics", f"no topic for the {', '.join(missing)} alerts")])
+    else:
+        topics = {s: DEFAULT_TOPICS[s] for s in surveys}
+    return Prepared(settings, messages, count, schedule, topics)
+
+
+def kafka_answers(bootstrap_servers: str, timeout_s: float = 3.0) -> bool:
+    """Whether a Kafka broker answers a metadata request at ``bootstrap_servers``."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    try:
+        AdminClient({"bootstrap.servers": bootstrap_servers}).list_topics(timeout=timeout_s)
+    except KafkaException:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class ReplayServiceConfig:
+    """The service's own settings (start-up only); the replay settings are separate."""
+
+    service_id: str = "replay"
+    host: str = "127.0.0.1"
+    port: int = 5002
+    schema_dir: Path = DEFAULT_LSST_SCHEMA_DIR
+    registry_url: str | None = None
+    api_keys: tuple[ApiKey, ...] = ()
+    open_reads: bool = True
+    max_body_bytes: int = MAX_BODY_BYTES
+    flush_timeout_s: float = 60.0
+    audit_log: Path | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if not 0 <= self.port <= 65535:
+            problems.append(("port", "must be 0-65535"))
+        if self.flush_timeout_s <= 0:
+            problems.append(("flush_timeout_s", "must be positive"))
+        for key in self.api_keys:
+            if len(key.token) < 8 or not key.user or key.role not in ROLES:
+                problems.append(("api_keys", f"key of {key.user!r}: token >= 8 characters, "
+                                 f"a user, role in {ROLES}"))
+        if problems:
+            raise ConfigError(problems)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("alertflow")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+COUNTERS = ("sent", "delivered", "failed", "bytes")
+
+
+class ReplayComponent(Component):
+    """The replay producer for the common API: settings, start/stop/drain, progress."""
+
+    def __init__(self, config: ReplayServiceConfig, settings: ReplaySettings, *,
+                 producer_factory: Callable[[str], Any] = kafka_producer,
+                 kafka_check: Callable[[str], bool] = kafka_answers) -> None:
+        super().__init__(config.service_id, KIND, _version(),
+                         {"openapi": "/api/v1/openapi.json"})
+        self.config = config
+        self.schemas = LsstSchemas(config.schema_dir, registry_url=config.registry_url)
+        self.producer_factory = producer_factory
+        self.kafka_check = kafka_check
+        self.settings = settings
+        self.prepared = prepare(settings, self.schemas)
+        self.state = "stopped"
+        self.accepting = True
+        self.runs = 0
+        self.sender: Sender | None = None
+        self.error: str | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._totals = dict.fromkeys(COUNTERS, 0)
+        self.actions = {"start": self._start, "stop": self._stop, "drain": self._drain}
+        for name, text in [
+            ("sent_total", "Alerts produced, over every run"),
+            ("delivered_total", "Alerts Kafka acknowledged, over every run"),
+            ("failed_total", "Delivery failures (and alerts left unflushed), over every run"),
+            ("bytes_total", "Bytes of the alerts produced, over every run"),
+            ("runs_total", "Replays started"),
+        ]:
+            self.metrics.describe(f"alertflow_replay_{name}", "counter", text)
+        self.metrics.describe("alertflow_replay_rate", "gauge",
+                              "Achieved alerts/s of the current or last run")
+        self.metrics.describe("alertflow_replay_visit", "gauge",
+                              "Visit (0-based) of the last alert sent, with a visit profile")
+        self.metrics.describe("alertflow_replay_running", "gauge", "1 while a replay sends")
+
+    # --- config -------------------------------------------------------------------------------
+
+    def get_config(self) -> Mapping[str, Any]:
+        return self.settings.to_dict()
+
+    def put_config(self, changes: Mapping[str, Any]) -> Mapping[str, Any]:
+        settings = settings_from({**self.settings.to_dict(), **changes})
+        prepared = prepare(settings, self.schemas)
+        with self._lock:
+            self.settings, self.prepared = settings, prepared
+        return settings.to_dict()
+
+    # --- actions ------------------------------------------------------------------------------
+
+    def _start(self, _principal: Principal) -> Mapping[str, Any]:
+        with self._lock:
+            if not self.accepting:
+                raise conflict("the replay service is drained; it accepts no new start")
+            if self.state in ("starting", "running", "draining"):
+                raise conflict(f"a replay is already {self.state}; stop it first",
+                               state=self.state)
+            prepared = self.prepared
+            if prepared is None:
+                raise conflict("no files to send; PUT /api/v1/config with files first")
+            try:
+                producer = self.producer_factory(prepared.settings.bootstrap_servers)
+            except Exception as error:  # noqa: BLE001 - any client failure answers 503
+                raise unavailable(f"cannot create the Kafka producer: {error}") from None
+            sender = Sender(producer, prepared.messages, prepared.count, self.schemas,
+                            prepared.schedule, prepared.topics,
+                            flush_timeout_s=self.config.flush_timeout_s)
+            self.sender, self.error = sender, None
+            self.runs += 1
+            self.state = "starting"
+            self._thread = threading.Thread(target=self._send, args=(sender,),
+                                            name=f"replay-{self.runs}", daemon=True)
+            self._thread.start()
+        return {"run": self.runs, "total": prepared.count}
+
+    def _send(self, sender: Sender) -> None:
+        with self._lock:
+            if self.state == "starting":
+                self.state = "running"
+        try:
+            sender.run()
+        except Exception as error:  # noqa: BLE001 - the run's failure goes to status, not away
+            self.error = f"{type(error).__name__}: {error}"
+        with self._lock:
+            for name in COUNTERS:
+                self._totals[name] += getattr(sender, name)
+            if self.error is not None:
+                self.state = "degraded"
+            elif self.state != "draining":
+                self.state = "stopped"
+
+    def _wait(self) -> None:
+        thread = self._thread
+        if thread is not None:
+            thread.join(self.config.flush_timeout_s + 30)
+            if thread.is_alive():
+                raise unavailable("the producer did not flush in time", state=self.state)
+
+    def _stop(self, _principal: Principal) -> Mapping[str, Any]:
+        with self._lock:
+            if self.state not in ("starting", "running") or self.sender is None:
+                raise conflict(f"no replay is running (state {self.state})", state=self.state)
+            self.sender.stop()
+        self._wait()
+        return self.progress() or {}
+
+    def _drain(self, _principal: Principal) -> Mapping[str, Any]:
+        with self._lock:
+            self.accepting = False
+            running = self.state in ("starting", "running") and self.sender is not None
+            if running:
+                assert self.sender is not None
+                self.state = "draining"
+                self.sender.stop()
+        if running:
+            self._wait()
+            with self._lock:
+                if self.state == "draining":
+                    self.state = "stopped"
+        return {"accepting": False, "progress": self.progress()}
+
+    # --- status, readiness, metrics -----------------------------------------------------------
+
+    def progress(self) -> dict[str, Any] | None:
+        sender = self.sender
+        if sender is None:
+            return None
+        done = sender.finished is not None
+        return {
+            "run": self.runs, "total": sender.count, "sent": sender.sent,
+            "delivered": sender.delivered, "failed": sender.failed, "bytes": sender.bytes,
+            "rate_per_s": round(sender.rate(), 3), "visit": sender.visit(),
+            "elapsed_s": round(sender.elapsed(), 3), "done": done,
+            "stopped_early": done and sender.sent < sender.count,
+            "failures": sorted(set(sender.failures))[:5], "error": self.error,
+        }
+
+    def status(self) -> dict[str, Any]:
+        return {**super().status(), "accepting": self.accepting, "progress": self.progress()}
+
+    def readiness(self) -> Mapping[str, bool]:
+        return {"kafka": self.kafka_check(self.settings.bootstrap_servers)}
+
+    def collect_metrics(self) -> None:
+        with self._lock:
+            totals = dict(self._totals)
+            sender = self.sender
+            live = sender is not None and self.state in ("starting", "running", "draining")
+        if live and sender is not None:
+            for name in COUNTERS:
+                totals[name] += getattr(sender, name)
+        for name, value in totals.items():
+            self.metrics.set(f"alertflow_replay_{name}_total", value)
+        self.metrics.set("alertflow_replay_runs_total", self.runs)
+        self.metrics.set("alertflow_replay_running", 1 if live else 0)
+        if sender is not None:
+            self.metrics.set("alertflow_replay_rate", sender.rate())
+            visit = sender.visit()
+            if visit is not None:
+                self.metrics.set("alertflow_replay_visit", visit)
+
+    def openapi(self) -> Mapping[str, Any]:
+        return replay_spec(self.version)
+
+
+# --- OpenAPI ----------------------------------------------------------------------------------
+
+REPLAY_SCHEMAS: dict[str, Any] = {
+    "ReplaySettings": {
+        "type": "object",
+        "required": list(SETTINGS),
+        "properties": {
+            "files": {"type": "array", "items": {"type": "string"}},
+            "topic": {"type": ["string", "null"]},
+            "topics": {"type": ["object", "null"],
+                       "additionalProperties": {"type": "string"}},
+            "rate": {"type": ["number", "null"]},
+            "visit_size": {"type": ["integer", "null"]},
+            "visit_interval": {"type": ["number", "null"]},
+            "visits": {"type": "integer"},
+            "count": {"type": ["integer", "null"]},
+            "bootstrap_servers": {"type": "string"},
+        },
+    },
+    "ReplayConfig": {
+        "type": "object",
+        "required": ["config_version", "config"],
+        "properties": {"config_version": {"type": "integer"},
+                       "config": {"$ref": "#/components/schemas/ReplaySettings"}},
+    },
+    "ReplayProgress": {
+        "type": "object",
+        "required": ["run", "total", "sent", "delivered", "failed", "bytes", "rate_per_s",
+                     "visit", "elapsed_s", "done", "stopped_early", "failures", "error"],
+        "properties": {
+            "run": {"type": "integer"}, "total": {"type": "integer"},
+            "sent": {"type": "integer"}, "delivered": {"type": "integer"},
+            "failed": {"type": "integer"}, "bytes": {"type": "integer"},
+            "rate_per_s": {"type": "number"}, "visit": {"type": ["integer", "null"]},
+            "elapsed_s": {"type": "number"}, "done": {"type": "boolean"},
+            "stopped_early": {"type": "boolean"},
+            "failures": {"type": "array", "items": {"type": "string"}},
+            "error": {"type": ["string", "null"]},
+        },
+    },
+    "ReplayStatus": {
+        "allOf": [{"$ref": "#/components/schemas/Status"}, {
+            "type": "object", "required": ["accepting", "progress"],
+            "properties": {
+                "accepting": {"type": "boolean"},
+                "progress": {"oneOf": [{"$ref": "#/components/schemas/ReplayProgress"},
+                                       {"type": "null"}]},
+            },
+        }],
+    },
+}
+
+
+def replay_spec(version: str) -> dict[str, Any]:
+    """The replay service's OpenAPI document: the common API with its own bodies."""
+    from control_service.openapi import ERRORS, _json, _ref, common_spec
+
+    spec = copy.deepcopy(common_spec(KIND, version))
+    spec["info"]["description"] = "The replay producer: alert files to Kafka, as a service."
+    paths = spec["paths"]
+    paths["/api/v1/status"]["get"]["responses"]["200"] = _json(_ref("ReplayStatus"), "status")
+    config = paths["/api/v1/config"]
+    config["get"]["responses"]["200"] = _json(_ref("ReplayConfig"), "the replay settings")
+    config["put"]["responses"]["200"] = _json(_ref("ReplayConfig"), "applied")
+    config["put"]["requestBody"]["content"]["application/json"] = {
+        "schema": {"type": "object", "properties":
+                   REPLAY_SCHEMAS["ReplaySettings"]["properties"]},
+        "example": {"rate": 500, "count": 1000},
+    }
+    actions = paths["/api/v1/actions/{action}"]["post"]
+    actions["summary"] = "start, stop or drain the replay"
+    actions["responses"]["409"] = ERRORS["409"]
+    spec["components"]["schemas"] = {**spec["components"]["schemas"], **REPLAY_SCHEMAS}
+    return spec
+
+
+# --- the app ----------------------------------------------------------------------------------
+
+
+def create_app(config: ReplayServiceConfig | None = None,
+               settings: ReplaySettings | None = None, *,
+               producer_factory: Callable[[str], Any] = kafka_producer,
+               kafka_check: Callable[[str], bool] = kafka_answers) -> Flask:
+    """The replay service's Flask app; the component is ``app.extensions["alertflow.component"]``.
+
+    ``producer_factory(bootstrap_servers)`` makes a confluent-kafka-like producer for each start
+    and ``kafka_check(bootstrap_servers)`` answers ``/ready`` (tests pass fakes). Raises
+    ConfigError if ``settings`` do not hold.
+    """
+    config = config or ReplayServiceConfig()
+    comp = ReplayComponent(config, settings or ReplaySettings(),
+                           producer_factory=producer_factory, kafka_check=kafka_check)
+    app = Flask("replay")
+    install_common(app, comp, Authenticator(config.api_keys, config.open_reads),
+                   config.max_body_bytes, AuditLog(config.audit_log))
+    return app
+
+
+def serve(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """``alertflow replay --serve``: the files and options given are the initial settings."""
+    from werkzeug.serving import make_server
+
+    from control_service.commands.serve import serve_until_stopped
+    from flink_deploy.autoscaler.service import parse_api_keys
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    keys = os.environ.get("ALERTFLOW_REPLAY_API_KEYS",
+                          os.environ.get("ALERTFLOW_CONTROL_API_KEYS", ""))
+    initial: dict[str, Any] = {
+        "files": [str(f) for f in args.files], "topic": args.topic, "rate": args.rate,
+        "visit_size": args.visit_size, "visit_interval": args.visit_interval,
+        "visits": args.visits, "count": args.count, "bootstrap_servers": args.bootstrap}
+    try:
+        config = ReplayServiceConfig(host=args.host, port=args.port, schema_dir=args.schema_dir,
+                                     registry_url=args.registry_url,
+                                     api_keys=parse_api_keys(keys), audit_log=args.audit_log)
+        app = create_app(config, settings_from(initial))
+    except ConfigError as error:
+        print(f"replay: bad configuration: {error}", file=err)
+        return 2
+    server = make_server(config.host, config.port, app, threaded=True)
+    print(f"alertflow replay service on http://{config.host}:{server.server_port}",
+          file=out, flush=True)
+    serve_until_stopped(server)
+    return 0
+
+
+__all__ = ["ReplayComponent", "ReplayServiceConfig", "ReplaySettings", "create_app",
+           "prepare", "replay_spec", "settings_from"]
