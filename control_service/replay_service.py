@@ -500,6 +500,8 @@ def replay_spec(version: str) -> dict[str, Any]:
     }
     actions = paths["/api/v1/actions/{action}"]["post"]
     actions["summary"] = "start, stop or drain the replay"
+    actions["parameters"][0]["examples"] = {name: {"value": name}
+                                            for name in ("start", "stop", "drain")}
     actions["responses"]["409"] = ERRORS["409"]
     spec["components"]["schemas"] = {**spec["components"]["schemas"], **REPLAY_SCHEMAS}
     return spec

@@ -1,0 +1,48 @@
+"""schemathesis against the replay service's own OpenAPI spec, in-process (WSGI): no 5xx, every
+response per spec.
+
+The app is ``create_app`` with the fake producer of test_replay_service.py and the real LSST
+sample alerts as its initial files; the spec gives ``start``, ``stop`` and ``drain`` as examples
+of the action, so they are called (in whatever order, so a start may meet a drained service: 409).
+Runs as the admin, so ``PUT /api/v1/config`` gets past authentication and reaches validation.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pytest
+
+schemathesis = pytest.importorskip("schemathesis")
+from hypothesis import HealthCheck, settings  # noqa: E402
+from schemathesis.checks import not_a_server_error  # noqa: E402
+from schemathesis.specs.openapi.checks import (  # noqa: E402
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+
+from control_service.replay_service import replay_spec, settings_from  # noqa: E402
+from tests.unit.test_replay_service import LSST_BATCH, OPS, Factory, make  # noqa: E402
+
+# 100 alerts at 1,000/s: a run ends on its own within a fraction of a second.
+_APP = make(Path(tempfile.mkdtemp(prefix="af-replay-schemathesis-")), Factory(),
+            settings_from({"files": [str(LSST_BATCH)], "rate": 1000, "count": 100}))
+schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", _APP)
+
+
+def test_served_spec_is_replay_spec() -> None:
+    served = _APP.test_client().get("/api/v1/openapi.json").get_json()
+    assert served == replay_spec(served["info"]["version"])
+
+
+@schema.parametrize()
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck),
+          derandomize=True)
+def test_api_matches_spec(case) -> None:  # noqa: ANN001
+    case.call_and_validate(
+        headers={**(case.headers or {}), **OPS},
+        checks=[not_a_server_error, status_code_conformance, content_type_conformance,
+                response_schema_conformance],
+    )
