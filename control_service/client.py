@@ -1,4 +1,5 @@
-"""One client for the common control API of any alertflow service, plus the control service's filters.
+"""One client for the common control API of any alertflow service (the control service, the
+autoscaler, the replay service), plus the control service's filters, jobs and components.
 
 Every error answer becomes :class:`ControlError` carrying the JSON error shape.
 """
