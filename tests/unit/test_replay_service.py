@@ -410,6 +410,19 @@ def test_one_shot_command_sends_through_the_shared_loop(monkeypatch: pytest.Monk
     assert "FILE" in err.getvalue()
 
 
+def test_serve_refuses_bad_initial_settings() -> None:
+    import argparse
+    import io
+
+    parser = argparse.ArgumentParser()
+    replay.register(parser.add_subparsers())
+    for argv, problem in [(["--rate", "-1"], "rate: a positive number"),
+                          (["/nonexistent.avro"], "files[0]: /nonexistent.avro: no such file")]:
+        err = io.StringIO()
+        assert replay.run(parser.parse_args(["replay", "--serve", *argv]), err=err) == 2
+        assert problem in err.getvalue()
+
+
 # --- one client, three services ---------------------------------------------------------------
 
 
