@@ -20,8 +20,19 @@ from control_service.auth import Authenticator, Principal
 from control_service.common import Component, install_common
 from control_service.components_api import components_bp
 from control_service.config import ControlConfig, load_config
-from control_service.filters_api import REFERENCE_EXTENSION, STORE_EXTENSION, ReferenceAlerts, filters_bp
-from control_service.jobs_api import FLINK_EXTENSION, SUBMIT_EXTENSION, FlinkClient, jobs_bp, submit_broker
+from control_service.filters_api import (
+    REFERENCE_EXTENSION,
+    STORE_EXTENSION,
+    ReferenceAlerts,
+    filters_bp,
+)
+from control_service.jobs_api import (
+    FLINK_EXTENSION,
+    SUBMIT_EXTENSION,
+    FlinkClient,
+    jobs_bp,
+    submit_broker,
+)
 from control_service.store import AuditLog, FilterStore, KafkaSnapshotLog
 
 CONFIG_EXTENSION = "alertflow.config"

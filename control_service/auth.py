@@ -38,6 +38,16 @@ class Principal:
         return self.role == "admin"
 
 
+def parse_api_keys(text: str) -> tuple[ApiKey, ...]:
+    """``token:user:role`` items separated by commas (role defaults to ``user``)."""
+    keys = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        token, _, rest = part.partition(":")
+        user, _, role = rest.partition(":")
+        keys.append(ApiKey(token, user, role or "user"))
+    return tuple(keys)
+
+
 class Authenticator:
     """Maps a bearer token to its :class:`Principal`; compares in constant time."""
 

@@ -25,7 +25,15 @@ from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from control_service.auth import EXTENSION as AUTH_EXTENSION
 from control_service.auth import Authenticator, Principal, require_admin, require_read
 from control_service.config import ConfigError
-from control_service.errors import ApiError, bad_request, not_found, register_error_handlers, too_large, unsupported_media_type, validation_failed
+from control_service.errors import (
+    ApiError,
+    bad_request,
+    not_found,
+    register_error_handlers,
+    too_large,
+    unsupported_media_type,
+    validation_failed,
+)
 from control_service.store import AuditLog
 
 COMPONENT_EXTENSION = "alertflow.component"

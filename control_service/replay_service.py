@@ -533,8 +533,8 @@ def serve(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | Non
     """``alertflow replay --serve``: the files and options given are the initial settings."""
     from werkzeug.serving import make_server
 
+    from control_service.auth import parse_api_keys
     from control_service.commands.serve import serve_until_stopped
-    from flink_deploy.autoscaler.service import parse_api_keys
 
     out = out or sys.stdout
     err = err or sys.stderr

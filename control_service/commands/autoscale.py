@@ -52,11 +52,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from control_service.auth import parse_api_keys
     from control_service.config import ConfigError
     from flink_deploy.autoscaler.drivers import DriverError, KubernetesDriver
     from flink_deploy.autoscaler.observe import Observer
     from flink_deploy.autoscaler.policy import PolicyError, load_policy_file
-    from flink_deploy.autoscaler.service import AutoscalerConfig, create_app, parse_api_keys
+    from flink_deploy.autoscaler.service import AutoscalerConfig, create_app
     from flink_deploy.stack import StackConfig, StackError
 
     try:

@@ -40,6 +40,7 @@ from control_service.auth import (
     ApiKey,
     Authenticator,
     Principal,
+    parse_api_keys,
     require_admin,
     require_read,
 )
@@ -143,16 +144,6 @@ class AutoscalerConfig:
             "history": self.history,
             "audit_log": str(self.audit_log) if self.audit_log else None,
         }
-
-
-def parse_api_keys(text: str) -> tuple[ApiKey, ...]:
-    """``token:user:role`` items separated by commas (role defaults to ``user``)."""
-    keys = []
-    for part in filter(None, (p.strip() for p in text.split(","))):
-        token, _, rest = part.partition(":")
-        user, _, role = rest.partition(":")
-        keys.append(ApiKey(token, user, role or "user"))
-    return tuple(keys)
 
 
 # --- the loop ---------------------------------------------------------------------------------

@@ -3,9 +3,8 @@ failure routing, the config and the dotted paths."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import json
+from dataclasses import replace
 
 import apache_beam as beam
 import pytest
@@ -14,6 +13,7 @@ from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from tests.unit.test_annotate_sky import real_alerts
+from transforms.alert_model import Detection, DetectionKind
 from transforms.annotate import (
     AnnotateAlerts,
     AnnotateConfig,
@@ -28,7 +28,6 @@ from transforms.annotate import (
 from transforms.annotate.crossmatch import catalog_fields
 from transforms.annotate.record import to_json_dict
 from transforms.annotate.transform import only
-from transforms.alert_model import Detection, DetectionKind
 from transforms.decode import DeadLetter
 
 
