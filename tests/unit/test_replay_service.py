@@ -1,5 +1,5 @@
 """The replay service through the Flask test client, with a fake producer (no Kafka here; the
-real one is in tests/e2e/test_replay_service.py); and one ControlClient speaking to the replay
+real one is in tests/e2e/test_replay_service_http.py); and one ControlClient speaking to the replay
 service, the autoscaler and the control service over HTTP on loopback.
 """
 
