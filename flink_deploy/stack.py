@@ -21,6 +21,13 @@ Services, in start order:
 - ``beam-expansion-service``: expands the cross-language KafkaIO transforms with the EMBEDDED
   environment (KafkaIO runs inside the TaskManager JVMs) and ``use_deprecated_read``.
 - ``beam-job-server``: the Beam Flink job server that pipelines are submitted to.
+
+Application mode (``mode="application"``, ``alertflow stack up --mode application``): the
+worker pool and the expansion service start first, the broker is built into an application jar
+(:func:`build_application_jar`), and the JobManager runs it as a reactive-mode application
+cluster under a fixed job id; there is no job server. ``alertflow-autoscaler``
+(:func:`start_autoscaler`) may join the stack later, as may TaskManagers of other profiles
+(:func:`start_taskmanager`, :func:`stop_taskmanager`).
 """
 
 from __future__ import annotations
@@ -844,18 +851,17 @@ def up(cfg: StackConfig, log: Callable[[str], None] = print) -> list[Started]:
         start(kafka_service(cfg))
         create_topics(cfg)
         conf = write_flink_conf(cfg)
-        if cfg.mode == "application":
-            # The jar is built against the worker pool and the expansion service.
+        application = cfg.mode == "application"
+        if application:
+            # The job's jar is built against the worker pool and the expansion service, and
+            # the JobManager runs it as soon as it starts.
             start(worker_pool_service(cfg))
             start(expansion_service(cfg))
             build_application_jar(cfg, log)
-            start(flink_service(cfg, conf))
-            for index in range(1, cfg.taskmanagers + 1):
-                start(flink_service(cfg, conf, taskmanager=index))
-        else:
-            start(flink_service(cfg, conf))
-            for index in range(1, cfg.taskmanagers + 1):
-                start(flink_service(cfg, conf, taskmanager=index))
+        start(flink_service(cfg, conf))
+        for index in range(1, cfg.taskmanagers + 1):
+            start(flink_service(cfg, conf, taskmanager=index))
+        if not application:
             start(worker_pool_service(cfg))
             start(expansion_service(cfg))
             start(job_server_service(cfg))
