@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from importlib import metadata
 from typing import Any
 
 from flask import Flask
 
 from control_service.auth import Authenticator, Principal
-from control_service.common import Component, install_common
+from control_service.common import Component, install_common, package_version
 from control_service.components_api import components_bp
 from control_service.config import ControlConfig, load_config
 from control_service.filters_api import (
@@ -39,18 +38,11 @@ CONFIG_EXTENSION = "alertflow.config"
 AUDIT_EXTENSION = "alertflow.audit"
 
 
-def _version() -> str:
-    try:
-        return metadata.version("alertflow")
-    except metadata.PackageNotFoundError:
-        return "0.0.0"
-
-
 class ControlComponent(Component):
     """The control service as a component: start/stop accept or refuse changes; reload re-reads."""
 
     def __init__(self, app: Flask, config: ControlConfig, store: FilterStore) -> None:
-        super().__init__(config.service_id, "control-service", _version(), {
+        super().__init__(config.service_id, "control-service", package_version(), {
             "openapi": "/api/v1/openapi.json",
             "filters": "/api/v1/filters",
             "jobs": "/api/v1/jobs",

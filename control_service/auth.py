@@ -48,6 +48,22 @@ def parse_api_keys(text: str) -> tuple[ApiKey, ...]:
     return tuple(keys)
 
 
+def api_key_problems(keys: Iterable[object]) -> list[tuple[str, str]]:
+    """What is wrong with configured ``keys``, as (field, message) pairs for a ConfigError."""
+    keys = list(keys)
+    problems = []
+    tokens = [k.token for k in keys if isinstance(k, ApiKey)]
+    if len(set(tokens)) != len(tokens):
+        problems.append(("api_keys", "two keys share a token"))
+    for key in keys:
+        if not isinstance(key, ApiKey):
+            problems.append(("api_keys", "must be a list of {token, user, role}"))
+        elif len(key.token) < 8 or not key.user or key.role not in ROLES:
+            problems.append(("api_keys", f"key of {key.user!r}: token >= 8 characters, "
+                                         f"a user, role in {ROLES}"))
+    return problems
+
+
 class Authenticator:
     """Maps a bearer token to its :class:`Principal`; compares in constant time."""
 

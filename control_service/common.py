@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
+from importlib import metadata
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
@@ -139,6 +140,14 @@ class Component:
         from control_service.openapi import common_spec
 
         return common_spec(self.kind)
+
+
+def package_version() -> str:
+    """The installed alertflow version every service reports in its status."""
+    try:
+        return metadata.version("alertflow")
+    except metadata.PackageNotFoundError:
+        return "0.0.0"
 
 
 def component() -> Component:

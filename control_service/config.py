@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from control_service.auth import ROLES, ApiKey
+from control_service.auth import ApiKey, api_key_problems, parse_api_keys
 from flink_deploy.stack import CONFIG_TOPIC, HOST, REPO_ROOT
 
 ENV_PREFIX = "ALERTFLOW_CONTROL_"
@@ -137,25 +137,13 @@ def _check(cfg: ControlConfig) -> list[tuple[str, str]]:
         problems.append(("log_level", f"must be one of {', '.join(LOG_LEVELS)}"))
     if isinstance(cfg.max_body_bytes, int) and isinstance(cfg.max_yaml_bytes, int) and cfg.max_yaml_bytes > cfg.max_body_bytes:
         problems.append(("max_yaml_bytes", "must not exceed max_body_bytes"))
-    tokens = [k.token for k in cfg.api_keys if isinstance(k, ApiKey)]
-    if len(set(tokens)) != len(tokens):
-        problems.append(("api_keys", "two keys share a token"))
-    for key in cfg.api_keys:
-        if not isinstance(key, ApiKey):
-            problems.append(("api_keys", "must be a list of {token, user, role}"))
-        elif len(key.token) < 8 or not key.user or key.role not in ROLES:
-            problems.append(("api_keys", f"key of {key.user!r}: token >= 8 characters, a user, role in {ROLES}"))
+    problems += api_key_problems(cfg.api_keys)
     return problems
 
 
 def _api_keys(raw: Any, problems: list[tuple[str, str]]) -> tuple[ApiKey, ...]:
     if isinstance(raw, str):  # the environment form: token:user:role,...
-        items = []
-        for part in filter(None, (p.strip() for p in raw.split(","))):
-            token, _, rest = part.partition(":")
-            user, _, role = rest.partition(":")
-            items.append({"token": token, "user": user, "role": role or "user"})
-        raw = items
+        raw = parse_api_keys(raw)
     if isinstance(raw, tuple) and all(isinstance(k, ApiKey) for k in raw):
         return raw
     if not isinstance(raw, list):

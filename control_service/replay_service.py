@@ -34,13 +34,12 @@ import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any, TextIO
 
 from flask import Flask
 
-from control_service.auth import ROLES, ApiKey, Authenticator, Principal
+from control_service.auth import ApiKey, Authenticator, Principal, api_key_problems
 from control_service.commands.replay import (
     DEFAULT_TOPICS,
     ReplayError,
@@ -52,7 +51,7 @@ from control_service.commands.replay import (
     load_messages,
     plan_count,
 )
-from control_service.common import Component, install_common
+from control_service.common import Component, install_common, package_version
 from control_service.config import ConfigError
 from control_service.errors import conflict, unavailable
 from control_service.store import AuditLog
@@ -245,19 +244,9 @@ class ReplayServiceConfig:
             problems.append(("port", "must be 0-65535"))
         if self.flush_timeout_s <= 0:
             problems.append(("flush_timeout_s", "must be positive"))
-        for key in self.api_keys:
-            if len(key.token) < 8 or not key.user or key.role not in ROLES:
-                problems.append(("api_keys", f"key of {key.user!r}: token >= 8 characters, "
-                                 f"a user, role in {ROLES}"))
+        problems += api_key_problems(self.api_keys)
         if problems:
             raise ConfigError(problems)
-
-
-def _version() -> str:
-    try:
-        return metadata.version("alertflow")
-    except metadata.PackageNotFoundError:
-        return "0.0.0"
 
 
 COUNTERS = ("sent", "delivered", "failed", "bytes")
@@ -269,7 +258,7 @@ class ReplayComponent(Component):
     def __init__(self, config: ReplayServiceConfig, settings: ReplaySettings, *,
                  producer_factory: Callable[[str], Any] = kafka_producer,
                  kafka_check: Callable[[str], bool] = kafka_answers) -> None:
-        super().__init__(config.service_id, KIND, _version(),
+        super().__init__(config.service_id, KIND, package_version(),
                          {"openapi": "/api/v1/openapi.json"})
         self.config = config
         self.schemas = LsstSchemas(config.schema_dir, registry_url=config.registry_url)

@@ -29,22 +29,27 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from control_service.auth import (
-    ROLES,
     ApiKey,
     Authenticator,
     Principal,
+    api_key_problems,
     parse_api_keys,
     require_admin,
     require_read,
 )
-from control_service.common import Component, component, install_common, iter_issue_dicts
+from control_service.common import (
+    Component,
+    component,
+    install_common,
+    iter_issue_dicts,
+    package_version,
+)
 from control_service.config import ConfigError
 from control_service.errors import bad_request, too_large, unsupported_media_type, validation_failed
 from control_service.store import AuditLog
@@ -127,10 +132,7 @@ class AutoscalerConfig:
             problems.append(("max_body_bytes", f"must be 1-{MAX_POLICY_BYTES}"))
         if self.history < 1:
             problems.append(("history", "must be >= 1"))
-        for key in self.api_keys:
-            if len(key.token) < 8 or not key.user or key.role not in ROLES:
-                problems.append(("api_keys", f"key of {key.user!r}: token >= 8 characters, "
-                                 f"a user, role in {ROLES}"))
+        problems += api_key_problems(self.api_keys)
         if problems:
             raise ConfigError(problems)
 
@@ -275,18 +277,11 @@ class ScalingLoop:
 # --- the component ----------------------------------------------------------------------------
 
 
-def _version() -> str:
-    try:
-        return metadata.version("alertflow")
-    except metadata.PackageNotFoundError:
-        return "0.0.0"
-
-
 class AutoscalerComponent(Component):
     """The autoscaler for the common API: start/stop resume and pause the loop."""
 
     def __init__(self, loop: ScalingLoop, config: AutoscalerConfig) -> None:
-        super().__init__(config.service_id, "autoscaler", _version(), {
+        super().__init__(config.service_id, "autoscaler", package_version(), {
             "openapi": "/api/v1/openapi.json",
             "scaling": "/api/v1/scaling",
             "flink": config.flink_rest_url,
