@@ -51,6 +51,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode
 
 from control_service.yaml_limits import YamlLimitExceeded, check_yaml_limits
 from flink_deploy.stack import TaskManagerProfile
+from transforms.filters.document import FilterIssue as PolicyIssue
 
 DEFAULT_POLICY_FILE = Path(__file__).resolve().parent / "default-policy.yaml"
 MAX_POLICY_BYTES = 64 * 1024
@@ -64,21 +65,9 @@ _MEMORY_RE = re.compile(r"([1-9][0-9]*)\s*(m|mb|g|gb)", re.IGNORECASE)
 _NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?")
 
 
-@dataclass(frozen=True, slots=True)
-class PolicyIssue:
-    """One problem: 1-based ``line``/``column`` in the YAML text (0 if unknown), dotted path."""
-
-    line: int
-    column: int
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.line}:{self.column}: {self.path}: {self.message}"
-
-
 class PolicyError(ValueError):
-    """The policy is invalid; ``issues`` holds every problem, with positions."""
+    """The policy is invalid; ``issues`` holds every problem, with positions (a
+    :class:`PolicyIssue` is the filters' positioned problem: line, column, path, message)."""
 
     def __init__(self, issues: Sequence[PolicyIssue], source: str = "<policy>") -> None:
         self.issues = tuple(issues)

@@ -37,7 +37,13 @@ from typing import Any
 import numpy as np
 
 from transforms.alert_model import Alert
-from transforms.filters.catalogue import HISTORY_VALUES, FieldType, HistorySummary, history_summary, lookup
+from transforms.filters.catalogue import (
+    HISTORY_VALUES,
+    FieldType,
+    HistorySummary,
+    history_summary,
+    lookup,
+)
 from transforms.filters.document import SURVEYS, Filter, FilterSet
 from transforms.filters.expr import (
     Between,
@@ -712,32 +718,20 @@ def _closure(node: Expr) -> _Fn:  # noqa: C901 - one case per node kind
         case Unary(operand=operand):
             inner = _closure(operand)
             return lambda row: None if (v := inner(row)) is None else -float(v)
-        case Logical(op="and", items=items):
+        case Logical(op=op, items=items):
             fns = [_closure(i) for i in items]
+            decisive = op == "or"  # the value that settles it: True for or, False for and
 
-            def conj(row: _Row) -> Any:
+            def logical(row: _Row) -> Any:
                 unknown = False
                 for fn in fns:
                     v = fn(row)
-                    if v is False:
-                        return False
+                    if v is decisive:
+                        return decisive
                     unknown = unknown or v is None
-                return None if unknown else True
+                return None if unknown else not decisive
 
-            return conj
-        case Logical(items=items):
-            fns = [_closure(i) for i in items]
-
-            def disj(row: _Row) -> Any:
-                unknown = False
-                for fn in fns:
-                    v = fn(row)
-                    if v is True:
-                        return True
-                    unknown = unknown or v is None
-                return None if unknown else False
-
-            return disj
+            return logical
         case Binary(op=op, left=left, right=right):
             lf, rf = _closure(left), _closure(right)
             if op in ("+", "-", "*", "/", "%"):
