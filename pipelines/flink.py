@@ -89,11 +89,12 @@ def kafka_consumer_config(bootstrap_servers: str, group_id: str) -> dict[str, st
 
 
 def executable_args(
-    endpoints: ClusterEndpoints, executable: Path, job_name: str, parallelism: int
+    endpoints: ClusterEndpoints, executable: Path, cfg: stack.StackConfig, job_name: str,
+    parallelism: int,
 ) -> list[str]:
     """Pipeline options that write the job as a Flink application jar instead of running it.
 
-    FlinkRunner starts a job server of its own from our job-server jar, which copies itself
+    FlinkRunner starts a job server of its own from ``cfg``'s job-server jar, which copies itself
     into ``executable`` with the pipeline added; ``[auto]`` makes the jar run in whatever
     cluster starts it (a real address would make it submit remotely from the JobManager).
     ``parallelism`` only sets how many readers KafkaIO splits into; in reactive mode Flink
@@ -103,8 +104,8 @@ def executable_args(
     return [
         "--runner=FlinkRunner",
         "--flink_master=[auto]",
-        f"--flink_version={stack.read_versions()['FLINK_MINOR']}",
-        f"--flink_job_server_jar={stack.StackConfig.from_env().job_server_jar}",
+        f"--flink_version={cfg.versions['FLINK_MINOR']}",
+        f"--flink_job_server_jar={cfg.job_server_jar}",
         f"--output_executable_path={executable}",
         *(a for a in session if not a.startswith(("--runner=", "--job_endpoint="))),
     ]
@@ -127,9 +128,10 @@ def submit(
     if executable is None:
         args = flink_args(endpoints, job_name, parallelism)
     else:
-        args = executable_args(endpoints, executable, job_name, parallelism)
+        cfg = stack.StackConfig.from_env()
+        args = executable_args(endpoints, executable, cfg, job_name, parallelism)
         # FlinkRunner runs `java -jar` from PATH: make that our Java 17.
-        java_bin = str(Path(stack.find_java()).parent)
+        java_bin = str(Path(cfg.java).parent)
         os.environ["PATH"] = f"{java_bin}{os.pathsep}{os.environ.get('PATH', '')}"
     p = beam.Pipeline(options=PipelineOptions(args + list(beam_args)))
     wire(p, endpoints)
