@@ -50,6 +50,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from flink_deploy.sizing import DEFAULT_PROFILE, TaskManagerProfile
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VERSIONS_FILE = Path(__file__).resolve().parent / "versions.env"
 HOST = "127.0.0.1"
@@ -260,28 +262,6 @@ def java_major(java: str) -> int | None:
 # --------------------------------------------------------------------------------------------
 # Processes
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class TaskManagerProfile:
-    """The shape of a TaskManager: its task slots and its whole process memory."""
-
-    name: str
-    slots: int
-    process_memory: str
-
-    def dynamic_properties(self) -> list[str]:
-        return [
-            "-D", f"taskmanager.numberOfTaskSlots={self.slots}",
-            "-D", f"taskmanager.memory.process.size={self.process_memory}",
-        ]  # fmt: skip
-
-
-# Each Beam job loads the job-server jar's classes in a classloader of its own, and they are not
-# all freed when the job ends: with the 256 MB metaspace default the TaskManager died of
-# Metaspace exhaustion after a few dozen job starts and restarts. Hence 3 GiB with 1 GiB of it
-# metaspace.
-DEFAULT_PROFILE = TaskManagerProfile("small", 2, "3072m")
 
 
 @dataclass(frozen=True)
@@ -623,10 +603,7 @@ def write_flink_conf(cfg: StackConfig) -> Path:
             "bind-host": HOST,
             "host": HOST,
             "numberOfTaskSlots": cfg.slots_per_taskmanager,
-            "memory": {
-                "process": {"size": DEFAULT_PROFILE.process_memory},
-                "jvm-metaspace": {"size": "1024m"},
-            },
+            # Memory: each TaskManager's profile, as dynamic properties (flink_deploy/sizing.py).
         },
         "parallelism": {"default": 1},
         "rest": {"address": HOST, "bind-address": HOST, "port": cfg.flink_rest_port},
@@ -696,6 +673,10 @@ def flink_service(
         port, healthy = 0, flink_taskmanager_healthy(cfg.flink_rest_url, name)
         shape = profile.dynamic_properties()
         jvm_mem, dynamic = _bash_java_utils(cfg, dist, conf, "GET_TM_RESOURCE_PARAMS", shape)
+        # A heap OutOfMemoryError in one of KafkaIO's consumer threads ends that thread only,
+        # and the job then reads nothing without failing; exiting makes it a TaskManager
+        # failure, which the job recovers from on another TaskManager.
+        jvm_mem = [*jvm_mem, "-XX:+ExitOnOutOfMemoryError"]
         args = [*shape, *dynamic, "-D", f"taskmanager.resource-id={name}"]
         profile_name = profile.name
     log = cfg.run_dir / "flink" / "log" / f"{name}.log"

@@ -17,7 +17,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
-from flink_deploy import stack
+from flink_deploy import sizing, stack
 from flink_deploy.stack import REPO_ROOT
 
 # Fixed once: a job's keyed state restores only under the same max parallelism.
@@ -51,6 +51,23 @@ class ClusterEndpoints:
         )
 
 
+# Measured in benchmarks/bench_capacity.py (docs/benchmarks.md, "Capacity"); sizes from
+# flink_deploy/sizing.py.
+TUNED_OPTIONS = (
+    # Without these Flink copies every record between the chained operators by encoding and
+    # decoding it (a quarter of the TaskManager's CPU in the JFR profile).
+    "--faster_copy",
+    "--object_reuse",
+    # Otherwise the outputs of a bundle open at a checkpoint, whole alerts, are written into
+    # the checkpoint.
+    "--finish_bundle_before_checkpointing",
+    f"--sdk_worker_parallelism={sizing.SDK_WORKERS}",
+    f"--max_bundle_size={sizing.MAX_BUNDLE_SIZE}",
+    f"--max_bundle_time_mills={sizing.MAX_BUNDLE_TIME_MS}",
+    f"--experiments=data_buffer_size_limit={sizing.FN_DATA_BUFFER_BYTES}",
+)
+
+
 def flink_args(
     endpoints: ClusterEndpoints,
     job_name: str,
@@ -71,6 +88,7 @@ def flink_args(
         # KafkaIO as a runner-native unbounded source: the portable Flink runner does not
         # checkpoint or split Java SDF reads (apache/beam#20979).
         "--experiments=use_deprecated_read",
+        *TUNED_OPTIONS,
     ]
 
 
@@ -85,6 +103,7 @@ def kafka_consumer_config(bootstrap_servers: str, group_id: str) -> dict[str, st
         "group.id": group_id,
         "auto.offset.reset": "earliest",
         "enable.auto.commit": "false",
+        **sizing.KAFKA_CONSUMER,
     }
 
 

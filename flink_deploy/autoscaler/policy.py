@@ -50,7 +50,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode
 
 from control_service.yaml_limits import YamlLimitExceeded, check_yaml_limits
-from flink_deploy.stack import TaskManagerProfile
+from flink_deploy.sizing import MEMORY_RE, MIN_PROCESS_MIB, TaskManagerProfile
 from transforms.filters.document import FilterIssue as PolicyIssue
 
 DEFAULT_POLICY_FILE = Path(__file__).resolve().parent / "default-policy.yaml"
@@ -61,7 +61,6 @@ MAX_INTERVAL_S = 3600
 MAX_NUMBER_CHARS = 100
 MAX_COOLDOWN_S = 86400
 REMOVE_RULES = ("newest", "largest")
-_MEMORY_RE = re.compile(r"([1-9][0-9]*)\s*(m|mb|g|gb)", re.IGNORECASE)
 _NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?")
 
 
@@ -79,14 +78,6 @@ class PolicyError(ValueError):
 class Profile(TaskManagerProfile):
     """A TaskManager shape named in the policy: ``slots`` task slots and Flink's
     ``process_memory`` (e.g. 3072m); the stack starts TaskManagers of it as they are."""
-
-    @property
-    def memory_mib(self) -> int:
-        match = _MEMORY_RE.fullmatch(self.process_memory.strip())
-        if match is None:  # validated at load; a hand-built Profile may still be wrong
-            raise ValueError(f"profile {self.name}: bad process_memory {self.process_memory!r}")
-        amount, unit = int(match.group(1)), match.group(2).lower()
-        return amount * 1024 if unit.startswith("g") else amount
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,9 +269,14 @@ def _profiles(check: _Checker, entry: tuple[Node, Any]) -> dict[str, tuple[Node,
             if "slots" in fields else None
         memory = check.string(fields["process_memory"], f"{path}.process_memory") \
             if "process_memory" in fields else None
-        if memory is not None and not _MEMORY_RE.fullmatch(memory.strip()):
+        if memory is not None and not MEMORY_RE.fullmatch(memory.strip()):
             check.fail(fields["process_memory"][0], f"{path}.process_memory",
                        f"{memory!r} is not a memory size such as 3072m or 4g")
+            memory = None
+        elif memory is not None and Profile(name, 1, memory).memory_mib < MIN_PROCESS_MIB:
+            check.fail(fields["process_memory"][0], f"{path}.process_memory",
+                       f"{memory!r} is below {MIN_PROCESS_MIB}m, the least a TaskManager "
+                       "needs (flink_deploy/sizing.py)")
             memory = None
         if slots is not None and memory is not None:
             out[name] = (key_node, Profile(name, slots, memory.strip()))

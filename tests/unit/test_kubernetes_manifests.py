@@ -411,8 +411,9 @@ def test_taskmanager_slots_and_memory_are_the_policy_profiles() -> None:
 def test_flinkdeployment_taskmanager_is_the_policy_profile() -> None:
     [profile] = mounted_policy("operator").profiles
     [flink] = objects("operator", "FlinkDeployment")
-    assert flink["spec"]["flinkConfiguration"]["taskmanager.numberOfTaskSlots"] == str(
-        profile.slots)
+    settings = profile.memory_settings()
+    del settings["taskmanager.memory.process.size"]  # the operator sets it from the resource
+    assert {k: flink["spec"]["flinkConfiguration"].get(k) for k in settings} == settings
     memory = flink["spec"]["taskManager"]["resource"]["memory"]
     assert memory_bytes(memory) == memory_bytes(profile.process_memory)
 

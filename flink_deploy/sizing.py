@@ -1,0 +1,108 @@
+"""How big everything on the path from Kafka to the Python workers is, sized together in one
+place: the TaskManager profiles and the pipeline bounds that must fit in them.
+
+Alerts are ~110 KB (LSST, with cutouts) and we size for up to 1 MiB (:data:`MAX_ALERT_BYTES`).
+Where the bytes wait, and what bounds each place:
+
+- **KafkaIO's consumers** (TaskManager heap). One ``KafkaConsumer`` per reader, one reader per
+  partition (8 on the alert topics). A consumer holds at most its fetch buffer
+  (``fetch.max.bytes``) plus the batch it hands to the reader: :data:`KAFKA_CONSUMER` allows
+  ``max.partition.fetch.bytes`` = 4 MiB per partition (36 LSST alerts; Kafka's 1 MiB default
+  is 9 and makes a fetch round trip every 9 alerts), so 8 readers hold at most
+  8 x 2 x 8 MiB = 128 MiB of heap.
+- **The Fn API data plane to the Python workers** (TaskManager direct memory, in the netty of
+  Beam's vendored gRPC). The runner batches elements into messages of
+  :data:`FN_DATA_BUFFER_BYTES` (``data_buffer_size_limit``; a message ends with the element
+  that crosses it) and checks gRPC's flow control only every 100 messages (Beam's
+  ``DirectStreamObserver``), so one stream to one SDK worker can queue
+  100 x (1 MB + one alert) = 106 MiB of LSST alerts, 191 MiB of 1 MiB ones. With
+  :data:`SDK_WORKERS` workers per TaskManager that is 391 MiB (:func:`fn_data_plane_mib`):
+  the profile's task off-heap. With Flink's defaults (no task off-heap, direct memory shared
+  with 10% network buffers) the limit was 302 MiB on a 3 GiB TaskManager, and a Python worker
+  that fell behind took the TaskManager down with ``OutOfMemoryError: Cannot reserve ...
+  direct buffer memory``. Once the queue is full the source thread blocks, and reading from
+  Kafka waits: that is the backpressure.
+- **Bundles** (the Python workers). Flink's runner bounds a bundle in elements and time only
+  (:data:`MAX_BUNDLE_SIZE`, :data:`MAX_BUNDLE_TIME_MS`; it has no byte bound), and a stage's
+  batch never spans bundles, so an SDK worker holds at most 1,000 alerts per stage: 110 MB of
+  LSST alerts, 1 GiB of 1 MiB ones. 250 and 1,000 drained at the same rate.
+
+Everything else of the TaskManager is fixed: no managed memory (Beam's streaming runner keeps
+its state on the heap), 64 MiB of network buffers (the broker is one chained vertex: no
+network exchange), 1 GiB metaspace (each Beam job loads the job-server jar's classes in a
+classloader of its own, and they are not all freed when the job ends: with the 256 MiB default
+a TaskManager died of Metaspace exhaustion after a few dozen job starts and restarts), and the
+rest is task heap.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MAX_ALERT_BYTES = 1 << 20
+
+KAFKA_CONSUMER = {
+    "max.partition.fetch.bytes": str(4 << 20),
+    "fetch.max.bytes": str(8 << 20),
+    "receive.buffer.bytes": str(1 << 20),
+}
+
+FN_DATA_BUFFER_BYTES = 1_000_000  # Beam's default; 256 KiB and 4 MiB were no faster
+# Beam's DirectStreamObserver looks at gRPC's isReady() once every this many messages.
+FN_MESSAGES_BEFORE_READY_CHECK = 100
+# Python SDK workers per TaskManager (--sdk_worker_parallelism): one per slot of a small
+# TaskManager, each on a core of its own.
+SDK_WORKERS = 2
+
+MAX_BUNDLE_SIZE = 1000
+MAX_BUNDLE_TIME_MS = 1000
+
+METASPACE_MIB = 1024
+NETWORK_MIB = 64
+# The smallest TaskManager the fixed parts leave room in (metaspace, Flink's framework memory,
+# the data plane's off-heap, JVM overhead) with a task heap of at least 512 MiB.
+MIN_PROCESS_MIB = 2560
+MEMORY_RE = re.compile(r"([1-9][0-9]*)\s*(m|mb|g|gb)", re.IGNORECASE)
+
+
+def fn_data_plane_mib(alert_bytes: int = MAX_ALERT_BYTES) -> int:
+    """Direct memory the Fn API data plane may queue towards the SDK workers of a TaskManager."""
+    message = FN_DATA_BUFFER_BYTES + alert_bytes
+    return -(-SDK_WORKERS * FN_MESSAGES_BEFORE_READY_CHECK * message // (1 << 20))
+
+
+@dataclass(frozen=True)
+class TaskManagerProfile:
+    """The shape of a TaskManager: its task slots and its whole process memory (``3072m``)."""
+
+    name: str
+    slots: int
+    process_memory: str
+
+    @property
+    def memory_mib(self) -> int:
+        match = MEMORY_RE.fullmatch(self.process_memory.strip())
+        if match is None:
+            raise ValueError(f"profile {self.name}: bad process_memory {self.process_memory!r}")
+        amount, unit = int(match.group(1)), match.group(2).lower()
+        return amount * 1024 if unit.startswith("g") else amount
+
+    def memory_settings(self) -> dict[str, str]:
+        """Flink's ``taskmanager.*`` options for this profile (see the module doc)."""
+        return {
+            "taskmanager.numberOfTaskSlots": str(self.slots),
+            "taskmanager.memory.process.size": f"{self.memory_mib}m",
+            "taskmanager.memory.jvm-metaspace.size": f"{METASPACE_MIB}m",
+            "taskmanager.memory.managed.size": "0m",
+            "taskmanager.memory.network.min": f"{NETWORK_MIB}m",
+            "taskmanager.memory.network.max": f"{NETWORK_MIB}m",
+            "taskmanager.memory.task.off-heap.size": f"{fn_data_plane_mib()}m",
+        }
+
+    def dynamic_properties(self) -> list[str]:
+        return [arg for key, value in self.memory_settings().items()
+                for arg in ("-D", f"{key}={value}")]  # fmt: skip
+
+
+DEFAULT_PROFILE = TaskManagerProfile("small", 2, "3072m")

@@ -1,0 +1,84 @@
+"""Catching up: a backlog of real LSST alerts is on the topic before the broker starts, and the
+broker drains it all, with no restart, its TaskManager inside its profile's memory, and every
+expected (filter, alert_id) pair on its topic. 20,000 alerts (~2.2 GB) is what an outage leaves;
+40,000 (~4.4 GB) is the LSST peak visit."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+
+import pytest
+import requests
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from control_service.snapshots import publish_snapshot
+from flink_deploy import stack as stack_manager
+from flink_deploy.sizing import DEFAULT_PROFILE
+from pipelines import broker
+from tests.backlog import backlog_filters, catch_all, job_restarts, preload, watch_drain
+from tests.e2e.test_broker_pipeline import pairs_on
+from tests.e2e.test_smoke_pipeline import running_job_id, wait_for
+
+pytestmark = pytest.mark.e2e
+
+DRAIN_DEADLINE_S = 600
+
+
+class PeakRss:
+    """The highest RSS (MiB) of a process group, sampled every second on a thread of its own."""
+
+    def __init__(self, pgid: int) -> None:
+        self.pgid, self.peak = pgid, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stop.wait(1.0):
+            self.peak = max(self.peak, stack_manager.rss_mib(self.pgid))
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak
+
+
+@pytest.mark.parametrize("count", [20_000, 40_000])
+def test_broker_drains_a_preloaded_backlog(stack: stack_manager.StackConfig, count: int) -> None:
+    run_id = uuid.uuid4().hex[:8]
+    topics = {n: f"backlog.{run_id}.{n}" for n in ("in", "config", "dead")}
+    admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
+    for future in admin.create_topics(
+        [NewTopic(topics["in"], 8, 1), NewTopic(topics["dead"], 1, 1),
+         NewTopic(topics["config"], 1, 1, config={"cleanup.policy": "compact"})]
+    ).values():  # fmt: skip
+        future.result(timeout=30)
+    filter_set = backlog_filters(f"backlog.{run_id}")
+    publish_snapshot(stack.bootstrap_servers, filter_set, topics["config"])
+    backlog = preload(stack.bootstrap_servers, topics["in"], count, filter_set)
+    job_name = f"alertflow-backlog-{run_id}"
+    broker.run([f"--topics={topics['in']}", f"--config-topic={topics['config']}",
+                f"--deadletter-topic={topics['dead']}", f"--group-id=backlog-{run_id}",
+                f"--job-name={job_name}", "--parallelism=2"])  # fmt: skip
+    rest = stack.flink_rest_url
+    jid = wait_for(lambda: running_job_id(rest, job_name), 180, f"{job_name} running")
+    taskmanager = next(p for p in stack_manager.RunState(stack.run_dir).load()
+                       if p.name == "flink-taskmanager-1")  # fmt: skip
+    rss = PeakRss(taskmanager.pid)
+    try:
+        drain = watch_drain(stack.bootstrap_servers, catch_all(filter_set).output.topic, count,
+                            DRAIN_DEADLINE_S)  # fmt: skip
+        peak = rss.stop()
+        restarts = job_restarts(rest, jid)
+        print(f"{count} alerts drained at {drain.rate:.0f} alerts/s, {drain.duplicates} "
+              f"duplicates, {restarts} restarts, TaskManager RSS peak {peak:.0f} MiB")
+        assert drain.distinct == count
+        assert restarts == 0
+        assert 0 < peak <= DEFAULT_PROFILE.memory_mib
+        got, _, _ = pairs_on(stack.bootstrap_servers, filter_set)
+        assert got == backlog.expected
+    finally:
+        rss.stop()
+        requests.patch(f"{rest}/jobs/{jid}", params={"mode": "cancel"}, timeout=10)
+        admin.delete_topics([*topics.values(), *(f.output.topic for f in filter_set.filters)])
