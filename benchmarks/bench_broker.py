@@ -38,7 +38,7 @@ from pipelines import broker  # noqa: E402
 from tests.datapaths import shared_data  # noqa: E402
 from transforms.decode import decode_message  # noqa: E402
 from transforms.filters.document import FilterSet, load_filter_file, load_filters  # noqa: E402
-from transforms.filters.local import match_locally  # noqa: E402
+from transforms.filters.local import LocalRunner  # noqa: E402
 from transforms.publish import lite_message  # noqa: E402
 from transforms.schemas import LsstSchemas  # noqa: E402
 
@@ -104,6 +104,7 @@ def baseline(bootstrap: str, topic: str, filter_set: FilterSet, total: int, out:
                          "auto.offset.reset": "earliest", "fetch.max.bytes": 64 * 1024 * 1024})
     consumer.subscribe([topic])
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    runner = LocalRunner(filter_set)
     done, start = 0, None
     while done < total:
         batch = consumer.consume(500, timeout=5.0)
@@ -111,7 +112,7 @@ def baseline(bootstrap: str, topic: str, filter_set: FilterSet, total: int, out:
             break
         start = start or time.monotonic()
         alerts = [a for m in batch if m.error() is None for a in decode_message(m.value(), schemas)]
-        for match in match_locally(filter_set, alerts)[0]:
+        for match in runner.run(alerts)[0]:
             key, value = lite_message(match, int(time.time() * 1000))
             producer.produce(out, key=key, value=value)
             producer.poll(0)

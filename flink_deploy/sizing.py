@@ -10,22 +10,32 @@ Where the bytes wait, and what bounds each place:
   ``max.partition.fetch.bytes`` = 4 MiB per partition (36 LSST alerts; Kafka's 1 MiB default
   is 9 and makes a fetch round trip every 9 alerts), so 8 readers hold at most
   8 x 2 x 8 MiB = 128 MiB of heap.
-- **The Fn API data plane to the Python workers** (TaskManager direct memory, in the netty of
-  Beam's vendored gRPC). The runner batches elements into messages of
-  :data:`FN_DATA_BUFFER_BYTES` (``data_buffer_size_limit``; a message ends with the element
-  that crosses it) and checks gRPC's flow control only every 100 messages (Beam's
-  ``DirectStreamObserver``), so one stream to one SDK worker can queue
-  100 x (1 MB + one alert) = 106 MiB of LSST alerts, 191 MiB of 1 MiB ones. With
-  :data:`SDK_WORKERS` workers per TaskManager that is 391 MiB (:func:`fn_data_plane_mib`):
-  the profile's task off-heap. With Flink's defaults (no task off-heap, direct memory shared
-  with 10% network buffers) the limit was 302 MiB on a 3 GiB TaskManager, and a Python worker
-  that fell behind took the TaskManager down with ``OutOfMemoryError: Cannot reserve ...
-  direct buffer memory``. Once the queue is full the source thread blocks, and reading from
-  Kafka waits: that is the backpressure.
-- **Bundles** (the Python workers). Flink's runner bounds a bundle in elements and time only
-  (:data:`MAX_BUNDLE_SIZE`, :data:`MAX_BUNDLE_TIME_MS`; it has no byte bound), and a stage's
-  batch never spans bundles, so an SDK worker holds at most 1,000 alerts per stage: 110 MB of
-  LSST alerts, 1 GiB of 1 MiB ones. 250 and 1,000 drained at the same rate.
+- **Bundles** (Fn API data plane, both ways). Flink's runner bounds a bundle in elements and
+  time only (:data:`MAX_BUNDLE_SIZE`, :data:`MAX_BUNDLE_TIME_MS`; it has no byte bound), and
+  the Fn API sends a bundle's elements in messages of :data:`FN_DATA_BUFFER_BYTES`
+  (``data_buffer_size_limit``; a message ends with the element that crosses it). Two limits
+  follow, and :data:`MAX_BUNDLE_SIZE` x :data:`MAX_ALERT_BYTES` is sized for both:
+
+  - *Beam's runner takes a bundle's outputs from the SDK harness into a queue of 100 messages
+    that it drains only once the bundle has finished* (``BeamFnDataInboundObserver``). KafkaIO's
+    own Java step (``Convert to ExternalKafkaRecord``, in the EMBEDDED harness) outputs every
+    alert whole, so a bundle whose alerts fill more than 100 messages deadlocks: the harness
+    waits for room, the runner for the bundle's end, with the checkpoint lock held. That
+    stopped a 40,000-alert drain at 33,241 with Beam's defaults (1,000 elements, 1 MB
+    messages: ~105 messages of LSST alerts), and at 554 with 256 KiB messages. Here a bundle
+    is at most 128 x (1 MiB + metadata) / 2 MiB + 1 = 66 messages of the largest alerts and 8
+    of LSST ones (:func:`bundle_messages`).
+  - *The runner sends a bundle to the Python workers through netty's direct memory* (Beam's
+    vendored gRPC) and looks at gRPC's flow control only every 100 messages, so up to one
+    bundle per slot waits there: 128 x 1 MiB + one message = 130 MiB per slot
+    (:func:`fn_data_plane_mib`), the profile's task off-heap. With Flink's defaults (no task
+    off-heap, direct memory shared with 10% network buffers) the limit was 302 MiB on a 3 GiB
+    TaskManager, and a Python worker that fell behind took the TaskManager down with
+    ``OutOfMemoryError: Cannot reserve ... direct buffer memory``. When a bundle cannot be sent
+    the source thread waits, and reading from Kafka waits with it: that is the backpressure.
+
+  A Python worker holds at most one bundle per stage: 14 MB of LSST alerts, 128 MiB of 1 MiB
+  ones.
 
 Everything else of the TaskManager is fixed: no managed memory (Beam's streaming runner keeps
 its state on the heap), 64 MiB of network buffers (the broker is one chained vertex: no
@@ -48,15 +58,17 @@ KAFKA_CONSUMER = {
     "receive.buffer.bytes": str(1 << 20),
 }
 
-FN_DATA_BUFFER_BYTES = 1_000_000  # Beam's default; 256 KiB and 4 MiB were no faster
-# Beam's DirectStreamObserver looks at gRPC's isReady() once every this many messages.
-FN_MESSAGES_BEFORE_READY_CHECK = 100
+FN_DATA_BUFFER_BYTES = 2 << 20
+# Beam's BeamFnDataInboundObserver queues this many messages of a bundle's outputs.
+FN_INBOUND_QUEUE_MESSAGES = 100
 # Python SDK workers per TaskManager (--sdk_worker_parallelism): one per slot of a small
 # TaskManager, each on a core of its own.
 SDK_WORKERS = 2
 
-MAX_BUNDLE_SIZE = 1000
+MAX_BUNDLE_SIZE = 128
 MAX_BUNDLE_TIME_MS = 1000
+# KafkaIO's Row of an alert: the value plus topic, partition, offset, key and timestamp.
+RECORD_OVERHEAD_BYTES = 1 << 10
 
 METASPACE_MIB = 1024
 NETWORK_MIB = 64
@@ -66,10 +78,16 @@ MIN_PROCESS_MIB = 2560
 MEMORY_RE = re.compile(r"([1-9][0-9]*)\s*(m|mb|g|gb)", re.IGNORECASE)
 
 
-def fn_data_plane_mib(alert_bytes: int = MAX_ALERT_BYTES) -> int:
-    """Direct memory the Fn API data plane may queue towards the SDK workers of a TaskManager."""
-    message = FN_DATA_BUFFER_BYTES + alert_bytes
-    return -(-SDK_WORKERS * FN_MESSAGES_BEFORE_READY_CHECK * message // (1 << 20))
+def bundle_messages(alert_bytes: int = MAX_ALERT_BYTES) -> int:
+    """Fn API data messages that one bundle of alerts of ``alert_bytes`` fills (at most)."""
+    element = alert_bytes + RECORD_OVERHEAD_BYTES
+    return -(-MAX_BUNDLE_SIZE * element // FN_DATA_BUFFER_BYTES) + 1
+
+
+def fn_data_plane_mib(slots: int, alert_bytes: int = MAX_ALERT_BYTES) -> int:
+    """Direct memory the bundles of ``slots`` slots may hold on their way to the SDK workers."""
+    per_slot = MAX_BUNDLE_SIZE * (alert_bytes + RECORD_OVERHEAD_BYTES) + FN_DATA_BUFFER_BYTES
+    return -(-slots * per_slot // (1 << 20))
 
 
 @dataclass(frozen=True)
@@ -97,7 +115,11 @@ class TaskManagerProfile:
             "taskmanager.memory.managed.size": "0m",
             "taskmanager.memory.network.min": f"{NETWORK_MIB}m",
             "taskmanager.memory.network.max": f"{NETWORK_MIB}m",
-            "taskmanager.memory.task.off-heap.size": f"{fn_data_plane_mib()}m",
+            "taskmanager.memory.task.off-heap.size": f"{fn_data_plane_mib(self.slots)}m",
+            # A task's OutOfMemoryError (direct memory too) ends the TaskManager. Otherwise the
+            # job restarts on it with the job's cached SDK environment, whose data stream the
+            # error closed, and every restart fails ("Failed to finish remote bundle").
+            "taskmanager.jvm-exit-on-oom": "true",
         }
 
     def dynamic_properties(self) -> list[str]:

@@ -891,13 +891,16 @@ def build_application_jar(cfg: StackConfig, log: Callable[[str], None] = print) 
 
 
 def _application_key(cfg: StackConfig, args: Sequence[str]) -> str:
-    """What the application jar depends on: pipeline code, versions, endpoints and arguments."""
+    """What the application jar depends on: pipeline code and sizing, versions, endpoints and
+    arguments."""
     described = {k: v for k, v in _describe(cfg).items() if k != "taskmanagers"}
     digest = hashlib.sha256(json.dumps([described, list(args)], sort_keys=True).encode())
-    for folder in ("pipelines", "transforms"):
-        for path in sorted((REPO_ROOT / folder).rglob("*.py")):
-            digest.update(path.relative_to(REPO_ROOT).as_posix().encode())
-            digest.update(path.read_bytes())
+    sources = [path for folder in ("pipelines", "transforms")
+               for path in (REPO_ROOT / folder).rglob("*.py")]  # fmt: skip
+    # The pipeline options come from the sizing too.
+    for path in sorted([*sources, REPO_ROOT / "flink_deploy" / "sizing.py"]):
+        digest.update(path.relative_to(REPO_ROOT).as_posix().encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()
 
 

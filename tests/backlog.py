@@ -88,11 +88,18 @@ def preload(bootstrap: str, topic: str, count: int, filter_set: FilterSet) -> Ba
     return Backlog(topic, count, sent_bytes, frozenset(expected))
 
 
-def job_restarts(rest: str, jid: str) -> int:
-    """Flink's ``numRestarts`` metric of the job."""
-    [metric] = requests.get(f"{rest}/jobs/{jid}/metrics", params={"get": "numRestarts"},
-                            timeout=5).json()  # fmt: skip
-    return int(metric["value"])
+def job_restarts(rest: str, jid: str, deadline_s: float = 60.0) -> int:
+    """Flink's ``numRestarts`` metric of the job (the REST API lists a job's metrics only once
+    the JobManager has fetched them, a few seconds after the job starts)."""
+    end = time.monotonic() + deadline_s
+    while True:
+        metrics = requests.get(f"{rest}/jobs/{jid}/metrics", params={"get": "numRestarts"},
+                               timeout=5).json()  # fmt: skip
+        if metrics or time.monotonic() > end:
+            break
+        time.sleep(1)
+    assert metrics, f"job {jid}: no numRestarts metric after {deadline_s:.0f} s"
+    return int(metrics[0]["value"])
 
 
 @dataclass(frozen=True)
