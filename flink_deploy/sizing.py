@@ -66,7 +66,7 @@ FN_INBOUND_QUEUE_MESSAGES = 100
 SDK_WORKERS = 2
 
 MAX_BUNDLE_SIZE = 128
-MAX_BUNDLE_TIME_MS = 1000
+MAX_BUNDLE_TIME_MS = 500
 # KafkaIO's Row of an alert: the value plus topic, partition, offset, key and timestamp.
 RECORD_OVERHEAD_BYTES = 1 << 10
 
