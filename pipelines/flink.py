@@ -55,7 +55,7 @@ class ClusterEndpoints:
 # flink_deploy/sizing.py.
 TUNED_OPTIONS = (
     # Without these Flink copies every record between the chained operators by encoding and
-    # decoding it (a quarter of the TaskManager's CPU in the JFR profile).
+    # decoding it (a sixth of the TaskManager's CPU in the JFR profile).
     "--faster_copy",
     "--object_reuse",
     # Otherwise the outputs of a bundle open at a checkpoint, whole alerts, are written into
