@@ -8,6 +8,7 @@ and a fixed max parallelism, so that a later rescale restores keyed state.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -66,6 +67,25 @@ TUNED_OPTIONS = (
     f"--max_bundle_time_mills={sizing.MAX_BUNDLE_TIME_MS}",
     f"--experiments=data_buffer_size_limit={sizing.FN_DATA_BUFFER_BYTES}",
 )
+
+
+class _RunnerFlagsFilter(logging.Filter):
+    """Drops Beam's "Unknown pipeline options received" warning when every flag it names is
+    one of ours for the Flink runner (Python's SDK does not know them and warns at each
+    cross-language expansion); a flag of anyone else's, a typo say, still warns."""
+
+    PREFIX = "Unknown pipeline options received: "
+    OURS = frozenset(flag.split("=")[0] for flag in (*TUNED_OPTIONS, "--checkpointing_interval"))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if not message.startswith(self.PREFIX):
+            return True
+        flags = message.removeprefix(self.PREFIX).split(". Ignore if flags")[0].split(",")
+        return not all(flag.split("=")[0] in self.OURS for flag in flags)
+
+
+RUNNER_FLAGS_FILTER = _RunnerFlagsFilter()
 
 
 def flink_args(
@@ -152,6 +172,7 @@ def submit(
         # FlinkRunner runs `java -jar` from PATH: make that our Java 17.
         java_bin = str(Path(cfg.java).parent)
         os.environ["PATH"] = f"{java_bin}{os.pathsep}{os.environ.get('PATH', '')}"
+    logging.getLogger("apache_beam.options.pipeline_options").addFilter(RUNNER_FLAGS_FILTER)
     p = beam.Pipeline(options=PipelineOptions(args + list(beam_args)))
     wire(p, endpoints)
     result = p.run()
