@@ -46,8 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from control_service.snapshots import publish_snapshot  # noqa: E402
 from flink_deploy import stack  # noqa: E402
 from pipelines import broker  # noqa: E402
-from tests.backlog import (  # noqa: E402
-    Backlog, backlog_filters, catch_all, job_restarts, preload, watch_drain)
+from tests.backlog import Backlog, backlog_filters, catch_all, preload  # noqa: E402
+from tests.backlog import job_restarts, watch_drain  # noqa: E402
 from tests.e2e.test_broker_pipeline import pairs_on  # noqa: E402
 from transforms.decode import decode_message  # noqa: E402
 from transforms.filters.document import FilterSet  # noqa: E402
@@ -119,7 +119,8 @@ class Row:
 def consumer(bootstrap: str, group: str) -> Consumer:
     return Consumer({"bootstrap.servers": bootstrap, "group.id": group,
                      "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                     "fetch.max.bytes": 64 << 20, "max.partition.fetch.bytes": 8 << 20})  # fmt: skip
+                     "fetch.max.bytes": 64 << 20,
+                     "max.partition.fetch.bytes": 8 << 20})  # fmt: skip
 
 
 def bare_consumer(bootstrap: str, backlog: Backlog, groups: dict[str, int]) -> Row:
@@ -273,7 +274,8 @@ def session_runs(opts, run: str, root: Path, rows: list[Row]) -> None:
                 os.environ.update(stack_env)
                 broker.run([f"--topics={topic}", f"--config-topic={config_topic}",
                             f"--deadletter-topic=cap.{run}.{tag}.dead", f"--group-id=cap-{tag}",
-                            f"--job-name=cap-{run}-{tag}", "--parallelism=2", *opts.beam_args])  # fmt: skip
+                            f"--job-name=cap-{run}-{tag}", "--parallelism=2",
+                            *opts.beam_args])  # fmt: skip
 
             if cores:
                 with cpu_limit(cores, [p for g in held for p in stack.group_members(g)]):

@@ -62,7 +62,7 @@ def preload(bootstrap: str, topic: str, count: int, filter_set: FilterSet) -> Ba
     producer = kafka_producer(bootstrap)
     failures: list[str] = []
 
-    def delivered(error, _msg) -> None:  # noqa: ANN001 - confluent-kafka's callback
+    def delivered(error, _msg) -> None:  # confluent-kafka's delivery callback
         if error is not None:
             failures.append(str(error))
 

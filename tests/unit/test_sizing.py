@@ -29,8 +29,8 @@ def test_bundle_messages_counts_whole_messages() -> None:
                          ids=lambda p: p.name)  # fmt: skip
 def test_profile_memory_adds_up(profile: sizing.TaskManagerProfile) -> None:
     settings = profile.memory_settings()
-    fixed_mib = sum(int(settings[f"taskmanager.memory.{k}"].removesuffix("m"))
-                    for k in ("jvm-metaspace.size", "network.max", "task.off-heap.size"))  # fmt: skip
+    fixed = ("jvm-metaspace.size", "network.max", "task.off-heap.size")
+    fixed_mib = sum(int(settings[f"taskmanager.memory.{k}"].removesuffix("m")) for k in fixed)
     # Flink takes 10% JVM overhead and 2 x 128 MiB framework memory; the rest is task heap.
     heap_mib = profile.memory_mib * 0.9 - fixed_mib - 256
     assert heap_mib >= 512, settings
