@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 
 import requests
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from control_service.commands.replay import cycled_messages, kafka_producer, load_messages
 from flink_deploy.stack import REPO_ROOT
@@ -35,6 +35,20 @@ class Backlog:
     alerts: int
     bytes: int
     expected: frozenset[tuple[str, int]]
+
+
+def run_topics(bootstrap: str, prefix: str, source: str, partitions: int) -> dict[str, str]:
+    """Fresh topics ``<prefix>.<run id>.{<source>,config,dead}``, created: the alert topic with
+    ``partitions`` partitions, a compacted config topic and a dead-letter topic."""
+    run_id = uuid.uuid4().hex[:8]
+    topics = {n: f"{prefix}.{run_id}.{n}" for n in (source, "config", "dead")}
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the futures end
+    for future in admin.create_topics(
+        [NewTopic(topics[source], partitions, 1), NewTopic(topics["dead"], 1, 1),
+         NewTopic(topics["config"], 1, 1, config={"cleanup.policy": "compact"})]
+    ).values():  # fmt: skip
+        future.result(timeout=30)
+    return topics
 
 
 def backlog_filters(prefix: str) -> FilterSet:

@@ -6,17 +6,17 @@ expected (filter, alert_id) pair on its topic. 20,000 alerts (~2.2 GB) is what a
 from __future__ import annotations
 
 import threading
-import uuid
 
 import pytest
 import requests
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from control_service.snapshots import publish_snapshot
 from flink_deploy import stack as stack_manager
 from flink_deploy.sizing import DEFAULT_PROFILE
 from pipelines import broker
-from tests.backlog import backlog_filters, catch_all, job_restarts, preload, watch_drain
+from tests.backlog import (
+    backlog_filters, catch_all, job_restarts, preload, run_topics, watch_drain)
 from tests.e2e.test_broker_pipeline import pairs_on
 from tests.e2e.test_smoke_pipeline import running_job_id, wait_for
 
@@ -46,14 +46,8 @@ class PeakRss:
 
 @pytest.mark.parametrize("count", [20_000, 40_000])
 def test_broker_drains_a_preloaded_backlog(stack: stack_manager.StackConfig, count: int) -> None:
-    run_id = uuid.uuid4().hex[:8]
-    topics = {n: f"backlog.{run_id}.{n}" for n in ("in", "config", "dead")}
-    admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
-    for future in admin.create_topics(
-        [NewTopic(topics["in"], 8, 1), NewTopic(topics["dead"], 1, 1),
-         NewTopic(topics["config"], 1, 1, config={"cleanup.policy": "compact"})]
-    ).values():  # fmt: skip
-        future.result(timeout=30)
+    topics = run_topics(stack.bootstrap_servers, "backlog", "in", 8)
+    run_id = topics["in"].split(".")[1]
     filter_set = backlog_filters(f"backlog.{run_id}")
     publish_snapshot(stack.bootstrap_servers, filter_set, topics["config"])
     backlog = preload(stack.bootstrap_servers, topics["in"], count, filter_set)
@@ -81,4 +75,5 @@ def test_broker_drains_a_preloaded_backlog(stack: stack_manager.StackConfig, cou
     finally:
         rss.stop()
         requests.patch(f"{rest}/jobs/{jid}", params={"mode": "cancel"}, timeout=10)
+        admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
         admin.delete_topics([*topics.values(), *(f.output.topic for f in filter_set.filters)])

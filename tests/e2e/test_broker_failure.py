@@ -6,17 +6,17 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 from dataclasses import replace
 
 import pytest
 import requests
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from control_service.snapshots import publish_snapshot
 from flink_deploy import stack as stack_manager
 from flink_deploy.stack import REPO_ROOT
 from pipelines import broker
+from tests.backlog import run_topics
 from tests.e2e.test_broker_pipeline import DEADLINE_S, pairs_on, produce
 from tests.e2e.test_ingest_pipeline import real_messages
 from tests.e2e.test_smoke_pipeline import running_job_id, wait_for
@@ -29,14 +29,8 @@ pytestmark = pytest.mark.e2e
 
 
 def test_killed_taskmanager_loses_nothing(stack: stack_manager.StackConfig) -> None:
-    run_id = uuid.uuid4().hex[:8]
-    topics = {n: f"failure.{run_id}.{n}" for n in ("ztf", "config", "dead")}
-    admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
-    for future in admin.create_topics(
-        [NewTopic(topics["ztf"], 2, 1), NewTopic(topics["dead"], 1, 1),
-         NewTopic(topics["config"], 1, 1, config={"cleanup.policy": "compact"})]
-    ).values():  # fmt: skip
-        future.result(timeout=30)
+    topics = run_topics(stack.bootstrap_servers, "failure", "ztf", 2)
+    run_id = topics["ztf"].split(".")[1]
     filters = tuple(
         replace(f, output=replace(f.output, topic=f"failure.{run_id}.out.{f.name}"))
         for p in sorted((REPO_ROOT / "examples" / "filters").glob("*.yaml"))
@@ -80,4 +74,5 @@ def test_killed_taskmanager_loses_nothing(stack: stack_manager.StackConfig) -> N
         assert got == expected
     finally:
         requests.patch(f"{rest}/jobs/{jid}", params={"mode": "cancel"}, timeout=10)
+        admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
         admin.delete_topics([*topics.values(), *(f.output.topic for f in filters)])
