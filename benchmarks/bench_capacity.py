@@ -295,8 +295,7 @@ def application_run(opts, run: str, root: Path) -> Row:
     stack.up(cfg)
     try:
         filter_set = fresh_filters(cfg, f"cap.{run}.app", stack.CONFIG_TOPIC)
-        reference = backlog_filters(f"cap.{run}.app")
-        backlog = preload(cfg.bootstrap_servers, stack.ALERT_TOPICS[1], opts.alerts, reference)
+        backlog = preload(cfg.bootstrap_servers, stack.ALERT_TOPICS[1], opts.alerts, filter_set)
         return broker_drain(cfg, backlog, filter_set, "broker application (reactive)",
                             lambda: stack.start_taskmanager(cfg, 1))  # fmt: skip
     finally:

@@ -2,7 +2,7 @@
 
 The sample LSST alerts are cycled with fresh ids (``alertflow replay --count N`` does the same)
 onto a topic before the broker starts. The expected (filter, alert_id) pairs are computed on the
-way by the local reference (:func:`transforms.filters.local.match_locally`), in batches, so a
+way by the local reference (:class:`transforms.filters.local.LocalRunner`), in batches, so a
 40,000-alert backlog (~4.4 GB) is never held in memory at once.
 """
 
@@ -17,8 +17,10 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from control_service.commands.replay import cycled_messages, kafka_producer, load_messages
-from flink_deploy.stack import REPO_ROOT
+from flink_deploy.stack import REPO_ROOT, StackConfig
+from pipelines import broker
 from tests.datapaths import shared_data
+from tests.e2e.test_smoke_pipeline import running_job_id, wait_for
 from transforms.decode import decode_message
 from transforms.filters.document import Filter, FilterSet, load_filter_file, load_filters
 from transforms.filters.local import LocalRunner
@@ -49,6 +51,19 @@ def run_topics(bootstrap: str, prefix: str, source: str, partitions: int) -> dic
     ).values():  # fmt: skip
         future.result(timeout=30)
     return topics
+
+
+def start_broker(cfg: StackConfig, topics: dict[str, str], source: str) -> tuple[str, str]:
+    """Submit the broker on a run's topics (:func:`run_topics`) and wait until it runs;
+    returns its job name and Flink job id."""
+    prefix, run_id = topics[source].split(".")[:2]
+    job_name = f"alertflow-{prefix}-{run_id}"
+    broker.run([f"--topics={topics[source]}", f"--config-topic={topics['config']}",
+                f"--deadletter-topic={topics['dead']}", f"--group-id={prefix}-{run_id}",
+                f"--job-name={job_name}", "--parallelism=2"])  # fmt: skip
+    jid = wait_for(lambda: running_job_id(cfg.flink_rest_url, job_name), 180,
+                   f"{job_name} running")  # fmt: skip
+    return job_name, jid
 
 
 def backlog_filters(prefix: str) -> FilterSet:

@@ -14,11 +14,9 @@ from confluent_kafka.admin import AdminClient
 from control_service.snapshots import publish_snapshot
 from flink_deploy import stack as stack_manager
 from flink_deploy.sizing import DEFAULT_PROFILE
-from pipelines import broker
 from tests.backlog import (
-    backlog_filters, catch_all, job_restarts, preload, run_topics, watch_drain)
+    backlog_filters, catch_all, job_restarts, preload, run_topics, start_broker, watch_drain)
 from tests.e2e.test_broker_pipeline import pairs_on
-from tests.e2e.test_smoke_pipeline import running_job_id, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -51,12 +49,8 @@ def test_broker_drains_a_preloaded_backlog(stack: stack_manager.StackConfig, cou
     filter_set = backlog_filters(f"backlog.{run_id}")
     publish_snapshot(stack.bootstrap_servers, filter_set, topics["config"])
     backlog = preload(stack.bootstrap_servers, topics["in"], count, filter_set)
-    job_name = f"alertflow-backlog-{run_id}"
-    broker.run([f"--topics={topics['in']}", f"--config-topic={topics['config']}",
-                f"--deadletter-topic={topics['dead']}", f"--group-id=backlog-{run_id}",
-                f"--job-name={job_name}", "--parallelism=2"])  # fmt: skip
+    _, jid = start_broker(stack, topics, "in")
     rest = stack.flink_rest_url
-    jid = wait_for(lambda: running_job_id(rest, job_name), 180, f"{job_name} running")
     taskmanager = next(p for p in stack_manager.RunState(stack.run_dir).load()
                        if p.name == "flink-taskmanager-1")  # fmt: skip
     rss = PeakRss(taskmanager.pid)

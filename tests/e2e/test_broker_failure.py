@@ -15,8 +15,7 @@ from confluent_kafka.admin import AdminClient
 from control_service.snapshots import publish_snapshot
 from flink_deploy import stack as stack_manager
 from flink_deploy.stack import REPO_ROOT
-from pipelines import broker
-from tests.backlog import run_topics
+from tests.backlog import run_topics, start_broker
 from tests.e2e.test_broker_pipeline import DEADLINE_S, pairs_on, produce
 from tests.e2e.test_ingest_pipeline import real_messages
 from tests.e2e.test_smoke_pipeline import running_job_id, wait_for
@@ -38,12 +37,8 @@ def test_killed_taskmanager_loses_nothing(stack: stack_manager.StackConfig) -> N
     )
     filter_set = FilterSet(1, filters)
     publish_snapshot(stack.bootstrap_servers, filter_set, topics["config"])
-    job_name = f"alertflow-failure-{run_id}"
-    broker.run([f"--topics={topics['ztf']}", f"--config-topic={topics['config']}",
-                f"--deadletter-topic={topics['dead']}", f"--group-id=failure-{run_id}",
-                f"--job-name={job_name}", "--parallelism=2"])  # fmt: skip
+    job_name, jid = start_broker(stack, topics, "ztf")
     rest = stack.flink_rest_url
-    jid = wait_for(lambda: running_job_id(rest, job_name), 180, f"{job_name} running")
     try:
         packets = real_messages()["ztf"]
         half = len(packets) // 2
