@@ -6,8 +6,10 @@
   any was created);
 * ``PUT /api/v1/filters/<name>``: replace (or create) that one filter;
 * ``DELETE /api/v1/filters/<name>``; ``POST .../activate``, ``POST .../deactivate``;
-* ``POST /api/v1/filters/<name>/test``: a dry run of the stored filter on the reference alerts:
-  the matches and the fraction. Changes nothing, so it needs no token.
+* ``POST /api/v1/filters/<name>/test``: a dry run of the stored filter on the reference alerts,
+  with the annotators it names, by the runner of every dry run
+  (:class:`transforms.filters.local.LocalRunner`): the matches as the ``lite`` output shows
+  them, and the fraction. Changes nothing, so it needs no token.
 
 Every change needs a bearer token; a user changes only filters it owns (``metadata.owner`` is
 the user), an admin any. The body is YAML (``application/yaml``, ``text/yaml``) or JSON (one
@@ -19,7 +21,6 @@ depth before it is parsed, then validated whole: 422 with every problem and its 
 from __future__ import annotations
 
 import logging
-import math
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,10 +41,12 @@ from control_service.errors import (
 from control_service.store import FilterStore, StoredFilter
 from control_service.yaml_limits import YamlLimitExceeded, check_yaml_limits
 from transforms.alert_model import Alert
+from transforms.annotate.transform import AnnotateConfig, LoadedAnnotators, load_annotators
 from transforms.decode import DecodeError, decode_message
-from transforms.filters.catalogue import lookup
-from transforms.filters.compile import compile_filter_set
+from transforms.filters.apply import FilterMatch, batch_reports
 from transforms.filters.document import Filter, FilterSet, FilterValidationError, load_filters
+from transforms.filters.local import LocalRunner
+from transforms.publish import lite_record
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
 
 log = logging.getLogger(__name__)
@@ -58,12 +61,14 @@ filters_bp = Blueprint("filters", __name__, url_prefix="/api/v1/filters")
 
 
 class ReferenceAlerts:
-    """Real alerts decoded once, on first use, from alert files under the configured paths."""
+    """The inputs of dry runs: real alerts decoded once, on first use, from alert files under
+    the configured paths, and the annotators, loaded once on first use, as the broker runs them."""
 
     def __init__(self, paths: Sequence[Path], max_alerts: int) -> None:
         self.paths = tuple(paths)
         self.max_alerts = max_alerts
         self._alerts: tuple[Alert, ...] | None = None
+        self._annotators: LoadedAnnotators | None = None
         self._lock = threading.Lock()
 
     def alerts(self) -> tuple[Alert, ...]:
@@ -71,6 +76,13 @@ class ReferenceAlerts:
             if self._alerts is None:
                 self._alerts = self._load()
             return self._alerts
+
+    def runner(self, filter_set: FilterSet) -> LocalRunner:
+        """The runner of ``filter_set``, with the annotators it needs."""
+        with self._lock:
+            if self._annotators is None:
+                self._annotators = load_annotators(AnnotateConfig())
+            return LocalRunner(filter_set, loaded=self._annotators)
 
     def _load(self) -> tuple[Alert, ...]:
         schemas = LsstSchemas(DEFAULT_LSST_SCHEMA_DIR)
@@ -237,44 +249,36 @@ def deactivate_filter(name: str) -> Response:
     return _set_active(name, False)
 
 
-def _json_value(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return str(value)
-
-
 @filters_bp.post("/<name>/test")
 def test_filter(name: str) -> Response:
     require_read()
     stored = _store().get(name)
     reference: ReferenceAlerts = current_app.extensions[REFERENCE_EXTENSION]
+    flt = stored.filter
     try:
         alerts = reference.alerts()
+        runner = reference.runner(FilterSet(0, (flt,)))
     except Exception as error:  # noqa: BLE001 - a broken reference set is "unavailable", not a 500
-        log.error("reference alerts could not be loaded: %s", error)
-        raise unavailable("the reference alerts could not be loaded") from None
+        log.error("the dry run's reference alerts or annotators could not be loaded: %s", error)
+        raise unavailable("the reference alerts or the annotators could not be loaded") from None
     if not alerts:
         raise unavailable("no reference alerts are configured (reference_alerts)")
-    flt = stored.filter
-    outcome = compile_filter_set(FilterSet(0, (flt,))).evaluate(alerts).outcomes[flt.name]
+    batch = runner.evaluate(alerts)
+    outcome = batch.result.outcomes[flt.name]
     limit = _settings().max_test_matches
-    matches = []
-    for index in outcome.matches.nonzero()[0][:limit]:
-        alert = alerts[int(index)]
-        fields = {}
-        for field_name in flt.output.fields:
-            spec = lookup(field_name)
-            fields[field_name] = _json_value(spec.getter(alert)) if spec is not None and spec.getter is not None else None
-        matches.append({"alert_id": alert.alert_id, "survey": str(alert.survey), "object_id": alert.object_id, "fields": fields})
-    n = len(alerts)
+    matches = [
+        lite_record(item)
+        for item in batch_reports(runner.compiled, batch.result, batch.alerts, batch.annotations)
+        if isinstance(item, FilterMatch)
+    ][:limit]
+    n = len(batch.alerts)
     return jsonify({
         "filter": flt.name,
         "active": stored.active,
         "evaluated": n,
+        "rejected": len(batch.rejected),
         "matched": outcome.matched,
-        "fraction": outcome.matched / n,
+        "fraction": outcome.matched / n if n else 0.0,
         "errors": outcome.errors,
         "failure": outcome.failure,
         "matches": matches,

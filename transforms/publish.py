@@ -85,20 +85,24 @@ def match_key(match: FilterMatch) -> bytes:
     return f"{match.filter_name}/{match.alert.alert_id}".encode()
 
 
-def lite_message(match: FilterMatch, processed_at_ms: int) -> tuple[bytes, bytes]:
-    """The ``lite`` format: JSON with identity, the chosen fields, annotations and tags."""
-    annotations = None if match.annotations is None else annotations_json(match.annotations)
-    value = {
+def lite_record(match: FilterMatch) -> dict[str, Any]:
+    """A match as the ``lite`` format shows it: identity, the chosen fields, the annotations
+    and tags. Also what the dry runs print."""
+    return {
         "filter": match.filter_name,
         "owner": match.owner,
         "filter_set_version": match.filter_set_version,
         "survey": str(match.alert.survey),
         "alert_id": match.alert.alert_id,
         "object_id": match.alert.object_id,
-        "processed_at_ms": processed_at_ms,
         "fields": lite_fields(match.fields, match.alert),
-        "annotations": annotations,
+        "annotations": None if match.annotations is None else annotations_json(match.annotations),
     }
+
+
+def lite_message(match: FilterMatch, processed_at_ms: int) -> tuple[bytes, bytes]:
+    """The ``lite`` format: :func:`lite_record` and when it was processed, as JSON."""
+    value = {**lite_record(match), "processed_at_ms": processed_at_ms}
     return match_key(match), json.dumps(value, allow_nan=False, default=str).encode()
 
 

@@ -8,12 +8,13 @@ Offline, on files (nothing is sent anywhere):
 * ``alertflow filters test -f FILE.yaml --alerts ALERTS...`` decodes the alert files (ZTF Avro,
   Rubin Avro containers or wire-format messages, as ``alertflow inspect`` reads them), runs the
   annotators the filters name, evaluates all the filters of FILE.yaml together, exactly as the
-  pipeline does (one compiled filter set, column-wise over the batch), and prints every match
-  as one JSON line on stdout (``{"filter", "owner", "alert_id", "survey", "fields": {...}}``,
-  the fields of the filter's ``spec.output.fields``). Then it prints a summary per filter on
-  stderr: alerts evaluated, matched, fraction, errors, the per-alert cost (p50/p99 of
-  evaluating each alert on its own) and the batch cost per alert. A filter passing more than
-  5% of the alerts gets a warning: that usually floods its topic.
+  pipeline does (:class:`transforms.filters.local.LocalRunner`, the runner of every dry run),
+  and prints every match, filter by filter, as one JSON line on stdout, as the ``lite`` output
+  shows it (identity, the fields of ``spec.output.fields``, the annotations). Then it prints a
+  summary per filter on stderr: alerts evaluated, matched, fraction, errors, the per-alert
+  cost (p50/p99 of annotating and evaluating each alert on its own) and the batch cost per
+  alert. A filter passing more than 5% of the alerts gets a warning: that usually floods its
+  topic.
 
 On the control service (REST: ``--url``, default ``$ALERTFLOW_CONTROL_URL`` or
 http://127.0.0.1:5000, and the bearer token ``--token``, default ``$ALERTFLOW_TOKEN``):
@@ -43,18 +44,11 @@ import numpy as np
 
 from control_service.client import ControlClient, ControlError
 from transforms.alert_model import Alert
-from transforms.annotate.transform import (
-    AnnotateConfig,
-    AnnotatedAlert,
-    annotate_batch,
-    load_annotators,
-    needed_annotators,
-)
 from transforms.decode import DecodeError, decode_message
-from transforms.filters.annotations import AnnotationColumns
-from transforms.filters.compile import compile_filter_set
+from transforms.filters.apply import FilterMatch, batch_reports
 from transforms.filters.document import Filter, FilterSet, FilterValidationError, load_filter_file
-from transforms.publish import lite_fields
+from transforms.filters.local import LocalRunner
+from transforms.publish import lite_record
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
 
 #: A filter passing more than this fraction of alerts gets a warning (BOOM rejects above 5%).
@@ -215,21 +209,6 @@ def _check(files: list[Path], out: TextIO, err: TextIO) -> int:
     return 1 if failed else 0
 
 
-def _annotate(
-    filter_set: FilterSet, alerts: list[Alert], err: TextIO
-) -> tuple[list[Alert], AnnotationColumns | None]:
-    """Run the annotators the filters name, as the broker does; alerts one rejects are left out
-    (and counted on ``err``)."""
-    needed = needed_annotators(filter_set)
-    if not needed:
-        return alerts, None
-    results = annotate_batch(alerts, load_annotators(AnnotateConfig(enabled=needed)))
-    kept = [r for r in results if isinstance(r, AnnotatedAlert)]
-    if len(kept) < len(alerts):
-        print(f"{len(alerts) - len(kept)} alerts rejected by an annotator", file=err)
-    return [r.alert for r in kept], AnnotationColumns([r.annotations for r in kept])
-
-
 def _test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     filters = _load(args.file, err)
     if filters is None:
@@ -246,28 +225,22 @@ def _test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         except OSError as error:
             print(f"{path}: cannot read: {error.strerror or error}", file=err)
             failed += 1
-    compiled = compile_filter_set(FilterSet(0, filters))
-    alerts, annotations = _annotate(FilterSet(0, filters), alerts, err)
+    runner = LocalRunner(FilterSet(0, filters))
     started = time.perf_counter()
-    result = compiled.evaluate(alerts, annotations)
+    batch = runner.evaluate(alerts)
     batch_seconds = time.perf_counter() - started
+    if batch.rejected:
+        print(f"{len(batch.rejected)} alerts rejected by an annotator", file=err)
+    alerts, result = batch.alerts, batch.result
     single: list[float] = []
     for alert in alerts[:MAX_TIMED_ALERTS]:
         t0 = time.perf_counter()
-        compiled.evaluate([alert])
+        runner.evaluate([alert])
         single.append(time.perf_counter() - t0)
     if not args.no_matches:
-        for index, alert in enumerate(alerts):
-            for flt in filters:
-                if result.outcomes[flt.name].matches[index]:
-                    record = {
-                        "filter": flt.name,
-                        "owner": flt.owner,
-                        "alert_id": alert.alert_id,
-                        "survey": str(alert.survey),
-                        "fields": lite_fields(tuple(flt.output.fields), alert),
-                    }
-                    print(json.dumps(record, allow_nan=False), file=out)
+        for item in batch_reports(runner.compiled, result, alerts, batch.annotations):
+            if isinstance(item, FilterMatch):
+                print(json.dumps(lite_record(item), allow_nan=False, default=str), file=out)
     n = len(alerts)
     p50, p99 = (np.percentile(single, [50, 99]) * 1e6) if single else (math.nan, math.nan)
     print(

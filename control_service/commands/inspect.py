@@ -5,6 +5,11 @@ wire-format messages (``.bin`` or any file starting with byte 0x00). Each alert 
 line of JSON (the alert model without cutout and original bytes, see
 ``transforms.alert_model.to_json_dict``). A file that does not decode is reported on stderr
 with its stage and reason, the other files are still printed, and the exit code is 1.
+
+``--annotate`` runs the annotators on each file's alerts as the broker does and adds their
+record to each line as ``"annotations"`` (``transforms.annotate.record.to_json_dict``); all of
+them, or those of ``--annotators sky,dust``. An alert that an annotator rejects is reported on
+stderr with the stage and reason, and the exit code is 1.
 """
 
 from __future__ import annotations
@@ -17,7 +22,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from transforms.alert_model import Alert, to_json_dict
-from transforms.decode import DecodeError, decode_message
+from transforms.annotate.record import to_json_dict as annotations_json
+from transforms.annotate.transform import AnnotateConfig, Annotator, annotate_batch, load_annotators
+from transforms.decode import DeadLetter, DecodeError, decode_message
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
 
 
@@ -40,8 +47,27 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "--registry-url", default=None, help="Confluent-compatible schema registry for LSST ids"
     )
     parser.add_argument("--pretty", action="store_true", help="indent the JSON")
+    parser.add_argument(
+        "--annotate", action="store_true", help="add each alert's annotations, as the broker's"
+    )
+    parser.add_argument(
+        "--annotators",
+        type=_annotators,
+        default=frozenset(Annotator),
+        metavar="NAME,...",
+        help=f"with --annotate, only these (and what they need): {', '.join(Annotator)}",
+    )
     parser.set_defaults(func=run)
     return parser
+
+
+def _annotators(text: str) -> frozenset[Annotator]:
+    try:
+        return frozenset(Annotator(name.strip()) for name in text.split(",") if name.strip())
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(
+            f"{error}; the annotators are {', '.join(Annotator)}"
+        ) from None
 
 
 def iter_file_alerts(path: Path, schemas: LsstSchemas) -> Iterator[Alert]:
@@ -54,6 +80,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     out = out or sys.stdout
     err = err or sys.stderr
     schemas = LsstSchemas(args.schema_dir, registry_url=args.registry_url)
+    loaded = load_annotators(AnnotateConfig(enabled=args.annotators)) if args.annotate else None
     failed = 0
     for path in args.files:
         try:
@@ -66,7 +93,19 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             print(f"{path}: cannot read: {error.strerror or error}", file=err)
             failed += 1
             continue
-        for alert in alerts:
-            json.dump(to_json_dict(alert), out, indent=2 if args.pretty else None, allow_nan=False)
+        if loaded is None:
+            lines = [to_json_dict(alert) for alert in alerts]
+        else:
+            lines = []
+            for alert, result in zip(alerts, annotate_batch(alerts, loaded), strict=True):
+                if isinstance(result, DeadLetter):
+                    print(f"{path}: alert {alert.alert_id}: {result.stage}: {result.reason}",
+                          file=err)  # fmt: skip
+                    failed += 1
+                else:
+                    lines.append({**to_json_dict(result.alert),
+                                  "annotations": annotations_json(result.annotations)})  # fmt: skip
+        for line in lines:
+            json.dump(line, out, indent=2 if args.pretty else None, allow_nan=False)
             out.write("\n")
     return 1 if failed else 0

@@ -170,3 +170,49 @@ def test_inspect_reports_bad_files_and_keeps_going(tmp_path: object) -> None:
     assert len(out.splitlines()) == 1
     assert "bad.bin: schema: unknown LSST schema id 9999" in err
     assert "missing.avro: cannot read" in err
+
+
+def test_inspect_annotate_adds_the_annotations_and_reports_rejections(tmp_path: object) -> None:
+    """``--annotate`` (issue 13): each line carries the broker's annotation record; the Galactic
+    position equals astropy's and E(B-V) a direct healpy lookup there. An alert an annotator
+    rejects is reported with its stage, the others are printed, the exit code is 1."""
+    from pathlib import Path
+
+    import astropy.units as u
+    import fastavro
+    import healpy as hp
+    import numpy as np
+    from astropy.coordinates import SkyCoord
+
+    from tests.datapaths import shared_data
+    from transforms.annotate.crossmatch import catalog_dir
+    from transforms.annotate.dust import DUST_MAPS
+
+    batch = shared_data() / "lsst" / "alerts" / "lsstcam_20251231_v10_0.avro"
+    code, out, err = _inspect("--annotate", str(batch))
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert (code, err, len(lines)) == (0, "", 27)
+    gal = SkyCoord([a["ra"] for a in lines] * u.deg, [a["dec"] for a in lines] * u.deg).galactic
+    sky = [line["annotations"]["sky"] for line in lines]
+    assert np.allclose([s["gal_l"] for s in sky], gal.l.deg, rtol=0, atol=1e-8)
+    assert np.allclose([s["gal_b"] for s in sky], gal.b.deg, rtol=0, atol=1e-8)
+    direct = hp.read_map(str(catalog_dir() / DUST_MAPS["SFD"]))
+    pixels = hp.ang2pix(64, gal.l.deg, gal.b.deg, lonlat=True)
+    assert [line["annotations"]["dust"]["ebv"] for line in lines] == [float(v) for v in direct[pixels]]
+    assert all(line["annotations"]["lightcurve"] is not None for line in lines)
+
+    code, out, _ = _inspect("--annotate", "--annotators", "dust", str(batch))
+    first = json.loads(out.splitlines()[0])["annotations"]
+    assert first["dust"] is not None and (first["crossmatch"], first["lightcurve"]) == (None, None)
+
+    with batch.open("rb") as fh:
+        reader = fastavro.reader(fh)
+        schema, records = reader.writer_schema, list(reader)
+    records[0]["diaSource"]["dec"] = 95.0  # off the sphere: the sky annotator rejects it
+    bad = Path(str(tmp_path)) / "off-sky.avro"
+    with bad.open("wb") as fh:
+        fastavro.writer(fh, schema, records)
+    code, out, err = _inspect("--annotate", str(bad))
+    assert code == 1 and len(out.splitlines()) == 26
+    rejected = f"alert {records[0]['diaSource']['diaSourceId']}: annotate.sky: position"
+    assert err.startswith(f"{bad}: {rejected}") and err.count("\n") == 1

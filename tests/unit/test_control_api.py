@@ -10,15 +10,22 @@ import json
 from pathlib import Path
 from typing import Any
 
+import astropy.units as u
+import healpy as hp
 import pytest
+from astropy.coordinates import SkyCoord
 from flask import Flask
 from flask.testing import FlaskClient
 
 from control_service.app import create_app
 from control_service.config import ConfigError, load_config
+from control_service.filters_api import ReferenceAlerts
 from control_service.jobs_api import FlinkClient
 from control_service.store import SNAPSHOT_KEY, AuditLog, FilterStore, MemorySnapshotLog
 from tests.datapaths import shared_data
+from tests.unit.test_filter_cli import run_cli
+from transforms.annotate.crossmatch import catalog_dir
+from transforms.annotate.dust import DUST_MAPS
 
 ALICE = {"Authorization": "Bearer alice-secret-1"}
 BOB = {"Authorization": "Bearer bob-secret-22"}
@@ -255,11 +262,35 @@ def test_dry_run_on_reference_alerts(client: FlaskClient) -> None:
     n = result["evaluated"]
     assert n > 100 and result["matched"] == n and result["fraction"] == 1.0 and result["errors"] == 0
     assert len(result["matches"]) == 100 and result["truncated"] is True
-    assert set(result["matches"][0]) == {"alert_id", "survey", "object_id", "fields"}
+    assert set(result["matches"][0]) == {"filter", "owner", "filter_set_version", "alert_id", "survey",
+                                         "object_id", "fields", "annotations"}
     assert result["matches"][0]["survey"] == "lsst"
     none = client.post("/api/v1/filters/none/test").get_json()
     assert (none["matched"], none["fraction"], none["matches"]) == (0, 0.0, [])
     assert error_of(client.post("/api/v1/filters/missing/test")) == (404, "not_found")
+
+
+def test_dry_run_runs_the_annotators_the_filter_names(client: FlaskClient, tmp_path: Path) -> None:
+    """A dust cut matched nothing here while it matched offline and in the broker: the REST dry
+    run skipped the annotators. Its matches now equal a direct healpy lookup of the dust map at
+    astropy's Galactic coordinates, and the offline dry run's (``filters test -f``)."""
+    text = ("apiVersion: alertflow/v1\nkind: Filter\nmetadata: {name: low-dust, owner: alice}\n"
+            "spec:\n  annotations: [dust]\n  where: dust.ebv < 0.0107\n")  # fmt: skip
+    assert client.post("/api/v1/filters", data=text, headers={**ALICE, **YAML}).status_code == 201
+    result = client.post("/api/v1/filters/low-dust/test").get_json()
+    reference = ReferenceAlerts([shared_data() / "lsst" / "alerts"], 2000).alerts()
+    gal = SkyCoord([a.ra for a in reference] * u.deg, [a.dec for a in reference] * u.deg).galactic
+    ebv = hp.read_map(str(catalog_dir() / DUST_MAPS["SFD"]))[hp.ang2pix(64, gal.l.deg, gal.b.deg, lonlat=True)]
+    expected = {a.alert_id for a, value in zip(reference, ebv) if value < 0.0107}
+    assert 10 < len(expected) < len(reference)
+    assert (result["evaluated"], result["rejected"], result["errors"]) == (len(reference), 0, 0)
+    assert result["matched"] == len(expected) and {m["alert_id"] for m in result["matches"]} == expected
+    assert all(m["annotations"]["dust"]["ebv"] < 0.0107 for m in result["matches"])
+    doc_file = tmp_path / "low-dust.yaml"
+    doc_file.write_text(text)
+    files = sorted(p for p in (shared_data() / "lsst" / "alerts").rglob("*") if p.suffix in (".avro", ".bin"))
+    code, out, _ = run_cli("filters", "test", "-f", str(doc_file), "--alerts", *map(str, files))
+    assert code == 0 and {json.loads(line)["alert_id"] for line in out.splitlines()} == expected
 
 
 # --- each error path of the issue -------------------------------------------------------------

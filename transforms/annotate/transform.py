@@ -258,6 +258,12 @@ def needed_annotators(filter_set: Any) -> frozenset[Annotator]:
     return with_dependencies(frozenset(a for a in Annotator if a.value in names))
 
 
+def for_filters(loaded: LoadedAnnotators, filter_set: Any) -> LoadedAnnotators:
+    """Of ``loaded``, the annotators that ``filter_set`` needs; none without a filter set."""
+    needed = frozenset() if filter_set is None else needed_annotators(filter_set)
+    return replace(loaded, config=replace(loaded.config, enabled=needed & loaded.config.enabled))
+
+
 class _AnnotateBatchFn(beam.DoFn):
     def __init__(self, config: AnnotateConfig, feed: Any = None) -> None:
         self._config = config
@@ -297,10 +303,7 @@ class _AnnotateBatchFn(beam.DoFn):
         newest = max((parse_snapshot(s).get("version", -1) for s in snapshots), default=-1)
         if self._active is None or self._active[0] != newest:
             chosen, _ = select_snapshot(snapshots)
-            needed = frozenset() if chosen is None else needed_annotators(chosen)
-            config = replace(self._loaded.config,
-                             enabled=needed & self._loaded.config.enabled)  # fmt: skip
-            self._active = (newest, replace(self._loaded, config=config))
+            self._active = (newest, for_filters(self._loaded, chosen))
         return self._active[1]
 
 

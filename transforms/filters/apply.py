@@ -24,7 +24,7 @@ Delivery is whatever the runner gives the DoFn (at least once on Flink with chec
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,7 @@ from apache_beam.pvalue import AsList, TaggedOutput
 from transforms.alert_model import Alert
 from transforms.annotate.record import Annotations
 from transforms.filters.annotations import AnnotationColumns
-from transforms.filters.compile import CompiledFilterSet, compile_filter_set
+from transforms.filters.compile import BatchResult, CompiledFilterSet, compile_filter_set
 from transforms.filters.document import FilterSet, FilterValidationError
 
 MATCHES = "matches"
@@ -105,7 +105,16 @@ def evaluate_batch(
     ``annotations``, one record per alert, feeds the filters' annotation fields.
     """
     columns = None if annotations is None else AnnotationColumns(annotations)
-    result = compiled.evaluate(alerts, columns)
+    yield from batch_reports(compiled, compiled.evaluate(alerts, columns), alerts, annotations)
+
+
+def batch_reports(
+    compiled: CompiledFilterSet,
+    result: BatchResult,
+    alerts: Sequence[Alert],
+    annotations: Sequence[Annotations] | None,
+) -> Iterator[FilterMatch | FilterErrorReport]:
+    """The matches and error reports of ``result``, the outcome of ``compiled`` on ``alerts``."""
     for flt in compiled.filters:
         outcome = result.outcomes[flt.name]
         for index in outcome.matches.nonzero()[0]:
