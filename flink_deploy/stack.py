@@ -21,6 +21,12 @@ Services, in start order:
 - ``beam-expansion-service``: expands the cross-language KafkaIO transforms with the EMBEDDED
   environment (KafkaIO runs inside the TaskManager JVMs) and ``use_deprecated_read``.
 - ``beam-job-server``: the Beam Flink job server that pipelines are submitted to.
+- ``alertflow-control``: the control service (``alertflow serve``, :func:`start_control`),
+  joined by ``alertflow run``, with a local admin token kept in the run folder
+  (:func:`local_admin_token`).
+
+One ``up`` or ``alertflow run`` at a time holds a run folder (:func:`hold`); a second one is
+refused with the holder's command and PID.
 
 Application mode (``mode="application"``, ``alertflow stack up --mode application``): the
 worker pool and the expansion service start first, the broker is built into an application jar
@@ -32,10 +38,12 @@ cluster under a fixed job id; there is no job server. ``alertflow-autoscaler``
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -46,7 +54,8 @@ import urllib.error
 import urllib.request
 import uuid
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -96,8 +105,13 @@ def _env_int(name: str, default: int) -> int:
 PORT_FIELDS = (
     "kafka_port", "kafka_controller_port", "flink_rest_port", "flink_rpc_port",
     "worker_pool_port", "expansion_port", "job_port", "artifact_port",
-    "job_server_expansion_port", "autoscaler_port",
+    "job_server_expansion_port", "autoscaler_port", "control_port",
 )  # fmt: skip
+
+
+def default_run_dir() -> Path:
+    """The run folder: ``ALERTFLOW_RUN_DIR``, else ``.run`` in the clone."""
+    return Path(os.environ.get("ALERTFLOW_RUN_DIR", REPO_ROOT / ".run")).resolve()
 
 
 @dataclass(frozen=True)
@@ -124,6 +138,7 @@ class StackConfig:
     artifact_port: int = 8098
     job_server_expansion_port: int = 8096
     autoscaler_port: int = 5001
+    control_port: int = 5000
     start_timeout_s: float = 120.0
     versions: dict[str, str] = field(default_factory=read_versions)
 
@@ -134,7 +149,7 @@ class StackConfig:
             raise StackError(f"stack mode {mode!r}: choose one of {', '.join(MODES)}")
         build_dir = Path(os.environ.get("ALERTFLOW_BUILD_DIR", REPO_ROOT / ".build"))
         return cls(
-            run_dir=Path(os.environ.get("ALERTFLOW_RUN_DIR", REPO_ROOT / ".run")).resolve(),
+            run_dir=default_run_dir(),
             build_dir=build_dir.resolve(),
             java=find_java(),
             taskmanagers=(
@@ -154,6 +169,7 @@ class StackConfig:
             artifact_port=_env_int("ALERTFLOW_ARTIFACT_PORT", 8098),
             job_server_expansion_port=_env_int("ALERTFLOW_JOB_SERVER_EXPANSION_PORT", 8096),
             autoscaler_port=_env_int("ALERTFLOW_AUTOSCALER_PORT", 5001),
+            control_port=_env_int("ALERTFLOW_CONTROL_PORT", 5000),
         )
 
     def moved(self, run_dir: Path, port_offset: int) -> StackConfig:
@@ -169,6 +185,10 @@ class StackConfig:
             "ALERTFLOW_STACK_MODE": self.mode,
             **{f"ALERTFLOW_{name.upper()}": str(getattr(self, name)) for name in PORT_FIELDS},
         }
+
+    @property
+    def control_url(self) -> str:
+        return f"http://{HOST}:{self.control_port}"
 
     @property
     def bootstrap_servers(self) -> str:
@@ -470,6 +490,11 @@ def kafka_healthy(bootstrap: str) -> Callable[[], bool]:
         return True
 
     return check
+
+
+def control_healthy(url: str) -> Callable[[], bool]:
+    """The common control API's liveness: ``/health`` answers."""
+    return lambda: http_json(f"{url}/health") is not None
 
 
 def flink_jobmanager_healthy(rest_url: str) -> Callable[[], bool]:
@@ -788,6 +813,27 @@ def create_topics(cfg: StackConfig) -> None:
             raise StackError(f"kafka: cannot create topic {topic}: {err}") from err
 
 
+def wait_for_producer_ids(cfg: StackConfig, timeout_s: float = 60.0) -> None:
+    """Wait until the new broker hands out producer ids. Until then every idempotent producer
+    logs "Failed to acquire idempotence PID ... Coordinator load in progress" and retries, so
+    this waits first: a transactional producer's ``init_transactions`` returns once the
+    coordinator is loaded. It writes no message."""
+    from confluent_kafka import KafkaException, Producer
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        probe = Producer({"bootstrap.servers": cfg.bootstrap_servers, "log_level": 0,
+                          "transactional.id": "alertflow-stack-probe"})  # fmt: skip
+        try:
+            probe.init_transactions(min(10.0, max(deadline - time.monotonic(), 1.0)))
+            return
+        except KafkaException as err:
+            if time.monotonic() > deadline:
+                raise StackError(f"kafka: no producer ids after {timeout_s:.0f} s: {err}") from err
+        finally:
+            probe.flush(0)
+
+
 # --------------------------------------------------------------------------------------------
 # up / status / down
 # --------------------------------------------------------------------------------------------
@@ -803,12 +849,62 @@ def check_installed(cfg: StackConfig) -> None:
         raise StackError(f"not installed: {', '.join(missing)}; run `make install`")
 
 
-def up(cfg: StackConfig, log: Callable[[str], None] = print) -> list[Started]:
-    """Start every service in order and wait for each to be healthy.
+# The run folders this process holds, with how many nested holds each.
+_HELD: dict[Path, tuple[int, int]] = {}
 
-    Refuses to start over a stack that is still running from the same run folder. On a
-    failure, everything this call started is stopped again before the error is raised.
+
+@contextmanager
+def hold(cfg: StackConfig, command: str) -> Iterator[None]:
+    """Hold ``cfg.run_dir`` for ``command`` (an ``up`` or an ``alertflow run``) until the block
+    ends: an exclusive lock on its ``lock`` file, which says who holds it. Nested holds in one
+    process share the lock; the lock goes with the process, however it ends.
+
+    Raises StackError naming the holder if another process holds the folder.
     """
+    if cfg.run_dir in _HELD:
+        fd, depth = _HELD[cfg.run_dir]
+        _HELD[cfg.run_dir] = (fd, depth + 1)
+    else:
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        path = cfg.run_dir / "lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = path.read_text(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise StackError(
+                f"{cfg.run_dir} is held by {holder}: one `alertflow run` or `stack up` at a "
+                "time. Use the stack it runs, stop it (Ctrl-C there, or `alertflow stack "
+                "down`), or give this one its own folder with ALERTFLOW_RUN_DIR"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"`{command}` (pid {os.getpid()}, since {time.strftime('%H:%M:%S')})\n"
+                 .encode())  # fmt: skip
+        _HELD[cfg.run_dir] = (fd, 1)
+    try:
+        yield
+    finally:
+        fd, depth = _HELD[cfg.run_dir]
+        if depth > 1:
+            _HELD[cfg.run_dir] = (fd, depth - 1)
+        else:
+            del _HELD[cfg.run_dir]
+            os.close(fd)
+
+
+def up(cfg: StackConfig, log: Callable[[str], None] = print) -> list[Started]:
+    """Start every service in order and wait for each to be healthy, holding the run folder.
+
+    Refuses to start over a stack that is still running from the same run folder, or while
+    another process holds it. On a failure or an interrupt, everything this call started is
+    stopped again before the error is raised.
+    """
+    with hold(cfg, "alertflow stack up"):
+        return _up(cfg, log)
+
+
+def _up(cfg: StackConfig, log: Callable[[str], None]) -> list[Started]:
     state = RunState(cfg.run_dir)
     if any(is_running(p) for p in state.load()):
         raise StackError(
@@ -831,6 +927,7 @@ def up(cfg: StackConfig, log: Callable[[str], None] = print) -> list[Started]:
     try:
         start(kafka_service(cfg))
         create_topics(cfg)
+        wait_for_producer_ids(cfg)
         conf = write_flink_conf(cfg)
         application = cfg.mode == "application"
         if application:
@@ -904,26 +1001,36 @@ def _application_key(cfg: StackConfig, args: Sequence[str]) -> str:
     return digest.hexdigest()
 
 
-def start_taskmanager(
-    cfg: StackConfig, index: int, profile: TaskManagerProfile = DEFAULT_PROFILE
-) -> Started:
-    """Start TaskManager ``index`` with ``profile`` into the running stack (replacing the record
-    of a dead one of that name) and wait until it registers with the JobManager."""
+def start_service(cfg: StackConfig, service: Service) -> Started:
+    """Start ``service`` into the running stack and wait until it is healthy. It takes the
+    place of a dead record of its name (status lists keep their order). If it does not come
+    up, or the wait is interrupted, it is stopped and unrecorded before the error is raised."""
     state = RunState(cfg.run_dir)
-    service = flink_service(cfg, cfg.run_dir / "flink" / "conf", index, profile)
     recorded = state.load()
     if any(p.name == service.name and is_running(p) for p in recorded):
         raise StackError(f"{service.name} is already running")
     proc = spawn(service)
-    # The new process takes the dead one's place in the record (status lists keep their order).
     names = [p.name for p in recorded]
     if service.name in names:
         recorded[names.index(service.name)] = proc
     else:
         recorded.append(proc)
     state.save(recorded)
-    wait_healthy(service, proc, cfg.start_timeout_s)
+    try:
+        wait_healthy(service, proc, cfg.start_timeout_s)
+    except BaseException:
+        stop(proc)
+        state.save([p for p in state.load() if p != proc])
+        raise
     return proc
+
+
+def start_taskmanager(
+    cfg: StackConfig, index: int, profile: TaskManagerProfile = DEFAULT_PROFILE
+) -> Started:
+    """Start TaskManager ``index`` with ``profile`` into the running stack and wait until it
+    registers with the JobManager."""
+    return start_service(cfg, flink_service(cfg, cfg.run_dir / "flink" / "conf", index, profile))
 
 
 def autoscaler_service(cfg: StackConfig, policy: Path) -> Service:
@@ -940,26 +1047,68 @@ def autoscaler_service(cfg: StackConfig, policy: Path) -> Service:
 
 def start_autoscaler(cfg: StackConfig, policy: Path) -> Started:
     """Start the autoscaler into the running stack; ``down`` stops it first."""
-    service = autoscaler_service(cfg, policy)
-    state = RunState(cfg.run_dir)
-    proc = spawn(service)
-    state.save([*(p for p in state.load() if p.name != service.name), proc])
-    wait_healthy(service, proc, cfg.start_timeout_s)
-    return proc
+    return start_service(cfg, autoscaler_service(cfg, policy))
 
 
-def stop_taskmanager(cfg: StackConfig, name: str) -> None:
-    """Stop the recorded TaskManager ``name`` (SIGTERM, so it leaves the cluster at once) and
-    drop it from the record."""
+#: The local control service's admin token, in the run folder.
+ADMIN_TOKEN_FILE = "control/admin.token"
+
+
+def local_admin_token(cfg: StackConfig) -> str:
+    """The admin token of the local control service: made once per run folder, readable by its
+    owner only (:data:`ADMIN_TOKEN_FILE`), and what ``alertflow filters`` uses when no token
+    is given."""
+    path = cfg.run_dir / ADMIN_TOKEN_FILE
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_urlsafe(24) + "\n")
+    return path.read_text().strip()
+
+
+def local_control_token(url: str) -> str | None:
+    """The local stack's admin token if ``url`` is its control service (the run folder and
+    port of ALERTFLOW_RUN_DIR and ALERTFLOW_CONTROL_PORT) and one was made; else None, so
+    that the token never goes anywhere else."""
+    local = f"http://{HOST}:{_env_int('ALERTFLOW_CONTROL_PORT', 5000)}"
+    path = default_run_dir() / ADMIN_TOKEN_FILE
+    return path.read_text().strip() if url.rstrip("/") == local and path.exists() else None
+
+
+def control_service(cfg: StackConfig) -> Service:
+    """`alertflow serve` on ``cfg.control_port``, for this stack, with the local admin token."""
+    argv = [sys.executable, "-m", "control_service.cli", "serve", "--port", str(cfg.control_port)]
+    env = {**cfg.environment(),
+           "ALERTFLOW_CONTROL_API_KEYS": f"{local_admin_token(cfg)}:admin:admin"}  # fmt: skip
+    return Service("alertflow-control", argv, cfg.control_port, cfg.run_dir / "control.log",
+                   control_healthy(cfg.control_url), env)  # fmt: skip
+
+
+def start_control(cfg: StackConfig) -> Started:
+    """Start the control service into the running stack; ``down`` stops it first."""
+    return start_service(cfg, control_service(cfg))
+
+
+def stop_service(cfg: StackConfig, name: str) -> None:
+    """Stop the recorded service ``name`` (SIGTERM first, so a TaskManager leaves the cluster
+    at once) and drop it from the record."""
     state = RunState(cfg.run_dir)
     recorded = state.load()
-    matches = [p for p in recorded if p.name == name and p.name.startswith("flink-taskmanager-")]
+    matches = [p for p in recorded if p.name == name]
     if not matches:
-        raise StackError(f"no TaskManager named {name} in {state.path}")
+        raise StackError(f"no service named {name} in {state.path}")
     stop(matches[0])
     if is_running(matches[0]) or _group_alive(matches[0].pid):
         raise StackError(f"{name} (pid {matches[0].pid}) did not stop")
-    state.save([p for p in recorded if p is not matches[0]])
+    state.save([p for p in state.load() if p != matches[0]])
+
+
+def stop_taskmanager(cfg: StackConfig, name: str) -> None:
+    """Stop the recorded TaskManager ``name`` and drop it from the record."""
+    if not name.startswith("flink-taskmanager-"):
+        raise StackError(f"{name} is not a TaskManager")
+    stop_service(cfg, name)
 
 
 def _describe(cfg: StackConfig) -> dict:
@@ -994,6 +1143,7 @@ def status(cfg: StackConfig) -> dict:
         "beam-expansion-service": port_open(cfg.expansion_port),
         "beam-job-server": port_open(cfg.job_port),
         "alertflow-autoscaler": port_open(cfg.autoscaler_port),
+        "alertflow-control": control_healthy(cfg.control_url),
     }
     services = []
     for proc in RunState(cfg.run_dir).load():

@@ -19,7 +19,6 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
 from flink_deploy import sizing, stack
-from flink_deploy.stack import REPO_ROOT
 
 # Fixed once: a job's keyed state restores only under the same max parallelism.
 MAX_PARALLELISM = 32
@@ -38,7 +37,7 @@ class ClusterEndpoints:
 
     @classmethod
     def from_run_dir(cls, run_dir: Path | None = None) -> ClusterEndpoints:
-        run_dir = run_dir or Path(os.environ.get("ALERTFLOW_RUN_DIR", REPO_ROOT / ".run"))
+        run_dir = run_dir or stack.default_run_dir()
         path = run_dir / "stack.json"
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: start the stack with `alertflow stack up`")

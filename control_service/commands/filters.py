@@ -17,7 +17,8 @@ Offline, on files (nothing is sent anywhere):
   topic.
 
 On the control service (REST: ``--url``, default ``$ALERTFLOW_CONTROL_URL`` or
-http://127.0.0.1:5000, and the bearer token ``--token``, default ``$ALERTFLOW_TOKEN``):
+http://127.0.0.1:5000, and the bearer token ``--token``, default ``$ALERTFLOW_TOKEN``, else the
+admin token of the local stack that ``alertflow run`` made, when the URL is its control service):
 
 * ``apply -f FILE.yaml`` creates or replaces the filters of the file;
 * ``list [--owner USER]``, ``get NAME`` (prints the YAML document), ``delete NAME``;
@@ -43,6 +44,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from control_service.client import ControlClient, ControlError
+from flink_deploy.stack import local_control_token
 from transforms.alert_model import Alert
 from transforms.decode import DecodeError, decode_message
 from transforms.filters.apply import FilterMatch, batch_reports
@@ -71,7 +73,8 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help="the control service (default: $ALERTFLOW_CONTROL_URL or http://127.0.0.1:5000)",
     )  # fmt: skip
     service.add_argument("--token", default=os.environ.get("ALERTFLOW_TOKEN"),
-                         help="bearer token (default: $ALERTFLOW_TOKEN)")  # fmt: skip
+                         help="bearer token (default: $ALERTFLOW_TOKEN, else the local "
+                              "stack's admin token for its control service)")  # fmt: skip
     actions = parser.add_subparsers(dest="filters_action", required=True, metavar="ACTION")
     check = actions.add_parser("check", help="validate filter YAML files (offline)")
     check.add_argument("files", nargs="+", type=Path, metavar="FILE.yaml")
@@ -144,7 +147,8 @@ def run(
             print("alertflow filters test: --alerts goes with -f FILE; a NAME is tried on "
                   "the service's reference alerts", file=err)  # fmt: skip
             return 2
-    return _remote(args, out, err, client or ControlClient(args.url, args.token))
+    token = args.token or local_control_token(args.url)
+    return _remote(args, out, err, client or ControlClient(args.url, token))
 
 
 def _remote(args: argparse.Namespace, out: TextIO, err: TextIO, client: ControlClient) -> int:

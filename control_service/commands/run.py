@@ -1,10 +1,12 @@
 """``alertflow run``: the broker on the local stack, in the foreground, until Ctrl-C.
 
-Starts the stack (unless a healthy one is already running from the run folder), applies the
-example filters (examples/filters) as a new filter-set snapshot on the config topic, submits
-the broker pipeline, replays the sample alerts from shared/data into the survey topics and
-prints what each filter selected. Then it prints the Flink web UI address and waits: Ctrl-C
-(or `alertflow stack down` from another shell) stops what it started.
+Holds the run folder (one ``run`` or ``stack up`` at a time), starts the stack (unless a
+healthy one is already running from the run folder) and the control service, applies the
+example filters (examples/filters) through the control service, submits the broker pipeline,
+replays the sample alerts from shared/data into the survey topics and prints what each filter
+selected. Then it prints the Flink web UI, the control service and its local admin token, and
+waits: Ctrl-C (or `alertflow stack down` from another shell) stops what it started. A failure
+or an interrupt on the way stops it too.
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ from typing import Any
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from control_service.client import ControlClient, ControlError
 from control_service.commands import replay
 from control_service.commands.jobs import cancel_jobs
-from control_service.snapshots import next_version, publish_snapshot
 from flink_deploy import stack
 from flink_deploy.autoscaler.policy import DEFAULT_POLICY_FILE
 from flink_deploy.stack import REPO_ROOT
@@ -66,35 +68,47 @@ def sample_alerts() -> dict[str, list[Path]]:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        mode = "application" if args.autoscale else None
-        cfg = stack.StackConfig.from_env(args.taskmanagers, mode)
-        owned = not stack.status(cfg)["healthy"]
-        if owned:
-            say(f"starting the local stack ({cfg.mode} mode) ...")
-            stack.up(cfg, log=say)
-        else:
-            running_mode = stack.running_mode(cfg)
-            if running_mode != cfg.mode:
-                raise stack.StackError(f"the stack running from {cfg.run_dir} is in "
-                                       f"{running_mode} mode; stop it first (make stop)")
-            say(f"using the stack already running from {cfg.run_dir}")
-        recorded = stack.RunState(cfg.run_dir).load()
-        if args.autoscale and not any(
-            p.name == "alertflow-autoscaler" and stack.is_running(p) for p in recorded
-        ):
-            stack.start_autoscaler(cfg, DEFAULT_POLICY_FILE)
-            say(f"autoscaler: http://{stack.HOST}:{cfg.autoscaler_port}/api/v1/scaling "
-                f"(policy {DEFAULT_POLICY_FILE.relative_to(REPO_ROOT)})")
+        cfg = stack.StackConfig.from_env(args.taskmanagers, "application" if args.autoscale else None)
+        with stack.hold(cfg, "alertflow run" + (" --autoscale" if args.autoscale else "")):
+            return _run(args, cfg)
     except stack.StackError as err:
         say(f"alertflow run: {err}")
         return 2
+    except ControlError as err:
+        say(f"alertflow run: the control service refused the example filters: {err}")
+        return 1
+    except KeyboardInterrupt:
+        say("alertflow run: interrupted")
+        return 130
+
+
+def _run(args: argparse.Namespace, cfg: stack.StackConfig) -> int:
+    """Everything ``run`` starts is stopped again when it fails or is interrupted, and when it
+    ends, unless it ends detached: the whole stack if it started it, else its own services."""
+    owned = not stack.status(cfg)["healthy"]
+    started: list[str] = []
+    detached = False
     try:
-        filters = tuple(
-            f for p in sorted(EXAMPLES.glob("*.yaml")) for f in load_filter_file(str(p))
-        )
-        version = next_version(cfg.bootstrap_servers)
-        publish_snapshot(cfg.bootstrap_servers, FilterSet(version, filters))
-        say(f"applied filter set v{version}: {', '.join(f.name for f in filters)}")
+        if owned:
+            say(f"starting the local stack ({cfg.mode} mode) ...")
+            started += [p.name for p in stack.up(cfg, log=say)]
+        elif (running_mode := stack.running_mode(cfg)) != cfg.mode:
+            raise stack.StackError(f"the stack running from {cfg.run_dir} is in {running_mode} "
+                                   "mode; stop it first (make stop)")  # fmt: skip
+        else:
+            say(f"using the stack already running from {cfg.run_dir}")
+        running = {p.name for p in stack.RunState(cfg.run_dir).load() if stack.is_running(p)}
+        if "alertflow-control" not in running:
+            started.append(stack.start_control(cfg).name)
+        if args.autoscale and "alertflow-autoscaler" not in running:
+            started.append(stack.start_autoscaler(cfg, DEFAULT_POLICY_FILE).name)
+            say(f"autoscaler: http://{stack.HOST}:{cfg.autoscaler_port}/api/v1/scaling "
+                f"(policy {DEFAULT_POLICY_FILE.relative_to(REPO_ROOT)})")
+        files = sorted(EXAMPLES.glob("*.yaml"))
+        filters = tuple(f for p in files for f in load_filter_file(str(p)))
+        control = ControlClient(cfg.control_url, stack.local_admin_token(cfg))
+        applied = control.apply_filters("\n---\n".join(p.read_text() for p in files))
+        say(f"applied filter set v{applied['version']}: {', '.join(f.name for f in filters)}")
         if cfg.mode == "session":
             replaced = cancel_jobs(cfg.flink_rest_url, [JOB_NAME])
             if replaced:
@@ -102,32 +116,47 @@ def run(args: argparse.Namespace) -> int:
             say("submitting the broker pipeline ...")
             broker.run([f"--job-name={JOB_NAME}", "--parallelism=2"])
         counts_before = topic_counts(cfg.bootstrap_servers, [f.output.topic for f in filters])
-        from control_service.cli import build_parser  # the cli module imports this one
-
-        for topic, files in sample_alerts().items():
-            if files:
-                replay.run(build_parser().parse_args(
-                    ["replay", "--bootstrap", cfg.bootstrap_servers, "--topic", topic,
-                     "--no-progress", *map(str, files)]), err=sys.stderr)  # fmt: skip
+        for topic, alert_files in sample_alerts().items():
+            if alert_files:
+                replay.run(replay_arguments(cfg, topic, alert_files), err=sys.stderr)
         expected = expected_matches(filters)
         say("waiting for the matches ...")
         new = wait_for_matches(cfg.bootstrap_servers, filters, counts_before, expected)
         for flt in filters:
             print(f"{flt.name:<28} {new[flt.output.topic]:>5} matches on {flt.output.topic} "
                   f"(computed locally: {expected[flt.name]})", flush=True)
-        say(f"\nFlink web UI: {cfg.flink_rest_url}")
-        say("Apply filters: alertflow serve, then alertflow filters apply -f FILE "
-            "(or alertflow filters test -f FILE --alerts ... to try one locally).")
+        say(f"\nFlink web UI:    {cfg.flink_rest_url}")
+        say(f"Control service: {cfg.control_url} (admin token in {cfg.run_dir / stack.ADMIN_TOKEN_FILE}"
+            f": {stack.local_admin_token(cfg)})")  # fmt: skip
+        say("Apply a filter: alertflow filters apply -f FILE (it uses that token), or try one "
+            "locally first: alertflow filters test -f FILE --alerts ALERTS...")
         if args.detach:
+            detached = True
             say("Stop with: alertflow stack down")
             return 0
         say("Stop with Ctrl-C (or `alertflow stack down` from another shell).")
         wait_for_interrupt(cfg)
+        return 0
     finally:
-        if owned and not args.detach:
-            say("stopping the stack ...")
-            stack.down(cfg, log=say)
-    return 0
+        if not detached:
+            if owned:
+                say("stopping the stack ...")
+                stack.down(cfg, log=say)
+            else:
+                for name in reversed(started):
+                    try:
+                        stack.stop_service(cfg, name)
+                        say(f"stopped {name}")
+                    except stack.StackError as err:  # stopped from elsewhere meanwhile
+                        say(f"alertflow run: {err}")
+
+
+def replay_arguments(cfg: stack.StackConfig, topic: str, files: list[Path]) -> argparse.Namespace:
+    """``alertflow replay`` of ``files`` onto ``topic`` of this stack, as parsed arguments."""
+    from control_service.cli import build_parser  # the cli module imports this one
+
+    return build_parser().parse_args(["replay", "--bootstrap", cfg.bootstrap_servers, "--topic",
+                                      topic, "--no-progress", *map(str, files)])  # fmt: skip
 
 
 def expected_matches(filters: tuple) -> Counter:

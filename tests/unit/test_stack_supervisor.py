@@ -7,6 +7,7 @@ are started, watched and stopped, which does not depend on what they run.
 from __future__ import annotations
 
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -106,3 +107,42 @@ def test_down_stops_what_up_recorded_and_forgets_it(tmp_path: Path) -> None:
     assert stack.down(cfg, log=lambda _: None) == []
     assert not any(stack.is_running(p) for p in procs)
     assert state.load() == []
+
+
+def test_a_service_that_does_not_come_up_is_stopped_and_forgotten(tmp_path: Path) -> None:
+    """A start into the running stack (an autoscaler, a TaskManager, the control service) that
+    fails leaves no process and no record behind (issue 13: one was left with parent PID 1)."""
+    cfg = stack.StackConfig(run_dir=tmp_path, build_dir=tmp_path, java="java", start_timeout_s=1)
+    kafka = stack.spawn(python_service(tmp_path, "kafka", "import time; time.sleep(60)",
+                                       free_port()))  # fmt: skip
+    stack.RunState(tmp_path).save([kafka])
+    pid_file = tmp_path / "autoscaler.pid"
+    code = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    service = python_service(tmp_path, "alertflow-autoscaler", code, free_port())
+    with pytest.raises(stack.StackError, match="alertflow-autoscaler: not healthy after 1 s"):
+        stack.start_service(cfg, service)
+    assert stack.RunState(tmp_path).load() == [kafka]
+    assert stack.group_members(int(pid_file.read_text())) == []
+    stack.stop(kafka)
+
+
+def test_one_process_at_a_time_holds_a_run_folder(tmp_path: Path) -> None:
+    """A second `run` or `up` on a run folder is refused, naming the holder (issue 13)."""
+    cfg = stack.StackConfig(run_dir=tmp_path, build_dir=tmp_path, java="java")
+    code = ("import sys, time\nfrom pathlib import Path\nfrom flink_deploy import stack\n"
+            f"cfg = stack.StackConfig(run_dir=Path({str(tmp_path)!r}), build_dir=Path('.'), "
+            "java='java')\nwith stack.hold(cfg, 'alertflow run'):\n"
+            "    print('held', flush=True)\n    time.sleep(60)\n")  # fmt: skip
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with pytest.raises(stack.StackError, match=rf"held by `alertflow run` \(pid {holder.pid},"):
+            with stack.hold(cfg, "alertflow stack up"):
+                pass
+        with pytest.raises(stack.StackError, match="held by `alertflow run`"):
+            stack.up(cfg, log=lambda _: None)
+    finally:
+        holder.kill()
+        holder.wait()
+    with stack.hold(cfg, "alertflow run"), stack.hold(cfg, "alertflow stack up"):
+        assert "alertflow run" in (tmp_path / "lock").read_text()

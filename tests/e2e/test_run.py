@@ -1,0 +1,92 @@
+"""`alertflow run` (what `make run` runs) from the shell, on a stack of its own.
+
+It holds its run folder against a second `run`, starts the control service with a local admin
+token that `alertflow filters apply` then uses at once, and Ctrl-C stops everything it started.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from control_service.client import ControlClient
+from flink_deploy import stack as stack_manager
+from tests.datapaths import shared_data
+from transforms.filters.document import load_filter_file
+
+pytestmark = pytest.mark.e2e
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "filters" / "solar-system-objects.yaml"
+# Beside the session stack, on ports of its own.
+PORT_OFFSET = 900
+MATCH_LINE = re.compile(r"^(\S+)\s+(\d+) matches on (\S+) \(computed locally: (\d+)\)$")
+
+
+def cli(env: dict[str, str], *argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "control_service.cli", *argv], env=env,
+                          capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
+
+
+def wait_for_line(path: Path, text: str, proc: subprocess.Popen, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if text in path.read_text(errors="replace"):
+            return
+        assert proc.poll() is None, f"alertflow run exited {proc.returncode}:\n{path.read_text()}"
+        time.sleep(1)
+    raise AssertionError(f"no {text!r} after {timeout_s:.0f} s:\n{path.read_text()}")
+
+
+def test_run_holds_its_folder_serves_filters_and_stops_what_it_started(tmp_path: Path) -> None:
+    cfg = stack_manager.StackConfig.from_env().moved(tmp_path / "run", PORT_OFFSET)
+    env = {**os.environ, **cfg.environment(), "ALERTFLOW_SHARED_DATA": str(shared_data())}
+    env.pop("ALERTFLOW_TOKEN", None)
+    out_path, err_path = tmp_path / "run.out", tmp_path / "run.err"
+    with out_path.open("w") as out, err_path.open("w") as err:
+        first = subprocess.Popen([sys.executable, "-m", "control_service.cli", "run"], env=env,
+                                 stdout=out, stderr=err, start_new_session=True)  # fmt: skip
+    try:
+        wait_for_line(err_path, "Stop with Ctrl-C", first, timeout_s=540)
+        lines = out_path.read_text().splitlines()
+        counts = [m for m in map(MATCH_LINE.match, lines) if m]
+        names = {f.name for p in EXAMPLE.parent.glob("*.yaml") for f in load_filter_file(str(p))}
+        assert {m[1] for m in counts} == names, lines
+        assert all(int(m[2]) >= int(m[4]) for m in counts), out_path.read_text()
+        assert sum(int(m[4]) for m in counts) > 0
+        token = stack_manager.local_admin_token(cfg)
+        assert f"Control service: {cfg.control_url}" in err_path.read_text()
+        assert token in err_path.read_text()
+
+        second = cli(env, "run", "--detach")
+        assert second.returncode == 2
+        assert f"is held by `alertflow run` (pid {first.pid}," in second.stderr
+
+        assert requests.get(f"{cfg.control_url}/ready", timeout=10).status_code == 200
+        renamed = tmp_path / "mine.yaml"
+        renamed.write_text(EXAMPLE.read_text().replace("name: solar-system-objects",
+                                                       "name: my-solar-system"))  # fmt: skip
+        applied = cli(env, "filters", "apply", "-f", str(renamed), "--url", cfg.control_url)
+        assert applied.returncode == 0, applied.stderr
+        listing = ControlClient(cfg.control_url).list_filters()
+        assert "my-solar-system" in {f["name"] for f in listing["filters"]}
+
+        recorded = stack_manager.RunState(cfg.run_dir).load()
+        assert {"kafka", "alertflow-control"} <= {p.name for p in recorded}
+        os.killpg(first.pid, signal.SIGINT)
+        assert first.wait(timeout=180) == 0, err_path.read_text()
+        assert stack_manager.RunState(cfg.run_dir).load() == []
+        assert not any(stack_manager.is_running(p) or stack_manager.group_members(p.pid)
+                       for p in recorded)  # fmt: skip
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+        stack_manager.down(cfg, log=lambda _: None)
