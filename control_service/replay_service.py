@@ -5,8 +5,9 @@ control API (:func:`control_service.common.install_common`), kind ``replay``:
 
 - ``GET``/``PUT /api/v1/config`` (PUT: admin): the replay settings, :data:`SETTINGS`. A PUT
   merges its keys over the current settings and validates the result whole (unknown keys, types,
-  ranges, every file read and decoded with :func:`.commands.replay.load_messages`, fresh ids
-  possible if cycling is needed); 422 listing every problem, else applied from the next start.
+  ranges, every file, or the alert files under a directory, read and decoded with
+  :func:`.commands.replay.load_files`, fresh ids possible if cycling is needed); 422 listing
+  every problem, else applied from the next start.
 - ``POST /api/v1/actions/start``: sends with the current settings on a background thread
   (state ``starting``, then ``running``, then ``stopped`` when done); 409 if a replay runs, if no
   files are set or once drained.
@@ -48,7 +49,7 @@ from control_service.commands.replay import (
     Sender,
     check_fresh_ids,
     kafka_producer,
-    load_messages,
+    load_files,
     plan_count,
 )
 from control_service.common import Component, install_common, package_version
@@ -174,21 +175,17 @@ def settings_from(data: Mapping[str, Any]) -> ReplaySettings:
 
 
 def prepare(settings: ReplaySettings, schemas: LsstSchemas) -> Prepared | None:
-    """Load and check the files of ``settings``; None if there are none. ConfigError listing
-    every file that does not exist or decode, or alerts without a topic."""
+    """Load and check the files of ``settings`` (a directory: the alert files under it); None if
+    there are none. ConfigError listing every file that does not exist or decode, or alerts
+    without a topic: unlike the one-shot command, the service sends all the files or none."""
     if not settings.files:
         return None
     problems: list[tuple[str, str]] = []
     messages: list[ReplayMessage] = []
     for index, name in enumerate(settings.files):
-        path = Path(name)
-        if not path.is_file():
-            problems.append((f"files[{index}]", f"{name}: no such file"))
-            continue
-        try:
-            messages += load_messages([path], schemas)
-        except ReplayError as error:
-            problems.append((f"files[{index}]", str(error)))
+        loaded = load_files([Path(name)], schemas)
+        problems += [(f"files[{index}]", str(problem)) for problem in loaded.problems]
+        messages += loaded.messages
     if problems:
         raise ConfigError(problems)
     schedule = Schedule(settings.rate, settings.visit_size, settings.visit_interval)

@@ -3,7 +3,7 @@
 Pure functions do the work and are tested without Beam:
 
 * :func:`decode_ztf` - one ZTF Kafka message: an Avro object container (OCF) holding one alert
-  with its writer schema embedded (ZTF schema 2.0 to 4.02).
+  with its writer schema embedded (ZTF schema 1.3 to 4.02).
 * :func:`decode_lsst_wire` - one Rubin Kafka message in Confluent wire format: byte 0 = 0x00,
   bytes 1-4 = big-endian schema id (major*100+minor), then the schemaless Avro body.
 * :func:`decode_container` - a plain OCF file with one or many alerts (backfill); the survey is
@@ -240,10 +240,33 @@ def _ztf_stamp(cutout: dict[str, Any] | None) -> bytes | None:
     return None if cutout is None else cutout.get("stampData")
 
 
-def ztf_alert_from_record(record: dict[str, Any], original: bytes) -> Alert:
+def _ztf_schema_version(record: dict[str, Any], writer_version: str | None) -> str:
+    """The packet's ``schemavsn`` (2.0 on), else the writer schema's version attribute (1.x)."""
+    schemavsn = record.get("schemavsn")
+    if schemavsn is not None:
+        return str(schemavsn)
+    if writer_version is not None:
+        return writer_version
+    raise DecodeError(
+        DecodeStage.MODEL,
+        "missing required field alert.schemavsn: the writer schema has neither it nor a "
+        'top-level "version" attribute, so the packet\'s schema version is unknown',
+    )
+
+
+def ztf_alert_from_record(
+    record: dict[str, Any], original: bytes, writer_version: str | None = None
+) -> Alert:
     """Map a decoded ZTF packet (projection of ``transforms.schemas.ZTF_PROJECTION``) to Alert.
 
-    Raises DecodeError(MODEL) for a missing required field or an invalid fid/isdiffpos.
+    Every ZTF schema version from 1.3 on maps, with the model's fields that the version has;
+    the others are None (distpsnr1 before 1.5; drb before 3.3, so reliability is rb; fp_hists
+    before 4.01). Before 1.8 the closest PS1 source's score and r mag are ``sgscore``/``srmag``
+    (before 1.5 only for a source within 1 arcsec), later ``sgscore1``/``srmag1``.
+    ``schema_version`` is the packet's ``schemavsn``, or for 1.x, which has none,
+    ``writer_version``: the writer schema's top-level ``"version"`` attribute.
+    Raises DecodeError(MODEL) for a missing required field (objectId, absent in 1.1, is one),
+    an unknown schema version, or an invalid fid/isdiffpos.
     """
     cand = _required(record, ("candidate",), "alert")
     candid = _required(cand, ("candid",), "candidate")
@@ -330,13 +353,13 @@ def ztf_alert_from_record(record: dict[str, Any], original: bytes) -> Alert:
         is_positive=_ztf_positive(cand.get("isdiffpos"), "candidate"),
         solar_system=solar_system,
         nearest_star=NearestStar(
-            star_galaxy_score=_ztf_value(cand.get("sgscore1")),
+            star_galaxy_score=_ztf_value(_first(cand, "sgscore1", "sgscore")),
             distance_arcsec=_ztf_value(cand.get("distpsnr1")),
-            r_mag=_ztf_value(cand.get("srmag1")),
+            r_mag=_ztf_value(_first(cand, "srmag1", "srmag")),
         ),
         history=tuple(history),
         forced_photometry=tuple(forced),
-        schema_version=_required(record, ("schemavsn",), "alert"),
+        schema_version=_ztf_schema_version(record, writer_version),
         cutouts=None
         if science is None and template is None and difference is None
         else Cutouts(science=science, template=template, difference=difference),
@@ -582,7 +605,9 @@ def decode_container(
             start = stop
             if is_ztf:
                 yield ztf_alert_from_record(
-                    record, _one_record_container(header_bytes, codec, body, header.sync)
+                    record,
+                    _one_record_container(header_bytes, codec, body, header.sync),
+                    compiled.version,
                 )
             else:
                 original = (
@@ -717,9 +742,10 @@ class DecodeAlerts(beam.PTransform):
       publishes it to ``alertflow.deadletter``.
 
     Every record ends up in exactly one of the two outputs (all or nothing per record). Counters
-    in namespace ``DecodeAlerts``: ``messages`` (records in), ``alerts_decoded`` and ``dead_letters_<stage>`` for each
-    :class:`DecodeStage`. No side inputs; delivery is that of the runner (at least once on Flink
-    with checkpointing). LSST schema ids are resolved by ``schemas`` (default: the shipped ones).
+    in namespace ``DecodeAlerts``: ``messages`` (records in), ``alerts_decoded`` and
+    ``dead_letters_<stage>`` for each :class:`DecodeStage`. No side inputs; delivery is that of
+    the runner (at least once on Flink with checkpointing). LSST schema ids are resolved by
+    ``schemas`` (default: the shipped ones).
     """
 
     DEAD_LETTERS = "dead_letters"

@@ -93,6 +93,9 @@ ZTF_PROJECTION: Projection = {
             "sgscore1",
             "distpsnr1",
             "srmag1",
+            # Their names before ZTF schema 1.8 (which added the second and third PS1 source).
+            "sgscore",
+            "srmag",
             "programid",
         }
     ),
@@ -456,12 +459,15 @@ class CompiledSchema:
     """A writer schema and its projecting reader, cached per distinct schema.
 
     ``name`` is the top-level record's full name (``ztf.alert``, ``lsst.v9_0.alert``);
-    ``writer`` is the schema as JSON-like data (used to re-encode and for fastavro baselines).
+    ``writer`` is the schema as JSON-like data (used to re-encode and for fastavro baselines);
+    ``version`` is the top-level ``"version"`` attribute of the schema if it has one as a string
+    (ZTF schemas name their version there: packets of ZTF 1.x have no ``schemavsn`` field).
     """
 
     name: str
     writer: Mapping[str, Any]
     reader: ProjectionReader
+    version: str | None = None
 
 
 def _record_name(schema: Any) -> str:
@@ -477,8 +483,11 @@ def container_schema(schema_text: bytes) -> CompiledSchema:
     """Parse and compile the writer schema from an Avro container header, once per text.
 
     The projection is chosen from the schema's name: ``ztf.alert`` gets :data:`ZTF_PROJECTION`,
-    ``lsst.vX_Y.alert`` gets :data:`LSST_PROJECTION`. The cache is bounded so that a stream of
-    garbage schemas cannot grow memory without limit. Raises :class:`SchemaError`.
+    ``lsst.vX_Y.alert`` gets :data:`LSST_PROJECTION`; a ZTF schema of any version (1.x has no
+    ``schemavsn``, ``drb`` came in 3.3, ``fp_hists`` in 4.01) compiles: the projection skips
+    the fields a version lacks. The schema's ``"version"`` attribute is kept. The cache is
+    bounded so that a stream of garbage schemas cannot grow memory without limit. Raises
+    :class:`SchemaError`.
     """
     try:
         writer = json.loads(schema_text)
@@ -493,7 +502,13 @@ def container_schema(schema_text: bytes) -> CompiledSchema:
         raise SchemaError(
             f"container schema is {name!r}; expected 'ztf.alert' or 'lsst.vX_Y.alert'"
         )
-    return CompiledSchema(name=name, writer=writer, reader=compile_projection(writer, projection))
+    version = writer.get("version")
+    return CompiledSchema(
+        name=name,
+        writer=writer,
+        reader=compile_projection(writer, projection),
+        version=version if isinstance(version, str) and version else None,
+    )
 
 
 # --------------------------------------------------------------------------------------------

@@ -10,6 +10,11 @@ distinct alerts. Each message carries its send time as the Kafka timestamp, so l
 measured downstream. A progress line goes to stderr and a summary line (alerts sent, bytes,
 achieved rate) to stdout.
 
+A FILE may be a directory: it stands for the alert files under it at any depth (``*.avro``
+containers and ``*.bin`` wire-format messages), in sorted order. A file that cannot be read or
+decoded is not sent; the others are. Each bad file is named on stderr with its reason, with a
+count at the end, and the exit status is then 1 (2 if no file can be sent).
+
 ``alertflow replay --serve`` runs the same sending loop (:class:`Sender`) as a service with the
 common control API (control_service/replay_service.py).
 
@@ -64,30 +69,106 @@ class ReplayMessage:
 # --------------------------------------------------------------------------------------------
 
 
-def load_messages(paths: Sequence[Path], schemas: LsstSchemas) -> list[ReplayMessage]:
-    """Decode every alert of ``paths`` (validating them) and return their wire-form messages.
+#: What a directory argument expands to: the alert files under it, at any depth (ZTF and LSST
+#: Avro containers, and Confluent wire-format messages as shared/data keeps them).
+ALERT_FILE_SUFFIXES = (".avro", ".bin")
 
-    Raises ReplayError naming the file if one does not decode, or if an LSST container's
-    schema is not an official one (then no Confluent framing exists for it).
+
+@dataclass(frozen=True, slots=True)
+class FileProblem:
+    """A file (or directory) given to replay that has nothing to send, and why."""
+
+    path: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedFiles:
+    """What :func:`load_files` found: the messages of the good files, in order, and a problem
+    for each file that has none to give. ``files`` are the good files."""
+
+    messages: tuple[ReplayMessage, ...]
+    files: tuple[Path, ...]
+    problems: tuple[FileProblem, ...]
+
+    @property
+    def total_files(self) -> int:
+        """Files tried: the good ones and the bad ones (an empty directory counts as one)."""
+        return len(self.files) + len(self.problems)
+
+
+def alert_files(path: Path) -> list[Path]:
+    """``path`` itself if it is not a directory, else the alert files under it, sorted."""
+    if not path.is_dir():
+        return [path]
+    return sorted(p for p in path.rglob("*") if p.suffix in ALERT_FILE_SUFFIXES and p.is_file())
+
+
+def _file_messages(path: Path, schemas: LsstSchemas) -> list[ReplayMessage]:
+    """The wire-form messages of one file; ReplayError (without the path) saying why none."""
+    try:
+        alerts = decode_message(path.read_bytes(), schemas)
+    except DecodeError as err:
+        raise ReplayError(f"{err.stage}: {err.reason}") from err
+    except FileNotFoundError as err:
+        raise ReplayError("no such file") from err
+    except OSError as err:
+        raise ReplayError(f"cannot read: {err.strerror or err}") from err
+    if not alerts:
+        raise ReplayError("holds no alerts")
+    for alert in alerts:
+        if alert.survey is Survey.LSST and alert.original[:4] == OCF_MAGIC:
+            raise ReplayError(
+                "LSST alerts written with a non-official schema cannot be framed in Confluent "
+                "wire format"
+            )
+    return [ReplayMessage(a.survey, a.alert_id, a.original) for a in alerts]
+
+
+def load_files(paths: Sequence[Path], schemas: LsstSchemas) -> LoadedFiles:
+    """Decode every alert of ``paths`` (validating them); never raises for a bad file.
+
+    A directory stands for the alert files under it (:func:`alert_files`). A file that cannot
+    be read, does not decode, holds no alerts, or holds LSST alerts of a non-official schema
+    (no Confluent framing exists for them) gives a :class:`FileProblem` and no messages: a
+    file is sent whole or not at all. So does a directory without alert files.
     """
-    messages = []
-    for path in paths:
-        try:
-            alerts = decode_message(path.read_bytes(), schemas)
-        except DecodeError as err:
-            raise ReplayError(f"{path}: {err.stage}: {err.reason}") from err
-        except OSError as err:
-            raise ReplayError(f"{path}: cannot read: {err.strerror or err}") from err
-        for alert in alerts:
-            if alert.survey is Survey.LSST and alert.original[:4] == OCF_MAGIC:
-                raise ReplayError(
-                    f"{path}: LSST alerts written with a non-official schema cannot be framed "
-                    "in Confluent wire format"
-                )
-            messages.append(ReplayMessage(alert.survey, alert.alert_id, alert.original))
-    if not messages:
+    messages: list[ReplayMessage] = []
+    files: list[Path] = []
+    problems: list[FileProblem] = []
+    for given in paths:
+        expanded = alert_files(given)
+        if not expanded:
+            problems.append(
+                FileProblem(given, f"directory holds no {' or '.join(ALERT_FILE_SUFFIXES)} files")
+            )
+        for path in expanded:
+            try:
+                messages += _file_messages(path, schemas)
+            except ReplayError as err:
+                problems.append(FileProblem(path, str(err)))
+            else:
+                files.append(path)
+    return LoadedFiles(tuple(messages), tuple(files), tuple(problems))
+
+
+def load_messages(paths: Sequence[Path], schemas: LsstSchemas) -> list[ReplayMessage]:
+    """Every message of ``paths`` (as :func:`load_files`), for callers that need all of them.
+
+    Raises ReplayError naming the first bad file (and how many others there are), or if there
+    are no alerts at all.
+    """
+    loaded = load_files(paths, schemas)
+    if loaded.problems:
+        first, *others = loaded.problems
+        more = f" (and {len(others)} more bad file{'s' * (len(others) > 1)})" if others else ""
+        raise ReplayError(f"{first}{more}")
+    if not loaded.messages:
         raise ReplayError("no alerts in the given files")
-    return messages
+    return list(loaded.messages)
 
 
 # --------------------------------------------------------------------------------------------
@@ -314,7 +395,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("files", nargs="*", type=Path, metavar="FILE")
+    parser.add_argument(
+        "files", nargs="*", type=Path, metavar="FILE",
+        help="alert file, or directory: the *.avro and *.bin files under it",
+    )  # fmt: skip
     parser.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap servers")
     parser.add_argument(
         "--topic", default=None, help="topic (default: alerts.ztf / alerts.lsst by survey)"
@@ -497,8 +581,10 @@ class Sender:
 
 
 def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    """Send the alerts; returns 0 if every message was delivered, 1 if some failed, 2 on usage.
+    """Send the alerts of the good files; each bad file is named on stderr with its reason.
 
+    Returns 0 if every file was sent and every message delivered; 1 if some files were bad (the
+    others were sent) or some deliveries failed; 2 on a usage error or when nothing can be sent.
     With ``--serve``, runs the replay service instead (control_service/replay_service.py).
     """
     out = out or sys.stdout
@@ -508,12 +594,18 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
 
         return serve(args, out, err)
     if not args.files:
-        print("replay: give the alert files to send (FILE ...), or --serve", file=err)
+        print("replay: give the alert files or directories to send (FILE ...), or --serve",
+              file=err)  # fmt: skip
         return 2
     try:
         schedule = Schedule(args.rate, args.visit_size, args.visit_interval)
         schemas = LsstSchemas(args.schema_dir, registry_url=args.registry_url)
-        messages = load_messages(args.files, schemas)
+        loaded = load_files(args.files, schemas)
+        for problem in loaded.problems:
+            print(f"replay: {problem}", file=err)
+        if not loaded.messages:
+            raise ReplayError(f"nothing to send: {_bad_files(len(loaded.problems))}")
+        messages = loaded.messages
         count = plan_count(args, len(messages))
         surveys = {m.survey for m in messages}
         if args.topic is None and len(surveys) > 1:
@@ -538,4 +630,11 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     print(format_summary(sender.sent, sender.bytes, sender.elapsed(), sender.failed), file=out)
     for reason in sorted(set(sender.failures))[:5]:
         print(f"replay: delivery failed: {reason}", file=err)
-    return 1 if sender.failed else 0
+    if loaded.problems:
+        print(f"replay: sent {len(loaded.files)} of {loaded.total_files} files; not sent: "
+              f"{_bad_files(len(loaded.problems))}", file=err)  # fmt: skip
+    return 1 if sender.failed or loaded.problems else 0
+
+
+def _bad_files(count: int) -> str:
+    return "1 bad file, named above" if count == 1 else f"{count} bad files, each named above"

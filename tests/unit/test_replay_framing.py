@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 from pathlib import Path
+from typing import Any
 
 import fastavro
 import pytest
@@ -52,11 +53,69 @@ def test_lsst_batches_are_sent_as_confluent_wire_messages() -> None:
     assert [m.value for m in messages[27:]] == [p.read_bytes() for p in LSST_WIRE]
 
 
-def test_unreadable_file_is_a_usage_error(tmp_path: Path) -> None:
+def test_load_messages_refuses_any_bad_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.avro"
     bad.write_bytes(b"Obj\x01garbage")
     with pytest.raises(ReplayError, match="bad.avro: framing"):
         load_messages([bad], SCHEMAS)
+    with pytest.raises(ReplayError, match=r"bad.avro: framing: .* \(and 1 more bad file\)$"):
+        load_messages([ZTF_FILES[0], bad, tmp_path / "missing.avro"], SCHEMAS)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading a folder: good files are kept, bad ones reported; directories expand
+# ---------------------------------------------------------------------------------------------
+
+
+def _folder(tmp_path: Path) -> Path:
+    """A folder as someone might point replay at: alerts at two depths, a wire message, a file
+    that does not decode, an empty container and a file that is not an alert file."""
+    folder = tmp_path / "alerts"
+    (folder / "night2").mkdir(parents=True)
+    (folder / "b.avro").write_bytes(ZTF_FILES[0].read_bytes())
+    (folder / "night2" / "a.avro").write_bytes(ZTF_FILES[1].read_bytes())
+    (folder / "c_bad.avro").write_bytes(b"Obj\x01garbage")
+    (folder / "a.bin").write_bytes(LSST_WIRE[0].read_bytes())
+    empty = io.BytesIO()
+    fastavro.writer(empty, fastavro.reader(io.BytesIO(ZTF_FILES[2].read_bytes())).writer_schema, [])
+    (folder / "d_empty.avro").write_bytes(empty.getvalue())
+    (folder / "README.md").write_text("not an alert file")
+    return folder
+
+
+def test_a_directory_stands_for_the_alert_files_under_it_sorted(tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    assert replay.alert_files(folder) == [
+        folder / "a.bin",
+        folder / "b.avro",
+        folder / "c_bad.avro",
+        folder / "d_empty.avro",
+        folder / "night2" / "a.avro",
+    ]
+    assert replay.alert_files(ZTF_FILES[0]) == [ZTF_FILES[0]]
+    shared = DATA / "ztf" / "alerts" / "official_samples_multiversion"
+    assert replay.alert_files(shared) == sorted(shared.glob("*.avro"))
+
+
+def test_load_files_keeps_the_good_files_and_names_each_bad_one(tmp_path: Path) -> None:
+    folder = _folder(tmp_path)
+    (tmp_path / "empty").mkdir()
+    loaded = replay.load_files(
+        [folder, tmp_path / "missing.avro", tmp_path / "empty", ZTF_FILES[2]], SCHEMAS
+    )
+    good = [folder / "a.bin", folder / "b.avro", folder / "night2" / "a.avro", ZTF_FILES[2]]
+    assert loaded.files == tuple(good)
+    assert [m.value for m in loaded.messages] == [p.read_bytes() for p in good]
+    assert [(p.path, p.reason.split(":")[0]) for p in loaded.problems] == [
+        (folder / "c_bad.avro", "framing"),
+        (folder / "d_empty.avro", "holds no alerts"),
+        (tmp_path / "missing.avro", "no such file"),
+        (tmp_path / "empty", "directory holds no .avro or .bin files"),
+    ]
+    assert str(loaded.problems[0]) == (
+        f"{folder / 'c_bad.avro'}: framing: container header truncated or corrupt"
+    )
+    assert loaded.total_files == 8
 
 
 @pytest.mark.parametrize(
@@ -177,6 +236,78 @@ def test_mixed_surveys_need_a_topic_and_nothing_is_sent() -> None:
     )
     assert code == 2
     assert "give --topic" in err.getvalue()
+
+
+class _RecordingProducer:
+    """What the CLI's sending loop needs of confluent-kafka's Producer: it records each message
+    and reports it delivered. No Kafka: these tests are about which files are sent and reported."""
+
+    def __init__(self) -> None:
+        self.produced: list[tuple[str, bytes]] = []
+        self._pending: list[Any] = []
+
+    def produce(self, topic: str, value: bytes, timestamp: int, on_delivery: Any) -> None:
+        self.produced.append((topic, value))
+        self._pending.append(on_delivery)
+
+    def poll(self, _timeout: float) -> int:
+        pending, self._pending = self._pending, []
+        for on_delivery in pending:
+            on_delivery(None, None)
+        return len(pending)
+
+    def flush(self, _timeout: float) -> int:
+        self.poll(0)
+        return 0
+
+
+def _run_cli(monkeypatch: pytest.MonkeyPatch, *argv: str) -> tuple[int, list[bytes], str, str]:
+    """``alertflow replay ARGV`` with a recording producer: exit code, values sent, out, err."""
+    producers: list[_RecordingProducer] = []
+    monkeypatch.setattr(replay, "kafka_producer", lambda _b: producers.append(_RecordingProducer())
+                        or producers[-1])  # fmt: skip
+    out, err = io.StringIO(), io.StringIO()
+    code = replay.run(_args(*argv, "--no-progress"), out=out, err=err)
+    sent = [value for producer in producers for _topic, value in producer.produced]
+    return code, sent, out.getvalue(), err.getvalue()
+
+
+def test_cli_sends_the_good_files_of_a_folder_and_exits_1_naming_the_bad(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = _folder(tmp_path)
+    code, sent, out, err = _run_cli(monkeypatch, str(folder), "--topic", "t")
+    good = [folder / "a.bin", folder / "b.avro", folder / "night2" / "a.avro"]
+    assert code == 1
+    assert sent == [p.read_bytes() for p in good]
+    assert out.startswith("replay: sent 3 alerts")
+    assert err.splitlines() == [
+        f"replay: {folder / 'c_bad.avro'}: framing: container header truncated or corrupt",
+        f"replay: {folder / 'd_empty.avro'}: holds no alerts",
+        "replay: sent 3 of 5 files; not sent: 2 bad files, each named above",
+    ]
+
+
+def test_cli_sends_a_folder_of_good_files_and_exits_0(monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = DATA / "ztf" / "alerts" / "official_samples_multiversion"
+    code, sent, out, err = _run_cli(monkeypatch, str(folder))
+    assert (code, err) == (0, "")
+    assert sent == [p.read_bytes() for p in sorted(folder.glob("*.avro"))]
+    assert len(sent) == 15 and out.startswith("replay: sent 15 alerts")
+
+
+def test_cli_exits_2_and_sends_nothing_when_no_file_is_good(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bad = tmp_path / "bad.avro"
+    bad.write_bytes(b"Obj\x01garbage")
+    code, sent, out, err = _run_cli(monkeypatch, str(bad), str(tmp_path / "missing.bin"))
+    assert (code, sent, out) == (2, [], "")
+    assert err.splitlines() == [
+        f"replay: {bad}: framing: container header truncated or corrupt",
+        f"replay: {tmp_path / 'missing.bin'}: no such file",
+        "replay: nothing to send: 2 bad files, each named above",
+    ]
 
 
 def test_summary_and_progress_lines() -> None:

@@ -200,6 +200,25 @@ def test_a_file_that_does_not_decode_is_named(client: FlaskClient, tmp_path: Pat
     assert "bad.avro: framing" in issues[0]["message"]
 
 
+def test_a_directory_is_its_alert_files_and_one_bad_file_refuses_it_whole(
+        client: FlaskClient, app: Flask, factory: Factory, tmp_path: Path) -> None:
+    folder = tmp_path / "alerts"
+    folder.mkdir()
+    for path in ZTF_FILES:
+        (folder / path.name).write_bytes(path.read_bytes())
+    assert put(client, {"files": [str(folder)], "topic": "z"}).status_code == 200
+    assert client.post("/api/v1/actions/start", headers=OPS).get_json()["result"]["total"] == 3
+    finish(app)
+    assert [v for _, v in factory.producers[0].produced] == [p.read_bytes() for p in ZTF_FILES]
+    # Unlike the one-shot command, the service sends all the files or none.
+    (folder / "bad.avro").write_bytes(b"Obj\x01garbage")
+    response = put(client, {"files": [str(LSST_BATCH), str(folder)]})
+    assert response.status_code == 422
+    issues = response.get_json()["details"]["issues"]
+    assert [(i["field"], i["message"]) for i in issues] == [
+        ("files[1]", f"{folder / 'bad.avro'}: framing: container header truncated or corrupt")]
+
+
 def test_config_needs_an_admin_token_and_json(client: FlaskClient) -> None:
     assert error_of(put(client, {"count": 5}, headers={})) == (401, "unauthorized")
     assert error_of(put(client, {"count": 5}, headers=ALICE)) == (403, "forbidden")
