@@ -5,7 +5,8 @@ hysteresis state (how many consecutive observations agreed on "up" or on "down",
 last scaling action was decided) and the effectiveness check of the last scale-up
 (:class:`ScaleUpCheck`).
 
-Rules, in order:
+Rules, in order, once the JobManager answers (while it does not, nothing is scaled: a
+TaskManager added then would have no cluster to join, as when the stack is gone):
 
 1. **Bounds.** Fewer TaskManagers than ``min_taskmanagers``: up (``scale_up.profile``); more
    than ``max_taskmanagers``: down. Without sustain, and whatever the job's state, but after
@@ -358,6 +359,13 @@ class Autoscaler:
         self._was_fresh = fresh
 
         since = None if self.last_action_at is None else now - self.last_action_at
+        if observation.taskmanagers is None:
+            # A TaskManager added now would have no cluster to join (the stack may be gone).
+            self._reset_streaks()
+            errors = "; ".join(e for e in observation.errors if e.startswith("flink cluster"))
+            why = errors or "no view of the cluster"
+            return replace(base, reason=f"the JobManager does not answer ({why}); nothing is "
+                                        "scaled until it does")
         if n < policy.min_taskmanagers or n > policy.max_taskmanagers:
             up = n < policy.min_taskmanagers
             cooldown = policy.cooldown_up_s if up else policy.cooldown_down_s

@@ -39,7 +39,8 @@ HIGH, MID, LOW = 12_345, 2_000, 100
 def obs(lag: int | None = MID, busy: float | None = None, pressure: float | None = 0.0,
         state: str | None = "RUNNING", parallelism: int = 2, **extra: Any) -> Observation:
     running = state == "RUNNING"
-    tasks = {"tasks_running": 2 if running else 0, "tasks_total": 2 if running else 0}
+    tasks = {"tasks_running": 2 if running else 0, "tasks_total": 2 if running else 0,
+             "taskmanagers": 1}
     return Observation(timestamp=0.0, lag_total=lag, busy_max_ms_per_s=busy,
                        backpressure_max_ms_per_s=pressure, job_state=state,
                        parallelism=parallelism if running else 0, **{**tasks, **extra})
@@ -522,3 +523,17 @@ def test_check_as_json() -> None:
                   "alerts/s (< +10%): no scale-up for 600 s",
         "judged_at": 40, "blocked_until": 640,
     }
+
+
+def test_nothing_is_scaled_while_the_jobmanager_does_not_answer() -> None:
+    """Issue 13: an autoscaler whose stack was gone kept adding TaskManagers (below
+    min_taskmanagers, for a cluster that no longer existed)."""
+    auto = Autoscaler(load_policy(POLICY))
+    gone = Observation(timestamp=0.0, errors=(
+        "kafka: KafkaException: transport failure",
+        "flink job: ConnectionError: refused", "flink cluster: ConnectionError: refused"))
+    decision = auto.decide(gone, [], now=100.0)
+    assert (decision.action, decision.target_count) == ("hold", 0)
+    assert decision.reason == ("the JobManager does not answer (flink cluster: ConnectionError: "
+                               "refused); nothing is scaled until it does")
+    assert auto.decide(obs(taskmanagers=0), [], now=101.0).action == "up"

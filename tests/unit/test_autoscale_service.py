@@ -40,7 +40,8 @@ POLICY = load_policy_file(DEFAULT_POLICY_FILE)  # sustain 3, cooldown 30 s up / 
 
 def running(lag: int | None) -> Observation:
     return Observation(timestamp=0.0, lag_total=lag, job_state="RUNNING", parallelism=2,
-                       tasks_running=2, tasks_total=2, backpressure_max_ms_per_s=0.0)
+                       tasks_running=2, tasks_total=2, backpressure_max_ms_per_s=0.0,
+                       taskmanagers=1)
 
 
 class FakeObserver:
