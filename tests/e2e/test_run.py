@@ -61,6 +61,11 @@ def test_run_holds_its_folder_serves_filters_and_stops_what_it_started(tmp_path:
         assert {m[1] for m in counts} == names, lines
         assert all(int(m[2]) >= int(m[4]) for m in counts), out_path.read_text()
         assert sum(int(m[4]) for m in counts) > 0
+        # No start-up noise (issue 13): Kafka hands out producer ids before anything produces,
+        # and Beam is not told of options it does not know.
+        logs = err_path.read_text() + (cfg.run_dir / "control.log").read_text()
+        assert "Failed to acquire idempotence PID" not in logs
+        assert "Unknown pipeline options" not in logs
         token = stack_manager.local_admin_token(cfg)
         assert f"Control service: {cfg.control_url}" in err_path.read_text()
         assert token in err_path.read_text()
