@@ -2,9 +2,12 @@
 
 Blueprints: the common control API (control_service.common), ``/api/v1/filters``,
 ``/api/v1/jobs`` and ``/api/v1/components``. ``store``, ``flink`` and ``submit`` replace the Kafka
-filter store, the Flink REST client and the pipeline submitter (tests, other deployments); by
-default the store is read from the config topic before the app is returned, so a broker that
-does not answer stops the start-up.
+filter store, the Flink REST client and the pipeline submitter (tests, other deployments).
+
+The store is read from the config topics before the app is returned if Kafka answers. If it
+does not, the app starts all the same: ``/health`` answers, ``/ready`` is 503 with the reason,
+every read and change of the filters is 503, and the store keeps trying in the background
+(:meth:`.store.FilterStore.load_or_retry`) until it has read the topics; then it is ready.
 """
 
 from __future__ import annotations
@@ -70,14 +73,14 @@ class ControlComponent(Component):
         return {"accepting_changes": False}
 
     def _reload(self, _principal: Principal) -> Mapping[str, Any]:
-        self.store.load()
-        return {"version": self.store.version}
+        return {"version": self.store.reload()}
 
     def status(self) -> dict[str, Any]:
-        return {**super().status(), "filter_set_version": self.store.version}
+        version = self.store.version if self.store.loaded else None  # unknown until read
+        return {**super().status(), "filter_set_version": version}
 
-    def readiness(self) -> Mapping[str, bool]:
-        return {"config_topic": self.store.healthy()}
+    def readiness(self) -> Mapping[str, str | None]:
+        return {"config_topic": self.store.problem()}
 
     def get_config(self) -> Mapping[str, Any]:
         return self.config.public_view()
@@ -91,6 +94,8 @@ class ControlComponent(Component):
         return new.public_view()
 
     def collect_metrics(self) -> None:
+        if not self.store.loaded:
+            return  # nothing is known of the filters yet
         active, inactive = self.store.counts()
         self.metrics.set("alertflow_filters", active, state="active")
         self.metrics.set("alertflow_filters", inactive, state="inactive")
@@ -122,7 +127,7 @@ def create_app(
     audit = store.audit if store is not None else AuditLog(config.audit_log)
     store = store or kafka_store(config, audit)
     if not store.loaded:
-        store.load()
+        store.load_or_retry()
     app.extensions[CONFIG_EXTENSION] = config
     app.extensions[AUDIT_EXTENSION] = audit
     app.extensions[STORE_EXTENSION] = store

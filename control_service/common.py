@@ -1,6 +1,7 @@
 """The common control API that every alertflow service mounts (DESIGN.md section 4).
 
-* ``GET /health``: the process answers; ``GET /ready``: its dependencies answer (503 if not);
+* ``GET /health``: the process answers; ``GET /ready``: its dependencies answer (503 if not,
+  with the reason of each that does not: ``{ready, checks: {name: bool}, reasons: {name: why}}``);
 * ``GET /api/v1/status``: ``{id, kind, version, state, started_at, config_version, links}``;
 * ``GET /api/v1/config``; ``PUT /api/v1/config`` (admin): validated, applied whole or not at all;
 * ``POST /api/v1/actions/<action>`` (admin): the actions the component supports (404 otherwise);
@@ -122,8 +123,11 @@ class Component:
             "links": self.links,
         }
 
-    def readiness(self) -> Mapping[str, bool]:
-        """Each dependency and whether it answers; ready when all do."""
+    def readiness(self) -> Mapping[str, str | None]:
+        """Each dependency and why it cannot serve now (None: it can); ready when all can.
+
+        Called on every ``GET /ready``: keep it to short timeouts (a service whose dependency is
+        down must still answer, DESIGN.md section 4)."""
         return {}
 
     def get_config(self) -> Mapping[str, Any]:
@@ -173,9 +177,11 @@ def health() -> Response:
 
 @control.get("/ready")
 def ready() -> tuple[Response, int]:
-    checks = dict(component().readiness())
-    ok = all(checks.values())
-    return jsonify({"ready": ok, "checks": checks}), 200 if ok else 503
+    problems = dict(component().readiness())
+    reasons = {name: why for name, why in problems.items() if why is not None}
+    checks = {name: name not in reasons for name in problems}
+    ok = not reasons
+    return jsonify({"ready": ok, "checks": checks, "reasons": reasons}), 200 if ok else 503
 
 
 @control.get("/api/v1/status")

@@ -54,8 +54,16 @@ SCHEMAS: dict[str, Any] = {
     "Health": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string", "enum": ["ok"]}}},
     "Ready": {
         "type": "object",
-        "required": ["ready", "checks"],
-        "properties": {"ready": {"type": "boolean"}, "checks": {"type": "object", "additionalProperties": {"type": "boolean"}}},
+        "required": ["ready", "checks", "reasons"],
+        "properties": {
+            "ready": {"type": "boolean"},
+            "checks": {"type": "object", "additionalProperties": {"type": "boolean"}},
+            "reasons": {
+                "type": "object",
+                "description": "why each failing check fails",
+                "additionalProperties": {"type": "string"},
+            },
+        },
     },
     "Status": {
         "type": "object",
@@ -68,7 +76,7 @@ SCHEMAS: dict[str, Any] = {
             "started_at": {"type": "string"},
             "config_version": {"type": "integer"},
             "links": {"type": "object", "additionalProperties": {"type": "string"}},
-            "filter_set_version": {"type": "integer"},
+            "filter_set_version": {"type": ["integer", "null"]},
         },
     },
     "Config": {
@@ -299,7 +307,8 @@ def control_spec(version: str) -> dict[str, Any]:
                     {"name": "owner", "in": "query", "schema": {"type": "string"}},
                     {"name": "active", "in": "query", "schema": {"type": "string", "enum": ["true", "false"]}},
                 ],
-                "responses": {"200": _json(_ref("FilterList"), "the filters"), **_errors("400", "401")},
+                "responses": {"200": _json(_ref("FilterList"), "the filters"),
+                              **_errors("400", "401", "503")},
             },
             "post": {
                 "operationId": "applyFilters",
@@ -319,7 +328,7 @@ def control_spec(version: str) -> dict[str, Any]:
                         "description": "the filter",
                         "content": {"application/json": {"schema": _ref("Filter")}, "application/yaml": {"schema": {"type": "string"}}},
                     },
-                    **_errors("401", "404"),
+                    **_errors("401", "404", "503"),
                 },
             },
             "put": {

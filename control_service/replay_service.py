@@ -10,7 +10,8 @@ control API (:func:`control_service.common.install_common`), kind ``replay``:
   every problem, else applied from the next start.
 - ``POST /api/v1/actions/start``: sends with the current settings on a background thread
   (state ``starting``, then ``running``, then ``stopped`` when done); 409 if a replay runs, if no
-  files are set or once drained.
+  files are set or once drained; 503 with the reason if Kafka does not answer at
+  ``bootstrap_servers``.
 - ``POST /api/v1/actions/stop``: the sending stops after the current message, the producer is
   flushed, and the answer carries the final progress; 409 if nothing runs.
 - ``POST /api/v1/actions/drain``: no start is accepted any more; a running replay is stopped
@@ -20,7 +21,8 @@ control API (:func:`control_service.common.install_common`), kind ``replay``:
 - ``GET /metrics``: ``alertflow_replay_sent_total``, ``_delivered_total``, ``_failed_total``,
   ``_bytes_total``, ``_runs_total`` (over every run), ``alertflow_replay_rate`` and
   ``alertflow_replay_visit`` (the last or current run), ``alertflow_replay_running``.
-- ``GET /ready``: Kafka answers at the configured bootstrap servers.
+- ``GET /ready``: Kafka answers at the configured bootstrap servers (else 503 with the reason).
+  Each call asks anew, so the service is ready as soon as Kafka is; it starts without Kafka.
 
 The sending itself is :class:`.commands.replay.Sender`, the loop the one-shot command runs.
 """
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import logging
 import os
 import re
 import sys
@@ -57,6 +60,7 @@ from control_service.config import ConfigError
 from control_service.errors import conflict, unavailable
 from control_service.store import AuditLog
 from transforms.alert_model import Survey
+from transforms.kafka_clients import kafka_problem
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
 
 KIND = "replay"
@@ -208,18 +212,6 @@ def prepare(settings: ReplaySettings, schemas: LsstSchemas) -> Prepared | None:
     return Prepared(settings, messages, count, schedule, topics)
 
 
-def kafka_answers(bootstrap_servers: str, timeout_s: float = 3.0) -> bool:
-    """Whether a Kafka broker answers a metadata request at ``bootstrap_servers``."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
-
-    try:
-        AdminClient({"bootstrap.servers": bootstrap_servers}).list_topics(timeout=timeout_s)
-    except KafkaException:
-        return False
-    return True
-
-
 @dataclass(frozen=True)
 class ReplayServiceConfig:
     """The service's own settings (start-up only); the replay settings are separate."""
@@ -254,7 +246,7 @@ class ReplayComponent(Component):
 
     def __init__(self, config: ReplayServiceConfig, settings: ReplaySettings, *,
                  producer_factory: Callable[[str], Any] = kafka_producer,
-                 kafka_check: Callable[[str], bool] = kafka_answers) -> None:
+                 kafka_check: Callable[[str], str | None] = kafka_problem) -> None:
         super().__init__(config.service_id, KIND, package_version(),
                          {"openapi": "/api/v1/openapi.json"})
         self.config = config
@@ -300,16 +292,26 @@ class ReplayComponent(Component):
 
     # --- actions ------------------------------------------------------------------------------
 
+    def _startable(self) -> Prepared:
+        """What a start would send; 409 if the service cannot start (call with the lock)."""
+        if not self.accepting:
+            raise conflict("the replay service is drained; it accepts no new start")
+        if self.state in ("starting", "running", "draining"):
+            raise conflict(f"a replay is already {self.state}; stop it first", state=self.state)
+        if self.prepared is None:
+            raise conflict("no files to send; PUT /api/v1/config with files first")
+        return self.prepared
+
     def _start(self, _principal: Principal) -> Mapping[str, Any]:
         with self._lock:
-            if not self.accepting:
-                raise conflict("the replay service is drained; it accepts no new start")
-            if self.state in ("starting", "running", "draining"):
-                raise conflict(f"a replay is already {self.state}; stop it first",
-                               state=self.state)
-            prepared = self.prepared
-            if prepared is None:
-                raise conflict("no files to send; PUT /api/v1/config with files first")
+            bootstrap = self._startable().settings.bootstrap_servers
+        # Asked without the lock: a Kafka that is down takes the probe's whole timeout.
+        problem = self.kafka_check(bootstrap)
+        if problem is not None:
+            raise unavailable(f"{problem}; start again once it does",
+                              bootstrap_servers=bootstrap)
+        with self._lock:
+            prepared = self._startable()  # again: the state may have changed meanwhile
             try:
                 producer = self.producer_factory(prepared.settings.bootstrap_servers)
             except Exception as error:  # noqa: BLE001 - any client failure answers 503
@@ -390,7 +392,7 @@ class ReplayComponent(Component):
     def status(self) -> dict[str, Any]:
         return {**super().status(), "accepting": self.accepting, "progress": self.progress()}
 
-    def readiness(self) -> Mapping[str, bool]:
+    def readiness(self) -> Mapping[str, str | None]:
         return {"kafka": self.kafka_check(self.settings.bootstrap_servers)}
 
     def collect_metrics(self) -> None:
@@ -499,12 +501,13 @@ def replay_spec(version: str) -> dict[str, Any]:
 def create_app(config: ReplayServiceConfig | None = None,
                settings: ReplaySettings | None = None, *,
                producer_factory: Callable[[str], Any] = kafka_producer,
-               kafka_check: Callable[[str], bool] = kafka_answers) -> Flask:
+               kafka_check: Callable[[str], str | None] = kafka_problem) -> Flask:
     """The replay service's Flask app; the component is ``app.extensions["alertflow.component"]``.
 
-    ``producer_factory(bootstrap_servers)`` makes a confluent-kafka-like producer for each start
-    and ``kafka_check(bootstrap_servers)`` answers ``/ready`` (tests pass fakes). Raises
-    ConfigError if ``settings`` do not hold.
+    ``producer_factory(bootstrap_servers)`` makes a confluent-kafka-like producer for each start;
+    ``kafka_check(bootstrap_servers)`` says why Kafka cannot serve (None if it can), for
+    ``/ready`` and before each start (tests pass fakes). Raises ConfigError if ``settings`` do
+    not hold.
     """
     config = config or ReplayServiceConfig()
     comp = ReplayComponent(config, settings or ReplaySettings(),
@@ -524,6 +527,9 @@ def serve(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | Non
 
     out = out or sys.stdout
     err = err or sys.stderr
+    # As the other services do: librdkafka's log lines (transforms/kafka_clients.py) and ours.
+    logging.basicConfig(level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     keys = os.environ.get("ALERTFLOW_REPLAY_API_KEYS",
                           os.environ.get("ALERTFLOW_CONTROL_API_KEYS", ""))
     initial: dict[str, Any] = {

@@ -18,6 +18,11 @@ Every change bumps the version by one, publishes, and only then changes memory a
 the audit log (who, what, when, old and new version). A failed publish changes nothing in memory
 and makes the next change re-read the topics first, so versions stay strictly increasing.
 One writer (one control service) per config topic is assumed.
+
+Kafka down at start: :meth:`FilterStore.load_or_retry` tries once, then keeps trying on a
+thread of its own, waiting longer after each failure. Until the topics have been read, every
+read and change of the filters is refused with 503 and the reason (the version and the filters
+are not known, so neither an empty list nor a version 1 would be true).
 """
 
 from __future__ import annotations
@@ -35,9 +40,14 @@ from typing import Any, Protocol
 from control_service.auth import Principal
 from control_service.errors import ApiError, conflict, forbidden, not_found, unavailable
 from transforms.filters.document import Filter, FilterSet
+from transforms.kafka_clients import PROBE_TIMEOUT_S, kafka_config, kafka_problem
 
 log = logging.getLogger(__name__)
 SNAPSHOT_KEY = b"filters"
+#: The background loading waits this long after its first failure, twice as long after each
+#: further one, up to RETRY_MAX_S: Kafka back means ready within about RETRY_MAX_S.
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 5.0
 
 
 class SnapshotLog(Protocol):
@@ -49,7 +59,9 @@ class SnapshotLog(Protocol):
 
     def publish(self, snapshot: Mapping[str, Any]) -> None: ...
 
-    def healthy(self) -> bool: ...
+    def problem(self) -> str | None:
+        """Why the log cannot be read or written now; None when it can."""
+        ...
 
 
 def encode_snapshot(snapshot: Mapping[str, Any]) -> bytes:
@@ -82,8 +94,11 @@ class MemorySnapshotLog:
         self.name = name
         self.messages = [] if messages is None else messages
         self.fail_next = False  # lets a test make the next publish fail
+        self.down: str | None = None  # lets a test make the log unreadable, with this reason
 
     def latest(self) -> dict[str, Any] | None:
+        if self.down is not None:
+            raise ConnectionError(self.down)
         return _highest((v for k, v in self.messages if k == SNAPSHOT_KEY), self.name)
 
     def publish(self, snapshot: Mapping[str, Any]) -> None:
@@ -92,33 +107,50 @@ class MemorySnapshotLog:
             raise OSError(f"{self.name}: publish failed (test)")
         self.messages.append((SNAPSHOT_KEY, encode_snapshot(snapshot)))
 
-    def healthy(self) -> bool:
-        return True
+    def problem(self) -> str | None:
+        return self.down
 
 
 class KafkaSnapshotLog:
-    """Snapshots on a compacted one-partition topic; created (compacted) if it does not exist."""
+    """Snapshots on a compacted one-partition topic, created (compacted) if it does not exist.
 
-    def __init__(self, bootstrap_servers: str, topic: str, timeout_s: float = 10.0, create: bool = True) -> None:
-        from confluent_kafka import Producer
+    Nothing connects before the first :meth:`latest` or :meth:`publish`, so a log can be made
+    while Kafka is down; the topic is checked (and created) then. ``latest`` asks whether Kafka
+    answers first (:func:`~transforms.kafka_clients.kafka_problem`), so a broker that is down
+    fails it within seconds, with the reason, not after ``timeout_s`` of retries.
+    """
 
+    def __init__(self, bootstrap_servers: str, topic: str, timeout_s: float = 10.0,
+                 create: bool = True) -> None:
         self.name = topic
         self.bootstrap_servers = bootstrap_servers
         self.timeout_s = timeout_s
-        self._producer = Producer({
-            "bootstrap.servers": bootstrap_servers,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 0,
-            "message.timeout.ms": int(timeout_s * 1000),
-        })
-        if create:
-            self._ensure_topic()
+        self.probe_timeout_s = min(timeout_s, PROBE_TIMEOUT_S)
+        self._topic_checked = not create
+        self._producer: Any = None
+        self._lock = threading.Lock()
+
+    def _connect(self) -> Any:
+        """The producer, made on first use, after the topic is checked (and created)."""
+        from confluent_kafka import Producer
+
+        with self._lock:
+            if not self._topic_checked:
+                self._ensure_topic()
+                self._topic_checked = True
+            if self._producer is None:
+                self._producer = Producer(kafka_config(self.bootstrap_servers, {
+                    "enable.idempotence": True,
+                    "acks": "all",
+                    "linger.ms": 0,
+                    "message.timeout.ms": int(self.timeout_s * 1000),
+                }))
+            return self._producer
 
     def _ensure_topic(self) -> None:
         from confluent_kafka.admin import AdminClient, NewTopic
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers})
+        admin = AdminClient(kafka_config(self.bootstrap_servers))
         topics = admin.list_topics(timeout=self.timeout_s).topics
         if self.name in topics:
             return
@@ -139,15 +171,20 @@ class KafkaSnapshotLog:
         raise TimeoutError(f"{self.name}: created, but no partition leader after {self.timeout_s}s")
 
     def latest(self) -> dict[str, Any] | None:
+        """The highest snapshot on the topic, or None; raises ConnectionError (with the
+        reason) if Kafka does not answer, or another error if the topic cannot be read."""
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-        consumer = Consumer({
-            "bootstrap.servers": self.bootstrap_servers,
+        problem = kafka_problem(self.bootstrap_servers, timeout_s=self.probe_timeout_s)
+        if problem is not None:
+            raise ConnectionError(problem)
+        self._connect()
+        consumer = Consumer(kafka_config(self.bootstrap_servers, {
             "group.id": f"alertflow-control-reader-{time.monotonic_ns()}",
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
-        })
+        }))
         try:
             low, high = consumer.get_watermark_offsets(TopicPartition(self.name, 0), timeout=self.timeout_s)
             if high <= low:
@@ -178,16 +215,23 @@ class KafkaSnapshotLog:
             if err is not None:
                 errors.append(str(err))
 
-        self._producer.produce(self.name, key=SNAPSHOT_KEY, value=encode_snapshot(snapshot), on_delivery=delivered)
-        left = self._producer.flush(self.timeout_s)
+        producer = self._connect()
+        producer.produce(self.name, key=SNAPSHOT_KEY, value=encode_snapshot(snapshot),
+                         on_delivery=delivered)
+        left = producer.flush(self.timeout_s)
         if left or errors:
             raise OSError(f"{self.name}: snapshot not delivered: {errors[0] if errors else 'timed out'}")
 
-    def healthy(self) -> bool:
-        try:
-            return self.name in self._producer.list_topics(self.name, timeout=2.0).topics
-        except Exception:  # noqa: BLE001 - any failure means "not ready"
-            return False
+    def problem(self) -> str | None:
+        """Why the topic cannot be read or written now (Kafka down, the topic gone); None if
+        it can. Not through the producer: polling it here could serve a delivery report
+        that :meth:`publish` is waiting for in another thread."""
+        return kafka_problem(self.bootstrap_servers, [self.name], timeout_s=self.probe_timeout_s)
+
+
+def _why(error: Exception) -> str:
+    """An error reading the topics as a reason: Kafka's own words when it does not answer."""
+    return str(error) if isinstance(error, ConnectionError) else f"{type(error).__name__}: {error}"
 
 
 class AuditLog:
@@ -244,6 +288,67 @@ class FilterStore:
         self._stale = True
         self.loaded = False
         self.changes = 0
+        #: Why the last load failed (None after a load that worked).
+        self.load_problem: str | None = None
+        self._closed = threading.Event()
+        self._loader: threading.Thread | None = None
+
+    # --- loading ---------------------------------------------------------------------------
+
+    def load_or_retry(self, first_wait_s: float = RETRY_FIRST_S,
+                      max_wait_s: float = RETRY_MAX_S) -> bool:
+        """Load now; if the topics cannot be read, keep trying on a daemon thread, waiting
+        ``first_wait_s`` and then twice as long after each failure (at most ``max_wait_s``),
+        until a load works or :meth:`close`. Returns whether the store is loaded now."""
+        if self._try_load():
+            return True
+        if self._loader is not None and self._loader.is_alive():
+            return False  # already trying
+        self._loader = threading.Thread(target=self._keep_loading, args=(first_wait_s, max_wait_s),
+                                        name="filter-store-loader", daemon=True)
+        self._loader.start()
+        return False
+
+    def _try_load(self) -> bool:
+        try:
+            self.load()
+        except Exception as error:  # noqa: BLE001 - any broker failure: not loaded, and why
+            problem = _why(error)
+            if problem != self.load_problem:  # once per distinct reason, not once per retry
+                log.warning("cannot read the filter topics %s and %s (retrying): %s",
+                            self._active_log.name, self._inactive_log.name, problem)
+            self.load_problem = problem
+            return False
+        return True
+
+    def _keep_loading(self, wait_s: float, max_wait_s: float) -> None:
+        attempts = 1
+        while not self.loaded and not self._closed.wait(wait_s):
+            attempts += 1
+            if self._try_load():
+                log.info("filter topics read at attempt %d", attempts)
+                return
+            wait_s = min(wait_s * 2, max_wait_s)
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Stop the background loading, if any (after the attempt in progress)."""
+        self._closed.set()
+        if self._loader is not None:
+            self._loader.join(timeout_s)
+
+    def reload(self) -> int:
+        """Re-read both topics now; 503 if they cannot be read (memory is then unchanged)."""
+        try:
+            self.load()
+        except Exception as error:  # noqa: BLE001 - any broker failure is "unavailable"
+            raise unavailable(f"cannot read the filter topics: {_why(error)}") from None
+        return self.version
+
+    def _require_loaded(self) -> None:
+        if not self.loaded:
+            why = self.load_problem or "loading"
+            raise unavailable(f"the filters are not read from Kafka yet: {why}; the service keeps "
+                              "trying and serves them once it has", reason=why)
 
     # --- reading ---------------------------------------------------------------------------
 
@@ -259,6 +364,7 @@ class FilterStore:
             self._inactive = {f.name: f for f in parked if f.name not in names}
             self._stale = False
             self.loaded = True
+            self.load_problem = None
             log.info("filters loaded: version %d, %d active, %d inactive", filter_set.version, len(names), len(self._inactive))
 
     @property
@@ -274,12 +380,14 @@ class FilterStore:
             return len(self._set.filters), len(self._inactive)
 
     def all(self) -> tuple[int, list[StoredFilter]]:
+        self._require_loaded()
         with self._lock:
             items = [StoredFilter(f, True) for f in self._set.filters]
             items += [StoredFilter(f, False) for f in self._inactive.values()]
             return self._set.version, sorted(items, key=lambda s: s.filter.name)
 
     def get(self, name: str) -> StoredFilter:
+        self._require_loaded()
         with self._lock:
             for flt in self._set.filters:
                 if flt.name == name:
@@ -288,8 +396,11 @@ class FilterStore:
                 return StoredFilter(self._inactive[name], False)
         raise not_found(f"no filter named {name!r}", name=name)
 
-    def healthy(self) -> bool:
-        return self.loaded and self._active_log.healthy() and self._inactive_log.healthy()
+    def problem(self) -> str | None:
+        """Why the store cannot serve reads and changes now; None when it can."""
+        if not self.loaded:
+            return f"the filter topics are not read yet: {self.load_problem or 'loading'}"
+        return self._active_log.problem() or self._inactive_log.problem()
 
     # --- changing --------------------------------------------------------------------------
 
@@ -301,6 +412,7 @@ class FilterStore:
     def apply(self, filters: Iterable[Filter], principal: Principal, *, create_only: bool = False, active: bool | None = None) -> ApplyResult:
         """Create or replace filters, all or none; a new filter is active unless ``active`` is False."""
         filters = tuple(filters)
+        self._require_loaded()
         with self._lock:
             self._refresh()
             current = {f.name: f for f in self._set.filters}
@@ -328,6 +440,7 @@ class FilterStore:
             return ApplyResult(version, tuple(created), tuple(updated))
 
     def delete(self, name: str, principal: Principal) -> int:
+        self._require_loaded()
         with self._lock:
             self._refresh()
             stored = self.get(name)
@@ -337,6 +450,7 @@ class FilterStore:
             return self._commit(new_active, parked, principal, "delete", name)
 
     def set_active(self, name: str, active: bool, principal: Principal) -> int:
+        self._require_loaded()
         with self._lock:
             self._refresh()
             stored = self.get(name)
@@ -353,10 +467,7 @@ class FilterStore:
 
     def _refresh(self) -> None:
         if self._stale:
-            try:
-                self.load()
-            except Exception as error:  # noqa: BLE001 - any broker failure is "unavailable"
-                raise unavailable(f"cannot read the filter topics: {error}") from None
+            self.reload()
 
     def _commit(self, new_active: tuple[Filter, ...], parked: dict[str, Filter], principal: Principal, action: str, target: str) -> int:
         old_version = self._set.version

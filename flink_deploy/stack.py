@@ -60,6 +60,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from flink_deploy.sizing import DEFAULT_PROFILE, TaskManagerProfile
+from transforms.kafka_clients import kafka_config, kafka_problem
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VERSIONS_FILE = Path(__file__).resolve().parent / "versions.env"
@@ -477,17 +478,11 @@ def port_open(port: int) -> Callable[[], bool]:
 
 
 def kafka_healthy(bootstrap: str) -> Callable[[], bool]:
-    def check() -> bool:
-        from confluent_kafka.admin import AdminClient
+    """The broker listens and answers a metadata request (the services' readiness probe)."""
 
-        host, _, port = bootstrap.rpartition(":")
-        if not port_in_use(int(port)):
-            return False
-        try:
-            AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=2)
-        except Exception:  # noqa: BLE001 - any client error means "not ready yet"
-            return False
-        return True
+    def check() -> bool:
+        _, _, port = bootstrap.rpartition(":")
+        return port_in_use(int(port)) and kafka_problem(bootstrap) is None
 
     return check
 
@@ -795,7 +790,7 @@ def create_topics(cfg: StackConfig) -> None:
     """The broker's topics; existing ones are left as they are."""
     from confluent_kafka.admin import AdminClient, NewTopic
 
-    admin = AdminClient({"bootstrap.servers": cfg.bootstrap_servers})
+    admin = AdminClient(kafka_config(cfg.bootstrap_servers))
     wanted = [
         *(NewTopic(t, num_partitions=cfg.alert_partitions, replication_factor=1)
           for t in ALERT_TOPICS),

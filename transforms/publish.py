@@ -25,6 +25,7 @@ from transforms.annotate.record import to_json_dict as annotations_json
 from transforms.decode import DeadLetter, KafkaRecord
 from transforms.filters.apply import FilterMatch
 from transforms.filters.catalogue import lookup
+from transforms.kafka_clients import kafka_config
 
 FULL_SCHEMA_PATH = Path(__file__).resolve().parent / "avro" / "alertflow.match.full.avsc"
 FULL_SCHEMA = fastavro.parse_schema(json.loads(FULL_SCHEMA_PATH.read_text()))
@@ -148,9 +149,9 @@ class _PublishFn(beam.DoFn):
         from confluent_kafka import Producer
         from confluent_kafka.admin import AdminClient
 
-        self._producer = Producer({"bootstrap.servers": self._bootstrap, "acks": "all",
-                                   "linger.ms": 5, "message.max.bytes": 8 * 1024 * 1024})
-        self._admin = AdminClient({"bootstrap.servers": self._bootstrap})
+        self._producer = Producer(kafka_config(self._bootstrap, {
+            "acks": "all", "linger.ms": 5, "message.max.bytes": 8 * 1024 * 1024}))
+        self._admin = AdminClient(kafka_config(self._bootstrap))
         self._topics: set[str] = set()
         self._failures: list[str] = []
 

@@ -42,6 +42,7 @@ from transforms.decode import (
     parse_container_header,
     read_long,
 )
+from transforms.kafka_clients import kafka_config
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas, container_schema
 
 DEFAULT_TOPICS = {Survey.ZTF: "alerts.ztf", Survey.LSST: "alerts.lsst"}
@@ -464,7 +465,7 @@ def kafka_producer(bootstrap_servers: str) -> Any:
     """A confluent-kafka producer configured for replay."""
     from confluent_kafka import Producer  # imported here: inspect and tests need no Kafka client
 
-    return Producer({"bootstrap.servers": bootstrap_servers, **PRODUCER_CONFIG})
+    return Producer(kafka_config(bootstrap_servers, PRODUCER_CONFIG))
 
 
 def check_fresh_ids(messages: Sequence[ReplayMessage], count: int, schemas: LsstSchemas) -> None:

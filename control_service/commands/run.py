@@ -33,6 +33,7 @@ from pipelines import broker
 from transforms.decode import decode_message
 from transforms.filters.document import FilterSet, load_filter_file
 from transforms.filters.local import match_locally
+from transforms.kafka_clients import kafka_config
 from transforms.schemas import LsstSchemas
 
 EXAMPLES = REPO_ROOT / "examples" / "filters"
@@ -188,8 +189,8 @@ def wait_for_matches(bootstrap: str, filters: tuple, before: Counter, expected: 
 
 def topic_counts(bootstrap: str, topics: list[str]) -> Counter:
     """Messages in each topic (0 for one that does not exist yet)."""
-    metadata = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "alertflow-run-counts"})
+    metadata = AdminClient(kafka_config(bootstrap)).list_topics(timeout=10).topics
+    consumer = Consumer(kafka_config(bootstrap, {"group.id": "alertflow-run-counts"}))
     counts: Counter = Counter()
     for topic in topics:
         for partition in metadata[topic].partitions if topic in metadata else ():

@@ -1,7 +1,11 @@
 """``alertflow serve``: run the control service (127.0.0.1:5000 by default).
 
 Configuration: ``--config FILE`` (YAML) and ``ALERTFLOW_CONTROL_*`` variables (see
-control_service/config.py). The filters are read from the config topic before it listens.
+control_service/config.py). The filters are read from the config topics before it listens;
+if Kafka does not answer it listens all the same, not ready (``/ready`` is 503 with the reason,
+filter reads and changes are 503) until it has read them, which it keeps trying in the
+background. librdkafka's own log goes through Python logging, rate-limited
+(transforms/kafka_clients.py).
 """
 
 from __future__ import annotations

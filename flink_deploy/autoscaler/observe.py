@@ -40,6 +40,8 @@ from typing import Any, Protocol
 import requests
 from confluent_kafka import KafkaException
 
+from transforms.kafka_clients import PROBE_TIMEOUT_S, kafka_config, kafka_problem
+
 METRICS = ("busyTimeMsPerSecond", "backPressuredTimeMsPerSecond")
 
 
@@ -99,12 +101,11 @@ def kafka_consumer(bootstrap_servers: str, group_id: str) -> KafkaOffsets:
     """A consumer in ``group_id`` that never joins the group and never commits: it only reads."""
     from confluent_kafka import Consumer
 
-    return Consumer({
-        "bootstrap.servers": bootstrap_servers,
+    return Consumer(kafka_config(bootstrap_servers, {
         "group.id": group_id,
         "enable.auto.commit": False,
         "enable.partition.eof": False,
-    })
+    }))
 
 
 @dataclass(frozen=True)
@@ -279,23 +280,25 @@ class Observer:
                 errors.append(f"flink checkpoints: {type(error).__name__}: {error}")
         return Observation(timestamp=now, errors=tuple(errors), **values)
 
-    def kafka_ready(self) -> bool:
-        """Kafka answers a metadata request within 2 s."""
+    def kafka_problem(self) -> str | None:
+        """Why Kafka does not answer the observer's consumer (None if it does), asked with the
+        services' probe (:func:`~transforms.kafka_clients.kafka_problem`); a consumer that
+        gets no answer is dropped, and made again next time."""
         with self._lock:
-            try:
-                self._kafka().list_topics(timeout=min(self.timeout_s, 2.0))
-            except KafkaException:
+            problem = kafka_problem(self.bootstrap_servers, client=self._kafka(),
+                                    timeout_s=min(self.timeout_s, PROBE_TIMEOUT_S))
+            if problem is not None:
                 self._reset_kafka()
-                return False
-            return True
+            return problem
 
-    def flink_ready(self) -> bool:
-        """The Flink REST API answers ``/overview``."""
+    def flink_problem(self) -> str | None:
+        """Why the Flink REST API does not answer ``/overview`` (None if it does)."""
         try:
             self._get("/overview")
-        except (requests.RequestException, LookupError, ValueError):
-            return False
-        return True
+        except (requests.RequestException, LookupError, ValueError) as error:
+            return (f"flink at {self.flink_rest_url} does not answer: "
+                    f"{type(error).__name__}: {error}")
+        return None
 
     def _reset_kafka(self) -> None:
         if self._consumer is not None:

@@ -15,7 +15,11 @@
   and written to the audit log.
 - The common API (:func:`control_service.common.install_common`): kind ``autoscaler``, actions
   ``start`` and ``stop`` (resume and pause the loop), ``/ready`` true when Kafka and Flink
-  answer, ``/metrics`` with the TaskManager count, the lag and the decisions by action.
+  answer (else 503 with the reason of each), ``/metrics`` with the TaskManager count, the lag
+  and the decisions by action.
+
+It starts while Kafka or Flink is down: the loop records each failed observation in its
+decisions and the next one that works is used, so it recovers by itself, without a restart.
 
 Build it with :func:`create_app`; ``alertflow autoscale`` runs it.
 """
@@ -83,9 +87,13 @@ class Observes(Protocol):
 
     def observe(self) -> Observation: ...
 
-    def kafka_ready(self) -> bool: ...
+    def kafka_problem(self) -> str | None:
+        """Why Kafka cannot be observed now; None if it can."""
+        ...
 
-    def flink_ready(self) -> bool: ...
+    def flink_problem(self) -> str | None:
+        """Why Flink cannot be observed now; None if it can."""
+        ...
 
     def close(self) -> None: ...
 
@@ -312,9 +320,9 @@ class AutoscalerComponent(Component):
     def status(self) -> dict[str, Any]:
         return {**super().status(), "policy_version": self.loop.policy_version}
 
-    def readiness(self) -> Mapping[str, bool]:
-        return {"kafka": self.loop.observer.kafka_ready(),
-                "flink": self.loop.observer.flink_ready()}
+    def readiness(self) -> Mapping[str, str | None]:
+        return {"kafka": self.loop.observer.kafka_problem(),
+                "flink": self.loop.observer.flink_problem()}
 
     def get_config(self) -> Mapping[str, Any]:
         return self.config.public_view()

@@ -154,7 +154,10 @@ def test_failures_are_in_errors() -> None:
     assert seen.errors[1] == "flink job: ConnectionError: refused"
     assert seen.errors[2] == "flink cluster: LookupError: Flink answered 500 to GET /overview"
     assert consumer.closed  # a failed consumer is dropped and made again next time
-    assert not obs.kafka_ready() and not obs.flink_ready()
+    assert obs.kafka_problem() == ("kafka at kafka:9092 does not answer within 2 s: "
+                                   "Local: Broker transport failure")
+    assert obs.flink_problem() == ("flink at http://flink:8081 does not answer: "
+                                   "LookupError: Flink answered 500 to GET /overview")
 
 
 @pytest.mark.parametrize(

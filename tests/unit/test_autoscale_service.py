@@ -55,11 +55,11 @@ class FakeObserver:
         self.observed.set()
         return self.queue.pop(0) if self.queue else running(0)
 
-    def kafka_ready(self) -> bool:
-        return self.ready
+    def kafka_problem(self) -> str | None:
+        return None if self.ready else "kafka at kafka:9092 does not answer within 2 s: (test)"
 
-    def flink_ready(self) -> bool:
-        return True
+    def flink_problem(self) -> str | None:
+        return None
 
     def close(self) -> None:
         self.closed = True
@@ -334,10 +334,14 @@ def test_common_api(tmp_path: Path) -> None:
     app = make(tmp_path, observer)
     client = app.test_client()
     assert client.get("/health").get_json() == {"status": "ok"}
-    assert client.get("/ready").get_json() == {"ready": True,
+    assert client.get("/ready").get_json() == {"ready": True, "reasons": {},
                                               "checks": {"kafka": True, "flink": True}}
     observer.ready = False
-    assert client.get("/ready").status_code == 503
+    down = client.get("/ready")
+    assert down.status_code == 503
+    assert down.get_json() == {"ready": False, "checks": {"kafka": False, "flink": True},
+                               "reasons": {"kafka": "kafka at kafka:9092 does not answer "
+                                                    "within 2 s: (test)"}}
     status = client.get("/api/v1/status").get_json()
     assert (status["kind"], status["state"], status["policy_version"]) == (
         "autoscaler", "running", 1)

@@ -94,7 +94,8 @@ def error_of(response: Any) -> tuple[int, str]:
 
 def test_health_ready_status(client: FlaskClient) -> None:
     assert client.get("/health").get_json() == {"status": "ok"}
-    assert client.get("/ready").get_json() == {"ready": True, "checks": {"config_topic": True}}
+    assert client.get("/ready").get_json() == {
+        "ready": True, "checks": {"config_topic": True}, "reasons": {}}
     status = client.get("/api/v1/status").get_json()
     assert {k: status[k] for k in ("id", "kind", "state", "config_version", "filter_set_version")} == {
         "id": "control", "kind": "control-service", "state": "running", "config_version": 1, "filter_set_version": 0,

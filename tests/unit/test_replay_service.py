@@ -86,7 +86,7 @@ def make(tmp_path: Path, factory: Factory | None = None, settings: ReplaySetting
          kafka_up: bool = True) -> Flask:
     config = ReplayServiceConfig(api_keys=KEYS, audit_log=tmp_path / "audit.jsonl")
     return create_app(config, settings, producer_factory=factory or Factory(),
-                      kafka_check=lambda _bootstrap: kafka_up)
+                      kafka_check=lambda _bootstrap: None if kafka_up else "kafka down (test)")
 
 
 def comp_of(app: Flask) -> ReplayComponent:
@@ -362,7 +362,7 @@ def test_a_producer_that_cannot_be_made_is_503(tmp_path: Path) -> None:
 
     config = ReplayServiceConfig(api_keys=KEYS)
     app = create_app(config, settings_from({"files": [str(LSST_BATCH)]}),
-                     producer_factory=broken, kafka_check=lambda _b: True)
+                     producer_factory=broken, kafka_check=lambda _b: None)
     response = app.test_client().post("/api/v1/actions/start", headers=OPS)
     assert error_of(response) == (503, "unavailable")
     assert comp_of(app).state == "stopped"
@@ -392,9 +392,11 @@ def test_a_failing_run_is_degraded_and_can_start_again(tmp_path: Path) -> None:
 
 def test_health_ready_and_openapi(tmp_path: Path, client: FlaskClient) -> None:
     assert client.get("/health").get_json() == {"status": "ok"}
-    assert client.get("/ready").get_json() == {"ready": True, "checks": {"kafka": True}}
+    assert client.get("/ready").get_json() == {"ready": True, "checks": {"kafka": True},
+                                              "reasons": {}}
     down = make(tmp_path, kafka_up=False).test_client().get("/ready")
-    assert (down.status_code, down.get_json()["checks"]) == (503, {"kafka": False})
+    assert (down.status_code, down.get_json()) == (503, {
+        "ready": False, "checks": {"kafka": False}, "reasons": {"kafka": "kafka down (test)"}})
     spec = client.get("/api/v1/openapi.json").get_json()
     assert spec == replay_spec(spec["info"]["version"])
     assert spec["info"]["title"] == "alertflow replay"

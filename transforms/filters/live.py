@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from transforms.filters.apply import parse_snapshot
+from transforms.kafka_clients import kafka_config
 
 KEEP = 5  # the newest snapshots kept, so a newest one that fails validation has fallbacks
 
@@ -32,11 +33,10 @@ class _Feed:
 
         self._lock = threading.Lock()
         self._snapshots: dict[int, Mapping[str, Any]] = {}
-        self._consumer = Consumer({
-            "bootstrap.servers": bootstrap,
+        self._consumer = Consumer(kafka_config(bootstrap, {
             "group.id": f"alertflow-filter-feed-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
-        })  # fmt: skip
+        }))  # fmt: skip
         partition = TopicPartition(topic, 0)
         _, high = self._consumer.get_watermark_offsets(partition, timeout=30)
         self._consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
