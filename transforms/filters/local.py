@@ -72,7 +72,10 @@ class LocalRunner:
         annotated: list[AnnotatedAlert] = []
         rejected: list[DeadLetter] = []
         for item in annotate_batch(list(alerts), self._loaded):
-            (rejected if isinstance(item, DeadLetter) else annotated).append(item)
+            if isinstance(item, DeadLetter):
+                rejected.append(item)
+            else:
+                annotated.append(item)
         kept = [a.alert for a in annotated]
         annotations = [a.annotations for a in annotated]
         result = self.compiled.evaluate(kept, AnnotationColumns(annotations))
@@ -86,7 +89,10 @@ class LocalRunner:
         matches: list[FilterMatch] = []
         errors: list[FilterErrorReport] = []
         for item in batch_reports(self.compiled, batch.result, batch.alerts, batch.annotations):
-            (errors if isinstance(item, FilterErrorReport) else matches).append(item)
+            if isinstance(item, FilterErrorReport):
+                errors.append(item)
+            else:
+                matches.append(item)
         return matches, errors, batch.rejected
 
 
