@@ -33,6 +33,7 @@ import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import yaml
@@ -44,7 +45,16 @@ from transforms.filters.expr import Expr, ExprSyntaxError, parse
 API_VERSION = "alertflow/v1"
 KIND = "Filter"
 SURVEYS = ("ztf", "lsst")
-FORMATS = ("lite", "full")
+
+
+class OutputFormat(StrEnum):
+    """How a filter's matches are written: ``lite`` (JSON, chosen fields) or ``full`` (the
+    original alert, in Avro)."""
+
+    LITE = "lite"
+    FULL = "full"
+
+
 DEFAULT_OUTPUT_FIELDS = ("survey", "alert_id", "object_id", "ra", "dec", "mjd", "band", "mag")
 _NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -77,7 +87,7 @@ class FilterValidationError(Exception):
 @dataclass(frozen=True, slots=True)
 class OutputSpec:
     topic: str
-    format: str
+    format: OutputFormat
     fields: tuple[str, ...]
 
 
@@ -113,7 +123,7 @@ class Filter:
                 "where": self.where,
                 "output": {
                     "topic": self.output.topic,
-                    "format": self.output.format,
+                    "format": self.output.format.value,
                     "fields": list(self.output.fields),
                 },
             },
@@ -388,7 +398,7 @@ class _Validator:
     def output(self, node: Node | None, name: str | None, annotations: Iterable[str]) -> OutputSpec | None:
         default_topic = f"alertflow.filter.{name}" if name else None
         if node is None:
-            return OutputSpec(default_topic, "lite", DEFAULT_OUTPUT_FIELDS) if default_topic else None
+            return OutputSpec(default_topic, OutputFormat.LITE, DEFAULT_OUTPUT_FIELDS) if default_topic else None
         out = self.mapping(node, "spec.output", ("topic", "format", "fields"))
         topic = default_topic
         if "topic" in out:
@@ -396,12 +406,14 @@ class _Validator:
             if topic is not None and not _TOPIC_RE.fullmatch(topic):
                 self.fail(out["topic"][1], "spec.output.topic", f"{topic!r} is not a valid Kafka topic name")
                 topic = None
-        fmt = "lite"
+        fmt = OutputFormat.LITE
         if "format" in out:
             value = self.string(out["format"][1], "spec.output.format")
-            if value is not None and value not in FORMATS:
-                self.fail(out["format"][1], "spec.output.format", f"must be one of {', '.join(FORMATS)}, got {value!r}")
-            fmt = value or "lite"
+            if value is not None and value not in tuple(OutputFormat):
+                allowed = ", ".join(OutputFormat)
+                self.fail(out["format"][1], "spec.output.format", f"must be one of {allowed}, got {value!r}")
+            elif value is not None:
+                fmt = OutputFormat(value)
         fields = DEFAULT_OUTPUT_FIELDS
         if "fields" in out:
             chosen: list[str] = []
