@@ -314,7 +314,8 @@ class Autoscaler:
 
         def unknown(why: str) -> str:
             reason = f"{check.label} was not measured: {why}"
-            self.last_scale_up = replace(check, verdict=Verdict.UNKNOWN, reason=reason, judged_at=now)
+            self.last_scale_up = replace(check, verdict=Verdict.UNKNOWN, reason=reason,
+                                         judged_at=now)
             return reason
 
         if n != check.taskmanagers_after:

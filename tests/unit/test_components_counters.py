@@ -55,5 +55,5 @@ def test_every_counter_in_the_components_table_is_created_by_a_stage(
             if stage.stage not in ("ingest", "deadletters"):
                 assert figure, f"{stage.stage}: a figure resolves to no counter"
     decode = next(s for s in table if s.stage == "decode")
-    assert decode.errors == tuple(sorted(k for k in created
-                                         if k.startswith("DecodeAlerts_dead_letters_")))  # fmt: skip
+    dead_letters = sorted(k for k in created if k.startswith("DecodeAlerts_dead_letters_"))
+    assert decode.errors == tuple(dead_letters)

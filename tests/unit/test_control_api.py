@@ -254,7 +254,8 @@ def test_restart_after_deactivating_every_filter(tmp_path: Path, logs: Logs) -> 
     assert logs.snapshots()[-1] == {"version": 2, "filters": []}
     again, _ = make_app(tmp_path, logs)
     listing = again.test_client().get("/api/v1/filters").get_json()
-    assert listing["version"] == 2 and [(f["name"], f["active"]) for f in listing["filters"]] == [("bright", False)]
+    assert listing["version"] == 2
+    assert [(f["name"], f["active"]) for f in listing["filters"]] == [("bright", False)]
 
 
 def test_failed_publish_changes_nothing(tmp_path: Path, logs: Logs) -> None:

@@ -58,7 +58,8 @@ def test_select_snapshot_prefers_the_highest_valid_version() -> None:
     reason = ("<snapshot>:0:0: filters[0].spec.where: syntax error: expected a value, field, "
               "function or '(', found end of expression")
     assert rejected == [RejectedSnapshot(9, reason)]
-    assert [rejection_report(r) for r in rejected] == [FilterErrorReport(SNAPSHOT_FILTER_NAME, 9, 0, 0, reason)]
+    reports = [rejection_report(r) for r in rejected]
+    assert reports == [FilterErrorReport(SNAPSHOT_FILTER_NAME, 9, 0, 0, reason)]
 
 
 def test_config_topic_values_decode_to_a_set_or_a_rejection_with_the_reason() -> None:
@@ -68,7 +69,8 @@ def test_config_topic_values_decode_to_a_set_or_a_rejection_with_the_reason() ->
     assert decode_snapshot(b'{"version":2,"filters":[]}') == FilterSet(2, ())
     assert decode_snapshot(b"[1]") == RejectedSnapshot(None, "not an object")
     assert decode_snapshot(b"{") == RejectedSnapshot(
-        None, "not JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)")
+        None,
+        "not JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)")
     assert decode_snapshot(b'{"filters":[]}') == RejectedSnapshot(
         None, "<snapshot>:0:0: version: must be an integer")
     assert decode_snapshot(b'{"version":5,"filters":{}}') == RejectedSnapshot(
@@ -77,7 +79,8 @@ def test_config_topic_values_decode_to_a_set_or_a_rejection_with_the_reason() ->
     assert select_snapshot([unversioned, filters]) == (filters, [])
     assert select_snapshot([unversioned, RejectedSnapshot(3, "x")]) == (
         None, [RejectedSnapshot(3, "x"), unversioned])
-    assert rejection_report(unversioned) == FilterErrorReport(SNAPSHOT_FILTER_NAME, -1, 0, 0, "not an object")
+    expected = FilterErrorReport(SNAPSHOT_FILTER_NAME, -1, 0, 0, "not an object")
+    assert rejection_report(unversioned) == expected
 
 
 def test_apply_filters_emits_every_match_with_identity_and_reports_errors() -> None:

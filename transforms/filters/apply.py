@@ -153,7 +153,9 @@ class _ApplyFn(beam.DoFn):
                 yield item
 
 
-def _split(items: list[Alert] | list[AnnotatedAlert]) -> tuple[list[Alert], list[Annotations] | None]:
+def _split(
+    items: list[Alert] | list[AnnotatedAlert],
+) -> tuple[list[Alert], list[Annotations] | None]:
     """The alerts of a batch and, from AnnotateAlerts, their annotation records (plain alerts
     have none)."""
     annotated = [i for i in items if isinstance(i, AnnotatedAlert)]

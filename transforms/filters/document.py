@@ -22,9 +22,10 @@ A filter file holds one or more documents like::
 Everything is validated at once and every problem is reported as a :class:`FilterIssue` with the
 1-based line and column in the YAML text (for the ``where`` expression: of the offending token
 inside it), so the CLI and the REST API can point at it; a snapshot's documents, validated as
-decoded JSON, have no positions (0) and paths from the snapshot (``filters[1].spec.where``). A :class:`FilterSet` is the complete set
-of active filters plus a monotonically increasing version: the snapshot that goes to the config
-topic (``FilterSet.to_snapshot`` / ``FilterSet.from_snapshot``).
+decoded JSON, have no positions (0) and paths from the snapshot (``filters[1].spec.where``).
+A :class:`FilterSet` is the complete set of active filters plus a monotonically increasing
+version: the snapshot that goes to the config topic (``FilterSet.to_snapshot`` /
+``FilterSet.from_snapshot``; bytes: ``transforms.filters.snapshot``).
 """
 
 from __future__ import annotations
@@ -159,10 +160,12 @@ class FilterSet:
         """
         version = snapshot.get("version")
         if not isinstance(version, int) or isinstance(version, bool):
-            raise FilterValidationError([FilterIssue(0, 0, "version", "must be an integer")], SNAPSHOT_SOURCE)
+            issue = FilterIssue(0, 0, "version", "must be an integer")
+            raise FilterValidationError([issue], SNAPSHOT_SOURCE)
         documents = snapshot.get("filters")
         if not isinstance(documents, list):
-            raise FilterValidationError([FilterIssue(0, 0, "filters", "must be a list")], SNAPSHOT_SOURCE)
+            raise FilterValidationError([FilterIssue(0, 0, "filters", "must be a list")],
+                                        SNAPSHOT_SOURCE)
         validator = _Validator(None)
         roots = [(_graph(document), f"filters[{i}].") for i, document in enumerate(documents)]
         return cls(version, _validate(validator, roots, SNAPSHOT_SOURCE))
@@ -185,7 +188,8 @@ def _graph(data: Any) -> Node:
     """The YAML representation graph of decoded JSON, without text: the validator reads
     snapshots and YAML documents alike. Scalars keep their JSON type as their tag."""
     if isinstance(data, dict):
-        return MappingNode("tag:yaml.org,2002:map", [(_graph(k), _graph(v)) for k, v in data.items()])
+        pairs = [(_graph(k), _graph(v)) for k, v in data.items()]
+        return MappingNode("tag:yaml.org,2002:map", pairs)
     if isinstance(data, list):
         return SequenceNode("tag:yaml.org,2002:seq", [_graph(item) for item in data])
     tag = _TAGS.get(type(data), "unknown")
@@ -398,7 +402,9 @@ class _Validator:
     def output(self, node: Node | None, name: str | None, annotations: Iterable[str]) -> OutputSpec | None:
         default_topic = f"alertflow.filter.{name}" if name else None
         if node is None:
-            return OutputSpec(default_topic, OutputFormat.LITE, DEFAULT_OUTPUT_FIELDS) if default_topic else None
+            if default_topic is None:
+                return None
+            return OutputSpec(default_topic, OutputFormat.LITE, DEFAULT_OUTPUT_FIELDS)
         out = self.mapping(node, "spec.output", ("topic", "format", "fields"))
         topic = default_topic
         if "topic" in out:
@@ -411,7 +417,8 @@ class _Validator:
             value = self.string(out["format"][1], "spec.output.format")
             if value is not None and value not in tuple(OutputFormat):
                 allowed = ", ".join(OutputFormat)
-                self.fail(out["format"][1], "spec.output.format", f"must be one of {allowed}, got {value!r}")
+                self.fail(out["format"][1], "spec.output.format",
+                          f"must be one of {allowed}, got {value!r}")
             elif value is not None:
                 fmt = OutputFormat(value)
         fields = DEFAULT_OUTPUT_FIELDS
@@ -452,7 +459,9 @@ def load_filters(text: str, source: str = "<filter>") -> tuple[Filter, ...]:
     return _validate(validator, [(root, "") for root in roots], source)
 
 
-def _validate(validator: _Validator, roots: Sequence[tuple[Node, str]], source: str) -> tuple[Filter, ...]:
+def _validate(
+    validator: _Validator, roots: Sequence[tuple[Node, str]], source: str
+) -> tuple[Filter, ...]:
     """The filters of the document ``roots`` (each with the prefix of its issues' paths);
     raises FilterValidationError listing every problem."""
     filters: list[Filter] = []
