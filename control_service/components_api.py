@@ -40,14 +40,33 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from control_service.auth import require_read
 from control_service.errors import not_found
 from control_service.jobs_api import FLINK_EXTENSION, TERMINAL, FlinkClient
+from transforms import decode, publish
+from transforms.annotate import transform as annotate
+from transforms.filters import apply
 
 components_bp = Blueprint("components", __name__, url_prefix="/api/v1/components")
 
-ANNOTATORS = ("sky", "crossmatch", "dust", "lightcurve", "tags")
+ANNOTATORS = tuple(a.value for a in annotate.Annotator)
 #: Namespaces of the Beam counters the stages keep (transforms/).
-COUNTER_NAMESPACES = ("DecodeAlerts", "AnnotateAlerts", "ApplyFilters", "PublishMatches")
+COUNTER_NAMESPACES = (decode.COUNTER_NAMESPACE, annotate.COUNTER_NAMESPACE,
+                      apply.COUNTER_NAMESPACE, publish.COUNTER_NAMESPACE)  # fmt: skip
 _SUBTASK = re.compile(r"^\d+\.")
 _COUNTER = re.compile(rf"^(?:{'|'.join(COUNTER_NAMESPACES)})_")
+
+
+def counter_key(namespace: str, name: str) -> str:
+    """The key of a stage's Beam counter: its Flink metric name, ``<Namespace>_<name>``."""
+    return f"{namespace}_{name}"
+
+
+_DECODE_IN = counter_key(decode.COUNTER_NAMESPACE, decode.MESSAGES_COUNTER)
+_DECODE_OUT = counter_key(decode.COUNTER_NAMESPACE, decode.DECODED_COUNTER)
+_DECODE_ERRORS = frozenset(counter_key(decode.COUNTER_NAMESPACE, decode.dead_letters_counter(s))
+                           for s in decode.DecodeStage)  # fmt: skip
+_FILTERS_IN = counter_key(apply.COUNTER_NAMESPACE, apply.ALERTS_IN_COUNTER)
+_FILTERS_OUT = counter_key(apply.COUNTER_NAMESPACE, apply.MATCHES_COUNTER)
+_FILTERS_ERRORS = counter_key(apply.COUNTER_NAMESPACE, apply.FILTER_ERRORS_COUNTER)
+_PUBLISHED = counter_key(publish.COUNTER_NAMESPACE, publish.MATCHES_PUBLISHED_COUNTER)
 
 
 @dataclass(frozen=True)
@@ -63,14 +82,21 @@ class Stage:
 
 
 def _decode_errors(keys: Iterable[str]) -> tuple[str, ...]:
-    return tuple(k for k in keys if k.startswith("DecodeAlerts_dead_letters_"))
+    return tuple(k for k in keys if k in _DECODE_ERRORS)
 
 
 def _annotate_errors(keys: Iterable[str], annotator: str | None = None) -> tuple[str, ...]:
     # Flink may keep or replace the dot of "annotate.<a>" in a metric name.
-    names = ANNOTATORS if annotator is None else (annotator,)
-    wanted = {f"AnnotateAlerts_dead_letters_annotate{sep}{a}" for a in names for sep in "._"}
+    stages = annotate.STAGES if annotator is None else (f"annotate.{annotator}",)
+    wanted = {counter_key(annotate.COUNTER_NAMESPACE, annotate.dead_letters_counter(s))
+              for s in stages}  # fmt: skip
+    wanted |= {k.replace("annotate.", "annotate_") for k in wanted}
     return tuple(k for k in keys if k in wanted)
+
+
+def _annotate_in(annotator: str) -> str:
+    name = annotate.alerts_in_counter(annotate.Annotator(annotator))
+    return counter_key(annotate.COUNTER_NAMESPACE, name)
 
 
 def stages(keys: Iterable[str]) -> list[Stage]:
@@ -84,18 +110,15 @@ def stages(keys: Iterable[str]) -> list[Stage]:
     )  # fmt: skip
     out = [
         Stage("ingest", "ReadAlerts", None, source_out, None),
-        Stage("decode", "DecodeAlerts", ("DecodeAlerts_messages",),
-              ("DecodeAlerts_alerts_decoded",), _decode_errors(keys)),
+        Stage("decode", "DecodeAlerts", (_DECODE_IN,), (_DECODE_OUT,), _decode_errors(keys)),
     ]  # fmt: skip
     for annotator in ANNOTATORS:
         out.append(Stage(f"annotate.{annotator}", "AnnotateAlerts",
-                         (f"AnnotateAlerts_alerts_in_{annotator}",), None,
+                         (_annotate_in(annotator),), None,
                          _annotate_errors(keys, annotator)))  # fmt: skip
     out += [
-        Stage("filters", "ApplyFilters", ("ApplyFilters_alerts_in",), ("ApplyFilters_matches",),
-              ("ApplyFilters_filter_errors",)),
-        Stage("publish", "PublishMatches", ("ApplyFilters_matches",),
-              ("PublishMatches_matches_published",), None),
+        Stage("filters", "ApplyFilters", (_FILTERS_IN,), (_FILTERS_OUT,), (_FILTERS_ERRORS,)),
+        Stage("publish", "PublishMatches", (_FILTERS_OUT,), (_PUBLISHED,), None),
         Stage("deadletters", "PublishDeadLetters",
               _decode_errors(keys) + _annotate_errors(keys), dead_writer, None),
     ]  # fmt: skip

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from transforms.filters.document import OutputFormat
+
 BEARER = [{"bearerAuth": []}]
 OPTIONAL_BEARER: list[dict[str, Any]] = [{}, {"bearerAuth": []}]
 
@@ -116,7 +118,7 @@ SCHEMAS: dict[str, Any] = {
                         "type": "object",
                         "properties": {
                             "topic": {"type": "string"},
-                            "format": {"type": "string", "enum": ["lite", "full"]},
+                            "format": {"type": "string", "enum": [f.value for f in OutputFormat]},
                             "fields": {"type": "array", "items": {"type": "string"}},
                         },
                     },

@@ -13,9 +13,10 @@ from transforms.filters.document import FilterSet
 
 def publish_snapshot(bootstrap: str, filter_set: FilterSet, topic: str = CONFIG_TOPIC) -> None:
     """Append ``filter_set`` as a whole snapshot; raises if Kafka does not acknowledge it."""
-    KafkaSnapshotLog(bootstrap, topic).publish(filter_set.to_snapshot())
+    KafkaSnapshotLog(bootstrap, topic).publish(filter_set)
 
 
 def next_version(bootstrap: str, topic: str = CONFIG_TOPIC) -> int:
+    """One more than the highest version on the topic, valid or not; 1 on an empty topic."""
     newest = KafkaSnapshotLog(bootstrap, topic).latest()
-    return 1 if newest is None else int(newest["version"]) + 1
+    return 1 if newest is None or newest.version is None else newest.version + 1

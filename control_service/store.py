@@ -2,7 +2,8 @@
 
 The protocol the running pipeline reads (keep it exactly): topic ``alertflow.config``, one
 partition, compacted; each message is a whole snapshot, key ``b"filters"``, value the JSON of
-``FilterSet.to_snapshot()`` (``{"version": n, "filters": [document, ...]}``) with strictly
+``FilterSet.to_snapshot()`` (``{"version": n, "filters": [document, ...]}``, encoded and decoded
+by ``transforms.filters.snapshot``, the same code the pipeline's workers use) with strictly
 increasing versions. It holds the *active* filters only. Deactivated filters are kept, also as
 whole snapshots under the same key, on a second compacted topic (``alertflow.config.inactive``)
 that the pipeline never reads.
@@ -31,7 +32,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +41,7 @@ from typing import Any, Protocol
 from control_service.auth import Principal
 from control_service.errors import ApiError, conflict, forbidden, not_found, unavailable
 from transforms.filters.document import Filter, FilterSet
+from transforms.filters.snapshot import RejectedSnapshot, Snapshot, decode_snapshot, encode_snapshot
 from transforms.kafka_clients import PROBE_TIMEOUT_S, kafka_config, kafka_problem
 
 log = logging.getLogger(__name__)
@@ -55,36 +57,38 @@ class SnapshotLog(Protocol):
 
     name: str
 
-    def latest(self) -> dict[str, Any] | None: ...
+    def latest(self) -> Snapshot | None:
+        """The highest-version snapshot (valid or not), or None if there is none."""
+        ...
 
-    def publish(self, snapshot: Mapping[str, Any]) -> None: ...
+    def publish(self, filter_set: FilterSet) -> None: ...
 
     def problem(self) -> str | None:
         """Why the log cannot be read or written now; None when it can."""
         ...
 
 
-def encode_snapshot(snapshot: Mapping[str, Any]) -> bytes:
-    return json.dumps(snapshot, separators=(",", ":"), allow_nan=False).encode()
-
-
-def _highest(values: Iterable[bytes | None], where: str) -> dict[str, Any] | None:
-    best: dict[str, Any] | None = None
+def _highest(values: Iterable[bytes | None], where: str) -> Snapshot | None:
+    best: Snapshot | None = None
     for value in values:
         if value is None:  # a tombstone: nothing to restore from it
             continue
-        try:
-            snapshot = json.loads(value)
-        except ValueError:
-            log.warning("%s: skipping a message that is not JSON", where)
+        snapshot = decode_snapshot(value)
+        if snapshot.version is None:
+            log.warning("%s: skipping a message without an integer version: %s", where,
+                        snapshot.reason if isinstance(snapshot, RejectedSnapshot) else "")
             continue
-        version = snapshot.get("version") if isinstance(snapshot, dict) else None
-        if not isinstance(version, int) or isinstance(version, bool):
-            log.warning("%s: skipping a snapshot without an integer version", where)
-            continue
-        if best is None or version > best["version"]:
+        if best is None or best.version is None or snapshot.version > best.version:
             best = snapshot
     return best
+
+
+def _valid(snapshot: Snapshot | None, where: str) -> FilterSet | None:
+    """``snapshot`` as a set; raises ValueError (with the reason) if it was rejected."""
+    if isinstance(snapshot, RejectedSnapshot):
+        raise ValueError(f"{where}: snapshot version {snapshot.version} is not valid: "
+                         f"{snapshot.reason}")
+    return snapshot
 
 
 class MemorySnapshotLog:
@@ -96,16 +100,16 @@ class MemorySnapshotLog:
         self.fail_next = False  # lets a test make the next publish fail
         self.down: str | None = None  # lets a test make the log unreadable, with this reason
 
-    def latest(self) -> dict[str, Any] | None:
+    def latest(self) -> Snapshot | None:
         if self.down is not None:
             raise ConnectionError(self.down)
         return _highest((v for k, v in self.messages if k == SNAPSHOT_KEY), self.name)
 
-    def publish(self, snapshot: Mapping[str, Any]) -> None:
+    def publish(self, filter_set: FilterSet) -> None:
         if self.fail_next:
             self.fail_next = False
             raise OSError(f"{self.name}: publish failed (test)")
-        self.messages.append((SNAPSHOT_KEY, encode_snapshot(snapshot)))
+        self.messages.append((SNAPSHOT_KEY, encode_snapshot(filter_set)))
 
     def problem(self) -> str | None:
         return self.down
@@ -170,7 +174,7 @@ class KafkaSnapshotLog:
             time.sleep(0.1)
         raise TimeoutError(f"{self.name}: created, but no partition leader after {self.timeout_s}s")
 
-    def latest(self) -> dict[str, Any] | None:
+    def latest(self) -> Snapshot | None:
         """The highest snapshot on the topic, or None; raises ConnectionError (with the
         reason) if Kafka does not answer, or another error if the topic cannot be read."""
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
@@ -208,7 +212,7 @@ class KafkaSnapshotLog:
         finally:
             consumer.close()
 
-    def publish(self, snapshot: Mapping[str, Any]) -> None:
+    def publish(self, filter_set: FilterSet) -> None:
         errors: list[str] = []
 
         def delivered(err: Any, _msg: Any) -> None:
@@ -216,7 +220,7 @@ class KafkaSnapshotLog:
                 errors.append(str(err))
 
         producer = self._connect()
-        producer.produce(self.name, key=SNAPSHOT_KEY, value=encode_snapshot(snapshot),
+        producer.produce(self.name, key=SNAPSHOT_KEY, value=encode_snapshot(filter_set),
                          on_delivery=delivered)
         left = producer.flush(self.timeout_s)
         if left or errors:
@@ -355,10 +359,10 @@ class FilterStore:
     def load(self) -> None:
         """(Re)read both topics; the highest snapshot of each wins. Raises on an unreadable topic."""
         with self._lock:
-            active = self._active_log.latest()
-            inactive = self._inactive_log.latest()
-            filter_set = FilterSet.from_snapshot(active) if active else FilterSet(0, ())
-            parked = FilterSet.from_snapshot(inactive).filters if inactive else ()
+            active = _valid(self._active_log.latest(), self._active_log.name)
+            inactive = _valid(self._inactive_log.latest(), self._inactive_log.name)
+            filter_set = active or FilterSet(0, ())
+            parked = inactive.filters if inactive else ()
             names = {f.name for f in filter_set.filters}
             self._set = filter_set
             self._inactive = {f.name: f for f in parked if f.name not in names}
@@ -473,11 +477,11 @@ class FilterStore:
         old_version = self._set.version
         new_set = FilterSet(old_version + 1, new_active)
         inactive_changed = set(parked) != set(self._inactive) or any(parked[n] is not self._inactive.get(n) for n in parked)
-        parked_snapshot = {"version": new_set.version, "filters": [f.to_document() for f in parked.values()]}
+        parked_set = FilterSet(new_set.version, tuple(parked.values()))
         gains_inactive = bool(set(parked) - set(self._inactive)) or any(n in self._inactive and parked[n] is not self._inactive[n] for n in parked)
-        writes = [(self._active_log, new_set.to_snapshot())]
+        writes = [(self._active_log, new_set)]
         if inactive_changed:
-            inactive_write = (self._inactive_log, parked_snapshot)
+            inactive_write = (self._inactive_log, parked_set)
             writes = [inactive_write, *writes] if gains_inactive else [*writes, inactive_write]
         try:
             for target_log, snapshot in writes:

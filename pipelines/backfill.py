@@ -11,7 +11,6 @@ local runner (``--runner`` and other Beam options can be passed through).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -43,7 +42,7 @@ def lite_line(match: FilterMatch) -> tuple[str, bytes]:
 
 def build(p: beam.Pipeline, filter_set: FilterSet, alert_files: Sequence[str],
           out_dir: str) -> None:
-    snapshots = p | "FilterSet" >> beam.Create([json.dumps(filter_set.to_snapshot()).encode()])
+    snapshots = p | "FilterSet" >> beam.Create([filter_set])
     decoded = (
         p
         | "AlertFiles" >> beam.Create(list(alert_files))

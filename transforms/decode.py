@@ -707,15 +707,22 @@ def decode_record(record: KafkaRecord, schemas: LsstSchemas) -> tuple[Alert, ...
 # --------------------------------------------------------------------------------------------
 
 COUNTER_NAMESPACE = "DecodeAlerts"
+MESSAGES_COUNTER = "messages"
+DECODED_COUNTER = "alerts_decoded"
+
+
+def dead_letters_counter(stage: DecodeStage) -> str:
+    """The counter of the records that failed in ``stage``."""
+    return f"dead_letters_{stage}"
 
 
 class _DecodeFn(beam.DoFn):
     def __init__(self, schemas: LsstSchemas) -> None:
         self._schemas = schemas
-        self._messages = Metrics.counter(COUNTER_NAMESPACE, "messages")
-        self._decoded = Metrics.counter(COUNTER_NAMESPACE, "alerts_decoded")
+        self._messages = Metrics.counter(COUNTER_NAMESPACE, MESSAGES_COUNTER)
+        self._decoded = Metrics.counter(COUNTER_NAMESPACE, DECODED_COUNTER)
         self._failed = {
-            stage: Metrics.counter(COUNTER_NAMESPACE, f"dead_letters_{stage}")
+            stage: Metrics.counter(COUNTER_NAMESPACE, dead_letters_counter(stage))
             for stage in DecodeStage
         }
 

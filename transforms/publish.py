@@ -25,6 +25,7 @@ from transforms.annotate.record import to_json_dict as annotations_json
 from transforms.decode import DeadLetter, KafkaRecord
 from transforms.filters.apply import FilterMatch
 from transforms.filters.catalogue import lookup
+from transforms.filters.document import OutputFormat
 from transforms.kafka_clients import kafka_config
 
 FULL_SCHEMA_PATH = Path(__file__).resolve().parent / "avro" / "alertflow.match.full.avsc"
@@ -132,18 +133,22 @@ def read_full_message(value: bytes) -> dict[str, Any]:
     return fastavro.schemaless_reader(io.BytesIO(value), FULL_SCHEMA)
 
 
-FORMATS = {"lite": lite_message, "full": full_message}
+FORMATS = {OutputFormat.LITE: lite_message, OutputFormat.FULL: full_message}
 
 
 class DeliveryError(RuntimeError):
     """Kafka did not acknowledge some matches of a bundle; the bundle is retried whole."""
 
 
+COUNTER_NAMESPACE = "PublishMatches"
+MATCHES_PUBLISHED_COUNTER = "matches_published"
+
+
 class _PublishFn(beam.DoFn):
     def __init__(self, bootstrap_servers: str, partitions: int) -> None:
         self._bootstrap = bootstrap_servers
         self._partitions = partitions
-        self._published = Metrics.counter("PublishMatches", "matches_published")
+        self._published = Metrics.counter(COUNTER_NAMESPACE, MATCHES_PUBLISHED_COUNTER)
 
     def setup(self) -> None:
         from confluent_kafka import Producer

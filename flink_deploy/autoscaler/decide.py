@@ -62,13 +62,29 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from typing import Any
 
 from flink_deploy.autoscaler.observe import Observation
 from flink_deploy.autoscaler.policy import Policy
 
-ACTIONS = ("up", "down", "hold", "error")
-VERDICTS = ("measuring", "effective", "ineffective", "unknown")
+class Action(StrEnum):
+    """What a decision does: add or remove a TaskManager, nothing, or (set by the loop) the
+    driver failed."""
+
+    UP = "up"
+    DOWN = "down"
+    HOLD = "hold"
+    ERROR = "error"
+
+
+class Verdict(StrEnum):
+    """The effectiveness check of the last scale-up (rule 8)."""
+
+    MEASURING = "measuring"
+    EFFECTIVE = "effective"
+    INEFFECTIVE = "ineffective"
+    UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +108,7 @@ class Decision:
     ``observation``: the inputs the decision saw.
     """
 
-    action: str
+    action: Action
     target_count: int
     reason: str
     timestamp: float
@@ -105,7 +121,7 @@ class Decision:
     def to_dict(self) -> dict[str, Any]:
         return {
             "timestamp": self.timestamp,
-            "action": self.action,
+            "action": self.action.value,
             "reason": self.reason,
             "profile": self.profile,
             "taskmanager": self.taskmanager,
@@ -123,7 +139,7 @@ class ScaleUpCheck:
     ``taskmanagers_before`` -> ``taskmanagers_after`` and ``parallelism_before``: the cluster
     and the job when it was decided, at ``decided_at``; ``rate_before``: mean alerts/s over
     its up-streak (None if no rate counted); ``rates_after``: the rates counted since;
-    ``verdict``: one of :data:`VERDICTS` (``measuring`` until ``judged_at``); ``reason``: the
+    ``verdict``: a :class:`Verdict` (``measuring`` until ``judged_at``); ``reason``: the
     verdict in words; ``blocked_until``: no load-driven scale-up before then (ineffective).
     """
 
@@ -134,7 +150,7 @@ class ScaleUpCheck:
     min_gain: float
     rate_before: float | None
     rates_after: tuple[float, ...] = ()
-    verdict: str = "measuring"
+    verdict: Verdict = Verdict.MEASURING
     reason: str = ""
     judged_at: float | None = None
     blocked_until: float | None = None
@@ -159,7 +175,7 @@ class ScaleUpCheck:
             "rate_before_per_s": self.rate_before,
             "rate_after_per_s": self.rate_after,
             "observations_after": len(self.rates_after),
-            "verdict": self.verdict,
+            "verdict": self.verdict.value,
             "reason": self.reason,
             "judged_at": self.judged_at,
             "blocked_until": self.blocked_until,
@@ -208,8 +224,8 @@ class Autoscaler:
         self._reset_streaks()
         check = self.last_scale_up
         if policy.scale_up.min_gain is None and check is not None \
-                and check.verdict == "measuring":
-            self.last_scale_up = replace(check, verdict="unknown",
+                and check.verdict is Verdict.MEASURING:
+            self.last_scale_up = replace(check, verdict=Verdict.UNKNOWN,
                                          reason=f"{check.label} was not measured: the new "
                                                 "policy has no min_gain")
 
@@ -261,14 +277,14 @@ class Autoscaler:
         """The ineffective check that blocks load-driven scale-ups at ``now``, if any."""
         check = self.last_scale_up
         if self.policy.scale_up.min_gain is None or check is None \
-                or check.verdict != "ineffective" or check.blocked_until is None:
+                or check.verdict is not Verdict.INEFFECTIVE or check.blocked_until is None:
             return None
         return check if now < check.blocked_until else None
 
     def _measuring(self) -> ScaleUpCheck | None:
         check = self.last_scale_up
         if self.policy.scale_up.min_gain is None or check is None \
-                or check.verdict != "measuring":
+                or check.verdict is not Verdict.MEASURING:
             return None
         return check
 
@@ -280,7 +296,7 @@ class Autoscaler:
         before = self._up_rate_sum / self._up_rate_count if self._up_rate_count else None
         check = ScaleUpCheck(now, n, n + 1, obs.parallelism, min_gain, before)
         if before is None:
-            check = replace(check, verdict="unknown", judged_at=now,
+            check = replace(check, verdict=Verdict.UNKNOWN, judged_at=now,
                             reason=f"{check.label} was not measured: no throughput counted "
                                    "before it (no loaded observation with a fresh rate)")
         self.last_scale_up = check
@@ -298,7 +314,8 @@ class Autoscaler:
 
         def unknown(why: str) -> str:
             reason = f"{check.label} was not measured: {why}"
-            self.last_scale_up = replace(check, verdict="unknown", reason=reason, judged_at=now)
+            self.last_scale_up = replace(check, verdict=Verdict.UNKNOWN, reason=reason,
+                                         judged_at=now)
             return reason
 
         if n != check.taskmanagers_after:
@@ -326,12 +343,12 @@ class Autoscaler:
         if after < before * (1 + check.min_gain):
             reason = (f"{took} (< +{_percent(check.min_gain)}): no scale-up for "
                       f"{hold_s:.0f} s")
-            self.last_scale_up = replace(check, rates_after=rates, verdict="ineffective",
+            self.last_scale_up = replace(check, rates_after=rates, verdict=Verdict.INEFFECTIVE,
                                          reason=reason, judged_at=now,
                                          blocked_until=now + hold_s)
         else:
             reason = f"{took} (>= +{_percent(check.min_gain)}): effective"
-            self.last_scale_up = replace(check, rates_after=rates, verdict="effective",
+            self.last_scale_up = replace(check, rates_after=rates, verdict=Verdict.EFFECTIVE,
                                          reason=reason, judged_at=now)
         return reason
 
@@ -353,7 +370,7 @@ class Autoscaler:
         policy = self.policy
         tms = tuple(taskmanagers)
         n = len(tms)
-        base = Decision("hold", n, "", now, n, observation=observation, taskmanagers=tms)
+        base = Decision(Action.HOLD, n, "", now, n, observation=observation, taskmanagers=tms)
         fresh = observation.job_running and observation.checkpointed_since_restore is True
         rate = observation.records_out_per_s if fresh and self._was_fresh else None
         self._was_fresh = fresh
@@ -376,10 +393,10 @@ class Autoscaler:
                                             f"{cooldown:.0f} s since the last scaling)")
             if up:
                 profile = policy.scale_up.profile
-                return self._act(base, "up", f"{bound}; adding a {profile} TaskManager "
+                return self._act(base, Action.UP, f"{bound}; adding a {profile} TaskManager "
                                              f"({n} -> {n + 1})", profile)
             victim = self._to_remove(tms)
-            return self._act(base, "down", f"{bound}; removing {victim.name} ({n} -> {n - 1})",
+            return self._act(base, Action.DOWN, f"{bound}; removing {victim.name} ({n} -> {n - 1})",
                              victim.profile, victim.name)
         if not observation.job_running:
             self._reset_streaks()
@@ -405,12 +422,12 @@ class Autoscaler:
             decision = replace(decision, reason=f"{decision.reason}; {verdict}")
         return decision
 
-    def _act(self, base: Decision, action: str, reason: str, profile: str,
+    def _act(self, base: Decision, action: Action, reason: str, profile: str,
              name: str | None = None) -> Decision:
         self._reset_streaks()
         self.last_action_at = base.timestamp
         n = base.current_count
-        target = n + 1 if action == "up" else n - 1
+        target = n + 1 if action is Action.UP else n - 1
         return replace(base, action=action, target_count=target, profile=profile,
                        taskmanager=name, reason=reason)
 
@@ -463,7 +480,7 @@ class Autoscaler:
                             f"{policy.cooldown_up_s:.0f} s since the last scaling)")
             profile = self._up_profile(observation)
             self._start_check(observation, n, now)  # before _act resets the streak's rates
-            return self._act(base, "up", f"{why}; adding a {profile} TaskManager "
+            return self._act(base, Action.UP, f"{why}; adding a {profile} TaskManager "
                                          f"({n} -> {n + 1})", profile)
 
         assert calm is not None
@@ -477,5 +494,5 @@ class Autoscaler:
             return hold(f"{why}, but cooling down ({since:.0f} s of "
                         f"{policy.cooldown_down_s:.0f} s since the last scaling)")
         victim = self._to_remove(base.taskmanagers)
-        return self._act(base, "down", f"{why}; removing {victim.name} ({n} -> {n - 1})",
+        return self._act(base, Action.DOWN, f"{why}; removing {victim.name} ({n} -> {n - 1})",
                          victim.profile, victim.name)

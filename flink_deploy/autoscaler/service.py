@@ -58,11 +58,12 @@ from control_service.config import ConfigError
 from control_service.errors import bad_request, too_large, unsupported_media_type, validation_failed
 from control_service.store import AuditLog
 from flink_deploy.autoscaler.decide import (
-    VERDICTS,
+    Action,
     Autoscaler,
     Decision,
     ScaleUpCheck,
     TaskManager,
+    Verdict,
 )
 from flink_deploy.autoscaler.drivers import Driver
 from flink_deploy.autoscaler.observe import Observation
@@ -213,7 +214,7 @@ class ScalingLoop:
     def _record(self, decision: Decision) -> Decision:
         with self._lock:
             self._history.append(decision)
-        level = logging.INFO if decision.action != "hold" else logging.DEBUG
+        level = logging.INFO if decision.action is not Action.HOLD else logging.DEBUG
         log.log(level, "scaling: %s: %s", decision.action, decision.reason)
         return decision
 
@@ -228,24 +229,24 @@ class ScalingLoop:
         except Exception as error:  # noqa: BLE001 - any driver failure becomes an "error" decision
             n = len(self.taskmanagers)
             return self._record(Decision(
-                "error", n, f"cannot list the TaskManagers: {type(error).__name__}: {error}",
+                Action.ERROR, n, f"cannot list the TaskManagers: {type(error).__name__}: {error}",
                 now, n, observation=observation, taskmanagers=self.taskmanagers))
         with self._lock:
             decision = self.autoscaler.decide(observation, self.taskmanagers, now)
             policy = self.autoscaler.policy
         try:
-            if decision.action == "up":
+            if decision.action is Action.UP:
                 assert decision.profile is not None
                 added = self.driver.add(policy.profile(decision.profile))
                 decision = replace(decision, taskmanager=added.name)
                 self.taskmanagers = (*self.taskmanagers, added)
-            elif decision.action == "down":
+            elif decision.action is Action.DOWN:
                 assert decision.taskmanager is not None
                 self.driver.remove(decision.taskmanager)
                 self.taskmanagers = tuple(tm for tm in self.taskmanagers
                                           if tm.name != decision.taskmanager)
         except Exception as error:  # noqa: BLE001 - any driver failure becomes an "error" decision
-            decision = replace(decision, action="error", target_count=decision.current_count,
+            decision = replace(decision, action=Action.ERROR, target_count=decision.current_count,
                                reason=f"{decision.reason}; the driver failed to scale "
                                       f"{decision.action}: {type(error).__name__}: {error}")
         return self._record(decision)
@@ -332,12 +333,12 @@ class AutoscalerComponent(Component):
         latest = self.loop.latest
         if latest is not None and latest.lag_total is not None:
             self.metrics.set("alertflow_autoscaler_lag", latest.lag_total)
-        counts: dict[str, int] = {}
+        counts: dict[Action, int] = {}
         for decision in self.loop.decisions():
             counts[decision.action] = counts.get(decision.action, 0) + 1
-        for action in ("up", "down", "hold", "error"):
+        for action in Action:
             self.metrics.set("alertflow_autoscaler_decisions", counts.get(action, 0),
-                             action=action)
+                             action=action.value)
         self.metrics.set("alertflow_autoscaler_policy_version", self.loop.policy_version)
 
     def openapi(self) -> Mapping[str, Any]:
@@ -467,7 +468,7 @@ SCALING_SCHEMAS: dict[str, Any] = {
             "rate_before_per_s": {"type": ["number", "null"]},
             "rate_after_per_s": {"type": ["number", "null"]},
             "observations_after": {"type": "integer"},
-            "verdict": {"type": "string", "enum": list(VERDICTS)},
+            "verdict": {"type": "string", "enum": [v.value for v in Verdict]},
             "reason": {"type": "string"},
             "judged_at": {"type": ["number", "null"]},
             "blocked_until": {"type": ["number", "null"]},
@@ -478,7 +479,7 @@ SCALING_SCHEMAS: dict[str, Any] = {
         "required": ["timestamp", "action", "reason", "current_count", "target_count"],
         "properties": {
             "timestamp": {"type": "number"},
-            "action": {"type": "string", "enum": ["up", "down", "hold", "error"]},
+            "action": {"type": "string", "enum": [a.value for a in Action]},
             "reason": {"type": "string"},
             "profile": {"type": ["string", "null"]},
             "taskmanager": {"type": ["string", "null"]},

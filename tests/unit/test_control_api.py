@@ -245,6 +245,19 @@ def test_restart_recovers_filters_and_version(tmp_path: Path, logs: Logs) -> Non
     assert again.test_client().post("/api/v1/filters", data=doc("third"), headers={**ALICE, **YAML}).get_json()["version"] == 3
 
 
+def test_restart_after_deactivating_every_filter(tmp_path: Path, logs: Logs) -> None:
+    """An empty active set is a valid snapshot: a restart reads it (it used to be rejected)."""
+    app, _ = make_app(tmp_path, logs)
+    c = app.test_client()
+    c.post("/api/v1/filters", data=doc(), headers={**ALICE, **YAML})
+    c.post("/api/v1/filters/bright/deactivate", headers=ALICE)
+    assert logs.snapshots()[-1] == {"version": 2, "filters": []}
+    again, _ = make_app(tmp_path, logs)
+    listing = again.test_client().get("/api/v1/filters").get_json()
+    assert listing["version"] == 2
+    assert [(f["name"], f["active"]) for f in listing["filters"]] == [("bright", False)]
+
+
 def test_failed_publish_changes_nothing(tmp_path: Path, logs: Logs) -> None:
     app, store = make_app(tmp_path, logs)
     c = app.test_client()

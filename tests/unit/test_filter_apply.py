@@ -19,9 +19,16 @@ from transforms.filters.apply import (
     SNAPSHOT_FILTER_NAME,
     ApplyFilters,
     FilterErrorReport,
-    select_snapshot,
+    rejection_report,
 )
 from transforms.filters.document import FilterSet, load_filter_file
+from transforms.filters.snapshot import (
+    RejectedSnapshot,
+    decode_snapshot,
+    encode_snapshot,
+    select_snapshot,
+    snapshot_from_json,
+)
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "filters"
@@ -37,17 +44,43 @@ def lsst_alerts() -> tuple[Alert, ...]:
     )
 
 
-def snapshot(version: int, *names: str) -> dict:
+def snapshot(version: int, *names: str) -> FilterSet:
     filters = tuple(f for name in names for f in load_filter_file(str(EXAMPLES / f"{name}.yaml")))
-    return FilterSet(version, filters).to_snapshot()
+    return FilterSet(version, filters)
 
 
 def test_select_snapshot_prefers_the_highest_valid_version() -> None:
-    bad = snapshot(9, "target-list-cones")
+    bad = snapshot(9, "target-list-cones").to_snapshot()
     bad["filters"][0]["spec"]["where"] = "mag <"
-    chosen, rejected = select_snapshot([snapshot(3, "solar-system-objects"), bad, snapshot(4, "target-list-cones")])
-    assert chosen is not None and chosen.version == 4
-    assert [(r.filter_name, r.filter_set_version) for r in rejected] == [(SNAPSHOT_FILTER_NAME, 9)]
+    good = [snapshot(3, "solar-system-objects"), snapshot(4, "target-list-cones")]
+    chosen, rejected = select_snapshot([good[0], snapshot_from_json(bad), good[1]])
+    assert chosen == good[1]
+    reason = ("<snapshot>:0:0: filters[0].spec.where: syntax error: expected a value, field, "
+              "function or '(', found end of expression")
+    assert rejected == [RejectedSnapshot(9, reason)]
+    reports = [rejection_report(r) for r in rejected]
+    assert reports == [FilterErrorReport(SNAPSHOT_FILTER_NAME, 9, 0, 0, reason)]
+
+
+def test_config_topic_values_decode_to_a_set_or_a_rejection_with_the_reason() -> None:
+    filters = snapshot(4, "target-list-cones")
+    assert decode_snapshot(encode_snapshot(filters)) == filters
+    assert encode_snapshot(FilterSet(2, ())) == b'{"version":2,"filters":[]}'
+    assert decode_snapshot(b'{"version":2,"filters":[]}') == FilterSet(2, ())
+    assert decode_snapshot(b"[1]") == RejectedSnapshot(None, "not an object")
+    assert decode_snapshot(b"{") == RejectedSnapshot(
+        None,
+        "not JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)")
+    assert decode_snapshot(b'{"filters":[]}') == RejectedSnapshot(
+        None, "<snapshot>:0:0: version: must be an integer")
+    assert decode_snapshot(b'{"version":5,"filters":{}}') == RejectedSnapshot(
+        5, "<snapshot>:0:0: filters: must be a list")
+    unversioned = RejectedSnapshot(None, "not an object")
+    assert select_snapshot([unversioned, filters]) == (filters, [])
+    assert select_snapshot([unversioned, RejectedSnapshot(3, "x")]) == (
+        None, [RejectedSnapshot(3, "x"), unversioned])
+    expected = FilterErrorReport(SNAPSHOT_FILTER_NAME, -1, 0, 0, "not an object")
+    assert rejection_report(unversioned) == expected
 
 
 def test_apply_filters_emits_every_match_with_identity_and_reports_errors() -> None:
@@ -101,7 +134,7 @@ def test_apply_filters_counts_alerts_matches_and_errors() -> None:
     expected, errors, _ = match_locally(filters, list(alerts))
     assert expected and not errors
     p = test_pipeline.TestPipeline()
-    snapshots = p | "Snapshots" >> beam.Create([filters.to_snapshot()])
+    snapshots = p | "Snapshots" >> beam.Create([filters])
     _ = p | "Alerts" >> beam.Create(list(alerts)) | ApplyFilters(snapshots)
     result = p.run()
     result.wait_until_finish()

@@ -156,5 +156,22 @@ def test_snapshot_with_a_bad_filter_is_rejected_whole() -> None:
     (flt,) = load_filters(GOOD)
     document = flt.to_document()
     document["spec"]["where"] = "mag < "
-    with pytest.raises(FilterValidationError, match="syntax error"):
-        FilterSet.from_snapshot({"version": 3, "filters": [flt.to_document(), document]})
+    document["metadata"]["colour"] = "red"
+    with pytest.raises(FilterValidationError) as info:
+        FilterSet.from_snapshot({"version": 3, "filters": [flt.to_document(), document, None, 7]})
+    # JSON has no lines: the positions are 0 and the paths start at the snapshot.
+    assert [(i.line, i.column, i.path, i.message) for i in info.value.issues] == [
+        (0, 0, "filters[1].metadata.colour",
+         "unknown key 'colour' (allowed: name, owner, description, labels)"),
+        (0, 0, "filters[1].spec.where",
+         "syntax error: expected a value, field, function or '(', found end of expression"),
+        (0, 0, "filters[2]", "must be a mapping"),
+        (0, 0, "filters[3]", "must be a mapping"),
+    ]
+    assert str(info.value).splitlines()[0] == (
+        "<snapshot>:0:0: filters[1].metadata.colour: unknown key 'colour' "
+        "(allowed: name, owner, description, labels)")
+
+
+def test_snapshot_with_no_filters_is_an_empty_set() -> None:
+    assert FilterSet.from_snapshot({"version": 4, "filters": []}) == FilterSet(4, ())

@@ -27,6 +27,8 @@ from transforms.annotate import sky as _sky
 from transforms.annotate import tags as _tags
 from transforms.annotate.record import AnnotationFailure, Annotations
 from transforms.decode import DeadLetter
+from transforms.filters.document import FilterSet
+from transforms.filters.snapshot import Snapshot, SnapshotFeed, newest_version, select_snapshot
 
 T = TypeVar("T")
 
@@ -248,41 +250,54 @@ def annotate_batch(
 # --------------------------------------------------------------------------------------------
 
 COUNTER_NAMESPACE = "AnnotateAlerts"
-_STAGES = (_sky.STAGE, _crossmatch.STAGE, _dust.STAGE, _lightcurve.STAGE, _tags.STAGE)
+#: The dead-letter stages, one per annotator (``annotate.<annotator>``).
+STAGES = (_sky.STAGE, _crossmatch.STAGE, _dust.STAGE, _lightcurve.STAGE, _tags.STAGE)
+ANNOTATED_COUNTER = "alerts_annotated"
 
 
-def needed_annotators(filter_set: Any) -> frozenset[Annotator]:
+def dead_letters_counter(stage: str) -> str:
+    """The counter of the alerts that failed in ``stage`` (one of :data:`STAGES`)."""
+    return f"dead_letters_{stage}"
+
+
+def alerts_in_counter(annotator: Annotator) -> str:
+    """The counter of the alerts ``annotator`` ran on."""
+    return f"alerts_in_{annotator.value}"
+
+
+def needed_annotators(filter_set: FilterSet) -> frozenset[Annotator]:
     """The annotators the filters of ``filter_set`` name in ``spec.annotations``, closed over
     :data:`DEPENDENCIES`; unknown names are left to filter validation."""
     names = {a for f in filter_set.filters for a in f.annotations}
     return with_dependencies(frozenset(a for a in Annotator if a.value in names))
 
 
-def for_filters(loaded: LoadedAnnotators, filter_set: Any) -> LoadedAnnotators:
+def for_filters(loaded: LoadedAnnotators, filter_set: FilterSet | None) -> LoadedAnnotators:
     """Of ``loaded``, the annotators that ``filter_set`` needs; none without a filter set."""
     needed = frozenset() if filter_set is None else needed_annotators(filter_set)
     return replace(loaded, config=replace(loaded.config, enabled=needed & loaded.config.enabled))
 
 
 class _AnnotateBatchFn(beam.DoFn):
-    def __init__(self, config: AnnotateConfig, feed: Any = None) -> None:
+    def __init__(self, config: AnnotateConfig, feed: SnapshotFeed | None = None) -> None:
         self._config = config
         self._feed = feed
         self._loaded: LoadedAnnotators | None = None
-        self._active: tuple[int, LoadedAnnotators] | None = None  # (filter-set version, subset)
-        self._annotated = Metrics.counter(COUNTER_NAMESPACE, "alerts_annotated")
-        self._failed = {s: Metrics.counter(COUNTER_NAMESPACE, f"dead_letters_{s}") for s in _STAGES}
-        self._ran = {a: Metrics.counter(COUNTER_NAMESPACE, f"alerts_in_{a.value}") for a in Annotator}
+        # (newest snapshot version, or None: no snapshot has one; the subset it needs)
+        self._active: tuple[int | None, LoadedAnnotators] | None = None
+        self._annotated = Metrics.counter(COUNTER_NAMESPACE, ANNOTATED_COUNTER)
+        self._failed = {s: Metrics.counter(COUNTER_NAMESPACE, dead_letters_counter(s))
+                        for s in STAGES}  # fmt: skip
+        self._ran = {a: Metrics.counter(COUNTER_NAMESPACE, alerts_in_counter(a)) for a in Annotator}
 
     def setup(self) -> None:
         self._loaded = load_annotators(self._config)
 
     def process(
-        self, batch: list[Alert], snapshots: list[bytes | Mapping[str, Any]] | None = None
+        self, batch: list[Alert], side: Sequence[Snapshot] | None = None
     ) -> Iterator[AnnotatedAlert | TaggedOutput]:
         assert self._loaded is not None, "setup() loads the annotators"
-        if self._feed is not None:
-            snapshots = self._feed.snapshots()
+        snapshots = side if self._feed is None else self._feed.snapshots()
         loaded = self._loaded if snapshots is None else self._for_snapshots(snapshots)
         for annotator in running_annotators(loaded):
             self._ran[annotator].inc(len(batch))
@@ -294,13 +309,11 @@ class _AnnotateBatchFn(beam.DoFn):
                 self._annotated.inc()
                 yield result
 
-    def _for_snapshots(self, snapshots: list[bytes | Mapping[str, Any]]) -> LoadedAnnotators:
-        """The configured annotators that the newest valid filter set needs, cached by version."""
-        # Imported here: transforms.filters.apply imports this package's record module.
-        from transforms.filters.apply import parse_snapshot, select_snapshot
-
+    def _for_snapshots(self, snapshots: Sequence[Snapshot]) -> LoadedAnnotators:
+        """The configured annotators that the newest valid filter set needs, cached by the
+        newest version."""
         assert self._loaded is not None
-        newest = max((parse_snapshot(s).get("version", -1) for s in snapshots), default=-1)
+        newest = newest_version(snapshots)
         if self._active is None or self._active[0] != newest:
             chosen, _ = select_snapshot(snapshots)
             self._active = (newest, for_filters(self._loaded, chosen))
@@ -322,11 +335,11 @@ class AnnotateAlerts(beam.PTransform):
     Every alert ends up in exactly one output. Counters in namespace ``AnnotateAlerts``:
     ``alerts_annotated``, ``dead_letters_<stage>`` and, per annotator, ``alerts_in_<annotator>``
     (the alerts it ran on). Without ``snapshots`` the enabled
-    annotators are fixed at construction. With ``snapshots`` (the filter-set snapshots of the
-    config topic, as ApplyFilters reads them: a list side input), each batch runs only the
+    annotators are fixed at construction. With ``snapshots`` (the decoded filter-set snapshots,
+    as ApplyFilters reads them: a list side input), each batch runs only the
     configured annotators that the newest valid filter set names in its filters'
     ``spec.annotations``: adding a filter that needs ``crossmatch`` turns cross-matching on.
-    ``feed`` (an object whose ``snapshots()`` returns them, e.g.
+    ``feed`` (a :class:`~transforms.filters.snapshot.SnapshotFeed`, e.g.
     ``transforms.filters.live.ConfigTopicFeed``) does the same without a side input.
     Delivery is the runner's (at least once on Flink with checkpoints).
     """
@@ -339,7 +352,7 @@ class AnnotateAlerts(beam.PTransform):
         config: AnnotateConfig | None = None,
         snapshots: PCollection | None = None,
         label: str | None = None,
-        feed: Any = None,
+        feed: SnapshotFeed | None = None,
     ) -> None:
         super().__init__(label)
         self._config = config if config is not None else AnnotateConfig()

@@ -2,9 +2,9 @@
 
 Input: a PCollection of ``Alert``, or of ``AnnotatedAlert`` whose annotations the filters'
 annotation fields read (bounded or unbounded; any windowing). Side input: a
-PCollection of filter-set snapshots (``{"version": n, "filters": [document, ...]}``, as on the
-config topic), read with ``AsList``; the highest version that validates wins, so a new snapshot
-replaces the whole set (in streaming, give the side input GlobalWindows with
+PCollection of decoded filter-set snapshots (``FilterSet`` or ``RejectedSnapshot``, from
+``transforms.filters.snapshot``), read with ``AsList``; the highest valid version wins, so a new
+snapshot replaces the whole set (in streaming, give the side input GlobalWindows with
 ``Repeatedly(AfterCount(1))`` and DISCARDING, DESIGN.md section 2). Alerts are grouped with
 ``BatchElements`` so the compiled set evaluates column-wise; a set is compiled once per version
 per worker.
@@ -23,10 +23,8 @@ Delivery is whatever the runner gives the DoFn (at least once on Flink with chec
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -34,9 +32,17 @@ from apache_beam.pvalue import AsList, TaggedOutput
 
 from transforms.alert_model import Alert
 from transforms.annotate.record import Annotations
+from transforms.annotate.transform import AnnotatedAlert
 from transforms.filters.annotations import AnnotationColumns
 from transforms.filters.compile import BatchResult, CompiledFilterSet, compile_filter_set
-from transforms.filters.document import FilterSet, FilterValidationError
+from transforms.filters.document import OutputFormat
+from transforms.filters.snapshot import (
+    RejectedSnapshot,
+    Snapshot,
+    SnapshotFeed,
+    newest_version,
+    select_snapshot,
+)
 
 MATCHES = "matches"
 ERRORS = "errors"
@@ -44,6 +50,9 @@ SNAPSHOT_FILTER_NAME = "<filter-set>"
 #: Namespace of the counters ``alerts_in``, ``matches`` and ``filter_errors`` (per-alert
 #: evaluation errors, all filters added).
 COUNTER_NAMESPACE = "ApplyFilters"
+ALERTS_IN_COUNTER = "alerts_in"
+MATCHES_COUNTER = "matches"
+FILTER_ERRORS_COUNTER = "filter_errors"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +60,7 @@ class FilterMatch:
     filter_name: str
     owner: str
     topic: str
-    format: str
+    format: OutputFormat
     filter_set_version: int
     alert: Alert
     annotations: Annotations | None = None
@@ -67,34 +76,15 @@ class FilterErrorReport:
     reason: str
 
 
-def parse_snapshot(raw: bytes | Mapping[str, Any]) -> Mapping[str, Any]:
-    """A snapshot as the config topic carries it (JSON bytes) or already parsed. Bytes that are
-    not a JSON object become an invalid snapshot (version -1): reported, never selected."""
-    if not isinstance(raw, (bytes, bytearray)):
-        return raw
-    try:
-        snapshot = json.loads(raw)
-    except ValueError as err:
-        return {"version": -1, "invalid": f"not JSON: {err}"}
-    return snapshot if isinstance(snapshot, dict) else {"version": -1, "invalid": "not an object"}
+#: ``filter_set_version`` of the report on a rejected snapshot without a version, as the
+#: errors topic has always carried it.
+UNVERSIONED = -1
 
 
-def select_snapshot(
-    raw_snapshots: Iterable[bytes | Mapping[str, Any]],
-) -> tuple[FilterSet | None, list[FilterErrorReport]]:
-    """The highest-version snapshot that validates, and a report for each newer one that did not."""
-    snapshots = [parse_snapshot(s) for s in raw_snapshots]
-    rejected: list[FilterErrorReport] = []
-    ordered = sorted(snapshots, key=lambda s: s.get("version", -1) if isinstance(s.get("version"), int) else -1, reverse=True)
-    for snapshot in ordered:
-        try:
-            return FilterSet.from_snapshot(snapshot), rejected
-        except (FilterValidationError, ValueError) as error:
-            version = snapshot.get("version")
-            rejected.append(
-                FilterErrorReport(SNAPSHOT_FILTER_NAME, version if isinstance(version, int) else -1, 0, 0, str(error))
-            )
-    return None, rejected
+def rejection_report(rejected: RejectedSnapshot) -> FilterErrorReport:
+    """The ``errors`` output for a snapshot that failed validation."""
+    version = UNVERSIONED if rejected.version is None else rejected.version
+    return FilterErrorReport(SNAPSHOT_FILTER_NAME, version, 0, 0, rejected.reason)
 
 
 def evaluate_batch(
@@ -128,33 +118,28 @@ def batch_reports(
 
 
 class _ApplyFn(beam.DoFn):
-    def __init__(self, feed: Any = None) -> None:
+    def __init__(self, feed: SnapshotFeed | None = None) -> None:
         self._feed = feed
         self._compiled: CompiledFilterSet | None = None
-        self._reported: set[int] = set()
-        self._alerts = Metrics.counter(COUNTER_NAMESPACE, "alerts_in")
-        self._matches = Metrics.counter(COUNTER_NAMESPACE, "matches")
-        self._errors = Metrics.counter(COUNTER_NAMESPACE, "filter_errors")
+        self._reported: set[int | None] = set()
+        self._alerts = Metrics.counter(COUNTER_NAMESPACE, ALERTS_IN_COUNTER)
+        self._matches = Metrics.counter(COUNTER_NAMESPACE, MATCHES_COUNTER)
+        self._errors = Metrics.counter(COUNTER_NAMESPACE, FILTER_ERRORS_COUNTER)
 
     def process(
-        self, items: list[Any], raw_snapshots: list[bytes | Mapping[str, Any]] | None = None
-    ) -> Iterator[Any]:
-        if self._feed is not None:
-            raw_snapshots = self._feed.snapshots()
-        snapshots = [parse_snapshot(s) for s in raw_snapshots or ()]
-        # Annotated alerts (from AnnotateAlerts) carry their annotation records; plain ones don't.
-        annotated = bool(items) and hasattr(items[0], "annotations")
-        alerts = [i.alert for i in items] if annotated else items
-        annotations = [i.annotations for i in items] if annotated else None
+        self, items: list[Alert] | list[AnnotatedAlert], side: Sequence[Snapshot] = ()
+    ) -> Iterator[FilterMatch | TaggedOutput]:
+        snapshots = side if self._feed is None else self._feed.snapshots()
+        alerts, annotations = _split(items)
         version = self._compiled.version if self._compiled is not None else None
-        newest = max((s.get("version", -1) for s in snapshots if isinstance(s.get("version"), int)), default=None)
+        newest = newest_version(snapshots)
         if newest is not None and newest != version:
             chosen, rejected = select_snapshot(snapshots)
-            for report in rejected:
-                if report.filter_set_version not in self._reported:
-                    self._reported.add(report.filter_set_version)
-                    yield TaggedOutput(ERRORS, report)
-            if chosen is not None and (self._compiled is None or chosen.version != self._compiled.version):
+            for snapshot in rejected:
+                if snapshot.version not in self._reported:
+                    self._reported.add(snapshot.version)
+                    yield TaggedOutput(ERRORS, rejection_report(snapshot))
+            if chosen is not None and chosen.version != version:
                 self._compiled = compile_filter_set(chosen)
         self._alerts.inc(len(alerts))
         if self._compiled is None:
@@ -168,13 +153,27 @@ class _ApplyFn(beam.DoFn):
                 yield item
 
 
+def _split(
+    items: list[Alert] | list[AnnotatedAlert],
+) -> tuple[list[Alert], list[Annotations] | None]:
+    """The alerts of a batch and, from AnnotateAlerts, their annotation records (plain alerts
+    have none)."""
+    annotated = [i for i in items if isinstance(i, AnnotatedAlert)]
+    if not annotated:
+        return [i for i in items if isinstance(i, Alert)], None
+    if len(annotated) != len(items):
+        raise TypeError("ApplyFilters: a batch mixes Alert and AnnotatedAlert")
+    return [i.alert for i in annotated], [i.annotations for i in annotated]
+
+
 class ApplyFilters(beam.PTransform):
     """Alerts -> ``matches`` (FilterMatch) and ``errors`` (FilterErrorReport); see the module doc."""
 
     def __init__(self, snapshots: beam.PCollection | None = None, max_batch_size: int = 2000,
-                 label: str | None = None, feed: Any = None) -> None:
-        """Give the filter sets either as ``snapshots`` (a side input) or as ``feed``, an object
-        whose ``snapshots()`` returns them (``transforms.filters.live.ConfigTopicFeed``)."""
+                 label: str | None = None, feed: SnapshotFeed | None = None) -> None:
+        """Give the filter sets either as ``snapshots`` (a side input of decoded snapshots,
+        ``FilterSet`` or ``RejectedSnapshot``) or as ``feed``
+        (``transforms.filters.live.ConfigTopicFeed``)."""
         super().__init__(label)
         if (snapshots is None) == (feed is None):
             raise ValueError("ApplyFilters needs exactly one of snapshots and feed")

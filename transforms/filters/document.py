@@ -21,9 +21,11 @@ A filter file holds one or more documents like::
 
 Everything is validated at once and every problem is reported as a :class:`FilterIssue` with the
 1-based line and column in the YAML text (for the ``where`` expression: of the offending token
-inside it), so the CLI and the REST API can point at it. A :class:`FilterSet` is the complete set
-of active filters plus a monotonically increasing version: the snapshot that goes to the config
-topic (``FilterSet.to_snapshot`` / ``FilterSet.from_snapshot``).
+inside it), so the CLI and the REST API can point at it; a snapshot's documents, validated as
+decoded JSON, have no positions (0) and paths from the snapshot (``filters[1].spec.where``).
+A :class:`FilterSet` is the complete set of active filters plus a monotonically increasing
+version: the snapshot that goes to the config topic (``FilterSet.to_snapshot`` /
+``FilterSet.from_snapshot``; bytes: ``transforms.filters.snapshot``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import yaml
@@ -43,10 +46,21 @@ from transforms.filters.expr import Expr, ExprSyntaxError, parse
 API_VERSION = "alertflow/v1"
 KIND = "Filter"
 SURVEYS = ("ztf", "lsst")
-FORMATS = ("lite", "full")
+
+
+class OutputFormat(StrEnum):
+    """How a filter's matches are written: ``lite`` (JSON, chosen fields) or ``full`` (the
+    original alert, in Avro)."""
+
+    LITE = "lite"
+    FULL = "full"
+
+
 DEFAULT_OUTPUT_FIELDS = ("survey", "alert_id", "object_id", "ra", "dec", "mjd", "band", "mag")
 _NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
+#: ``FilterValidationError.source`` of a snapshot's errors.
+SNAPSHOT_SOURCE = "<snapshot>"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +88,7 @@ class FilterValidationError(Exception):
 @dataclass(frozen=True, slots=True)
 class OutputSpec:
     topic: str
-    format: str
+    format: OutputFormat
     fields: tuple[str, ...]
 
 
@@ -110,7 +124,7 @@ class Filter:
                 "where": self.where,
                 "output": {
                     "topic": self.output.topic,
-                    "format": self.output.format,
+                    "format": self.output.format.value,
                     "fields": list(self.output.fields),
                 },
             },
@@ -137,22 +151,49 @@ class FilterSet:
 
     @classmethod
     def from_snapshot(cls, snapshot: Mapping[str, Any]) -> FilterSet:
-        """Rebuild a set from ``{"version": n, "filters": [document, ...]}``; raises on errors."""
+        """Rebuild a set from ``{"version": n, "filters": [document, ...]}`` (the config topic's
+        JSON, decoded); raises FilterValidationError listing every problem.
+
+        The documents are validated as they are, with the same checks and messages as YAML
+        text; JSON has no positions, so each issue has line and column 0 and a path that
+        starts at the snapshot (``filters[1].spec.where``). An empty list is an empty set.
+        """
         version = snapshot.get("version")
         if not isinstance(version, int) or isinstance(version, bool):
-            raise FilterValidationError([FilterIssue(0, 0, "version", "must be an integer")], "<snapshot>")
+            issue = FilterIssue(0, 0, "version", "must be an integer")
+            raise FilterValidationError([issue], SNAPSHOT_SOURCE)
         documents = snapshot.get("filters")
         if not isinstance(documents, list):
-            raise FilterValidationError([FilterIssue(0, 0, "filters", "must be a list")], "<snapshot>")
-        text = yaml.safe_dump_all(documents, sort_keys=False) if documents else ""
-        return cls(version, load_filters(text, source="<snapshot>"))
+            raise FilterValidationError([FilterIssue(0, 0, "filters", "must be a list")],
+                                        SNAPSHOT_SOURCE)
+        validator = _Validator(None)
+        roots = [(_graph(document), f"filters[{i}].") for i, document in enumerate(documents)]
+        return cls(version, _validate(validator, roots, SNAPSHOT_SOURCE))
 
 
 # --- positions ------------------------------------------------------------------------------
 
 
 def _mark(node: Node) -> tuple[int, int]:
+    """1-based line and column of ``node``; (0, 0) for a node built from data, not text."""
+    if node.start_mark is None:
+        return 0, 0
     return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+_TAGS = {bool: "bool", int: "int", float: "float", str: "str", type(None): "null"}
+
+
+def _graph(data: Any) -> Node:
+    """The YAML representation graph of decoded JSON, without text: the validator reads
+    snapshots and YAML documents alike. Scalars keep their JSON type as their tag."""
+    if isinstance(data, dict):
+        pairs = [(_graph(k), _graph(v)) for k, v in data.items()]
+        return MappingNode("tag:yaml.org,2002:map", pairs)
+    if isinstance(data, list):
+        return SequenceNode("tag:yaml.org,2002:seq", [_graph(item) for item in data])
+    tag = _TAGS.get(type(data), "unknown")
+    return ScalarNode(f"tag:yaml.org,2002:{tag}", data if isinstance(data, str) else str(data))
 
 
 def _expression_position(text: str, node: ScalarNode, offset: int) -> tuple[int, int]:
@@ -197,13 +238,28 @@ def _expression_position(text: str, node: ScalarNode, offset: int) -> tuple[int,
 
 
 class _Validator:
-    def __init__(self, text: str) -> None:
+    """Checks documents; ``text`` is the YAML they were composed from (None: from data), and
+    ``prefix`` starts every issue's path (the document's place in a snapshot)."""
+
+    def __init__(self, text: str | None) -> None:
         self.text = text
+        self.prefix = ""
         self.issues: list[FilterIssue] = []
+
+    def issue(self, line: int, column: int, path: str, message: str) -> None:
+        whole = path in ("", "<document>")
+        full = self.prefix.rstrip(".") if whole and self.prefix else self.prefix + path
+        self.issues.append(FilterIssue(line, column, full, message))
 
     def fail(self, node: Node, path: str, message: str) -> None:
         line, column = _mark(node)
-        self.issues.append(FilterIssue(line, column, path, message))
+        self.issue(line, column, path, message)
+
+    def position(self, node: ScalarNode, offset: int) -> tuple[int, int]:
+        """Line and column of character ``offset`` of the ``where`` scalar ``node``."""
+        if self.text is None:
+            return 0, 0
+        return _expression_position(self.text, node, offset)
 
     def mapping(
         self, node: Node, path: str, allowed: Sequence[str], required: Sequence[str] = ()
@@ -332,13 +388,13 @@ class _Validator:
         try:
             expression = parse(where)
         except ExprSyntaxError as error:
-            line, column = _expression_position(self.text, node, error.offset)
-            self.issues.append(FilterIssue(line, column, "spec.where", f"syntax error: {error.message}"))
+            line, column = self.position(node, error.offset)
+            self.issue(line, column, "spec.where", f"syntax error: {error.message}")
             return None, None
         result = check_expression(expression, annotations)
         for issue in result.issues:
-            line, column = _expression_position(self.text, node, issue.offset)
-            self.issues.append(FilterIssue(line, column, "spec.where", issue.message))
+            line, column = self.position(node, issue.offset)
+            self.issue(line, column, "spec.where", issue.message)
         if result.issues:
             return None, None
         return expression, result.fields
@@ -346,7 +402,9 @@ class _Validator:
     def output(self, node: Node | None, name: str | None, annotations: Iterable[str]) -> OutputSpec | None:
         default_topic = f"alertflow.filter.{name}" if name else None
         if node is None:
-            return OutputSpec(default_topic, "lite", DEFAULT_OUTPUT_FIELDS) if default_topic else None
+            if default_topic is None:
+                return None
+            return OutputSpec(default_topic, OutputFormat.LITE, DEFAULT_OUTPUT_FIELDS)
         out = self.mapping(node, "spec.output", ("topic", "format", "fields"))
         topic = default_topic
         if "topic" in out:
@@ -354,12 +412,15 @@ class _Validator:
             if topic is not None and not _TOPIC_RE.fullmatch(topic):
                 self.fail(out["topic"][1], "spec.output.topic", f"{topic!r} is not a valid Kafka topic name")
                 topic = None
-        fmt = "lite"
+        fmt = OutputFormat.LITE
         if "format" in out:
             value = self.string(out["format"][1], "spec.output.format")
-            if value is not None and value not in FORMATS:
-                self.fail(out["format"][1], "spec.output.format", f"must be one of {', '.join(FORMATS)}, got {value!r}")
-            fmt = value or "lite"
+            if value is not None and value not in tuple(OutputFormat):
+                allowed = ", ".join(OutputFormat)
+                self.fail(out["format"][1], "spec.output.format",
+                          f"must be one of {allowed}, got {value!r}")
+            elif value is not None:
+                fmt = OutputFormat(value)
         fields = DEFAULT_OUTPUT_FIELDS
         if "fields" in out:
             chosen: list[str] = []
@@ -395,9 +456,18 @@ def load_filters(text: str, source: str = "<filter>") -> tuple[Filter, ...]:
     roots = [root for root in roots if root is not None]
     if not roots:
         raise FilterValidationError([FilterIssue(1, 1, "<document>", "no filter document found")], source)
+    return _validate(validator, [(root, "") for root in roots], source)
+
+
+def _validate(
+    validator: _Validator, roots: Sequence[tuple[Node, str]], source: str
+) -> tuple[Filter, ...]:
+    """The filters of the document ``roots`` (each with the prefix of its issues' paths);
+    raises FilterValidationError listing every problem."""
     filters: list[Filter] = []
     seen: dict[str, Filter] = {}
-    for root in roots:
+    for root, prefix in roots:
+        validator.prefix = prefix
         parsed = validator.document(root)
         if parsed is None:
             continue

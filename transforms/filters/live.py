@@ -8,18 +8,17 @@ compacted config topic with a consumer thread of its own and keeps the newest sn
 
 Freshness: the first call reads the topic to its end before returning, so a worker starts with
 the newest filter set; after that the thread applies new snapshots as they arrive (well under
-a second on loopback). Each snapshot is parsed once, on arrival, not on every batch.
+a second on loopback). Each message is decoded and validated once, on arrival
+(:func:`~transforms.filters.snapshot.decode_snapshot`), not on every batch.
 """
 
 from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from transforms.filters.apply import parse_snapshot
+from transforms.filters.snapshot import Snapshot, decode_snapshot
 from transforms.kafka_clients import kafka_config
 
 KEEP = 5  # the newest snapshots kept, so a newest one that fails validation has fallbacks
@@ -32,7 +31,7 @@ class _Feed:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
         self._lock = threading.Lock()
-        self._snapshots: dict[int, Mapping[str, Any]] = {}
+        self._snapshots: dict[int | None, Snapshot] = {}  # by version
         self._consumer = Consumer(kafka_config(bootstrap, {
             "group.id": f"alertflow-filter-feed-{uuid.uuid4().hex}",
             "enable.auto.commit": False,
@@ -53,11 +52,12 @@ class _Feed:
     def _apply(self, value: bytes | None) -> None:
         if not value:
             return
-        snapshot = parse_snapshot(value)
-        version = snapshot.get("version", -1)
+        snapshot = decode_snapshot(value)
         with self._lock:
-            self._snapshots[version if isinstance(version, int) else -1] = snapshot
-            for old in sorted(self._snapshots)[:-KEEP]:
+            self._snapshots[snapshot.version] = snapshot
+            # The oldest go first; a message without a version is older than any with one.
+            by_age = sorted(self._snapshots, key=lambda v: (v is not None, v or 0))
+            for old in by_age[:-KEEP]:
                 del self._snapshots[old]
 
     def _follow(self) -> None:
@@ -66,7 +66,7 @@ class _Feed:
             if msg is not None and msg.error() is None:
                 self._apply(msg.value())
 
-    def snapshots(self) -> list[Mapping[str, Any]]:
+    def snapshots(self) -> list[Snapshot]:
         with self._lock:
             return list(self._snapshots.values())
 
@@ -79,13 +79,14 @@ _FEEDS_LOCK = threading.Lock()
 class ConfigTopicFeed:
     """Where the live filter sets are; picklable, so DoFns carry it to the workers.
 
-    ``snapshots()`` returns the newest parsed snapshots (one follower per process and topic).
+    A :class:`~transforms.filters.snapshot.SnapshotFeed`: ``snapshots()`` returns the newest
+    decoded snapshots (one follower per process and topic).
     """
 
     bootstrap_servers: str
     topic: str
 
-    def snapshots(self) -> list[Mapping[str, Any]]:
+    def snapshots(self) -> list[Snapshot]:
         key = (self.bootstrap_servers, self.topic)
         with _FEEDS_LOCK:
             feed = _FEEDS.get(key)
