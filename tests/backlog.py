@@ -12,11 +12,11 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 
-import requests
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from control_service.commands.replay import cycled_messages, kafka_producer, load_messages
+from flink_deploy.flink_rest import FlinkRest
 from flink_deploy.stack import REPO_ROOT, StackConfig
 from pipelines import broker
 from tests.datapaths import shared_data
@@ -120,15 +120,15 @@ def preload(bootstrap: str, topic: str, count: int, filter_set: FilterSet) -> Ba
 def job_restarts(rest: str, jid: str, deadline_s: float = 60.0) -> int:
     """Flink's ``numRestarts`` metric of the job (the REST API lists a job's metrics only once
     the JobManager has fetched them, a few seconds after the job starts)."""
+    flink = FlinkRest(rest)
     end = time.monotonic() + deadline_s
     while True:
-        metrics = requests.get(f"{rest}/jobs/{jid}/metrics", params={"get": "numRestarts"},
-                               timeout=5).json()  # fmt: skip
+        metrics = flink.job_metrics(jid, ["numRestarts"])
         if metrics or time.monotonic() > end:
             break
         time.sleep(1)
     assert metrics, f"job {jid}: no numRestarts metric after {deadline_s:.0f} s"
-    return int(metrics[0]["value"])
+    return int(metrics["numRestarts"])
 
 
 @dataclass(frozen=True)
