@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, replace
 
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from control_service.commands.replay import cycled_messages, kafka_producer, load_messages
 from flink_deploy.flink_rest import FlinkRest
@@ -24,6 +24,7 @@ from tests.e2e.test_smoke_pipeline import running_job_id, wait_for
 from transforms.decode import decode_message
 from transforms.filters.document import Filter, FilterSet, load_filter_file, load_filters
 from transforms.filters.local import LocalRunner
+from transforms.kafka_clients import COMPACTED, Topic, ensure_topics
 from transforms.schemas import LsstSchemas
 
 BATCH = 1000
@@ -44,12 +45,8 @@ def run_topics(bootstrap: str, prefix: str, source: str, partitions: int) -> dic
     ``partitions`` partitions, a compacted config topic and a dead-letter topic."""
     run_id = uuid.uuid4().hex[:8]
     topics = {n: f"{prefix}.{run_id}.{n}" for n in (source, "config", "dead")}
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the futures end
-    for future in admin.create_topics(
-        [NewTopic(topics[source], partitions, 1), NewTopic(topics["dead"], 1, 1),
-         NewTopic(topics["config"], 1, 1, config={"cleanup.policy": "compact"})]
-    ).values():  # fmt: skip
-        future.result(timeout=30)
+    ensure_topics(bootstrap, [Topic(topics[source], partitions), Topic(topics["dead"]),
+                              Topic(topics["config"], 1, COMPACTED)])  # fmt: skip
     return topics
 
 

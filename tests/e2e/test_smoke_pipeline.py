@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 import requests
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
 from flink_deploy import stack as stack_manager
 from pipelines import smoke
+from transforms.kafka_clients import Topic, ensure_topics
 
 pytestmark = pytest.mark.e2e
 
@@ -40,11 +40,7 @@ def smoke_job(stack: stack_manager.StackConfig) -> Iterator[dict]:
     """Fresh topics, the smoke job submitted on them, and the job cancelled afterwards."""
     run_id = uuid.uuid4().hex[:8]
     topics = {"input": f"smoke.{run_id}.in", "output": f"smoke.{run_id}.out"}
-    admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
-    for future in admin.create_topics(
-        [NewTopic(t, num_partitions=PARTITIONS, replication_factor=1) for t in topics.values()]
-    ).values():
-        future.result(timeout=30)
+    ensure_topics(stack.bootstrap_servers, [Topic(t, PARTITIONS) for t in topics.values()])
     job = {
         **topics,
         "group": f"smoke-{run_id}",
