@@ -117,6 +117,10 @@ class FlinkRest:
         """``/jobs/<jid>/checkpoints``: counts and the ``latest`` completed/restored/... ones."""
         return dict(self._call("GET", f"/jobs/{job_id}/checkpoints"))
 
+    def checkpoint_config(self, job_id: str) -> dict[str, Any]:
+        """``/jobs/<jid>/checkpoints/config``: the interval, mode, timeout, ..."""
+        return dict(self._call("GET", f"/jobs/{job_id}/checkpoints/config"))
+
     def root_exception(self, job_id: str) -> str:
         """The first line of the job's root exception, or "" (best effort, for reports)."""
         try:

@@ -34,11 +34,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from transforms.alert_model import Survey
+from transforms.avro_binary import encode_long
 from transforms.decode import (
     OCF_MAGIC,
     DecodeError,
     decode_message,
-    encode_long,
     parse_container_header,
     read_long,
 )

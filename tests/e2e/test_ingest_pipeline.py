@@ -11,6 +11,7 @@ import uuid
 import pytest
 import requests
 from confluent_kafka import Consumer, Producer
+from confluent_kafka.admin import AdminClient
 
 from control_service.commands.replay import load_messages
 from flink_deploy import stack as stack_manager
@@ -69,7 +70,9 @@ def test_real_alerts_decode_and_bad_ones_become_dead_letters(
 ) -> None:
     run_id = uuid.uuid4().hex[:8]
     topics = {name: f"ingest.{run_id}.{name}" for name in ("ztf", "lsst", "decoded", "dead")}
-    ensure_topics(stack.bootstrap_servers, [Topic(t, PARTITIONS) for t in topics.values()])
+    admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
+    ensure_topics(stack.bootstrap_servers, [Topic(t, PARTITIONS) for t in topics.values()],
+                  admin=admin)
     job_name = f"alertflow-ingest-{run_id}"
     ingest.run([f"--topics={topics['ztf']},{topics['lsst']}", f"--decoded={topics['decoded']}",
                 f"--deadletter={topics['dead']}", f"--group-id=ingest-{run_id}",
