@@ -61,7 +61,9 @@ class ControlConfig:
     service_id: str = "control"
     host: str = HOST
     port: int = 5000
-    bootstrap_servers: str = field(default_factory=lambda: f"{HOST}:{_stack_port('ALERTFLOW_KAFKA_PORT', DEFAULT_KAFKA_PORT)}")
+    bootstrap_servers: str = field(
+        default_factory=lambda: f"{HOST}:{_stack_port('ALERTFLOW_KAFKA_PORT', DEFAULT_KAFKA_PORT)}"
+    )
     config_topic: str = CONFIG_TOPIC
     #: Deactivated filters live here (whole snapshots too), so they survive a restart without
     #: ever reaching the pipeline, which reads only ``config_topic``.

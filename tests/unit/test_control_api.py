@@ -55,7 +55,8 @@ class Logs:
         return [json.loads(v) for k, v in getattr(self, which) if k == SNAPSHOT_KEY and v is not None]
 
 
-def make_app(tmp_path: Path, logs: Logs, flink: FlinkRest | None = None, submit: Any = None, **overrides: Any) -> tuple[Flask, FilterStore]:
+def make_app(tmp_path: Path, logs: Logs, flink: FlinkRest | None = None, submit: Any = None,
+             **overrides: Any) -> tuple[Flask, FilterStore]:
     cfg = load_config(
         env={},
         api_keys=KEYS,
