@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import requests
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -39,6 +39,7 @@ from tests.datapaths import shared_data  # noqa: E402
 from transforms.decode import decode_message  # noqa: E402
 from transforms.filters.document import FilterSet, load_filter_file, load_filters  # noqa: E402
 from transforms.filters.local import LocalRunner  # noqa: E402
+from transforms.kafka_clients import COMPACTED, Topic, ensure_topics  # noqa: E402
 from transforms.publish import lite_message  # noqa: E402
 from transforms.schemas import LsstSchemas  # noqa: E402
 
@@ -153,12 +154,8 @@ def main() -> None:
     run = uuid.uuid4().hex[:6]
     topics = {n: f"bench.{run}.{n}" for n in ("in", "config", "dead", "base")}
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics([
-        NewTopic(topics["in"], 8, 1), NewTopic(topics["dead"], 1, 1),
-        NewTopic(topics["base"], 1, 1),
-        NewTopic(topics["config"], 1, 1, config={"cleanup.policy": "compact"}),
-    ]).values():  # fmt: skip
-        future.result(30)
+    ensure_topics(bootstrap, [Topic(topics["in"], 8), Topic(topics["dead"]), Topic(topics["base"]),
+                              Topic(topics["config"], 1, COMPACTED)], admin=admin)  # fmt: skip
     catch_all = f"bench.{run}.out.every-lsst"
     examples = [replace(f, output=replace(f.output, topic=f"bench.{run}.out.{f.name}"))
                 for p in sorted((REPO_ROOT / "examples" / "filters").glob("*.yaml"))

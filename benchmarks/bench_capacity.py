@@ -39,7 +39,6 @@ from pathlib import Path
 
 import requests
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -52,6 +51,7 @@ from tests.e2e.test_broker_pipeline import pairs_on  # noqa: E402
 from transforms.decode import decode_message  # noqa: E402
 from transforms.filters.document import FilterSet  # noqa: E402
 from transforms.filters.local import LocalRunner  # noqa: E402
+from transforms.kafka_clients import ensure_topic  # noqa: E402
 from transforms.publish import lite_message  # noqa: E402
 from transforms.schemas import LsstSchemas  # noqa: E402
 
@@ -172,9 +172,7 @@ def baseline_worker(bootstrap: str, topic: str, partitions: str, out: str, snaps
 def baseline(bootstrap: str, backlog: Backlog, filter_set: FilterSet, processes: int,
              groups: dict[str, int], run: str) -> Row:  # fmt: skip
     out = f"cap.{run}.base{processes}"
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics([NewTopic(out, 1, 1)]).values():
-        future.result(30)
+    ensure_topic(bootstrap, out)
     meter = CpuMeter(groups)
     meter.start()
     snapshot = json.dumps(filter_set.to_snapshot())
@@ -249,9 +247,7 @@ def session_runs(opts, run: str, root: Path, rows: list[Row]) -> None:
     try:
         bootstrap = cfg.bootstrap_servers
         topic = f"cap.{run}.in"
-        admin = AdminClient({"bootstrap.servers": bootstrap})
-        for future in admin.create_topics([NewTopic(topic, PARTITIONS, 1)]).values():
-            future.result(30)
+        ensure_topic(bootstrap, topic, PARTITIONS)
         print(f"preloading {opts.alerts} alerts", file=sys.stderr)
         reference = backlog_filters(f"cap.{run}.ref")
         backlog = preload(bootstrap, topic, opts.alerts, reference)

@@ -21,7 +21,7 @@ import uuid
 from pathlib import Path
 
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -29,6 +29,7 @@ from control_service.cli import build_parser  # noqa: E402
 from control_service.commands import replay  # noqa: E402
 from flink_deploy.stack import StackConfig  # noqa: E402
 from tests.datapaths import shared_data  # noqa: E402
+from transforms.kafka_clients import ensure_topic  # noqa: E402
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas  # noqa: E402
 
 PRODUCER_SETTINGS = {
@@ -40,9 +41,9 @@ PRODUCER_SETTINGS = {
 }
 
 
-def fresh_topic(admin: AdminClient) -> str:
+def fresh_topic(bootstrap: str, admin: AdminClient) -> str:
     topic = f"bench.replay.{uuid.uuid4().hex[:8]}"
-    admin.create_topics([NewTopic(topic, num_partitions=8, replication_factor=1)])[topic].result(30)
+    ensure_topic(bootstrap, topic, 8, admin=admin)
     return topic
 
 
@@ -89,7 +90,7 @@ def main() -> None:
     for _ in range(opts.repeats):
         for runner, results in ((lambda t: bare_producer(bootstrap, t, values), base),
                                 (lambda t: through_replay(bootstrap, t, files, opts.count), ours)):
-            topic = fresh_topic(admin)
+            topic = fresh_topic(bootstrap, admin)
             results.append(runner(topic))
             admin.delete_topics([topic])[topic].result(30)
     b, o = statistics.median(base), statistics.median(ours)

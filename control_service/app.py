@@ -31,11 +31,12 @@ from control_service.filters_api import (
 from control_service.jobs_api import (
     FLINK_EXTENSION,
     SUBMIT_EXTENSION,
-    FlinkClient,
     jobs_bp,
+    register_flink_errors,
     submit_broker,
 )
 from control_service.store import AuditLog, FilterStore, KafkaSnapshotLog
+from flink_deploy.flink_rest import FlinkRest
 
 CONFIG_EXTENSION = "alertflow.config"
 AUDIT_EXTENSION = "alertflow.audit"
@@ -118,7 +119,7 @@ def create_app(
     config: ControlConfig | None = None,
     *,
     store: FilterStore | None = None,
-    flink: FlinkClient | None = None,
+    flink: FlinkRest | None = None,
     submit: Callable[[Sequence[str]], Any] | None = None,
 ) -> Flask:
     config = config or load_config()
@@ -132,10 +133,12 @@ def create_app(
     app.extensions[AUDIT_EXTENSION] = audit
     app.extensions[STORE_EXTENSION] = store
     app.extensions[REFERENCE_EXTENSION] = ReferenceAlerts(config.reference_alerts, config.reference_max_alerts)
-    app.extensions[FLINK_EXTENSION] = flink or FlinkClient(config.flink_rest_url, config.flink_timeout_s)
+    app.extensions[FLINK_EXTENSION] = flink or FlinkRest(config.flink_rest_url,
+                                                         config.flink_timeout_s)
     app.extensions[SUBMIT_EXTENSION] = submit or submit_broker
     install_common(app, ControlComponent(app, config, store), Authenticator(config.api_keys, config.open_reads), config.max_body_bytes, audit)
     app.register_blueprint(filters_bp)
     app.register_blueprint(jobs_bp)
     app.register_blueprint(components_bp)
+    register_flink_errors(app)
     return app

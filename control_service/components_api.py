@@ -39,7 +39,8 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from control_service.auth import require_read
 from control_service.errors import not_found
-from control_service.jobs_api import FLINK_EXTENSION, TERMINAL, FlinkClient
+from control_service.jobs_api import FLINK_EXTENSION
+from flink_deploy.flink_rest import TERMINAL_STATES, FlinkRest
 from transforms import decode, publish
 from transforms.annotate import transform as annotate
 from transforms.filters import apply
@@ -141,7 +142,7 @@ def metric_key(metric_id: str) -> tuple[str, str] | None:
     return None
 
 
-def job_metrics(flink: FlinkClient, job: dict[str, Any]) -> dict[str, float]:
+def job_metrics(flink: FlinkRest, job: dict[str, Any]) -> dict[str, float]:
     """Every stage counter and operator record count of a job, summed over subtasks (and
     over operators sharing a counter)."""
     values: dict[str, float] = {}
@@ -153,7 +154,7 @@ def job_metrics(flink: FlinkClient, job: dict[str, Any]) -> dict[str, float]:
             found = metric_key(metric_id)
             if found is not None:
                 wanted[found[1]] = found[0]
-        sums = flink.vertex_metrics(job["jid"], vertex["id"], sorted(wanted))
+        sums = flink.subtask_metrics(job["jid"], vertex["id"], sorted(wanted))
         for name, value in sums.items():
             values[wanted[name]] = values.get(wanted[name], 0.0) + value
     return values
@@ -187,23 +188,23 @@ def component_view(job: dict[str, Any], stage: Stage, values: dict[str, float]) 
     }
 
 
-def job_components(flink: FlinkClient, job: dict[str, Any]) -> list[dict[str, Any]]:
+def job_components(flink: FlinkRest, job: dict[str, Any]) -> list[dict[str, Any]]:
     """The stages of one job whose label appears in its vertex names, with their counters."""
     names = " ".join(v.get("name", "") for v in job.get("vertices", []))
     values = job_metrics(flink, job)
     return [component_view(job, s, values) for s in stages(values) if s.label in names]
 
 
-def _live_jobs(flink: FlinkClient, job_id: str | None = None) -> list[dict[str, Any]]:
+def _live_jobs(flink: FlinkRest, job_id: str | None = None) -> list[dict[str, Any]]:
     return [flink.job(j["jid"]) for j in flink.jobs()
-            if j.get("state") not in TERMINAL and job_id in (None, j["jid"])]  # fmt: skip
+            if j.get("state") not in TERMINAL_STATES and job_id in (None, j["jid"])]  # fmt: skip
 
 
 @components_bp.get("")
 def list_components() -> Response:
     """Every stage of every live job (``?job=ID``: of that job only)."""
     require_read()
-    flink: FlinkClient = current_app.extensions[FLINK_EXTENSION]
+    flink: FlinkRest = current_app.extensions[FLINK_EXTENSION]
     job_id = request.args.get("job")
     items = [c for job in _live_jobs(flink, job_id) for c in job_components(flink, job)]
     return jsonify({"components": items})
@@ -213,7 +214,7 @@ def list_components() -> Response:
 def get_component(component_id: str) -> Response:
     """One stage, by ``<job id>.<stage>``; 404 when that job is not live or has no such stage."""
     require_read()
-    flink: FlinkClient = current_app.extensions[FLINK_EXTENSION]
+    flink: FlinkRest = current_app.extensions[FLINK_EXTENSION]
     job_id, _, stage = component_id.partition(".")
     for job in _live_jobs(flink, job_id):
         for item in job_components(flink, job):

@@ -30,6 +30,7 @@ import yaml
 
 from control_service.auth import ApiKey, api_key_problems, parse_api_keys
 from flink_deploy.stack import CONFIG_TOPIC, HOST, REPO_ROOT
+from transforms.kafka_clients import DEFAULT_KAFKA_PORT
 
 ENV_PREFIX = "ALERTFLOW_CONTROL_"
 #: Fields an admin may change on the running service (PUT /api/v1/config).
@@ -60,7 +61,9 @@ class ControlConfig:
     service_id: str = "control"
     host: str = HOST
     port: int = 5000
-    bootstrap_servers: str = field(default_factory=lambda: f"{HOST}:{_stack_port('ALERTFLOW_KAFKA_PORT', 9092)}")
+    bootstrap_servers: str = field(
+        default_factory=lambda: f"{HOST}:{_stack_port('ALERTFLOW_KAFKA_PORT', DEFAULT_KAFKA_PORT)}"
+    )
     config_topic: str = CONFIG_TOPIC
     #: Deactivated filters live here (whole snapshots too), so they survive a restart without
     #: ever reaching the pipeline, which reads only ``config_topic``.

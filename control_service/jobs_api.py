@@ -23,132 +23,35 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import requests
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
 from control_service.auth import require_admin, require_read
 from control_service.common import json_body
-from control_service.errors import ApiError, bad_request, not_found, unavailable
+from control_service.errors import ApiError, bad_request, error_response, not_found, unavailable
+from flink_deploy.flink_rest import TERMINAL_STATES, FlinkRest, FlinkRestError
 
 log = logging.getLogger(__name__)
 FLINK_EXTENSION = "alertflow.flink"
 SUBMIT_EXTENSION = "alertflow.submit"
-TERMINAL = ("FINISHED", "CANCELED", "FAILED")
 
 jobs_bp = Blueprint("jobs", __name__, url_prefix="/api/v1/jobs")
 
 
-class FlinkClient:
-    """The few Flink REST calls we need; every failure is an :class:`ApiError` 503 (or 404)."""
-
-    def __init__(self, base_url: str, timeout_s: float = 5.0, session: requests.Session | None = None) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.timeout_s = timeout_s
-        self.session = session or requests.Session()
-
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self.session.request(method, self.base_url + path, timeout=self.timeout_s, **kwargs)
-        except requests.RequestException as error:
-            raise unavailable(f"the Flink REST API at {self.base_url} does not answer", reason=type(error).__name__) from None
-        if response.status_code == 404:
-            raise not_found(f"Flink has no {path}")
-        if response.status_code >= 400:
-            raise unavailable(f"Flink answered {response.status_code} to {method} {path}", flink_errors=_flink_errors(response))
-        return response.json() if response.content else {}
-
-    def healthy(self) -> bool:
-        try:
-            self._call("GET", "/overview")
-        except ApiError:
-            return False
-        return True
-
-    def jobs(self) -> list[dict[str, Any]]:
-        return list(self._call("GET", "/jobs/overview").get("jobs", []))
-
-    def job(self, job_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/jobs/{job_id}")
-
-    def vertex_metric_ids(self, job_id: str, vertex_id: str) -> list[str]:
-        return [m["id"] for m in self._call("GET", f"/jobs/{job_id}/vertices/{vertex_id}/metrics")]
-
-    def vertex_metrics(self, job_id: str, vertex_id: str, names: Sequence[str]) -> dict[str, float]:
-        """``{name: value summed over subtasks}`` for metric names without the subtask prefix
-        (``<operator>.<metric>``), asked in batches that keep the URL short (Flink answers a long
-        one with 404); a metric no subtask reports is left out."""
-        out: dict[str, float] = {}
-        batch: list[str] = []
-        for name in [*names, None]:
-            if batch and (name is None or sum(len(n) + 1 for n in batch) + len(name) > 1500):
-                path = f"/jobs/{job_id}/vertices/{vertex_id}/subtasks/metrics"
-                rows = self._call("GET", path, params={"get": ",".join(batch), "agg": "sum"})
-                out.update({row["id"]: float(row["sum"]) for row in rows if "sum" in row})
-                batch = []
-            if name is not None:
-                batch.append(name)
-        return out
-
-    def checkpoints(self, job_id: str) -> dict[str, Any]:
-        return self._call("GET", f"/jobs/{job_id}/checkpoints")
-
-    def restored_from(
-        self, job_id: str, savepoint: str, deadline_s: float = 180.0
-    ) -> dict[str, Any]:
-        """Wait until Flink reports job ``job_id`` restored from ``savepoint``; returns Flink's
-        ``latest.restored`` record. Raises 503 if the job fails or ends first, restores from
-        something else, or says nothing within ``deadline_s``."""
-        deadline = time.monotonic() + deadline_s
-        wanted = savepoint.removeprefix("file:").lstrip("/")
-        while time.monotonic() < deadline:
-            state = self.job(job_id).get("state")
-            if state in TERMINAL:
-                raise unavailable(f"the resubmitted job {job_id} is {state} before restoring "
-                                  f"from {savepoint}", job=job_id, savepoint=savepoint,
-                                  exceptions=self.root_exception(job_id))  # fmt: skip
-            restored = (self.checkpoints(job_id).get("latest") or {}).get("restored")
-            if restored:
-                path = str(restored.get("external_path", "")).removeprefix("file:").lstrip("/")
-                if path != wanted:
-                    raise unavailable(f"job {job_id} restored from {restored.get('external_path')}"
-                                      f", not from {savepoint}", job=job_id,
-                                      savepoint=savepoint)  # fmt: skip
-                return restored
-            time.sleep(1.0)
-        raise unavailable(f"job {job_id} did not report a restore from {savepoint} in "
-                          f"{deadline_s:.0f}s", job=job_id, savepoint=savepoint)  # fmt: skip
-
-    def root_exception(self, job_id: str) -> str:
-        """The first line of the job's root exception, or "" (best effort, for reports)."""
-        try:
-            text = self._call("GET", f"/jobs/{job_id}/exceptions").get("root-exception") or ""
-        except ApiError:
-            return ""
-        return str(text).splitlines()[0][:300] if text else ""
-
-    def stop_with_savepoint(self, job_id: str, target_dir: str, deadline_s: float = 120.0) -> str:
-        trigger = self._call("POST", f"/jobs/{job_id}/stop", json={"targetDirectory": target_dir, "drain": False})
-        request_id = trigger["request-id"]
-        deadline = time.monotonic() + deadline_s
-        while time.monotonic() < deadline:
-            status = self._call("GET", f"/jobs/{job_id}/savepoints/{request_id}")
-            if status.get("status", {}).get("id") == "COMPLETED":
-                operation = status.get("operation", {})
-                if "location" in operation:
-                    return str(operation["location"])
-                raise unavailable("Flink could not take the savepoint; the job goes on", cause=str(operation.get("failure-cause", {}).get("class", "unknown")))
-            time.sleep(0.5)
-        raise unavailable(f"the savepoint of {job_id} did not complete in {deadline_s:.0f}s")
-
-    def cancel(self, job_id: str) -> None:
-        self._call("PATCH", f"/jobs/{job_id}", params={"mode": "cancel"})
+def flink_api_error(error: FlinkRestError) -> ApiError:
+    """The API's answer to a failed Flink call: 404 if Flink has no such thing, else 503."""
+    if error.status == 404:
+        return not_found(f"Flink has no {error.path}")
+    return unavailable(error.message, **error.details)
 
 
-def _flink_errors(response: requests.Response) -> list[str]:
-    try:
-        return [str(e).splitlines()[0][:200] for e in response.json().get("errors", [])]
-    except ValueError:
-        return []
+def _flink_error_response(error: FlinkRestError) -> Response:
+    api = flink_api_error(error)
+    return error_response(api.status, api.error, api.message, api.details)
+
+
+def register_flink_errors(app: Flask) -> None:
+    """Answer a :class:`FlinkRestError` raised by any handler as 404 or 503."""
+    app.register_error_handler(FlinkRestError, _flink_error_response)
 
 
 def submit_broker(argv: Sequence[str]) -> Any:
@@ -160,7 +63,7 @@ def submit_broker(argv: Sequence[str]) -> Any:
     return broker.run(list(argv))
 
 
-def _flink() -> FlinkClient:
+def _flink() -> FlinkRest:
     return current_app.extensions[FLINK_EXTENSION]
 
 
@@ -252,7 +155,7 @@ def stop_job(job_id: str) -> Response:
         raise bad_request("savepoint must be true or false")
     flink = _flink()
     job = flink.job(job_id)
-    if job.get("state") in TERMINAL:
+    if job.get("state") in TERMINAL_STATES:
         raise ApiError(409, "conflict", f"job {job_id} is already {job.get('state')}")
     location = None
     if savepoint == "true":
@@ -278,12 +181,13 @@ def upgrade_job(job_id: str) -> tuple[Response, int]:
     try:
         job = _submit([*args, f"--savepoint_path={location}"])
         restored = flink.restored_from(job["id"], location)
-    except ApiError as error:
+    except (ApiError, FlinkRestError) as failure:
         # The old job is stopped: say where its state is, so the upgrade can be retried.
+        error = flink_api_error(failure) if isinstance(failure, FlinkRestError) else failure
         error.details = {**error.details, "previous": job_id, "savepoint": location}
         audit.write(principal, "job.upgrade", job_id, job_id, None, savepoint=location,
                     failed=error.message)  # fmt: skip
-        raise
+        raise error from None
     audit.write(principal, "job.upgrade", job_id, job_id, job["id"], savepoint=location)
     timings = {"savepoint_s": round(savepoint_s, 1),
                "total_s": round(time.monotonic() - started, 1)}  # fmt: skip

@@ -60,7 +60,7 @@ from control_service.config import ConfigError
 from control_service.errors import conflict, unavailable
 from control_service.store import AuditLog
 from transforms.alert_model import Survey
-from transforms.kafka_clients import kafka_problem
+from transforms.kafka_clients import DEFAULT_KAFKA_PORT, kafka_problem
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
 
 KIND = "replay"
@@ -73,7 +73,7 @@ MAX_BODY_BYTES = 256 * 1024
 
 def _default_bootstrap() -> str:
     raw = os.environ.get("ALERTFLOW_KAFKA_PORT", "")
-    return f"127.0.0.1:{raw if raw.isdigit() else 9092}"
+    return f"127.0.0.1:{raw if raw.isdigit() else DEFAULT_KAFKA_PORT}"
 
 
 @dataclass(frozen=True)

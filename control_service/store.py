@@ -42,7 +42,13 @@ from control_service.auth import Principal
 from control_service.errors import ApiError, conflict, forbidden, not_found, unavailable
 from transforms.filters.document import Filter, FilterSet
 from transforms.filters.snapshot import RejectedSnapshot, Snapshot, decode_snapshot, encode_snapshot
-from transforms.kafka_clients import PROBE_TIMEOUT_S, kafka_config, kafka_problem
+from transforms.kafka_clients import (
+    COMPACTED,
+    PROBE_TIMEOUT_S,
+    ensure_topic,
+    kafka_config,
+    kafka_problem,
+)
 
 log = logging.getLogger(__name__)
 SNAPSHOT_KEY = b"filters"
@@ -152,27 +158,10 @@ class KafkaSnapshotLog:
             return self._producer
 
     def _ensure_topic(self) -> None:
-        from confluent_kafka.admin import AdminClient, NewTopic
-
-        admin = AdminClient(kafka_config(self.bootstrap_servers))
-        topics = admin.list_topics(timeout=self.timeout_s).topics
-        if self.name in topics:
-            return
-        futures = admin.create_topics([NewTopic(self.name, num_partitions=1, replication_factor=1, config={"cleanup.policy": "compact"})])
-        try:
-            futures[self.name].result(self.timeout_s)
-        except Exception as error:  # noqa: BLE001 - a concurrent creator is fine
-            if "TOPIC_ALREADY_EXISTS" not in str(error):
-                raise
         # A new topic's partition has no leader for a moment; reading offsets before that fails
-        # with "Unknown partition".
-        deadline = time.monotonic() + self.timeout_s
-        while time.monotonic() < deadline:
-            meta = admin.list_topics(self.name, timeout=self.timeout_s).topics.get(self.name)
-            if meta is not None and meta.error is None and 0 in meta.partitions and meta.partitions[0].leader >= 0:
-                return
-            time.sleep(0.1)
-        raise TimeoutError(f"{self.name}: created, but no partition leader after {self.timeout_s}s")
+        # with "Unknown partition", so this waits for it.
+        ensure_topic(self.bootstrap_servers, self.name, 1, COMPACTED, timeout_s=self.timeout_s,
+                     wait_for_leaders=True)
 
     def latest(self) -> Snapshot | None:
         """The highest snapshot on the topic, or None; raises ConnectionError (with the

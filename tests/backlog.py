@@ -12,11 +12,11 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 
-import requests
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from control_service.commands.replay import cycled_messages, kafka_producer, load_messages
+from flink_deploy.flink_rest import FlinkRest
 from flink_deploy.stack import REPO_ROOT, StackConfig
 from pipelines import broker
 from tests.datapaths import shared_data
@@ -24,6 +24,7 @@ from tests.e2e.test_smoke_pipeline import running_job_id, wait_for
 from transforms.decode import decode_message
 from transforms.filters.document import Filter, FilterSet, load_filter_file, load_filters
 from transforms.filters.local import LocalRunner
+from transforms.kafka_clients import COMPACTED, Topic, ensure_topics
 from transforms.schemas import LsstSchemas
 
 BATCH = 1000
@@ -44,12 +45,8 @@ def run_topics(bootstrap: str, prefix: str, source: str, partitions: int) -> dic
     ``partitions`` partitions, a compacted config topic and a dead-letter topic."""
     run_id = uuid.uuid4().hex[:8]
     topics = {n: f"{prefix}.{run_id}.{n}" for n in (source, "config", "dead")}
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the futures end
-    for future in admin.create_topics(
-        [NewTopic(topics[source], partitions, 1), NewTopic(topics["dead"], 1, 1),
-         NewTopic(topics["config"], 1, 1, config={"cleanup.policy": "compact"})]
-    ).values():  # fmt: skip
-        future.result(timeout=30)
+    ensure_topics(bootstrap, [Topic(topics[source], partitions), Topic(topics["dead"]),
+                              Topic(topics["config"], 1, COMPACTED)])  # fmt: skip
     return topics
 
 
@@ -120,15 +117,15 @@ def preload(bootstrap: str, topic: str, count: int, filter_set: FilterSet) -> Ba
 def job_restarts(rest: str, jid: str, deadline_s: float = 60.0) -> int:
     """Flink's ``numRestarts`` metric of the job (the REST API lists a job's metrics only once
     the JobManager has fetched them, a few seconds after the job starts)."""
+    flink = FlinkRest(rest)
     end = time.monotonic() + deadline_s
     while True:
-        metrics = requests.get(f"{rest}/jobs/{jid}/metrics", params={"get": "numRestarts"},
-                               timeout=5).json()  # fmt: skip
+        metrics = flink.job_metrics(jid, ["numRestarts"])
         if metrics or time.monotonic() > end:
             break
         time.sleep(1)
     assert metrics, f"job {jid}: no numRestarts metric after {deadline_s:.0f} s"
-    return int(metrics[0]["value"])
+    return int(metrics["numRestarts"])
 
 
 @dataclass(frozen=True)

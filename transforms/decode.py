@@ -32,6 +32,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import PCollection, TaggedOutput
 from fastavro.schema import to_parsing_canonical_form
 
+from transforms import avro_binary
 from transforms.alert_model import (
     Alert,
     Cutouts,
@@ -116,31 +117,15 @@ class DeadLetter:
 
 
 def read_long(buf: bytes, pos: int, what: str) -> tuple[int, int]:
-    """Zig-zag varint at ``buf[pos]`` -> (value, next pos); DecodeError(FRAMING) if truncated."""
-    result = 0
-    shift = 0
-    while True:
-        if pos >= len(buf):
-            raise DecodeError(DecodeStage.FRAMING, f"container truncated while reading {what}")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return (result >> 1) ^ -(result & 1), pos
-        shift += 7
-        if shift > 63:
-            raise DecodeError(DecodeStage.FRAMING, f"malformed varint in {what}")
-
-
-def encode_long(value: int) -> bytes:
-    """Avro zig-zag varint encoding of a long (the inverse of the container reader's)."""
-    zigzag = (value << 1) ^ (value >> 63)
-    out = bytearray()
-    while zigzag & ~0x7F:
-        out.append((zigzag & 0x7F) | 0x80)
-        zigzag >>= 7
-    out.append(zigzag)
-    return bytes(out)
+    """Zig-zag varint at ``buf[pos]`` -> (value, next pos); DecodeError(FRAMING), naming
+    ``what``, if ``buf`` ends inside it or it is malformed."""
+    try:
+        return avro_binary.read_long(buf, pos)
+    except IndexError:
+        raise DecodeError(DecodeStage.FRAMING,
+                          f"container truncated while reading {what}") from None
+    except ValueError:
+        raise DecodeError(DecodeStage.FRAMING, f"malformed varint in {what}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -641,7 +626,8 @@ def _one_record_container(header: bytes, codec: bytes, body: bytes, sync: bytes)
     if codec == b"deflate":
         compressor = zlib.compressobj(wbits=-15)
         payload = compressor.compress(body) + compressor.flush()
-    return b"".join((header, encode_long(1), encode_long(len(payload)), payload, sync))
+    return b"".join((header, avro_binary.encode_long(1), avro_binary.encode_long(len(payload)),
+                     payload, sync))
 
 
 def decode_ztf(message: bytes) -> Alert:

@@ -26,7 +26,7 @@ from transforms.decode import DeadLetter, KafkaRecord
 from transforms.filters.apply import FilterMatch
 from transforms.filters.catalogue import lookup
 from transforms.filters.document import OutputFormat
-from transforms.kafka_clients import kafka_config
+from transforms.kafka_clients import ensure_topic, kafka_config
 
 FULL_SCHEMA_PATH = Path(__file__).resolve().parent / "avro" / "alertflow.match.full.avsc"
 FULL_SCHEMA = fastavro.parse_schema(json.loads(FULL_SCHEMA_PATH.read_text()))
@@ -161,17 +161,9 @@ class _PublishFn(beam.DoFn):
         self._failures: list[str] = []
 
     def _ensure_topic(self, topic: str) -> None:
-        from confluent_kafka.admin import NewTopic
-
         if topic in self._topics:
             return
-        if topic not in self._admin.list_topics(timeout=10).topics:
-            future = self._admin.create_topics([NewTopic(topic, self._partitions, 1)])[topic]
-            try:
-                future.result(timeout=30)
-            except Exception as err:  # noqa: BLE001 - a concurrent creator is fine
-                if "already exists" not in str(err).lower():
-                    raise
+        ensure_topic(self._bootstrap, topic, self._partitions, admin=self._admin)
         self._topics.add(topic)
 
     def _on_delivery(self, error: Any, _msg: Any) -> None:

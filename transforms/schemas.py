@@ -40,6 +40,8 @@ from typing import Any
 
 from fastavro.schema import load_schema
 
+from transforms.avro_binary import read_long
+
 #: Where the Rubin schemas shipped with alertflow live: ``lsst.vX_Y/lsst.vX_Y.alert.avsc``.
 DEFAULT_LSST_SCHEMA_DIR = Path(__file__).resolve().parent / "lsst_schemas"
 
@@ -194,22 +196,6 @@ _DOUBLE = struct.Struct("<d").unpack_from
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 # Python refuses more than 20 statically nested blocks; deeper schemas are refused up front.
 _MAX_NESTING = 16
-
-
-def _read_long(buf: bytes, pos: int) -> tuple[int, int]:
-    """Decode one zig-zag varint at ``buf[pos]``; returns (value, next position)."""
-    b = buf[pos]
-    pos += 1
-    result = b & 0x7F
-    shift = 7
-    while b & 0x80:
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint longer than 64 bits")
-    return (result >> 1) ^ -(result & 1), pos
 
 
 class _Compiler:
@@ -435,7 +421,7 @@ def compile_projection(schema: Any, projection: Projection) -> ProjectionReader:
     except (KeyError, TypeError, AttributeError, RecursionError) as err:
         raise SchemaError(f"malformed Avro schema ({type(err).__name__}: {err})") from err
     namespace: dict[str, Any] = {
-        "_read_long": _read_long,
+        "_read_long": read_long,
         "_FLOAT": _FLOAT,
         "_DOUBLE": _DOUBLE,
         **compiler.constants,

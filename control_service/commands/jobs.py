@@ -7,9 +7,11 @@ import json
 import sys
 from typing import Any
 
-import requests
-
 from flink_deploy import stack
+from flink_deploy.flink_rest import TERMINAL_STATES, FlinkRest, FlinkRestError
+
+#: Seconds per Flink REST call from the command line.
+TIMEOUT_S = 10.0
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -23,20 +25,18 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def running_jobs(rest_url: str, include_ended: bool = False) -> list[dict[str, Any]]:
-    jobs = requests.get(f"{rest_url}/jobs/overview", timeout=10).json()["jobs"]
-    ended = ("CANCELED", "FAILED", "FINISHED")
-    return [j for j in jobs if include_ended or j["state"] not in ended]
+def running_jobs(flink: FlinkRest, include_ended: bool = False) -> list[dict[str, Any]]:
+    return [j for j in flink.jobs() if include_ended or j["state"] not in TERMINAL_STATES]
 
 
 def cancel_jobs(rest_url: str, ids_or_names: list[str]) -> list[str]:
     """Cancel the live jobs whose id or name is given; returns the ids cancelled."""
+    flink = FlinkRest(rest_url, TIMEOUT_S)
     wanted = set(ids_or_names)
     cancelled = []
-    for job in running_jobs(rest_url):
+    for job in running_jobs(flink):
         if job["jid"] in wanted or job["name"] in wanted:
-            requests.patch(f"{rest_url}/jobs/{job['jid']}", params={"mode": "cancel"},
-                           timeout=10).raise_for_status()
+            flink.cancel(job["jid"])
             cancelled.append(job["jid"])
     return cancelled
 
@@ -45,13 +45,13 @@ def run(args: argparse.Namespace) -> int:
     rest = stack.StackConfig.from_env().flink_rest_url
     try:
         if args.action == "list":
-            for job in running_jobs(rest, args.all):
+            for job in running_jobs(FlinkRest(rest, TIMEOUT_S), args.all):
                 print(json.dumps({"id": job["jid"], "name": job["name"], "state": job["state"],
                                   "start_time_ms": job["start-time"]}))  # fmt: skip
             return 0
         cancelled = cancel_jobs(rest, args.jobs)
-    except requests.RequestException as err:
-        print(f"alertflow jobs: Flink REST API at {rest} did not answer: {err}", file=sys.stderr)
+    except FlinkRestError as err:
+        print(f"alertflow jobs: {err}", file=sys.stderr)
         return 2
     for jid in cancelled:
         print(f"cancelled {jid}")

@@ -34,15 +34,15 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from transforms.alert_model import Survey
+from transforms.avro_binary import encode_long
 from transforms.decode import (
     OCF_MAGIC,
     DecodeError,
     decode_message,
-    encode_long,
     parse_container_header,
     read_long,
 )
-from transforms.kafka_clients import kafka_config
+from transforms.kafka_clients import DEFAULT_BOOTSTRAP, kafka_config
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas, container_schema
 
 DEFAULT_TOPICS = {Survey.ZTF: "alerts.ztf", Survey.LSST: "alerts.lsst"}
@@ -400,7 +400,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "files", nargs="*", type=Path, metavar="FILE",
         help="alert file, or directory: the *.avro and *.bin files under it",
     )  # fmt: skip
-    parser.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap servers")
+    parser.add_argument("--bootstrap", default=DEFAULT_BOOTSTRAP, help="Kafka bootstrap servers")
     parser.add_argument(
         "--topic", default=None, help="topic (default: alerts.ztf / alerts.lsst by survey)"
     )

@@ -40,6 +40,7 @@ from typing import Any, Protocol
 import requests
 from confluent_kafka import KafkaException
 
+from flink_deploy.flink_rest import TERMINAL_STATES, FlinkRest, FlinkRestError
 from transforms.kafka_clients import PROBE_TIMEOUT_S, kafka_config, kafka_problem
 
 METRICS = ("busyTimeMsPerSecond", "backPressuredTimeMsPerSecond")
@@ -139,10 +140,10 @@ class Observer:
         self.bootstrap_servers = bootstrap_servers
         self.group_id = group_id
         self.topics = tuple(topics)
-        self.flink_rest_url = flink_rest_url.rstrip("/")
+        self.flink = FlinkRest(flink_rest_url, timeout_s, session)
+        self.flink_rest_url = self.flink.base_url
         self.job_name = job_name
         self.timeout_s = timeout_s
-        self.session = session or requests.Session()
         self._consumer_factory = consumer_factory
         self._consumer: KafkaOffsets | None = None
         self._clock = clock
@@ -186,24 +187,17 @@ class Observer:
 
     # --- Flink --------------------------------------------------------------------------------
 
-    def _get(self, path: str, **params: str) -> Any:
-        url = self.flink_rest_url + path
-        response = self.session.get(url, params=params or None, timeout=self.timeout_s)
-        if response.status_code >= 400:
-            raise LookupError(f"Flink answered {response.status_code} to GET {path}")
-        return response.json()
-
     def _running_job(self) -> tuple[str | None, str | None, dict[str, int]]:
         """(job id, state, task counts): the RUNNING job if any, else the latest unfinished
         job's state."""
-        jobs = [j for j in self._get("/jobs/overview").get("jobs", [])
+        jobs = [j for j in self.flink.jobs()
                 if self.job_name is None or j.get("name") == self.job_name]
         jobs.sort(key=lambda j: j.get("start-time", 0), reverse=True)
         for job in jobs:
             if job.get("state") == "RUNNING":
                 return job["jid"], "RUNNING", job.get("tasks", {})
         for job in jobs:
-            if job.get("state") not in ("FINISHED", "CANCELED", "FAILED"):
+            if job.get("state") not in TERMINAL_STATES:
                 return job["jid"], job.get("state"), job.get("tasks", {})
         return None, None, {}
 
@@ -216,16 +210,14 @@ class Observer:
                                "busy_max_ms_per_s": None, "backpressure_max_ms_per_s": None}
         if state != "RUNNING" or job_id is None:
             return out
-        vertices = self._get(f"/jobs/{job_id}").get("vertices", [])
+        vertices = self.flink.job(job_id).get("vertices", [])
         out["parallelism"] = max((int(v.get("parallelism", 0)) for v in vertices), default=0)
         maxima: dict[str, float] = {}
         for vertex in vertices:
-            rows = self._get(f"/jobs/{job_id}/vertices/{vertex['id']}/subtasks/metrics",
-                             get=",".join(METRICS), agg="max")
-            for row in rows:
-                value = _number(row.get("max"))
-                if value is not None and row.get("id") in METRICS:
-                    maxima[row["id"]] = max(value, maxima.get(row["id"], value))
+            rows = self.flink.subtask_metrics(job_id, vertex["id"], METRICS, agg="max")
+            for name, value in rows.items():
+                if math.isfinite(value) and name in METRICS:
+                    maxima[name] = max(value, maxima.get(name, value))
         out["busy_max_ms_per_s"] = maxima.get("busyTimeMsPerSecond")
         out["backpressure_max_ms_per_s"] = maxima.get("backPressuredTimeMsPerSecond")
         return out
@@ -233,10 +225,10 @@ class Observer:
     def flink_checkpoints(self, job_id: str) -> bool:
         """``checkpointed_since_restore`` of job ``job_id``; raises on failure or an answer
         without the timestamps it needs."""
-        return checkpointed_since_restore(self._get(f"/jobs/{job_id}/checkpoints"))
+        return checkpointed_since_restore(self.flink.checkpoints(job_id))
 
     def flink_cluster(self) -> dict[str, int]:
-        overview = self._get("/overview")
+        overview = self.flink.overview()
         return {"taskmanagers": int(overview["taskmanagers"]),
                 "slots_total": int(overview["slots-total"]),
                 "slots_available": int(overview["slots-available"])}
@@ -269,15 +261,13 @@ class Observer:
         for name, read in (("flink job", self.flink_job), ("flink cluster", self.flink_cluster)):
             try:
                 values.update(read())
-            except (requests.RequestException, LookupError, KeyError, TypeError,
-                    ValueError) as error:
-                errors.append(f"{name}: {type(error).__name__}: {error}")
+            except (FlinkRestError, LookupError, KeyError, TypeError, ValueError) as error:
+                errors.append(f"{name}: {_why(error)}")
         if values.get("job_state") == "RUNNING" and values.get("job_id") is not None:
             try:
                 values["checkpointed_since_restore"] = self.flink_checkpoints(values["job_id"])
-            except (requests.RequestException, LookupError, KeyError, TypeError,
-                    ValueError) as error:
-                errors.append(f"flink checkpoints: {type(error).__name__}: {error}")
+            except (FlinkRestError, LookupError, KeyError, TypeError, ValueError) as error:
+                errors.append(f"flink checkpoints: {_why(error)}")
         return Observation(timestamp=now, errors=tuple(errors), **values)
 
     def kafka_problem(self) -> str | None:
@@ -294,10 +284,9 @@ class Observer:
     def flink_problem(self) -> str | None:
         """Why the Flink REST API does not answer ``/overview`` (None if it does)."""
         try:
-            self._get("/overview")
-        except (requests.RequestException, LookupError, ValueError) as error:
-            return (f"flink at {self.flink_rest_url} does not answer: "
-                    f"{type(error).__name__}: {error}")
+            self.flink.overview()
+        except FlinkRestError as error:
+            return str(error)
         return None
 
     def _reset_kafka(self) -> None:
@@ -335,6 +324,12 @@ def checkpointed_since_restore(body: Any) -> bool:
     if trigger_ms is None:
         raise LookupError("latest.completed has no trigger_timestamp")
     return trigger_ms > restore_ms
+
+
+def _why(error: Exception) -> str:
+    """A failed read as an ``errors`` line: a Flink REST error says what failed and where; any
+    other (an answer without the fields we read) is named by its type."""
+    return str(error) if isinstance(error, FlinkRestError) else f"{type(error).__name__}: {error}"
 
 
 def _number(value: Any) -> float | None:

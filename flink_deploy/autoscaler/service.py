@@ -76,6 +76,7 @@ from flink_deploy.autoscaler.policy import (
     load_policy_data,
 )
 from flink_deploy.stack import ALERT_TOPICS, HOST
+from transforms.kafka_clients import DEFAULT_KAFKA_PORT
 
 log = logging.getLogger(__name__)
 LOOP_EXTENSION = "alertflow.scaling"
@@ -119,7 +120,8 @@ class AutoscalerConfig:
     host: str = HOST
     port: int = 5001
     bootstrap_servers: str = field(
-        default_factory=lambda: f"{HOST}:{_stack_port('ALERTFLOW_KAFKA_PORT', 9092)}")
+        default_factory=lambda: f"{HOST}:{_stack_port('ALERTFLOW_KAFKA_PORT', DEFAULT_KAFKA_PORT)}"
+    )
     flink_rest_url: str = field(
         default_factory=lambda: f"http://{HOST}:{_stack_port('ALERTFLOW_FLINK_REST_PORT', 8081)}")
     group_id: str = "alertflow-broker"

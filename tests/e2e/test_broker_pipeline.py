@@ -11,7 +11,7 @@ from dataclasses import replace
 import pytest
 import requests
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from control_service.snapshots import publish_snapshot
 from flink_deploy import stack as stack_manager
@@ -22,6 +22,7 @@ from tests.e2e.test_smoke_pipeline import running_job_id, wait_for
 from transforms.decode import decode_message
 from transforms.filters.document import FilterSet, load_filter_file, load_filters
 from transforms.filters.local import match_locally
+from transforms.kafka_clients import COMPACTED, Topic, ensure_topics
 from transforms.schemas import LsstSchemas
 
 pytestmark = pytest.mark.e2e
@@ -66,13 +67,8 @@ def fresh_topics_and_filters(bootstrap: str, prefix: str) -> tuple[str, dict[str
     ``<prefix>.<run id>.out.<filter>``, published on that config topic."""
     run_id = uuid.uuid4().hex[:8]
     topics = {n: f"{prefix}.{run_id}.{n}" for n in ("ztf", "lsst", "config", "dead")}
-    new = [NewTopic(t, num_partitions=2, replication_factor=1) for n, t in topics.items()
-           if n != "config"]  # fmt: skip
-    new.append(NewTopic(topics["config"], num_partitions=1, replication_factor=1,
-                        config={"cleanup.policy": "compact"}))  # fmt: skip
-    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept alive until the futures end
-    for future in admin.create_topics(new).values():
-        future.result(timeout=30)
+    ensure_topics(bootstrap, [*(Topic(t, 2) for n, t in topics.items() if n != "config"),
+                              Topic(topics["config"], 1, COMPACTED)])  # fmt: skip
     examples = [f for p in sorted((REPO_ROOT / "examples" / "filters").glob("*.yaml"))
                 for f in load_filter_file(str(p))]  # fmt: skip
     v1 = FilterSet(1, tuple(

@@ -11,7 +11,7 @@ import uuid
 import pytest
 import requests
 from confluent_kafka import Consumer, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from control_service.commands.replay import load_messages
 from flink_deploy import stack as stack_manager
@@ -19,6 +19,7 @@ from pipelines import ingest
 from tests.datapaths import shared_data
 from tests.e2e.test_smoke_pipeline import running_job_id, wait_for
 from transforms.decode import decode_message
+from transforms.kafka_clients import Topic, ensure_topics
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
 
 pytestmark = pytest.mark.e2e
@@ -70,10 +71,8 @@ def test_real_alerts_decode_and_bad_ones_become_dead_letters(
     run_id = uuid.uuid4().hex[:8]
     topics = {name: f"ingest.{run_id}.{name}" for name in ("ztf", "lsst", "decoded", "dead")}
     admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
-    for future in admin.create_topics(
-        [NewTopic(t, num_partitions=PARTITIONS, replication_factor=1) for t in topics.values()]
-    ).values():
-        future.result(timeout=30)
+    ensure_topics(stack.bootstrap_servers, [Topic(t, PARTITIONS) for t in topics.values()],
+                  admin=admin)
     job_name = f"alertflow-ingest-{run_id}"
     ingest.run([f"--topics={topics['ztf']},{topics['lsst']}", f"--decoded={topics['decoded']}",
                 f"--deadletter={topics['dead']}", f"--group-id=ingest-{run_id}",

@@ -9,12 +9,13 @@ import uuid
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from flink_deploy import stack as stack_manager
 from tests.datapaths import shared_data
 from transforms.alert_model import Survey
 from transforms.decode import decode_message
+from transforms.kafka_clients import ensure_topic
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
 
 pytestmark = pytest.mark.e2e
@@ -42,7 +43,7 @@ def read_all(bootstrap: str, topic: str, partitions: int) -> list:
 def test_lsst_replay_cycles_with_fresh_ids(stack: stack_manager.StackConfig) -> None:
     topic = f"replay.{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
-    admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])[topic].result(30)
+    ensure_topic(stack.bootstrap_servers, topic, 4, admin=admin)
     files = sorted(str(p) for p in (shared_data() / "lsst" / "alerts").glob("*.avro"))
     result = subprocess.run(
         [sys.executable, "-m", "control_service.cli", "replay", "--bootstrap",
@@ -69,7 +70,7 @@ def test_lsst_replay_cycles_with_fresh_ids(stack: stack_manager.StackConfig) -> 
 def test_ztf_replay_sends_each_packet_as_it_is(stack: stack_manager.StackConfig) -> None:
     topic = f"replay.{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
-    admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)
+    ensure_topic(stack.bootstrap_servers, topic, 1, admin=admin)
     files = sorted((shared_data() / "ztf" / "alerts").glob("*/*.avro"))[:50]
     result = subprocess.run(
         [sys.executable, "-m", "control_service.cli", "replay", "--bootstrap",

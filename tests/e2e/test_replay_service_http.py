@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from control_service.client import ControlClient
 from flink_deploy import stack as stack_manager
@@ -27,6 +27,7 @@ from tests.e2e.test_replay import read_all
 from tests.e2e.test_smoke_pipeline import wait_for
 from transforms.alert_model import Survey
 from transforms.decode import decode_message
+from transforms.kafka_clients import Topic, ensure_topics
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
 
 pytestmark = pytest.mark.e2e
@@ -72,10 +73,7 @@ def test_replay_service_sends_every_alert(stack: stack_manager.StackConfig,
     run_id = uuid.uuid4().hex[:8]
     topics = {Survey.LSST: f"replay-svc.{run_id}.lsst", Survey.ZTF: f"replay-svc.{run_id}.ztf"}
     admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
-    created = admin.create_topics([NewTopic(t, num_partitions=2, replication_factor=1)
-                                   for t in topics.values()])
-    for future in created.values():
-        future.result(30)
+    ensure_topics(stack.bootstrap_servers, [Topic(t, 2) for t in topics.values()], admin=admin)
     client = ControlClient(replay_service, token=TOKEN)
     try:
         wait_for(client.ready, 30, "the replay service to see Kafka", interval_s=0.5)

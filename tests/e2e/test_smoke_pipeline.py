@@ -10,12 +10,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
 
 from flink_deploy import stack as stack_manager
+from flink_deploy.flink_rest import FlinkRest, FlinkRestError
 from pipelines import smoke
+from transforms.kafka_clients import Topic, ensure_topics
 
 pytestmark = pytest.mark.e2e
 
@@ -41,10 +42,8 @@ def smoke_job(stack: stack_manager.StackConfig) -> Iterator[dict]:
     run_id = uuid.uuid4().hex[:8]
     topics = {"input": f"smoke.{run_id}.in", "output": f"smoke.{run_id}.out"}
     admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
-    for future in admin.create_topics(
-        [NewTopic(t, num_partitions=PARTITIONS, replication_factor=1) for t in topics.values()]
-    ).values():
-        future.result(timeout=30)
+    ensure_topics(stack.bootstrap_servers, [Topic(t, PARTITIONS) for t in topics.values()],
+                  admin=admin)
     job = {
         **topics,
         "group": f"smoke-{run_id}",
@@ -68,14 +67,18 @@ def smoke_job(stack: stack_manager.StackConfig) -> Iterator[dict]:
     finally:
         jid = job.get("jid") or running_job_id(job["rest"], job["name"])
         if jid:
-            requests.patch(f"{job['rest']}/jobs/{jid}", params={"mode": "cancel"}, timeout=10)
+            try:
+                FlinkRest(job["rest"], 10).cancel(jid)
+            except FlinkRestError as error:
+                if error.status is None:  # a job Flink will not cancel is left to the stack
+                    raise
         admin.delete_topics(list(topics.values()))
 
 
 def running_job_id(rest: str, name: str) -> str | None:
     """The id of job ``name`` once it and all its tasks run (a RUNNING job may still wait
     for slots)."""
-    jobs = requests.get(f"{rest}/jobs/overview", timeout=5).json()["jobs"]
+    jobs = FlinkRest(rest).jobs()
     return next(
         (
             j["jid"]
@@ -122,14 +125,14 @@ def test_every_message_arrives_transformed(smoke_job: dict) -> None:
 
 
 def test_job_runs_on_flink_with_named_steps_and_commits_offsets(smoke_job: dict) -> None:
-    rest = smoke_job["rest"]
-    detail = requests.get(f"{rest}/jobs/{smoke_job['jid']}", timeout=5).json()
+    flink = FlinkRest(smoke_job["rest"])
+    detail = flink.job(smoke_job["jid"])
     assert detail["state"] == "RUNNING"
     names = " ".join(v["name"] for v in detail["vertices"])
     for step in ("ReadSmokeInput", "ShoutInPython", "WriteSmokeOutput"):
         assert step in names, f"{step} not among Flink vertices: {names}"
 
-    config = requests.get(f"{rest}/jobs/{smoke_job['jid']}/checkpoints/config", timeout=5).json()
+    config = flink.checkpoint_config(smoke_job["jid"])
     assert config["interval"] == 5000
 
     producer = Producer({"bootstrap.servers": smoke_job["bootstrap"]})
@@ -151,7 +154,7 @@ def test_job_runs_on_flink_with_named_steps_and_commits_offsets(smoke_job: dict)
         wait_for(committed_at_end, DEADLINE_S, "offsets committed on checkpoint to reach the end")
     finally:
         consumer.close()
-    counts = requests.get(f"{rest}/jobs/{smoke_job['jid']}/checkpoints", timeout=5).json()
+    counts = flink.checkpoints(smoke_job["jid"])
     assert counts["counts"]["completed"] >= 1
 
 

@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
-import requests
 
 from flink_deploy import stack as stack_manager
+from flink_deploy.flink_rest import FlinkRest
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +35,7 @@ def test_status_reports_every_service_healthy(stack: stack_manager.StackConfig) 
             next(p for p in stack_manager.RunState(stack.run_dir).load() if p.pid == service["pid"])
         )
     # Flink agrees: as many TaskManagers registered as we started, each with its slots.
-    overview = requests.get(f"{stack.flink_rest_url}/overview", timeout=5).json()
+    overview = FlinkRest(stack.flink_rest_url).overview()
     assert overview["taskmanagers"] == stack.taskmanagers
     assert overview["slots-total"] == stack.taskmanagers * stack.slots_per_taskmanager
 

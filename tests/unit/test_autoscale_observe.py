@@ -62,7 +62,9 @@ class Session:
         self.answers = answers
         self.calls: list[tuple[str, Any]] = []
 
-    def get(self, url: str, params: Any = None, timeout: float = 0) -> requests.Response:
+    def request(self, method: str, url: str, params: Any = None,
+                timeout: float = 0) -> requests.Response:
+        assert method == "GET"
         self.calls.append((url.removeprefix(FLINK), params))
         found = self.answers.get(url.removeprefix(FLINK))
         if isinstance(found, Exception):
@@ -151,13 +153,14 @@ def test_failures_are_in_errors() -> None:
     seen = obs.observe()
     assert seen.lag_total is None and seen.taskmanagers is None and seen.parallelism == 0
     assert [e.split(":")[0] for e in seen.errors] == ["kafka", "flink job", "flink cluster"]
-    assert seen.errors[1] == "flink job: ConnectionError: refused"
-    assert seen.errors[2] == "flink cluster: LookupError: Flink answered 500 to GET /overview"
+    assert seen.errors[1] == ("flink job: the Flink REST API at http://flink:8081 does not "
+                              "answer GET /jobs/overview (ConnectionError: refused)")
+    assert seen.errors[2] == ("flink cluster: Flink at http://flink:8081 answered 500 to "
+                              "GET /overview")
     assert consumer.closed  # a failed consumer is dropped and made again next time
     assert obs.kafka_problem() == ("kafka at kafka:9092 does not answer within 2 s: "
                                    "Local: Broker transport failure")
-    assert obs.flink_problem() == ("flink at http://flink:8081 does not answer: "
-                                   "LookupError: Flink answered 500 to GET /overview")
+    assert obs.flink_problem() == "Flink at http://flink:8081 answered 500 to GET /overview"
 
 
 @pytest.mark.parametrize(
@@ -197,9 +200,11 @@ def test_unreadable_checkpoint_statistics(body: dict[str, Any], error: str) -> N
         ("RUNNING", answer(checkpoints(restored_at=10_000, completed_at=None)), False, ()),
         ("RUNNING", answer(checkpoints(restored_at=10_000, completed_at=15_000)), True, ()),
         ("RUNNING", answer({"errors": ["boom"]}, 500), None,
-         ("flink checkpoints: LookupError: Flink answered 500 to GET /jobs/j1/checkpoints",)),
+         ("flink checkpoints: Flink at http://flink:8081 answered 500 to "
+          "GET /jobs/j1/checkpoints",)),
         ("RUNNING", requests.ConnectionError("refused"), None,
-         ("flink checkpoints: ConnectionError: refused",)),
+         ("flink checkpoints: the Flink REST API at http://flink:8081 does not answer "
+          "GET /jobs/j1/checkpoints (ConnectionError: refused)",)),
         ("RESTARTING", answer(checkpoints(restored_at=10_000, completed_at=None)), None, ()),
     ],
 )

@@ -20,7 +20,7 @@ from flask.testing import FlaskClient
 from control_service.app import create_app
 from control_service.config import ConfigError, load_config
 from control_service.filters_api import ReferenceAlerts
-from control_service.jobs_api import FlinkClient
+from flink_deploy.flink_rest import FlinkRest
 from control_service.store import SNAPSHOT_KEY, AuditLog, FilterStore, MemorySnapshotLog
 from tests.datapaths import shared_data
 from tests.unit.test_filter_cli import run_cli
@@ -55,7 +55,8 @@ class Logs:
         return [json.loads(v) for k, v in getattr(self, which) if k == SNAPSHOT_KEY and v is not None]
 
 
-def make_app(tmp_path: Path, logs: Logs, flink: FlinkClient | None = None, submit: Any = None, **overrides: Any) -> tuple[Flask, FilterStore]:
+def make_app(tmp_path: Path, logs: Logs, flink: FlinkRest | None = None, submit: Any = None,
+             **overrides: Any) -> tuple[Flask, FilterStore]:
     cfg = load_config(
         env={},
         api_keys=KEYS,

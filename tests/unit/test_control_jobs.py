@@ -13,8 +13,7 @@ from typing import Any
 import pytest
 import requests
 
-from control_service.errors import not_found
-from control_service.jobs_api import FlinkClient
+from flink_deploy.flink_rest import FlinkRest, FlinkRestError
 from flink_deploy.stack import HOST
 from tests.unit.test_control_api import ALICE, OPS, Logs, error_of, make_app
 
@@ -51,7 +50,13 @@ SUMS = {
 }
 
 
-class FakeFlink(FlinkClient):
+def not_found(path: str) -> FlinkRestError:
+    """What the client raises when Flink answers 404."""
+    return FlinkRestError(f"Flink answered 404 to GET {path}", method="GET",
+                          url="http://flink.invalid" + path, path=path, status=404)
+
+
+class FakeFlink(FlinkRest):
     """Canned answers in the Flink 1.19 REST shapes; records the calls that change state."""
 
     def __init__(self) -> None:
@@ -71,7 +76,7 @@ class FakeFlink(FlinkClient):
             return {"jobs": self.jobs_running}
         job = next((j for j in self.jobs_running if path.startswith(f"/jobs/{j['jid']}")), None)
         if job is None:
-            raise not_found(f"Flink has no {path}")
+            raise not_found(path)
         base = f"/jobs/{job['jid']}"
         if path == base:
             if method == "PATCH":
@@ -93,7 +98,7 @@ class FakeFlink(FlinkClient):
         if path == f"/jobs/{JOB}/savepoints/r1":
             return {"status": {"id": "COMPLETED"},
                     "operation": {"location": "file:/sp/savepoint-1"}}  # fmt: skip
-        raise not_found(f"Flink has no {path}")
+        raise not_found(path)
 
 
 def test_components_are_the_pipeline_stages(tmp_path: Path) -> None:
@@ -135,7 +140,7 @@ def test_long_metric_queries_are_batched() -> None:
     flink = FakeFlink()
     names = sorted(SUMS) * 20
     assert len(",".join(names)) > 3000
-    assert flink.vertex_metrics(JOB, VERTEX, names) == SUMS
+    assert flink.subtask_metrics(JOB, VERTEX, names) == SUMS
     assert len(flink.metric_queries) > 1 and all(len(q) <= 1700 for q in flink.metric_queries)
 
 
@@ -199,7 +204,7 @@ def test_upgrade_that_does_not_restore_says_where_the_savepoint_is(tmp_path: Pat
 
 
 def test_flink_down_is_503(tmp_path: Path) -> None:
-    app, _ = make_app(tmp_path, Logs(), flink=FlinkClient("http://127.0.0.1:9", 0.5))
+    app, _ = make_app(tmp_path, Logs(), flink=FlinkRest("http://127.0.0.1:9", 0.5))
     c = app.test_client()
     assert error_of(c.get("/api/v1/jobs")) == (503, "unavailable")
     assert error_of(c.get("/api/v1/components")) == (503, "unavailable")
@@ -227,7 +232,7 @@ def test_against_the_real_flink(tmp_path: Path) -> None:
     url = _real_flink()
     if url is None:
         pytest.skip("no Flink REST API answers (start the stack: alertflow stack up)")
-    app, _ = make_app(tmp_path, Logs(), flink=FlinkClient(url))
+    app, _ = make_app(tmp_path, Logs(), flink=FlinkRest(url))
     c = app.test_client()
     jobs = c.get("/api/v1/jobs")
     assert jobs.status_code == 200 and isinstance(jobs.get_json()["jobs"], list)

@@ -14,8 +14,11 @@ from confluent_kafka import KafkaError, KafkaException
 from transforms.kafka_clients import (
     KAFKA_LOG,
     RateLimit,
+    Topic,
+    ensure_topics,
     kafka_config,
     kafka_problem,
+    wait_ready,
 )
 
 
@@ -121,3 +124,68 @@ class Metadata:
 def test_probe_through_a_client_of_the_caller(client: Metadata, topics: list[str],
                                               problem: str | None) -> None:
     assert kafka_problem("k:9092", topics, client=client) == problem
+
+
+class Future:
+    def __init__(self, error: KafkaError | None) -> None:
+        self.error = error
+
+    def result(self, timeout: float | None = None) -> None:
+        if self.error is not None:
+            raise KafkaException(self.error)
+
+
+class Admin:
+    """Has topic ``old``; creating a topic answers with the error ``errors`` names for it (None:
+    created). A created topic's partitions have no leader in the first ``leaderless`` answers."""
+
+    def __init__(self, errors: dict[str, KafkaError | None], leaderless: int = 0) -> None:
+        self.errors = errors
+        self.leaderless = leaderless
+        self.topics = {"old": 1}
+        self.asked: list[list[tuple[str, int, dict[str, str]]]] = []
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        leader = -1 if self.leaderless > 0 else 0
+        self.leaderless -= 1
+        parts = {n: {p: SimpleNamespace(leader=leader if n != "old" else 0)
+                     for p in range(count)} for n, count in self.topics.items()}
+        return SimpleNamespace(topics={n: SimpleNamespace(error=None, partitions=p)
+                                       for n, p in parts.items()})
+
+    def create_topics(self, new_topics: list[Any], **kwargs: Any) -> dict[str, Future]:
+        self.asked.append([(t.topic, t.num_partitions, t.config) for t in new_topics])
+        for t in new_topics:
+            self.topics[t.topic] = t.num_partitions
+        return {t.topic: Future(self.errors.get(t.topic)) for t in new_topics}
+
+
+def test_ensure_topics_creates_the_missing_ones() -> None:
+    # "b" was created by another client at the same time: it is there, not created here.
+    admin = Admin({"b": KafkaError(KafkaError.TOPIC_ALREADY_EXISTS, "Topic 'b' already exists")},
+                  leaderless=2)
+    created = ensure_topics("k:9092", [Topic("old"), Topic("a", 4), Topic("b", 1, {"x": "y"})],
+                            admin=admin, timeout_s=5, wait_for_leaders=True)
+    assert created == ["a"]
+    assert admin.asked == [[("a", 4, {}), ("b", 1, {"x": "y"})]]
+    assert admin.leaderless < 0  # it waited for the leaders
+
+
+def test_ensure_topics_raises_any_other_failure() -> None:
+    # The code decides, not the text: an error that only says "already exists" is raised.
+    admin = Admin({"a": KafkaError(KafkaError.POLICY_VIOLATION, "already exists")})
+    with pytest.raises(KafkaException) as raised:
+        ensure_topics("k:9092", [Topic("a")], admin=admin, timeout_s=5)
+    assert raised.value.args[0].code() == KafkaError.POLICY_VIOLATION
+
+
+def test_ensure_topics_says_when_no_leader_comes() -> None:
+    admin = Admin({}, leaderless=10**6)
+    with pytest.raises(TimeoutError, match="a: created, but a partition has no leader after"):
+        ensure_topics("k:9092", [Topic("a")], admin=admin, timeout_s=0.3, wait_for_leaders=True)
+
+
+def test_wait_ready_gives_up_with_the_reason(closed_port: int) -> None:
+    with pytest.raises(TimeoutError, match=f"kafka at 127.0.0.1:{closed_port} does not answer: "
+                       ".* \\(waited 1 s\\)"):
+        wait_ready(f"127.0.0.1:{closed_port}", 1.0)

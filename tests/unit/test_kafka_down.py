@@ -219,7 +219,8 @@ def test_autoscaler_starts_without_kafka_and_flink_and_says_why(
         reasons = ready.get_json()["reasons"]
         assert ready.status_code == 503 and set(reasons) == {"kafka", "flink"}
         assert reasons["kafka"] == down(bootstrap, 0.5)
-        assert reasons["flink"].startswith(f"flink at {flink} does not answer: ConnectionError")
+        assert reasons["flink"].startswith(f"the Flink REST API at {flink} does not answer "
+                                           "GET /overview (ConnectionError")
         loop.step()  # the loop goes on, with what it could not see in the observation
         errors = loop.latest.errors
         assert [e.split(":")[0] for e in errors] == ["kafka", "flink job", "flink cluster"]
