@@ -29,7 +29,8 @@ from typing import Any
 import yaml
 
 from control_service.auth import ApiKey, api_key_problems, parse_api_keys
-from flink_deploy.stack import CONFIG_TOPIC, HOST, REPO_ROOT
+from flink_deploy.stack.config import HOST, REPO_ROOT
+from transforms.topics import CONFIG_TOPIC
 
 ENV_PREFIX = "ALERTFLOW_CONTROL_"
 #: Fields an admin may change on the running service (PUT /api/v1/config).

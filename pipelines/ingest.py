@@ -17,10 +17,10 @@ import apache_beam as beam
 from apache_beam.io.kafka import ReadFromKafka, WriteToKafka
 from apache_beam.runners.runner import PipelineResult
 
-from flink_deploy.stack import ALERT_TOPICS, DEADLETTER_TOPIC
 from pipelines.flink import ClusterEndpoints, kafka_consumer_config, submit
 from transforms.decode import DecodeAlerts
 from transforms.publish import alert_message, dead_letter_message, kafka_record
+from transforms.topics import ALERT_TOPICS, DEADLETTER_TOPIC
 
 KV = tuple[bytes, bytes]
 

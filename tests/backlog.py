@@ -17,7 +17,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from control_service.commands.replay import cycled_messages, kafka_producer, load_messages
-from flink_deploy.stack import REPO_ROOT, StackConfig
+from flink_deploy.stack.config import REPO_ROOT, StackConfig
 from pipelines import broker
 from tests.datapaths import shared_data
 from tests.e2e.test_smoke_pipeline import running_job_id, wait_for

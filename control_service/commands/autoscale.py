@@ -22,7 +22,8 @@ from typing import Any
 from werkzeug.serving import make_server
 
 from control_service.commands.serve import serve_until_stopped
-from flink_deploy.stack import ALERT_TOPICS, HOST
+from flink_deploy.stack.config import HOST
+from transforms.topics import ALERT_TOPICS
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:

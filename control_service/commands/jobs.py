@@ -9,7 +9,7 @@ from typing import Any
 
 import requests
 
-from flink_deploy import stack
+from flink_deploy.stack.config import StackConfig
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -42,7 +42,7 @@ def cancel_jobs(rest_url: str, ids_or_names: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    rest = stack.StackConfig.from_env().flink_rest_url
+    rest = StackConfig.from_env().flink_rest_url
     try:
         if args.action == "list":
             for job in running_jobs(rest, args.all):

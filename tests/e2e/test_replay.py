@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from flink_deploy import stack as stack_manager
+from flink_deploy.stack.config import StackConfig
 from tests.datapaths import shared_data
 from transforms.alert_model import Survey
 from transforms.decode import decode_message
@@ -39,7 +39,7 @@ def read_all(bootstrap: str, topic: str, partitions: int) -> list:
     return messages
 
 
-def test_lsst_replay_cycles_with_fresh_ids(stack: stack_manager.StackConfig) -> None:
+def test_lsst_replay_cycles_with_fresh_ids(stack: StackConfig) -> None:
     topic = f"replay.{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
     admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])[topic].result(30)
@@ -66,7 +66,7 @@ def test_lsst_replay_cycles_with_fresh_ids(stack: stack_manager.StackConfig) -> 
     admin.delete_topics([topic])
 
 
-def test_ztf_replay_sends_each_packet_as_it_is(stack: stack_manager.StackConfig) -> None:
+def test_ztf_replay_sends_each_packet_as_it_is(stack: StackConfig) -> None:
     topic = f"replay.{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
     admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(30)

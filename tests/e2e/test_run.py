@@ -18,7 +18,9 @@ import pytest
 import requests
 
 from control_service.client import ControlClient
-from flink_deploy import stack as stack_manager
+from flink_deploy.stack import supervisor
+from flink_deploy.stack.config import StackConfig
+from flink_deploy.stack.services import local_admin_token
 from tests.datapaths import shared_data
 from transforms.filters.document import load_filter_file
 
@@ -46,7 +48,7 @@ def wait_for_line(path: Path, text: str, proc: subprocess.Popen, timeout_s: floa
 
 
 def test_run_holds_its_folder_serves_filters_and_stops_what_it_started(tmp_path: Path) -> None:
-    cfg = stack_manager.StackConfig.from_env().moved(tmp_path / "run", PORT_OFFSET)
+    cfg = StackConfig.from_env().moved(tmp_path / "run", PORT_OFFSET)
     env = {**os.environ, **cfg.environment(), "ALERTFLOW_SHARED_DATA": str(shared_data())}
     env.pop("ALERTFLOW_TOKEN", None)
     out_path, err_path = tmp_path / "run.out", tmp_path / "run.err"
@@ -66,7 +68,7 @@ def test_run_holds_its_folder_serves_filters_and_stops_what_it_started(tmp_path:
         logs = err_path.read_text() + (cfg.run_dir / "control.log").read_text()
         assert "Failed to acquire idempotence PID" not in logs
         assert "Unknown pipeline options" not in logs
-        token = stack_manager.local_admin_token(cfg)
+        token = local_admin_token(cfg)
         assert f"Control service: {cfg.control_url}" in err_path.read_text()
         assert token in err_path.read_text()
 
@@ -83,15 +85,15 @@ def test_run_holds_its_folder_serves_filters_and_stops_what_it_started(tmp_path:
         listing = ControlClient(cfg.control_url).list_filters()
         assert "my-solar-system" in {f["name"] for f in listing["filters"]}
 
-        recorded = stack_manager.RunState(cfg.run_dir).load()
+        recorded = supervisor.RunState(cfg.run_dir).load()
         assert {"kafka", "alertflow-control"} <= {p.name for p in recorded}
         os.killpg(first.pid, signal.SIGINT)
         assert first.wait(timeout=180) == 0, err_path.read_text()
-        assert stack_manager.RunState(cfg.run_dir).load() == []
-        assert not any(stack_manager.is_running(p) or stack_manager.group_members(p.pid)
+        assert supervisor.RunState(cfg.run_dir).load() == []
+        assert not any(supervisor.is_running(p) or supervisor.group_members(p.pid)
                        for p in recorded)  # fmt: skip
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
             first.wait()
-        stack_manager.down(cfg, log=lambda _: None)
+        supervisor.down(cfg, log=lambda _: None)

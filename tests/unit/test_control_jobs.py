@@ -14,7 +14,7 @@ import requests
 
 from control_service.errors import not_found
 from control_service.jobs_api import FlinkClient
-from flink_deploy.stack import HOST
+from flink_deploy.stack.config import HOST
 from tests.unit.test_control_api import ALICE, OPS, Logs, error_of, make_app
 
 JOB = "a" * 32
