@@ -49,6 +49,7 @@ from flink_deploy.stack import supervisor  # noqa: E402
 from flink_deploy.stack.config import APPLICATION_JOB_ID, REPO_ROOT, StackConfig  # noqa: E402
 from tests.datapaths import shared_data  # noqa: E402
 from transforms.filters.document import FilterSet, load_filter_file  # noqa: E402
+from transforms.polling import wait_until  # noqa: E402
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas  # noqa: E402
 from transforms.topics import ALERT_TOPICS  # noqa: E402
 
@@ -109,11 +110,7 @@ class Cluster:
         return Sample(time.monotonic() - t0, lag, committed, registered, self.parallelism())
 
     def wait(self, predicate, deadline_s: float, what: str) -> None:
-        end = time.monotonic() + deadline_s
-        while not predicate():
-            if time.monotonic() > end:
-                raise TimeoutError(f"timed out after {deadline_s:.0f} s waiting for {what}")
-            time.sleep(1)
+        wait_until(predicate, deadline_s, 1.0, what)
 
     def set_taskmanagers(self, count: int, profile) -> None:
         while len(self.driver.taskmanagers()) < count:

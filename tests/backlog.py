@@ -24,6 +24,7 @@ from tests.e2e.test_smoke_pipeline import running_job_id, wait_for
 from transforms.decode import decode_message
 from transforms.filters.document import Filter, FilterSet, load_filter_file, load_filters
 from transforms.filters.local import LocalRunner
+from transforms.polling import wait_until
 from transforms.schemas import LsstSchemas
 
 BATCH = 1000
@@ -120,15 +121,16 @@ def preload(bootstrap: str, topic: str, count: int, filter_set: FilterSet) -> Ba
 def job_restarts(rest: str, jid: str, deadline_s: float = 60.0) -> int:
     """Flink's ``numRestarts`` metric of the job (the REST API lists a job's metrics only once
     the JobManager has fetched them, a few seconds after the job starts)."""
-    end = time.monotonic() + deadline_s
-    while True:
-        metrics = requests.get(f"{rest}/jobs/{jid}/metrics", params={"get": "numRestarts"},
-                               timeout=5).json()  # fmt: skip
-        if metrics or time.monotonic() > end:
-            break
-        time.sleep(1)
-    assert metrics, f"job {jid}: no numRestarts metric after {deadline_s:.0f} s"
-    return int(metrics[0]["value"])
+
+    def metrics() -> list:
+        return requests.get(f"{rest}/jobs/{jid}/metrics", params={"get": "numRestarts"},
+                            timeout=5).json()  # fmt: skip
+
+    try:
+        found = wait_until(metrics, deadline_s, 1.0, f"job {jid}'s numRestarts metric")
+    except TimeoutError:
+        raise AssertionError(f"job {jid}: no numRestarts metric after {deadline_s:.0f} s") from None
+    return int(found[0]["value"])
 
 
 @dataclass(frozen=True)

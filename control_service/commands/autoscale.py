@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from flink_deploy.autoscaler.observe import Observer
     from flink_deploy.autoscaler.policy import PolicyError, load_policy_file
     from flink_deploy.autoscaler.service import AutoscalerConfig, create_app
-    from flink_deploy.stack import StackConfig, StackError
+    from flink_deploy.stack.config import StackConfig, StackError
 
     try:
         policy = load_policy_file(args.policy)

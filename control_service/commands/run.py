@@ -36,6 +36,7 @@ from transforms.filters.document import FilterSet, load_filter_file
 from transforms.filters.local import match_locally
 from transforms.kafka_clients import kafka_config
 from transforms.schemas import LsstSchemas
+from transforms.topics import LSST_TOPIC, ZTF_TOPIC
 
 EXAMPLES = REPO_ROOT / "examples" / "filters"
 JOB_NAME = "alertflow-broker"
@@ -63,8 +64,8 @@ def sample_alerts() -> dict[str, list[Path]]:
     """The sample alert files in shared/data (beside the clone or ALERTFLOW_SHARED_DATA)."""
     data = Path(os.environ.get("ALERTFLOW_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
     return {
-        "alerts.ztf": sorted((data / "ztf" / "alerts").glob("*/*.avro")),
-        "alerts.lsst": sorted((data / "lsst" / "alerts").glob("*.avro")),
+        ZTF_TOPIC: sorted((data / "ztf" / "alerts").glob("*/*.avro")),
+        LSST_TOPIC: sorted((data / "lsst" / "alerts").glob("*.avro")),
     }
 
 

@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +22,7 @@ from flink_deploy.stack.config import StackConfig
 from flink_deploy.stack.services import local_admin_token
 from tests.datapaths import shared_data
 from transforms.filters.document import load_filter_file
+from transforms.polling import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -38,13 +38,17 @@ def cli(env: dict[str, str], *argv: str, timeout: float = 120) -> subprocess.Com
 
 
 def wait_for_line(path: Path, text: str, proc: subprocess.Popen, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def written() -> bool:
         if text in path.read_text(errors="replace"):
-            return
+            return True
         assert proc.poll() is None, f"alertflow run exited {proc.returncode}:\n{path.read_text()}"
-        time.sleep(1)
-    raise AssertionError(f"no {text!r} after {timeout_s:.0f} s:\n{path.read_text()}")
+        return False
+
+    try:
+        wait_until(written, timeout_s, 1.0, repr(text))
+    except TimeoutError:
+        raise AssertionError(f"no {text!r} after {timeout_s:.0f} s:\n{path.read_text()}") from None
 
 
 def test_run_holds_its_folder_serves_filters_and_stops_what_it_started(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from flink_deploy.stack import supervisor
 from flink_deploy.stack.config import StackConfig
 from pipelines import smoke
+from transforms.polling import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -27,13 +28,10 @@ DEADLINE_S = 240
 
 def wait_for(predicate, deadline_s: float, what: str, interval_s: float = 1.0):
     """Poll ``predicate`` until it returns a truthy value; fail naming ``what`` at the deadline."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    pytest.fail(f"timed out after {deadline_s} s waiting for {what}")
+    try:
+        return wait_until(predicate, deadline_s, interval_s, what)
+    except TimeoutError as err:
+        pytest.fail(str(err))
 
 
 @pytest.fixture(scope="module")

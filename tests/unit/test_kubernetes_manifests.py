@@ -3,8 +3,8 @@
 No cluster here, and nothing is taken from the manifests on trust: the objects the autoscaler
 scales, and what it does to them, come from KubernetesDriver's own requests on a fake session;
 the autoscaler's command line is parsed by the real `alertflow autoscale` parser; the job id,
-job class and reactive-mode settings are flink_deploy.stack's constants; the TaskManager shapes
-are the default policy's profiles.
+job class and reactive-mode settings are flink_deploy.stack's constants (config, services); the
+TaskManager shapes are the default policy's profiles.
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def reactive_settings() -> dict[str, Any]:
-    """What the local application mode adds to Flink's config (flink_deploy/stack.py)."""
+    """What the local application mode adds to Flink's config (flink_deploy/stack/services.py)."""
     return {**flatten(APPLICATION_SETTINGS),
             **flatten({"jobmanager": {"adaptive-scheduler": APPLICATION_SCHEDULER}})}
 

@@ -6,10 +6,10 @@ are started, watched and stopped, which does not depend on what they run.
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ import pytest
 from flink_deploy.stack import supervisor
 from flink_deploy.stack.config import HOST, StackConfig, StackError, find_java
 from flink_deploy.stack.services import Service
+from transforms.polling import wait_until
 
 
 def free_port() -> int:
@@ -71,9 +72,8 @@ def test_stop_takes_the_whole_process_group(tmp_path: Path) -> None:
         "time.sleep(120)\n"
     )
     started = supervisor.spawn(python_service(tmp_path, "beam-workerpool", code, free_port()))
-    deadline = time.monotonic() + 10
-    while len(supervisor.group_members(started.pid)) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: len(supervisor.group_members(started.pid)) >= 2, 10, 0.05,
+               "the pool's child to start")  # fmt: skip
     assert len(supervisor.group_members(started.pid)) == 2
     supervisor.stop(started)
     assert supervisor.group_members(started.pid) == []
@@ -150,3 +150,21 @@ def test_one_process_at_a_time_holds_a_run_folder(tmp_path: Path) -> None:
         holder.wait()
     with supervisor.hold(cfg, "alertflow run"), supervisor.hold(cfg, "alertflow stack up"):
         assert "alertflow run" in (tmp_path / "lock").read_text()
+
+
+def test_a_state_file_from_before_psutil_still_finds_its_processes(tmp_path: Path) -> None:
+    """state.json written by the supervisor that read /proc/PID/stat recorded the start time in
+    clock ticks since boot; ``down`` must still recognise (and stop) those processes."""
+    started = supervisor.spawn(python_service(tmp_path, "kafka", "import time; time.sleep(60)",
+                                              free_port()))  # fmt: skip
+    stat = Path(f"/proc/{started.pid}/stat").read_text()
+    ticks = int(stat.rsplit(")", 1)[1].split()[19])
+    legacy = {"name": "kafka", "pid": started.pid, "start_ticks": ticks, "port": started.port,
+              "log": started.log, "profile": ""}  # fmt: skip
+    (tmp_path / "state.json").write_text(json.dumps({"services": [legacy]}))
+    assert supervisor.RunState(tmp_path).load() == [started]
+    impostor = {**legacy, "start_ticks": ticks + 1}
+    (tmp_path / "state.json").write_text(json.dumps({"services": [impostor]}))
+    assert not supervisor.is_running(supervisor.RunState(tmp_path).load()[0])
+    supervisor.stop(started)
+    assert not supervisor.is_running(started)
