@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from control_service.commands.replay import id_template, load_messages  # noqa: E402
 from control_service.snapshots import publish_snapshot  # noqa: E402
-from flink_deploy.stack import REPO_ROOT, StackConfig  # noqa: E402
+from flink_deploy.stack.config import REPO_ROOT, StackConfig  # noqa: E402
 from pipelines import broker  # noqa: E402
 from tests.datapaths import shared_data  # noqa: E402
 from transforms.decode import decode_message  # noqa: E402

@@ -43,7 +43,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from control_service.snapshots import publish_snapshot  # noqa: E402
-from flink_deploy import stack  # noqa: E402
+from flink_deploy.stack import supervisor  # noqa: E402
+from flink_deploy.stack.config import StackConfig  # noqa: E402
 from pipelines import broker  # noqa: E402
 from tests.backlog import Backlog, backlog_filters, catch_all, preload  # noqa: E402
 from tests.backlog import job_restarts, watch_drain  # noqa: E402
@@ -54,6 +55,7 @@ from transforms.filters.local import LocalRunner  # noqa: E402
 from transforms.kafka_clients import ensure_topic  # noqa: E402
 from transforms.publish import lite_message  # noqa: E402
 from transforms.schemas import LsstSchemas  # noqa: E402
+from transforms.topics import ALERT_TOPICS, CONFIG_TOPIC  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
 DRAIN_DEADLINE_S = 900.0
@@ -76,7 +78,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def group_cpu(pgid: int) -> float:
-    return sum(cpu_seconds(p) for p in stack.group_members(pgid))
+    return sum(cpu_seconds(p) for p in supervisor.group_members(pgid))
 
 
 @dataclass
@@ -94,8 +96,9 @@ class CpuMeter:
         self.spent = {n: group_cpu(g) - self.began.get(n, 0.0) for n, g in self.groups.items()}
 
 
-def stack_groups(cfg: stack.StackConfig) -> dict[str, int]:
-    return {p.name: p.pid for p in stack.RunState(cfg.run_dir).load() if stack.is_running(p)}
+def stack_groups(cfg: StackConfig) -> dict[str, int]:
+    recorded = supervisor.RunState(cfg.run_dir).load()
+    return {p.name: p.pid for p in recorded if supervisor.is_running(p)}
 
 
 @dataclass
@@ -206,7 +209,7 @@ def cpu_limit(cores: float, pids: list[int]):
         group.rmdir()
 
 
-def broker_drain(cfg: stack.StackConfig, backlog: Backlog, filter_set: FilterSet, name: str,
+def broker_drain(cfg: StackConfig, backlog: Backlog, filter_set: FilterSet, name: str,
                  start_job) -> Row:  # fmt: skip
     """Start the broker with ``start_job()``, measure the drain, check the pairs."""
     start_job()
@@ -220,21 +223,21 @@ def broker_drain(cfg: stack.StackConfig, backlog: Backlog, filter_set: FilterSet
     restarts = sum(job_restarts(cfg.flink_rest_url, j["jid"])
                    for j in requests.get(f"{cfg.flink_rest_url}/jobs/overview", timeout=5)
                    .json()["jobs"] if j["state"] == "RUNNING")  # fmt: skip
-    rss = {p: round(stack.rss_mib(g)) for p, g in groups.items() if "taskmanager" in p}
+    rss = {p: round(supervisor.rss_mib(g)) for p, g in groups.items() if "taskmanager" in p}
     note = (f"{drain.distinct}/{backlog.alerts} drained, {missing} expected pairs missing, "
             f"{duplicates} duplicates, {restarts} restarts, TaskManager RSS {rss} MiB")
     span = (drain.last_ms - drain.first_ms) / 1000.0
     return Row(name, drain.distinct, span, meter.spent, note)
 
 
-def cancel_all(cfg: stack.StackConfig) -> None:
+def cancel_all(cfg: StackConfig) -> None:
     rest = cfg.flink_rest_url
     for job in requests.get(f"{rest}/jobs/overview", timeout=5).json()["jobs"]:
         if job["state"] == "RUNNING":
             requests.patch(f"{rest}/jobs/{job['jid']}", params={"mode": "cancel"}, timeout=10)
 
 
-def fresh_filters(cfg: stack.StackConfig, prefix: str, config_topic: str) -> FilterSet:
+def fresh_filters(cfg: StackConfig, prefix: str, config_topic: str) -> FilterSet:
     filter_set = backlog_filters(prefix)
     publish_snapshot(cfg.bootstrap_servers, filter_set, config_topic)
     return filter_set
@@ -242,8 +245,8 @@ def fresh_filters(cfg: stack.StackConfig, prefix: str, config_topic: str) -> Fil
 
 def session_runs(opts, run: str, root: Path, rows: list[Row]) -> None:
     """The session-mode rows, appended to ``rows`` as they are measured."""
-    cfg = stack.StackConfig.from_env(mode="session").moved(root / "session", 600)
-    stack.up(cfg)
+    cfg = StackConfig.from_env(mode="session").moved(root / "session", 600)
+    supervisor.up(cfg)
     try:
         bootstrap = cfg.bootstrap_servers
         topic = f"cap.{run}.in"
@@ -274,28 +277,28 @@ def session_runs(opts, run: str, root: Path, rows: list[Row]) -> None:
                             *opts.beam_args])  # fmt: skip
 
             if cores:
-                with cpu_limit(cores, [p for g in held for p in stack.group_members(g)]):
+                with cpu_limit(cores, [p for g in held for p in supervisor.group_members(g)]):
                     rows.append(broker_drain(cfg, backlog, filter_set, label, submit))
             else:
                 rows.append(broker_drain(cfg, backlog, filter_set, label, submit))
             cancel_all(cfg)
     finally:
-        stack.down(cfg)
+        supervisor.down(cfg)
 
 
 def application_run(opts, run: str, root: Path) -> Row:
     """The application cluster: job first (no TaskManager), then the backlog, then a TaskManager."""
-    cfg = stack.StackConfig.from_env(taskmanagers=0, mode="application").moved(
+    cfg = StackConfig.from_env(taskmanagers=0, mode="application").moved(
         root / "application", 700)  # fmt: skip
     os.environ.update(cfg.environment())
-    stack.up(cfg)
+    supervisor.up(cfg)
     try:
-        filter_set = fresh_filters(cfg, f"cap.{run}.app", stack.CONFIG_TOPIC)
-        backlog = preload(cfg.bootstrap_servers, stack.ALERT_TOPICS[1], opts.alerts, filter_set)
+        filter_set = fresh_filters(cfg, f"cap.{run}.app", CONFIG_TOPIC)
+        backlog = preload(cfg.bootstrap_servers, ALERT_TOPICS[1], opts.alerts, filter_set)
         return broker_drain(cfg, backlog, filter_set, "broker application (reactive)",
-                            lambda: stack.start_taskmanager(cfg, 1))  # fmt: skip
+                            lambda: supervisor.start_taskmanager(cfg, 1))  # fmt: skip
     finally:
-        stack.down(cfg)
+        supervisor.down(cfg)
 
 
 def report(rows: list[Row], alerts: int) -> None:

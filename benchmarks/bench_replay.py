@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from control_service.cli import build_parser  # noqa: E402
 from control_service.commands import replay  # noqa: E402
-from flink_deploy.stack import StackConfig  # noqa: E402
+from flink_deploy.stack.config import StackConfig  # noqa: E402
 from tests.datapaths import shared_data  # noqa: E402
 from transforms.kafka_clients import ensure_topic  # noqa: E402
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas  # noqa: E402

@@ -41,15 +41,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from control_service.commands.replay import cycled_messages, load_messages  # noqa: E402
 from control_service.snapshots import publish_snapshot  # noqa: E402
-from flink_deploy import stack  # noqa: E402
 from flink_deploy.autoscaler.local import LocalDriver  # noqa: E402
 from flink_deploy.autoscaler.observe import Observer  # noqa: E402
 from flink_deploy.autoscaler.policy import DEFAULT_POLICY_FILE, load_policy_file  # noqa: E402
 from flink_deploy.autoscaler.service import AutoscalerConfig, create_app  # noqa: E402
-from flink_deploy.stack import ALERT_TOPICS, APPLICATION_JOB_ID, REPO_ROOT  # noqa: E402
+from flink_deploy.stack import supervisor  # noqa: E402
+from flink_deploy.stack.config import APPLICATION_JOB_ID, REPO_ROOT, StackConfig  # noqa: E402
 from tests.datapaths import shared_data  # noqa: E402
 from transforms.filters.document import FilterSet, load_filter_file  # noqa: E402
+from transforms.polling import wait_until  # noqa: E402
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas  # noqa: E402
+from transforms.topics import ALERT_TOPICS  # noqa: E402
 
 PORT_OFFSET = 500
 GROUP = "alertflow-broker"
@@ -67,7 +69,7 @@ class Sample:
 class Cluster:
     """What the benchmark reads and drives: Kafka offsets, the Flink job, the TaskManagers."""
 
-    def __init__(self, cfg: stack.StackConfig) -> None:
+    def __init__(self, cfg: StackConfig) -> None:
         self.cfg = cfg
         self.observer = Observer(cfg.bootstrap_servers, GROUP, ALERT_TOPICS, cfg.flink_rest_url)
         self.driver = LocalDriver(cfg)
@@ -108,11 +110,7 @@ class Cluster:
         return Sample(time.monotonic() - t0, lag, committed, registered, self.parallelism())
 
     def wait(self, predicate, deadline_s: float, what: str) -> None:
-        end = time.monotonic() + deadline_s
-        while not predicate():
-            if time.monotonic() > end:
-                raise TimeoutError(f"timed out after {deadline_s:.0f} s waiting for {what}")
-            time.sleep(1)
+        wait_until(predicate, deadline_s, 1.0, what)
 
     def set_taskmanagers(self, count: int, profile) -> None:
         while len(self.driver.taskmanagers()) < count:
@@ -221,13 +219,13 @@ def main() -> None:
     small = policy.profile(policy.scale_up.profile)
 
     with tempfile.TemporaryDirectory(prefix="alertflow-scaling-") as run_dir:
-        cfg = stack.StackConfig.from_env(taskmanagers=1, mode="application")
+        cfg = StackConfig.from_env(taskmanagers=1, mode="application")
         cfg = cfg.moved(Path(run_dir), PORT_OFFSET)
-        stack.up(cfg, log=lambda line: print(line, file=sys.stderr))
+        supervisor.up(cfg, log=lambda line: print(line, file=sys.stderr))
         try:
             report = measure(cfg, sizes, opts, policy, small)
         finally:
-            stack.down(cfg, log=lambda line: print(line, file=sys.stderr))
+            supervisor.down(cfg, log=lambda line: print(line, file=sys.stderr))
     print(report)
     if opts.out:
         with opts.out.open("a") as out:

@@ -29,8 +29,9 @@ from typing import Any
 import yaml
 
 from control_service.auth import ApiKey, api_key_problems, parse_api_keys
-from flink_deploy.stack import CONFIG_TOPIC, HOST, REPO_ROOT
+from flink_deploy.stack.config import HOST, REPO_ROOT
 from transforms.kafka_clients import DEFAULT_KAFKA_PORT
+from transforms.topics import CONFIG_TOPIC, INACTIVE_CONFIG_TOPIC
 
 ENV_PREFIX = "ALERTFLOW_CONTROL_"
 #: Fields an admin may change on the running service (PUT /api/v1/config).
@@ -67,7 +68,7 @@ class ControlConfig:
     config_topic: str = CONFIG_TOPIC
     #: Deactivated filters live here (whole snapshots too), so they survive a restart without
     #: ever reaching the pipeline, which reads only ``config_topic``.
-    inactive_topic: str = CONFIG_TOPIC + ".inactive"
+    inactive_topic: str = INACTIVE_CONFIG_TOPIC
     kafka_timeout_s: float = 10.0
     flink_rest_url: str = field(default_factory=lambda: f"http://{HOST}:{_stack_port('ALERTFLOW_FLINK_REST_PORT', 8081)}")
     flink_timeout_s: float = 5.0

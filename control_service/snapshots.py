@@ -7,8 +7,8 @@ topic, key ``b"filters"``, whole snapshots, increasing versions).
 from __future__ import annotations
 
 from control_service.store import KafkaSnapshotLog
-from flink_deploy.stack import CONFIG_TOPIC
 from transforms.filters.document import FilterSet
+from transforms.topics import CONFIG_TOPIC
 
 
 def publish_snapshot(bootstrap: str, filter_set: FilterSet, topic: str = CONFIG_TOPIC) -> None:

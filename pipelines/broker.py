@@ -30,13 +30,13 @@ import apache_beam as beam
 from apache_beam.io.kafka import ReadFromKafka, WriteToKafka
 from apache_beam.runners.runner import PipelineResult
 
-from flink_deploy.stack import ALERT_TOPICS, CONFIG_TOPIC, DEADLETTER_TOPIC, FILTER_ERRORS_TOPIC
 from pipelines.flink import ClusterEndpoints, kafka_consumer_config, submit
 from transforms.annotate.transform import AnnotateAlerts
 from transforms.decode import DecodeAlerts
 from transforms.filters.apply import ERRORS, MATCHES, ApplyFilters, FilterErrorReport
 from transforms.filters.live import ConfigTopicFeed
 from transforms.publish import PublishMatches, dead_letter_message, kafka_record
+from transforms.topics import ALERT_TOPICS, CONFIG_TOPIC, DEADLETTER_TOPIC, FILTER_ERRORS_TOPIC
 
 KV = tuple[bytes, bytes]
 

@@ -18,7 +18,8 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
-from flink_deploy import sizing, stack
+from flink_deploy import sizing
+from flink_deploy.stack.config import StackConfig, default_run_dir
 
 # Fixed once: a job's keyed state restores only under the same max parallelism.
 MAX_PARALLELISM = 32
@@ -37,7 +38,7 @@ class ClusterEndpoints:
 
     @classmethod
     def from_run_dir(cls, run_dir: Path | None = None) -> ClusterEndpoints:
-        run_dir = run_dir or stack.default_run_dir()
+        run_dir = run_dir or default_run_dir()
         path = run_dir / "stack.json"
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: start the stack with `alertflow stack up`")
@@ -127,7 +128,7 @@ def kafka_consumer_config(bootstrap_servers: str, group_id: str) -> dict[str, st
 
 
 def executable_args(
-    endpoints: ClusterEndpoints, executable: Path, cfg: stack.StackConfig, job_name: str,
+    endpoints: ClusterEndpoints, executable: Path, cfg: StackConfig, job_name: str,
     parallelism: int,
 ) -> list[str]:
     """Pipeline options that write the job as a Flink application jar instead of running it.
@@ -166,7 +167,7 @@ def submit(
     if executable is None:
         args = flink_args(endpoints, job_name, parallelism)
     else:
-        cfg = stack.StackConfig.from_env()
+        cfg = StackConfig.from_env()
         args = executable_args(endpoints, executable, cfg, job_name, parallelism)
         # FlinkRunner runs `java -jar` from PATH: make that our Java 17.
         java_bin = str(Path(cfg.java).parent)

@@ -17,10 +17,10 @@ import apache_beam as beam
 from apache_beam.io.kafka import ReadFromKafka, WriteToKafka
 from apache_beam.runners.runner import PipelineResult
 
-from flink_deploy.stack import ALERT_TOPICS, DEADLETTER_TOPIC
 from pipelines.flink import ClusterEndpoints, kafka_consumer_config, submit
 from transforms.decode import DecodeAlerts
 from transforms.publish import alert_message, dead_letter_message, kafka_record
+from transforms.topics import ALERT_TOPICS, DEADLETTER_TOPIC, DECODED_TOPIC
 
 KV = tuple[bytes, bytes]
 
@@ -59,7 +59,7 @@ def run(argv: Sequence[str] | None = None) -> PipelineResult:
     """Submit the ingest job to the stack's Flink cluster; returns once it is submitted."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--topics", default=",".join(ALERT_TOPICS), help="comma-separated")
-    parser.add_argument("--decoded", default="alertflow.decoded")
+    parser.add_argument("--decoded", default=DECODED_TOPIC)
     parser.add_argument("--deadletter", default=DEADLETTER_TOPIC)
     parser.add_argument("--group-id", default="alertflow-ingest")
     parser.add_argument("--job-name", default="alertflow-ingest")

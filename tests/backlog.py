@@ -17,7 +17,7 @@ from confluent_kafka.admin import AdminClient
 
 from control_service.commands.replay import cycled_messages, kafka_producer, load_messages
 from flink_deploy.flink_rest import FlinkRest
-from flink_deploy.stack import REPO_ROOT, StackConfig
+from flink_deploy.stack.config import REPO_ROOT, StackConfig
 from pipelines import broker
 from tests.datapaths import shared_data
 from tests.e2e.test_smoke_pipeline import running_job_id, wait_for
@@ -25,6 +25,7 @@ from transforms.decode import decode_message
 from transforms.filters.document import Filter, FilterSet, load_filter_file, load_filters
 from transforms.filters.local import LocalRunner
 from transforms.kafka_clients import COMPACTED, Topic, ensure_topics
+from transforms.polling import wait_until
 from transforms.schemas import LsstSchemas
 
 BATCH = 1000
@@ -118,13 +119,11 @@ def job_restarts(rest: str, jid: str, deadline_s: float = 60.0) -> int:
     """Flink's ``numRestarts`` metric of the job (the REST API lists a job's metrics only once
     the JobManager has fetched them, a few seconds after the job starts)."""
     flink = FlinkRest(rest)
-    end = time.monotonic() + deadline_s
-    while True:
-        metrics = flink.job_metrics(jid, ["numRestarts"])
-        if metrics or time.monotonic() > end:
-            break
-        time.sleep(1)
-    assert metrics, f"job {jid}: no numRestarts metric after {deadline_s:.0f} s"
+    try:
+        metrics = wait_until(lambda: flink.job_metrics(jid, ["numRestarts"]), deadline_s, 1.0,
+                             f"job {jid}'s numRestarts metric")  # fmt: skip
+    except TimeoutError:
+        raise AssertionError(f"job {jid}: no numRestarts metric after {deadline_s:.0f} s") from None
     return int(metrics["numRestarts"])
 
 

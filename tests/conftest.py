@@ -15,21 +15,22 @@ from collections.abc import Iterator
 
 import pytest
 
-from flink_deploy import stack as stack_manager
+from flink_deploy.stack import supervisor
+from flink_deploy.stack.config import HOST, StackConfig
 
 
 @pytest.fixture(scope="session")
-def stack() -> Iterator[stack_manager.StackConfig]:
-    cfg = stack_manager.StackConfig.from_env()
-    if stack_manager.status(cfg)["healthy"]:
+def stack() -> Iterator[StackConfig]:
+    cfg = StackConfig.from_env()
+    if supervisor.status(cfg)["healthy"]:
         yield cfg
         return
-    started = stack_manager.up(cfg)
+    started = supervisor.up(cfg)
     try:
         yield cfg
     finally:
-        left = stack_manager.down(cfg)
-        strays = [p for p in started if stack_manager.group_members(p.pid)]
+        left = supervisor.down(cfg)
+        strays = [p for p in started if supervisor.group_members(p.pid)]
         assert not left and not strays, f"left running after down: {left} {strays}"
 
 
@@ -38,5 +39,5 @@ def closed_port() -> Iterator[int]:
     """A loopback port that refuses connections: bound but never listening, and held for the
     test, so nothing else can take it meanwhile."""
     with socket.socket() as sock:
-        sock.bind((stack_manager.HOST, 0))
+        sock.bind((HOST, 0))
         yield sock.getsockname()[1]

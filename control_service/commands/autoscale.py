@@ -22,7 +22,8 @@ from typing import Any
 from werkzeug.serving import make_server
 
 from control_service.commands.serve import serve_until_stopped
-from flink_deploy.stack import ALERT_TOPICS, HOST
+from flink_deploy.stack.config import HOST
+from transforms.topics import ALERT_TOPICS
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from flink_deploy.autoscaler.observe import Observer
     from flink_deploy.autoscaler.policy import PolicyError, load_policy_file
     from flink_deploy.autoscaler.service import AutoscalerConfig, create_app
-    from flink_deploy.stack import StackConfig, StackError
+    from flink_deploy.stack.config import StackConfig, StackError
 
     try:
         policy = load_policy_file(args.policy)

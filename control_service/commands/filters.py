@@ -44,7 +44,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from control_service.client import ControlClient, ControlError
-from flink_deploy.stack import local_control_token
+from flink_deploy.stack.services import local_control_token
 from transforms.alert_model import Alert
 from transforms.decode import DecodeError, decode_message
 from transforms.filters.apply import FilterMatch, batch_reports

@@ -7,8 +7,8 @@ import json
 import sys
 from typing import Any
 
-from flink_deploy import stack
 from flink_deploy.flink_rest import TERMINAL_STATES, FlinkRest, FlinkRestError
+from flink_deploy.stack.config import StackConfig
 
 #: Seconds per Flink REST call from the command line.
 TIMEOUT_S = 10.0
@@ -42,7 +42,7 @@ def cancel_jobs(rest_url: str, ids_or_names: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    rest = stack.StackConfig.from_env().flink_rest_url
+    rest = StackConfig.from_env().flink_rest_url
     try:
         if args.action == "list":
             for job in running_jobs(FlinkRest(rest, TIMEOUT_S), args.all):

@@ -44,8 +44,9 @@ from transforms.decode import (
 )
 from transforms.kafka_clients import DEFAULT_BOOTSTRAP, kafka_config
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas, container_schema
+from transforms.topics import LSST_TOPIC, ZTF_TOPIC
 
-DEFAULT_TOPICS = {Survey.ZTF: "alerts.ztf", Survey.LSST: "alerts.lsst"}
+DEFAULT_TOPICS = {Survey.ZTF: ZTF_TOPIC, Survey.LSST: LSST_TOPIC}
 # Fresh ids for cycled alerts: original id + cycle * stride. The stride is far above the
 # spread of ids within one night's files and keeps ids inside a signed 64-bit long for
 # millions of cycles.
@@ -402,7 +403,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )  # fmt: skip
     parser.add_argument("--bootstrap", default=DEFAULT_BOOTSTRAP, help="Kafka bootstrap servers")
     parser.add_argument(
-        "--topic", default=None, help="topic (default: alerts.ztf / alerts.lsst by survey)"
+        "--topic", default=None, help=f"topic (default: {ZTF_TOPIC} / {LSST_TOPIC} by survey)"
     )
     parser.add_argument("--rate", type=float, default=None, help="alerts/s (default: max)")
     parser.add_argument("--visit-size", type=int, default=None, help="alerts per visit burst")

@@ -26,15 +26,17 @@ from confluent_kafka.admin import AdminClient
 from control_service.client import ControlClient, ControlError
 from control_service.commands import replay
 from control_service.commands.jobs import cancel_jobs
-from flink_deploy import stack
 from flink_deploy.autoscaler.policy import DEFAULT_POLICY_FILE
-from flink_deploy.stack import REPO_ROOT
+from flink_deploy.stack import supervisor
+from flink_deploy.stack.config import HOST, REPO_ROOT, StackConfig, StackError, running_mode
+from flink_deploy.stack.services import ADMIN_TOKEN_FILE, local_admin_token
 from pipelines import broker
 from transforms.decode import decode_message
 from transforms.filters.document import FilterSet, load_filter_file
 from transforms.filters.local import match_locally
 from transforms.kafka_clients import kafka_config
 from transforms.schemas import LsstSchemas
+from transforms.topics import LSST_TOPIC, ZTF_TOPIC
 
 EXAMPLES = REPO_ROOT / "examples" / "filters"
 JOB_NAME = "alertflow-broker"
@@ -62,17 +64,17 @@ def sample_alerts() -> dict[str, list[Path]]:
     """The sample alert files in shared/data (beside the clone or ALERTFLOW_SHARED_DATA)."""
     data = Path(os.environ.get("ALERTFLOW_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
     return {
-        "alerts.ztf": sorted((data / "ztf" / "alerts").glob("*/*.avro")),
-        "alerts.lsst": sorted((data / "lsst" / "alerts").glob("*.avro")),
+        ZTF_TOPIC: sorted((data / "ztf" / "alerts").glob("*/*.avro")),
+        LSST_TOPIC: sorted((data / "lsst" / "alerts").glob("*.avro")),
     }
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        cfg = stack.StackConfig.from_env(args.taskmanagers, "application" if args.autoscale else None)
-        with stack.hold(cfg, "alertflow run" + (" --autoscale" if args.autoscale else "")):
+        cfg = StackConfig.from_env(args.taskmanagers, "application" if args.autoscale else None)
+        with supervisor.hold(cfg, "alertflow run" + (" --autoscale" if args.autoscale else "")):
             return _run(args, cfg)
-    except stack.StackError as err:
+    except StackError as err:
         say(f"alertflow run: {err}")
         return 2
     except ControlError as err:
@@ -83,31 +85,32 @@ def run(args: argparse.Namespace) -> int:
         return 130
 
 
-def _run(args: argparse.Namespace, cfg: stack.StackConfig) -> int:
+def _run(args: argparse.Namespace, cfg: StackConfig) -> int:
     """Everything ``run`` starts is stopped again when it fails or is interrupted, and when it
     ends, unless it ends detached: the whole stack if it started it, else its own services."""
-    owned = not stack.status(cfg)["healthy"]
+    owned = not supervisor.status(cfg)["healthy"]
     started: list[str] = []
     detached = False
     try:
         if owned:
             say(f"starting the local stack ({cfg.mode} mode) ...")
-            started += [p.name for p in stack.up(cfg, log=say)]
-        elif (running_mode := stack.running_mode(cfg)) != cfg.mode:
-            raise stack.StackError(f"the stack running from {cfg.run_dir} is in {running_mode} "
+            started += [p.name for p in supervisor.up(cfg, log=say)]
+        elif (mode := running_mode(cfg)) != cfg.mode:
+            raise StackError(f"the stack running from {cfg.run_dir} is in {mode} "
                                    "mode; stop it first (make stop)")  # fmt: skip
         else:
             say(f"using the stack already running from {cfg.run_dir}")
-        running = {p.name for p in stack.RunState(cfg.run_dir).load() if stack.is_running(p)}
+        recorded = supervisor.RunState(cfg.run_dir).load()
+        running = {p.name for p in recorded if supervisor.is_running(p)}
         if "alertflow-control" not in running:
-            started.append(stack.start_control(cfg).name)
+            started.append(supervisor.start_control(cfg).name)
         if args.autoscale and "alertflow-autoscaler" not in running:
-            started.append(stack.start_autoscaler(cfg, DEFAULT_POLICY_FILE).name)
-            say(f"autoscaler: http://{stack.HOST}:{cfg.autoscaler_port}/api/v1/scaling "
+            started.append(supervisor.start_autoscaler(cfg, DEFAULT_POLICY_FILE).name)
+            say(f"autoscaler: http://{HOST}:{cfg.autoscaler_port}/api/v1/scaling "
                 f"(policy {DEFAULT_POLICY_FILE.relative_to(REPO_ROOT)})")
         files = sorted(EXAMPLES.glob("*.yaml"))
         filters = tuple(f for p in files for f in load_filter_file(str(p)))
-        control = ControlClient(cfg.control_url, stack.local_admin_token(cfg))
+        control = ControlClient(cfg.control_url, local_admin_token(cfg))
         applied = control.apply_filters("\n---\n".join(p.read_text() for p in files))
         say(f"applied filter set v{applied['version']}: {', '.join(f.name for f in filters)}")
         if cfg.mode == "session":
@@ -127,8 +130,8 @@ def _run(args: argparse.Namespace, cfg: stack.StackConfig) -> int:
             print(f"{flt.name:<28} {new[flt.output.topic]:>5} matches on {flt.output.topic} "
                   f"(computed locally: {expected[flt.name]})", flush=True)
         say(f"\nFlink web UI:    {cfg.flink_rest_url}")
-        say(f"Control service: {cfg.control_url} (admin token in {cfg.run_dir / stack.ADMIN_TOKEN_FILE}"
-            f": {stack.local_admin_token(cfg)})")  # fmt: skip
+        say(f"Control service: {cfg.control_url} (admin token in {cfg.run_dir / ADMIN_TOKEN_FILE}"
+            f": {local_admin_token(cfg)})")  # fmt: skip
         say("Apply a filter: alertflow filters apply -f FILE (it uses that token), or try one "
             "locally first: alertflow filters test -f FILE --alerts ALERTS...")
         if args.detach:
@@ -142,17 +145,17 @@ def _run(args: argparse.Namespace, cfg: stack.StackConfig) -> int:
         if not detached:
             if owned:
                 say("stopping the stack ...")
-                stack.down(cfg, log=say)
+                supervisor.down(cfg, log=say)
             else:
                 for name in reversed(started):
                     try:
-                        stack.stop_service(cfg, name)
+                        supervisor.stop_service(cfg, name)
                         say(f"stopped {name}")
-                    except stack.StackError as err:  # stopped from elsewhere meanwhile
+                    except StackError as err:  # stopped from elsewhere meanwhile
                         say(f"alertflow run: {err}")
 
 
-def replay_arguments(cfg: stack.StackConfig, topic: str, files: list[Path]) -> argparse.Namespace:
+def replay_arguments(cfg: StackConfig, topic: str, files: list[Path]) -> argparse.Namespace:
     """``alertflow replay`` of ``files`` onto ``topic`` of this stack, as parsed arguments."""
     from control_service.cli import build_parser  # the cli module imports this one
 
@@ -200,14 +203,14 @@ def topic_counts(bootstrap: str, topics: list[str]) -> Counter:
     return counts
 
 
-def wait_for_interrupt(cfg: stack.StackConfig) -> None:
+def wait_for_interrupt(cfg: StackConfig) -> None:
     """Block until Ctrl-C, SIGTERM, or the stack is taken down from elsewhere."""
     # Ctrl-C must stop the broker even when we were started with SIGINT ignored (a
     # background job of a non-interactive shell inherits that).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        while any(stack.is_running(p) for p in stack.RunState(cfg.run_dir).load()):
+        while any(supervisor.is_running(p) for p in supervisor.RunState(cfg.run_dir).load()):
             time.sleep(2)
     except KeyboardInterrupt:
         pass

@@ -7,7 +7,8 @@ import json
 import sys
 from typing import Any
 
-from flink_deploy import stack
+from flink_deploy.stack import supervisor
+from flink_deploy.stack.config import MODES, StackConfig, StackError
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
@@ -16,7 +17,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     up = actions.add_parser("up", help="start Kafka, Flink and the Beam services; wait for health")
     up.add_argument("--taskmanagers", type=int, default=None, metavar="N",
                     help="number of Flink TaskManagers (default 1, or ALERTFLOW_TASKMANAGERS)")
-    up.add_argument("--mode", choices=stack.MODES, default=None,
+    up.add_argument("--mode", choices=MODES, default=None,
                     help="session: jobs are submitted to the cluster (default, or "
                     "ALERTFLOW_STACK_MODE); application: the broker runs as a reactive-mode "
                     "application cluster that rescales with its TaskManagers")
@@ -28,23 +29,23 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        cfg = stack.StackConfig.from_env(
+        cfg = StackConfig.from_env(
             getattr(args, "taskmanagers", None), getattr(args, "mode", None)
         )
         if args.action == "up":
-            stack.up(cfg, log=lambda line: print(line, file=sys.stderr))
+            supervisor.up(cfg, log=lambda line: print(line, file=sys.stderr))
             print(f"stack healthy; Flink web UI: {cfg.flink_rest_url}", file=sys.stderr)
             print("stop it with: alertflow stack down", file=sys.stderr)
             return 0
         if args.action == "status":
-            report = stack.status(cfg)
+            report = supervisor.status(cfg)
             print(json.dumps(report, indent=2))
             return 0 if report["healthy"] else 1
-        left = stack.down(cfg, log=lambda line: print(line, file=sys.stderr))
+        left = supervisor.down(cfg, log=lambda line: print(line, file=sys.stderr))
         if left:
             print(f"still running: {', '.join(left)}", file=sys.stderr)
             return 1
         return 0
-    except stack.StackError as err:
+    except StackError as err:
         print(f"alertflow stack {args.action}: {err}", file=sys.stderr)
         return 2

@@ -14,10 +14,12 @@ workers without a pool of its own. On Kubernetes each TaskManager pod has its po
 
 from __future__ import annotations
 
-from flink_deploy import stack
 from flink_deploy.autoscaler.decide import TaskManager
 from flink_deploy.autoscaler.drivers import DriverError
 from flink_deploy.autoscaler.policy import Profile
+from flink_deploy.sizing import DEFAULT_PROFILE
+from flink_deploy.stack import supervisor
+from flink_deploy.stack.config import StackConfig, StackError
 
 PREFIX = "flink-taskmanager-"
 
@@ -25,33 +27,33 @@ PREFIX = "flink-taskmanager-"
 class LocalDriver:
     """A :class:`~flink_deploy.autoscaler.drivers.Driver` over the stack in ``cfg.run_dir``."""
 
-    def __init__(self, cfg: stack.StackConfig) -> None:
+    def __init__(self, cfg: StackConfig) -> None:
         self.cfg = cfg
 
-    def _running(self) -> list[stack.Started]:
+    def _running(self) -> list[supervisor.Started]:
         return [
             p
-            for p in stack.RunState(self.cfg.run_dir).load()
-            if p.name.startswith(PREFIX) and stack.is_running(p)
+            for p in supervisor.RunState(self.cfg.run_dir).load()
+            if p.name.startswith(PREFIX) and supervisor.is_running(p)
         ]
 
     def taskmanagers(self) -> list[TaskManager]:
         """The running TaskManagers, oldest first."""
         return [
-            TaskManager(p.name, p.profile or stack.DEFAULT_PROFILE.name) for p in self._running()
+            TaskManager(p.name, p.profile or DEFAULT_PROFILE.name) for p in self._running()
         ]
 
     def add(self, profile: Profile) -> TaskManager:
         taken = {int(p.name.removeprefix(PREFIX)) for p in self._running()}
         index = min(set(range(1, len(taken) + 2)) - taken)
         try:
-            started = stack.start_taskmanager(self.cfg, index, profile)
-        except stack.StackError as error:
+            started = supervisor.start_taskmanager(self.cfg, index, profile)
+        except StackError as error:
             raise DriverError(str(error)) from error
         return TaskManager(started.name, profile.name)
 
     def remove(self, name: str) -> None:
         try:
-            stack.stop_taskmanager(self.cfg, name)
-        except stack.StackError as error:
+            supervisor.stop_taskmanager(self.cfg, name)
+        except StackError as error:
             raise DriverError(str(error)) from error

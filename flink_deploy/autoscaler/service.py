@@ -75,8 +75,9 @@ from flink_deploy.autoscaler.policy import (
     load_policy,
     load_policy_data,
 )
-from flink_deploy.stack import ALERT_TOPICS, HOST
+from flink_deploy.stack.config import HOST
 from transforms.kafka_clients import DEFAULT_KAFKA_PORT
+from transforms.topics import ALERT_TOPICS
 
 log = logging.getLogger(__name__)
 LOOP_EXTENSION = "alertflow.scaling"

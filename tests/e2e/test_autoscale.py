@@ -20,12 +20,12 @@ from werkzeug.serving import make_server
 
 from control_service.commands.replay import cycled_messages, load_messages
 from control_service.snapshots import publish_snapshot
-from flink_deploy import stack as stack_manager
 from flink_deploy.autoscaler.local import LocalDriver
 from flink_deploy.autoscaler.observe import Observer
 from flink_deploy.autoscaler.policy import load_policy
 from flink_deploy.autoscaler.service import AutoscalerConfig, create_app
-from flink_deploy.stack import ALERT_TOPICS, APPLICATION_JOB_ID, REPO_ROOT
+from flink_deploy.stack import supervisor
+from flink_deploy.stack.config import APPLICATION_JOB_ID, REPO_ROOT, StackConfig
 from tests.datapaths import shared_data
 from tests.e2e.test_broker_pipeline import pairs_on
 from tests.e2e.test_smoke_pipeline import wait_for
@@ -34,6 +34,7 @@ from transforms.decode import decode_message
 from transforms.filters.document import FilterSet, load_filter_file
 from transforms.filters.local import match_locally
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
+from transforms.topics import ALERT_TOPICS
 
 pytestmark = pytest.mark.e2e
 
@@ -61,16 +62,16 @@ scale_down:
 
 
 @pytest.fixture(scope="module")
-def app_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[stack_manager.StackConfig]:
-    cfg = stack_manager.StackConfig.from_env(taskmanagers=1, mode="application")
+def app_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackConfig]:
+    cfg = StackConfig.from_env(taskmanagers=1, mode="application")
     cfg = cfg.moved(tmp_path_factory.mktemp("app-stack"), PORT_OFFSET)
-    started = stack_manager.up(cfg)
+    started = supervisor.up(cfg)
     try:
         yield cfg
     finally:
-        left = stack_manager.down(cfg)
-        everything = [*started, *stack_manager.RunState(cfg.run_dir).load()]
-        strays = [p for p in everything if stack_manager.group_members(p.pid)]
+        left = supervisor.down(cfg)
+        everything = [*started, *supervisor.RunState(cfg.run_dir).load()]
+        strays = [p for p in everything if supervisor.group_members(p.pid)]
         assert not left and not strays, f"left running after down: {left} {strays}"
 
 
@@ -118,7 +119,7 @@ class Sender:
 
 
 def test_burst_scales_up_drains_scales_down_and_loses_nothing(
-    app_stack: stack_manager.StackConfig,
+    app_stack: StackConfig,
 ) -> None:
     cfg, rest = app_stack, app_stack.flink_rest_url
     filters = tuple(f for p in sorted((REPO_ROOT / "examples" / "filters").glob("*.yaml"))

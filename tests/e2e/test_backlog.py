@@ -12,10 +12,18 @@ import requests
 from confluent_kafka.admin import AdminClient
 
 from control_service.snapshots import publish_snapshot
-from flink_deploy import stack as stack_manager
 from flink_deploy.sizing import DEFAULT_PROFILE
+from flink_deploy.stack import supervisor
+from flink_deploy.stack.config import StackConfig
 from tests.backlog import (
-    backlog_filters, catch_all, job_restarts, preload, run_topics, start_broker, watch_drain)
+    backlog_filters,
+    catch_all,
+    job_restarts,
+    preload,
+    run_topics,
+    start_broker,
+    watch_drain,
+)
 from tests.e2e.test_broker_pipeline import pairs_on
 
 pytestmark = pytest.mark.e2e
@@ -34,7 +42,7 @@ class PeakRss:
 
     def _sample(self) -> None:
         while not self._stop.wait(1.0):
-            self.peak = max(self.peak, stack_manager.rss_mib(self.pgid))
+            self.peak = max(self.peak, supervisor.rss_mib(self.pgid))
 
     def stop(self) -> float:
         self._stop.set()
@@ -43,7 +51,7 @@ class PeakRss:
 
 
 @pytest.mark.parametrize("count", [20_000, 40_000])
-def test_broker_drains_a_preloaded_backlog(stack: stack_manager.StackConfig, count: int) -> None:
+def test_broker_drains_a_preloaded_backlog(stack: StackConfig, count: int) -> None:
     topics = run_topics(stack.bootstrap_servers, "backlog", "in", 8)
     run_id = topics["in"].split(".")[1]
     filter_set = backlog_filters(f"backlog.{run_id}")
@@ -51,7 +59,7 @@ def test_broker_drains_a_preloaded_backlog(stack: stack_manager.StackConfig, cou
     backlog = preload(stack.bootstrap_servers, topics["in"], count, filter_set)
     _, jid = start_broker(stack, topics, "in")
     rest = stack.flink_rest_url
-    taskmanager = next(p for p in stack_manager.RunState(stack.run_dir).load()
+    taskmanager = next(p for p in supervisor.RunState(stack.run_dir).load()
                        if p.name == "flink-taskmanager-1")  # fmt: skip
     rss = PeakRss(taskmanager.pid)
     try:

@@ -13,8 +13,8 @@ import requests
 from confluent_kafka.admin import AdminClient
 
 from control_service.snapshots import publish_snapshot
-from flink_deploy import stack as stack_manager
-from flink_deploy.stack import REPO_ROOT
+from flink_deploy.stack import supervisor
+from flink_deploy.stack.config import REPO_ROOT, StackConfig
 from tests.backlog import run_topics, start_broker
 from tests.e2e.test_broker_pipeline import DEADLINE_S, pairs_on, produce
 from tests.e2e.test_ingest_pipeline import real_messages
@@ -27,7 +27,7 @@ from transforms.schemas import LsstSchemas
 pytestmark = pytest.mark.e2e
 
 
-def test_killed_taskmanager_loses_nothing(stack: stack_manager.StackConfig) -> None:
+def test_killed_taskmanager_loses_nothing(stack: StackConfig) -> None:
     topics = run_topics(stack.bootstrap_servers, "failure", "ztf", 2)
     run_id = topics["ztf"].split(".")[1]
     filters = tuple(
@@ -46,12 +46,12 @@ def test_killed_taskmanager_loses_nothing(stack: stack_manager.StackConfig) -> N
         # Let a checkpoint complete with part of the stream done, then kill mid-stream.
         wait_for(lambda: requests.get(f"{rest}/jobs/{jid}/checkpoints", timeout=5)
                  .json()["counts"]["completed"] >= 1, 120, "a completed checkpoint")  # fmt: skip
-        taskmanager = next(p for p in stack_manager.RunState(stack.run_dir).load()
+        taskmanager = next(p for p in supervisor.RunState(stack.run_dir).load()
                            if p.name == "flink-taskmanager-1")  # fmt: skip
         produce(stack.bootstrap_servers, topics["ztf"], packets[half:])
         os.kill(taskmanager.pid, signal.SIGKILL)
         killed_at = time.monotonic()
-        stack_manager.start_taskmanager(stack, 1)
+        supervisor.start_taskmanager(stack, 1)
 
         def restored() -> bool:
             counts = requests.get(f"{rest}/jobs/{jid}/checkpoints", timeout=5).json()["counts"]

@@ -14,8 +14,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from control_service.snapshots import publish_snapshot
-from flink_deploy import stack as stack_manager
-from flink_deploy.stack import REPO_ROOT
+from flink_deploy.stack.config import REPO_ROOT, StackConfig
 from pipelines import broker
 from tests.e2e.test_ingest_pipeline import bad_messages, real_messages
 from tests.e2e.test_smoke_pipeline import running_job_id, wait_for
@@ -79,7 +78,7 @@ def fresh_topics_and_filters(bootstrap: str, prefix: str) -> tuple[str, dict[str
 
 
 @pytest.fixture(scope="module")
-def running_broker(stack: stack_manager.StackConfig):
+def running_broker(stack: StackConfig):
     run_id, topics, v1 = fresh_topics_and_filters(stack.bootstrap_servers, "broker")
     filters = v1.filters
     admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})

@@ -13,9 +13,9 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -26,8 +26,9 @@ from werkzeug.serving import make_server
 from control_service.app import create_app
 from control_service.cli import main
 from control_service.config import load_config
-from flink_deploy.stack import REPO_ROOT, StackConfig
+from flink_deploy.stack.config import REPO_ROOT, StackConfig
 from tests.e2e.test_control_kafka import read_snapshots
+from transforms.polling import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -125,11 +126,10 @@ def test_serve_answers_and_stops_on_sigterm(stack: StackConfig, tmp_path: Path) 
         url = lines[0].split(" on ", 1)[1].strip()
         health = requests.get(f"{url}/health", timeout=10)
         assert health.status_code == 200
-        deadline = time.monotonic() + 60
+        with suppress(TimeoutError):
+            wait_until(lambda: requests.get(f"{url}/ready", timeout=10).status_code == 200, 60,
+                       0.5, "/ready")  # fmt: skip
         ready = requests.get(f"{url}/ready", timeout=10)
-        while ready.status_code != 200 and time.monotonic() < deadline:
-            time.sleep(0.5)
-            ready = requests.get(f"{url}/ready", timeout=10)
         assert ready.status_code == 200 and ready.json()["ready"] is True
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0

@@ -22,7 +22,7 @@ from werkzeug.serving import make_server
 from control_service.app import create_app
 from control_service.client import ControlClient
 from control_service.config import load_config
-from flink_deploy import stack as stack_manager
+from flink_deploy.stack.config import StackConfig
 from tests.e2e.test_broker_pipeline import fresh_topics_and_filters, pairs_on, produce
 from tests.e2e.test_ingest_pipeline import bad_messages, real_messages
 from tests.e2e.test_smoke_pipeline import wait_for
@@ -47,7 +47,7 @@ def expected_pairs(filter_set: FilterSet, messages: list[bytes]) -> set[tuple[st
 
 
 @pytest.fixture(scope="module")
-def control(stack: stack_manager.StackConfig, tmp_path_factory) -> Iterator[dict]:
+def control(stack: StackConfig, tmp_path_factory) -> Iterator[dict]:
     """Fresh topics with the example filters (v1), and the control service on loopback."""
     run_id, topics, v1 = fresh_topics_and_filters(stack.bootstrap_servers, "ctlflink")
     tmp = tmp_path_factory.mktemp("control")

@@ -22,7 +22,7 @@ from werkzeug.serving import make_server
 from control_service.app import create_app
 from control_service.client import ControlClient, ControlError
 from control_service.config import load_config
-from flink_deploy.stack import StackConfig
+from flink_deploy.stack.config import StackConfig
 
 pytestmark = pytest.mark.e2e
 

@@ -14,7 +14,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from control_service.commands.replay import load_messages
-from flink_deploy import stack as stack_manager
+from flink_deploy.stack.config import StackConfig
 from pipelines import ingest
 from tests.datapaths import shared_data
 from tests.e2e.test_smoke_pipeline import running_job_id, wait_for
@@ -66,7 +66,7 @@ def read_topic(bootstrap: str, topic: str, expected: int, deadline_s: float) -> 
 
 
 def test_real_alerts_decode_and_bad_ones_become_dead_letters(
-    stack: stack_manager.StackConfig,
+    stack: StackConfig,
 ) -> None:
     run_id = uuid.uuid4().hex[:8]
     topics = {name: f"ingest.{run_id}.{name}" for name in ("ztf", "lsst", "decoded", "dead")}

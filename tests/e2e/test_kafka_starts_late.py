@@ -30,10 +30,12 @@ import pytest
 import requests
 
 from control_service.client import ControlClient, ControlError
-from flink_deploy import stack as stack_manager
-from flink_deploy.stack import CONFIG_TOPIC, HOST, REPO_ROOT
+from flink_deploy.stack import supervisor
+from flink_deploy.stack.config import HOST, REPO_ROOT, StackConfig
+from flink_deploy.stack.services import kafka_service
 from tests.e2e.test_control_kafka import read_snapshots
 from tests.e2e.test_smoke_pipeline import wait_for
+from transforms.topics import CONFIG_TOPIC
 
 pytestmark = pytest.mark.e2e
 
@@ -98,30 +100,30 @@ class Service:
 
 
 @pytest.fixture
-def kafka_cfg(tmp_path: Path, closed_port: int) -> Iterator[stack_manager.StackConfig]:
+def kafka_cfg(tmp_path: Path, closed_port: int) -> Iterator[StackConfig]:
     """The stack's settings for a Kafka of this test's own, not started yet; Flink's REST port
     is one where nothing listens. The Kafka, if started, is stopped afterwards."""
-    cfg = replace(stack_manager.StackConfig.from_env(), run_dir=(tmp_path / "run").resolve(),
+    cfg = replace(StackConfig.from_env(), run_dir=(tmp_path / "run").resolve(),
                   kafka_port=free_port(), kafka_controller_port=free_port(),
                   flink_rest_port=closed_port)
     try:
         yield cfg
     finally:
-        left = stack_manager.down(cfg, log=lambda _line: None)
+        left = supervisor.down(cfg, log=lambda _line: None)
         assert not left, f"left running: {left}"
 
 
-def start_kafka(cfg: stack_manager.StackConfig) -> None:
+def start_kafka(cfg: StackConfig) -> None:
     """The stack's KRaft broker alone, recorded in the run folder's state.json (so that
     ``alertflow stack down`` with the same settings stops it too)."""
-    service = stack_manager.kafka_service(cfg)
-    proc = stack_manager.spawn(service)
-    stack_manager.RunState(cfg.run_dir).save([proc])
-    stack_manager.wait_healthy(service, proc, cfg.start_timeout_s)
+    service = kafka_service(cfg)
+    proc = supervisor.spawn(service)
+    supervisor.RunState(cfg.run_dir).save([proc])
+    supervisor.wait_healthy(service, proc, cfg.start_timeout_s)
 
 
 def test_services_start_before_kafka_and_become_ready_when_it_answers(
-        kafka_cfg: stack_manager.StackConfig, tmp_path: Path) -> None:
+        kafka_cfg: StackConfig, tmp_path: Path) -> None:
     cfg = kafka_cfg
     bootstrap = cfg.bootstrap_servers
     env = {**os.environ, **cfg.environment(),

@@ -11,7 +11,7 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from flink_deploy import stack as stack_manager
+from flink_deploy.stack.config import StackConfig
 from tests.datapaths import shared_data
 from transforms.alert_model import Survey
 from transforms.decode import decode_message
@@ -40,7 +40,7 @@ def read_all(bootstrap: str, topic: str, partitions: int) -> list:
     return messages
 
 
-def test_lsst_replay_cycles_with_fresh_ids(stack: stack_manager.StackConfig) -> None:
+def test_lsst_replay_cycles_with_fresh_ids(stack: StackConfig) -> None:
     topic = f"replay.{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
     ensure_topic(stack.bootstrap_servers, topic, 4, admin=admin)
@@ -67,7 +67,7 @@ def test_lsst_replay_cycles_with_fresh_ids(stack: stack_manager.StackConfig) -> 
     admin.delete_topics([topic])
 
 
-def test_ztf_replay_sends_each_packet_as_it_is(stack: stack_manager.StackConfig) -> None:
+def test_ztf_replay_sends_each_packet_as_it_is(stack: StackConfig) -> None:
     topic = f"replay.{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
     ensure_topic(stack.bootstrap_servers, topic, 1, admin=admin)

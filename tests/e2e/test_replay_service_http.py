@@ -21,7 +21,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from control_service.client import ControlClient
-from flink_deploy import stack as stack_manager
+from flink_deploy.stack.config import StackConfig
 from tests.datapaths import shared_data
 from tests.e2e.test_replay import read_all
 from tests.e2e.test_smoke_pipeline import wait_for
@@ -40,7 +40,7 @@ FILES = [DATA / "lsst" / "alerts" / "lsstcam_20251231_v10_0.avro",  # 27 alerts
 
 
 @pytest.fixture
-def replay_service(stack: stack_manager.StackConfig, tmp_path: Path) -> Iterator[str]:
+def replay_service(stack: StackConfig, tmp_path: Path) -> Iterator[str]:
     """`alertflow replay --serve --port 0`; yields its base URL, terminated afterwards."""
     env = {**os.environ, "ALERTFLOW_REPLAY_API_KEYS": f"{TOKEN}:ops:admin"}
     with (tmp_path / "replay-service.log").open("w") as log:
@@ -68,7 +68,7 @@ def expected_ids() -> list[tuple[Survey, int]]:
             for i in range(COUNT)]
 
 
-def test_replay_service_sends_every_alert(stack: stack_manager.StackConfig,
+def test_replay_service_sends_every_alert(stack: StackConfig,
                                           replay_service: str) -> None:
     run_id = uuid.uuid4().hex[:8]
     topics = {Survey.LSST: f"replay-svc.{run_id}.lsst", Survey.ZTF: f"replay-svc.{run_id}.ztf"}

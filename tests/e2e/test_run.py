@@ -11,16 +11,18 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
 from control_service.client import ControlClient
-from flink_deploy import stack as stack_manager
+from flink_deploy.stack import supervisor
+from flink_deploy.stack.config import StackConfig
+from flink_deploy.stack.services import local_admin_token
 from tests.datapaths import shared_data
 from transforms.filters.document import load_filter_file
+from transforms.polling import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -36,17 +38,21 @@ def cli(env: dict[str, str], *argv: str, timeout: float = 120) -> subprocess.Com
 
 
 def wait_for_line(path: Path, text: str, proc: subprocess.Popen, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def written() -> bool:
         if text in path.read_text(errors="replace"):
-            return
+            return True
         assert proc.poll() is None, f"alertflow run exited {proc.returncode}:\n{path.read_text()}"
-        time.sleep(1)
-    raise AssertionError(f"no {text!r} after {timeout_s:.0f} s:\n{path.read_text()}")
+        return False
+
+    try:
+        wait_until(written, timeout_s, 1.0, repr(text))
+    except TimeoutError:
+        raise AssertionError(f"no {text!r} after {timeout_s:.0f} s:\n{path.read_text()}") from None
 
 
 def test_run_holds_its_folder_serves_filters_and_stops_what_it_started(tmp_path: Path) -> None:
-    cfg = stack_manager.StackConfig.from_env().moved(tmp_path / "run", PORT_OFFSET)
+    cfg = StackConfig.from_env().moved(tmp_path / "run", PORT_OFFSET)
     env = {**os.environ, **cfg.environment(), "ALERTFLOW_SHARED_DATA": str(shared_data())}
     env.pop("ALERTFLOW_TOKEN", None)
     out_path, err_path = tmp_path / "run.out", tmp_path / "run.err"
@@ -66,7 +72,7 @@ def test_run_holds_its_folder_serves_filters_and_stops_what_it_started(tmp_path:
         logs = err_path.read_text() + (cfg.run_dir / "control.log").read_text()
         assert "Failed to acquire idempotence PID" not in logs
         assert "Unknown pipeline options" not in logs
-        token = stack_manager.local_admin_token(cfg)
+        token = local_admin_token(cfg)
         assert f"Control service: {cfg.control_url}" in err_path.read_text()
         assert token in err_path.read_text()
 
@@ -83,15 +89,15 @@ def test_run_holds_its_folder_serves_filters_and_stops_what_it_started(tmp_path:
         listing = ControlClient(cfg.control_url).list_filters()
         assert "my-solar-system" in {f["name"] for f in listing["filters"]}
 
-        recorded = stack_manager.RunState(cfg.run_dir).load()
+        recorded = supervisor.RunState(cfg.run_dir).load()
         assert {"kafka", "alertflow-control"} <= {p.name for p in recorded}
         os.killpg(first.pid, signal.SIGINT)
         assert first.wait(timeout=180) == 0, err_path.read_text()
-        assert stack_manager.RunState(cfg.run_dir).load() == []
-        assert not any(stack_manager.is_running(p) or stack_manager.group_members(p.pid)
+        assert supervisor.RunState(cfg.run_dir).load() == []
+        assert not any(supervisor.is_running(p) or supervisor.group_members(p.pid)
                        for p in recorded)  # fmt: skip
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)
             first.wait()
-        stack_manager.down(cfg, log=lambda _: None)
+        supervisor.down(cfg, log=lambda _: None)

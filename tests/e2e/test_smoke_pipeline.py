@@ -13,10 +13,12 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from flink_deploy import stack as stack_manager
 from flink_deploy.flink_rest import FlinkRest, FlinkRestError
+from flink_deploy.stack import supervisor
+from flink_deploy.stack.config import StackConfig
 from pipelines import smoke
 from transforms.kafka_clients import Topic, ensure_topics
+from transforms.polling import wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -27,17 +29,14 @@ DEADLINE_S = 240
 
 def wait_for(predicate, deadline_s: float, what: str, interval_s: float = 1.0):
     """Poll ``predicate`` until it returns a truthy value; fail naming ``what`` at the deadline."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    pytest.fail(f"timed out after {deadline_s} s waiting for {what}")
+    try:
+        return wait_until(predicate, deadline_s, interval_s, what)
+    except TimeoutError as err:
+        pytest.fail(str(err))
 
 
 @pytest.fixture(scope="module")
-def smoke_job(stack: stack_manager.StackConfig) -> Iterator[dict]:
+def smoke_job(stack: StackConfig) -> Iterator[dict]:
     """Fresh topics, the smoke job submitted on them, and the job cancelled afterwards."""
     run_id = uuid.uuid4().hex[:8]
     topics = {"input": f"smoke.{run_id}.in", "output": f"smoke.{run_id}.out"}
@@ -117,11 +116,11 @@ def test_every_message_arrives_transformed(smoke_job: dict) -> None:
         assert received[key]["input"] == value.decode()
         assert received[key]["output"] == value.decode().upper()
     # The Python step ran in SDK workers that the worker pool forked, not in this process.
-    pool = next(p for p in stack_manager.RunState(_run_dir()).load()
+    pool = next(p for p in supervisor.RunState(_run_dir()).load()
                 if p.name == "beam-workerpool")  # fmt: skip
     worker_pids = {v["worker_pid"] for v in received.values()}
     assert os.getpid() not in worker_pids
-    assert all(stack_manager.group_members(pool.pid).__contains__(pid) for pid in worker_pids)
+    assert all(supervisor.group_members(pool.pid).__contains__(pid) for pid in worker_pids)
 
 
 def test_job_runs_on_flink_with_named_steps_and_commits_offsets(smoke_job: dict) -> None:
@@ -159,4 +158,4 @@ def test_job_runs_on_flink_with_named_steps_and_commits_offsets(smoke_job: dict)
 
 
 def _run_dir() -> Path:
-    return stack_manager.StackConfig.from_env().run_dir
+    return StackConfig.from_env().run_dir

@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from flink_deploy.flink_rest import FlinkRest, FlinkRestError
-from flink_deploy.stack import HOST
+from flink_deploy.stack.config import HOST
 from tests.unit.test_control_api import ALICE, OPS, Logs, error_of, make_app
 
 JOB = "a" * 32

@@ -16,9 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
-from typing import Any
 
 import requests
 from flask import Flask
@@ -33,12 +31,13 @@ from control_service.store import SNAPSHOT_KEY, AuditLog, FilterStore, MemorySna
 from flink_deploy.autoscaler.observe import Observer
 from flink_deploy.autoscaler.service import AutoscalerConfig, parse_api_keys
 from flink_deploy.autoscaler.service import create_app as create_autoscaler_app
-from flink_deploy.stack import REPO_ROOT
+from flink_deploy.stack.config import REPO_ROOT
 from tests.unit.test_autoscale_service import POLICY, FakeDriver
 from tests.unit.test_control_api import ALICE, KEYS, OPS, YAML, doc, error_of
 from tests.unit.test_replay_service import KEYS as REPLAY_KEYS
 from tests.unit.test_replay_service import LSST_BATCH, Factory
 from transforms.kafka_clients import kafka_problem
+from transforms.polling import wait_until
 
 REFUSED = "Failed to get metadata: Local: Broker transport failure"
 
@@ -114,23 +113,14 @@ def test_control_service_becomes_ready_once_its_topics_can_be_read(tmp_path: Pat
         assert error_of(client.post("/api/v1/filters", data=doc(), headers={**ALICE, **YAML})) \
             == (503, "unavailable")
         active.down = inactive.down = None  # Kafka is back
-        ready = wait_for(lambda: client.get("/ready").status_code == 200, 15)
-        assert ready and client.get("/api/v1/status").get_json()["filter_set_version"] == 3
+        wait_until(lambda: client.get("/ready").status_code == 200, 15, 0.1, "/ready to say 200")
+        assert client.get("/api/v1/status").get_json()["filter_set_version"] == 3
         listing = client.get("/api/v1/filters").get_json()
         assert (listing["version"], [f["name"] for f in listing["filters"]]) == (3, ["faint"])
         applied = client.post("/api/v1/filters", data=doc(), headers={**ALICE, **YAML})
         assert (applied.status_code, applied.get_json()["version"]) == (201, 4)
     finally:
         store.close()
-
-
-def wait_for(predicate: Any, deadline_s: float) -> bool:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def test_serve_starts_while_kafka_is_down(tmp_path: Path, closed_port: int) -> None:

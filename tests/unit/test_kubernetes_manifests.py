@@ -3,8 +3,8 @@
 No cluster here, and nothing is taken from the manifests on trust: the objects the autoscaler
 scales, and what it does to them, come from KubernetesDriver's own requests on a fake session;
 the autoscaler's command line is parsed by the real `alertflow autoscale` parser; the job id,
-job class and reactive-mode settings are flink_deploy.stack's constants; the TaskManager shapes
-are the default policy's profiles.
+job class and reactive-mode settings are flink_deploy.stack's constants (config, services); the
+TaskManager shapes are the default policy's profiles.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import requests
 import yaml
 
 from control_service.commands import autoscale
-from flink_deploy import stack
 from flink_deploy.autoscaler.drivers import KubernetesDriver
 from flink_deploy.autoscaler.policy import (
     DEFAULT_POLICY_FILE,
@@ -32,11 +31,19 @@ from flink_deploy.autoscaler.policy import (
     load_policy,
     load_policy_file,
 )
+from flink_deploy.stack.config import (
+    APPLICATION_JOB_ID,
+    PIPELINE_RUNNER_CLASS,
+    REPO_ROOT,
+    StackConfig,
+    read_versions,
+)
+from flink_deploy.stack.services import APPLICATION_SCHEDULER, APPLICATION_SETTINGS
 
-K8S = stack.REPO_ROOT / "flink_deploy" / "kubernetes"
+K8S = REPO_ROOT / "flink_deploy" / "kubernetes"
 FOLDERS = ("application", "operator")
 DEFAULT_POLICY = load_policy_file(DEFAULT_POLICY_FILE)
-WORKER_POOL_PORT = next(f.default for f in dataclasses.fields(stack.StackConfig)
+WORKER_POOL_PORT = next(f.default for f in dataclasses.fields(StackConfig)
                         if f.name == "worker_pool_port")
 WORKER_POOL_MODULE = "apache_beam.runners.worker.worker_pool_main"
 FLINK_MAIN_CONTAINER = "flink-main-container"  # the operator's name for the Flink container
@@ -113,9 +120,9 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def reactive_settings() -> dict[str, Any]:
-    """What the local application mode adds to Flink's config (flink_deploy/stack.py)."""
-    return {**flatten(stack.APPLICATION_SETTINGS),
-            **flatten({"jobmanager": {"adaptive-scheduler": stack.APPLICATION_SCHEDULER}})}
+    """What the local application mode adds to Flink's config (flink_deploy/stack/services.py)."""
+    return {**flatten(APPLICATION_SETTINGS),
+            **flatten({"jobmanager": {"adaptive-scheduler": APPLICATION_SCHEDULER}})}
 
 
 def memory_bytes(quantity: str) -> int:
@@ -328,16 +335,16 @@ def test_jobmanager_runs_the_broker_jar_under_the_fixed_job_id() -> None:
     [container] = pod["containers"]
     args = argv(container)
     assert args[0] == "standalone-job"
-    assert option(args, "--job-classname") == stack.PIPELINE_RUNNER_CLASS
-    assert option(args, "--job-id") == stack.APPLICATION_JOB_ID
+    assert option(args, "--job-classname") == PIPELINE_RUNNER_CLASS
+    assert option(args, "--job-id") == APPLICATION_JOB_ID
 
 
 def test_flinkdeployment_job_is_the_broker_jar() -> None:
     [flink] = objects("operator", "FlinkDeployment")
     job = flink["spec"]["job"]
-    assert job["entryClass"] == stack.PIPELINE_RUNNER_CLASS
+    assert job["entryClass"] == PIPELINE_RUNNER_CLASS
     assert job["jarURI"].startswith("local:///opt/flink/usrlib/")
-    assert flink["spec"]["flinkVersion"] == "v" + stack.read_versions()["FLINK_MINOR"].replace(
+    assert flink["spec"]["flinkVersion"] == "v" + read_versions()["FLINK_MINOR"].replace(
         ".", "_")
 
 
@@ -443,7 +450,7 @@ def test_every_taskmanager_has_the_worker_pool_sidecar(folder: str) -> None:
 def test_flink_image_is_the_pinned_flink() -> None:
     text = (K8S / "images" / "flink.Dockerfile").read_text(encoding="utf-8")
     [base] = re.findall(r"^FROM\s+(\S+)", text, re.MULTILINE)
-    assert base.startswith(f"flink:{stack.read_versions()['FLINK_VERSION']}-")
+    assert base.startswith(f"flink:{read_versions()['FLINK_VERSION']}-")
     assert "java17" in base
     assert "/opt/flink/usrlib/" in text
 

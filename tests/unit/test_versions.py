@@ -7,7 +7,7 @@ import tomllib
 
 import apache_beam
 
-from flink_deploy.stack import REPO_ROOT, read_versions
+from flink_deploy.stack.config import REPO_ROOT, read_versions
 
 
 def test_beam_python_matches_the_java_jars() -> None:

@@ -42,6 +42,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from transforms.filters.catalogue import ANNOTATORS, check_expression, closest_fields, lookup
 from transforms.filters.expr import Expr, ExprSyntaxError, parse
+from transforms.topics import filter_topic
 
 API_VERSION = "alertflow/v1"
 KIND = "Filter"
@@ -400,7 +401,7 @@ class _Validator:
         return expression, result.fields
 
     def output(self, node: Node | None, name: str | None, annotations: Iterable[str]) -> OutputSpec | None:
-        default_topic = f"alertflow.filter.{name}" if name else None
+        default_topic = filter_topic(name) if name else None
         if node is None:
             if default_topic is None:
                 return None

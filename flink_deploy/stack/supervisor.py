@@ -1,0 +1,450 @@
+"""The supervisor: starts the stack's services as plain processes, records them in the run
+folder, health-checks them and stops them by their own PID.
+
+``up`` holds the run folder (:func:`hold`) and writes ``state.json`` (:class:`RunState`) with
+each process's PID and creation time, so that a recycled PID is never signalled. ``stop`` and
+``down`` take each service's whole process group (the worker pool's forked SDK workers go with
+it) and check that none is left. Processes are read through psutil.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import psutil
+
+from flink_deploy.sizing import DEFAULT_PROFILE, TaskManagerProfile
+from flink_deploy.stack.appjar import build_application_jar
+from flink_deploy.stack.config import HOST, StackConfig, StackError, describe, tail
+from flink_deploy.stack.health import (
+    control_healthy,
+    flink_jobmanager_healthy,
+    flink_taskmanager_healthy,
+    kafka_healthy,
+    port_in_use,
+    port_open,
+    wait_for_producer_ids,
+)
+from flink_deploy.stack.services import (
+    Service,
+    autoscaler_service,
+    control_service,
+    create_topics,
+    expansion_service,
+    flink_service,
+    job_server_service,
+    kafka_service,
+    worker_pool_service,
+    write_flink_conf,
+)
+from transforms.polling import wait_until
+
+# --------------------------------------------------------------------------------------------
+# Processes
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Started:
+    """A process that ``up`` started, as recorded in state.json."""
+
+    name: str
+    pid: int
+    # psutil's creation time (seconds since the epoch): with the PID, what tells the process
+    # we started from a later one that was given the same PID.
+    create_time: float
+    port: int
+    log: str
+    # A TaskManager's profile name (see TaskManagerProfile); empty for other services.
+    profile: str = ""
+
+
+def _create_time(pid: int) -> float | None:
+    """The creation time of process ``pid``, or None if there is none."""
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
+
+
+def is_running(proc: Started) -> bool:
+    """True if the recorded process is still the one we started (same PID, same creation time)
+    and has not exited (a zombie has)."""
+    try:
+        process = psutil.Process(proc.pid)
+        return (process.create_time() == proc.create_time
+                and process.status() != psutil.STATUS_ZOMBIE)  # fmt: skip
+    except psutil.Error:
+        return False
+
+
+def group_members(pgid: int) -> list[int]:
+    """PIDs of the live (not zombie) processes in process group ``pgid``."""
+    members = []
+    for process in psutil.process_iter(["status"]):
+        try:
+            in_group = os.getpgid(process.pid) == pgid
+        except OSError:
+            continue
+        if in_group and process.info["status"] not in (None, psutil.STATUS_ZOMBIE):
+            members.append(process.pid)
+    return members
+
+
+def _group_alive(pgid: int) -> bool:
+    return bool(group_members(pgid))
+
+
+def rss_mib(pgid: int) -> float:
+    """Resident memory of the whole process group ``pgid`` (a JVM, or the pool and its workers)."""
+    total = 0
+    for pid in group_members(pgid):
+        with suppress(psutil.Error):
+            total += psutil.Process(pid).memory_info().rss
+    return round(total / 2**20, 1)
+
+
+class RunState:
+    """state.json in the run folder: the processes started, written after each start."""
+
+    def __init__(self, run_dir: Path):
+        self.path = run_dir / "state.json"
+
+    def load(self) -> list[Started]:
+        if not self.path.exists():
+            return []
+        return [Started(**_upgrade(entry))
+                for entry in json.loads(self.path.read_text())["services"]]  # fmt: skip
+
+    def save(self, started: list[Started]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"services": [asdict(s) for s in started]}, indent=2))
+        tmp.replace(self.path)
+
+
+def _upgrade(entry: dict) -> dict:
+    """A state.json entry of a stack started before the supervisor used psutil, which recorded
+    the start time in clock ticks since boot: converted as psutil converts them, so that
+    ``down`` still stops that stack."""
+    if "start_ticks" not in entry:
+        return entry
+    entry = dict(entry)
+    ticks = entry.pop("start_ticks")
+    entry["create_time"] = float(ticks) / os.sysconf("SC_CLK_TCK") + psutil.boot_time()
+    return entry
+
+
+def spawn(service: Service) -> Started:
+    """Start ``service`` in a new session (its own process group) with its output in its log."""
+    if port_in_use(service.port):
+        raise StackError(
+            f"{service.name}: port {service.port} on {HOST} is already in use; stop whatever "
+            f"holds it (`ss -ltnp 'sport = :{service.port}'`) or choose another port "
+            "with the matching ALERTFLOW_*_PORT variable"
+        )
+    service.log.parent.mkdir(parents=True, exist_ok=True)
+    with open(service.log, "ab") as log:
+        proc = subprocess.Popen(
+            service.argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **service.env},
+            start_new_session=True,
+        )
+    created = _create_time(proc.pid)
+    if created is None:
+        raise StackError(f"{service.name}: exited at once; see {service.log}:\n{tail(service.log)}")
+    return Started(service.name, proc.pid, created, service.port, str(service.log),
+                   service.profile)  # fmt: skip
+
+
+def wait_healthy(service: Service, started: Started, timeout_s: float) -> None:
+    """Wait until ``service`` passes its health check; StackError with the end of its log if it
+    exits first or is not healthy within ``timeout_s``."""
+
+    def healthy() -> bool:
+        if not is_running(started):
+            raise StackError(
+                f"{service.name}: process {started.pid} exited before it was healthy; "
+                f"see {service.log}:\n{tail(service.log)}"
+            )
+        return service.healthy()
+
+    try:
+        wait_until(healthy, timeout_s, 0.5, f"{service.name} to be healthy")
+    except TimeoutError:
+        raise StackError(
+            f"{service.name}: not healthy after {timeout_s:.0f} s; see {service.log}:\n"
+            f"{tail(service.log)}"
+        ) from None
+
+
+def stop(proc: Started, grace_s: float = 20.0) -> None:
+    """Stop one recorded process and its process group: SIGTERM, then SIGKILL after grace_s.
+    A process that is no longer the one recorded (a recycled PID) is left alone."""
+    if not is_running(proc):
+        return
+
+    def gone() -> bool:
+        return not is_running(proc) and not _group_alive(proc.pid)
+
+    _signal_group(proc.pid, signal.SIGTERM)
+    try:
+        wait_until(gone, grace_s, 0.2, f"{proc.name} to stop")
+        return
+    except TimeoutError:
+        _signal_group(proc.pid, signal.SIGKILL)
+    with suppress(TimeoutError):
+        wait_until(gone, 5.0, 0.1, f"{proc.name} to die")
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with suppress(ProcessLookupError):
+        os.killpg(pgid, sig)
+
+
+# --------------------------------------------------------------------------------------------
+# The run folder
+# --------------------------------------------------------------------------------------------
+
+
+# The run folders this process holds, with how many nested holds each.
+_HELD: dict[Path, tuple[int, int]] = {}
+
+
+@contextmanager
+def hold(cfg: StackConfig, command: str) -> Iterator[None]:
+    """Hold ``cfg.run_dir`` for ``command`` (an ``up`` or an ``alertflow run``) until the block
+    ends: an exclusive lock on its ``lock`` file, which says who holds it. Nested holds in one
+    process share the lock; the lock goes with the process, however it ends.
+
+    Raises StackError naming the holder if another process holds the folder.
+    """
+    if cfg.run_dir in _HELD:
+        fd, depth = _HELD[cfg.run_dir]
+        _HELD[cfg.run_dir] = (fd, depth + 1)
+    else:
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        path = cfg.run_dir / "lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = path.read_text(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise StackError(
+                f"{cfg.run_dir} is held by {holder}: one `alertflow run` or `stack up` at a "
+                "time. Use the stack it runs, stop it (Ctrl-C there, or `alertflow stack "
+                "down`), or give this one its own folder with ALERTFLOW_RUN_DIR"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"`{command}` (pid {os.getpid()}, since {time.strftime('%H:%M:%S')})\n"
+                 .encode())  # fmt: skip
+        _HELD[cfg.run_dir] = (fd, 1)
+    try:
+        yield
+    finally:
+        fd, depth = _HELD[cfg.run_dir]
+        if depth > 1:
+            _HELD[cfg.run_dir] = (fd, depth - 1)
+        else:
+            del _HELD[cfg.run_dir]
+            os.close(fd)
+
+
+# --------------------------------------------------------------------------------------------
+# up / start / stop / status / down
+# --------------------------------------------------------------------------------------------
+
+
+def check_installed(cfg: StackConfig) -> None:
+    """StackError naming what ``make install`` has not fetched yet."""
+    missing = [
+        str(p)
+        for p in (cfg.kafka_jars, cfg.job_server_jar, cfg.flink_home / "lib")
+        if not p.exists()
+    ]
+    if missing:
+        raise StackError(f"not installed: {', '.join(missing)}; run `make install`")
+
+
+def up(cfg: StackConfig, log: Callable[[str], None] = print) -> list[Started]:
+    """Start every service in order and wait for each to be healthy, holding the run folder.
+
+    Refuses to start over a stack that is still running from the same run folder, or while
+    another process holds it. On a failure or an interrupt, everything this call started is
+    stopped again before the error is raised.
+    """
+    with hold(cfg, "alertflow stack up"):
+        return _up(cfg, log)
+
+
+def _up(cfg: StackConfig, log: Callable[[str], None]) -> list[Started]:
+    state = RunState(cfg.run_dir)
+    if any(is_running(p) for p in state.load()):
+        raise StackError(
+            f"a stack is already running from {cfg.run_dir}; `alertflow stack status` shows "
+            "it, `alertflow stack down` stops it"
+        )
+    check_installed(cfg)
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    (cfg.run_dir / "stack.json").write_text(json.dumps(describe(cfg), indent=2))
+    started: list[Started] = []
+
+    def start(service: Service) -> None:
+        t0 = time.monotonic()
+        proc = spawn(service)
+        started.append(proc)
+        state.save(started)
+        wait_healthy(service, proc, cfg.start_timeout_s)
+        log(f"{service.name:<24} pid {proc.pid:<8} healthy in {time.monotonic() - t0:5.1f} s")
+
+    try:
+        start(kafka_service(cfg))
+        create_topics(cfg)
+        wait_for_producer_ids(cfg)
+        conf = write_flink_conf(cfg)
+        application = cfg.mode == "application"
+        if application:
+            # The job's jar is built against the worker pool and the expansion service, and
+            # the JobManager runs it as soon as it starts.
+            start(worker_pool_service(cfg))
+            start(expansion_service(cfg))
+            build_application_jar(cfg, log)
+        start(flink_service(cfg, conf))
+        for index in range(1, cfg.taskmanagers + 1):
+            start(flink_service(cfg, conf, taskmanager=index))
+        if not application:
+            start(worker_pool_service(cfg))
+            start(expansion_service(cfg))
+            start(job_server_service(cfg))
+    except BaseException:
+        for proc in reversed(started):
+            stop(proc)
+        state.save([])
+        raise
+    return started
+
+
+def start_service(cfg: StackConfig, service: Service) -> Started:
+    """Start ``service`` into the running stack and wait until it is healthy. It takes the
+    place of a dead record of its name (status lists keep their order). If it does not come
+    up, or the wait is interrupted, it is stopped and unrecorded before the error is raised."""
+    state = RunState(cfg.run_dir)
+    recorded = state.load()
+    if any(p.name == service.name and is_running(p) for p in recorded):
+        raise StackError(f"{service.name} is already running")
+    proc = spawn(service)
+    names = [p.name for p in recorded]
+    if service.name in names:
+        recorded[names.index(service.name)] = proc
+    else:
+        recorded.append(proc)
+    state.save(recorded)
+    try:
+        wait_healthy(service, proc, cfg.start_timeout_s)
+    except BaseException:
+        stop(proc)
+        state.save([p for p in state.load() if p != proc])
+        raise
+    return proc
+
+
+def start_taskmanager(
+    cfg: StackConfig, index: int, profile: TaskManagerProfile = DEFAULT_PROFILE
+) -> Started:
+    """Start TaskManager ``index`` with ``profile`` into the running stack and wait until it
+    registers with the JobManager."""
+    return start_service(cfg, flink_service(cfg, cfg.run_dir / "flink" / "conf", index, profile))
+
+
+def start_autoscaler(cfg: StackConfig, policy: Path) -> Started:
+    """Start the autoscaler into the running stack; ``down`` stops it first."""
+    return start_service(cfg, autoscaler_service(cfg, policy))
+
+
+def start_control(cfg: StackConfig) -> Started:
+    """Start the control service into the running stack; ``down`` stops it first."""
+    return start_service(cfg, control_service(cfg))
+
+
+def stop_service(cfg: StackConfig, name: str) -> None:
+    """Stop the recorded service ``name`` (SIGTERM first, so a TaskManager leaves the cluster
+    at once) and drop it from the record."""
+    state = RunState(cfg.run_dir)
+    recorded = state.load()
+    matches = [p for p in recorded if p.name == name]
+    if not matches:
+        raise StackError(f"no service named {name} in {state.path}")
+    stop(matches[0])
+    if is_running(matches[0]) or _group_alive(matches[0].pid):
+        raise StackError(f"{name} (pid {matches[0].pid}) did not stop")
+    state.save([p for p in state.load() if p != matches[0]])
+
+
+def stop_taskmanager(cfg: StackConfig, name: str) -> None:
+    """Stop the recorded TaskManager ``name`` and drop it from the record."""
+    if not name.startswith("flink-taskmanager-"):
+        raise StackError(f"{name} is not a TaskManager")
+    stop_service(cfg, name)
+
+
+def status(cfg: StackConfig) -> dict:
+    """Each recorded service with its PID, port, log, whether it runs and whether it is healthy."""
+    checks = {
+        "kafka": kafka_healthy(cfg.bootstrap_servers),
+        "flink-jobmanager": flink_jobmanager_healthy(cfg.flink_rest_url),
+        "beam-workerpool": port_open(cfg.worker_pool_port),
+        "beam-expansion-service": port_open(cfg.expansion_port),
+        "beam-job-server": port_open(cfg.job_port),
+        "alertflow-autoscaler": port_open(cfg.autoscaler_port),
+        "alertflow-control": control_healthy(cfg.control_url),
+    }
+    services = []
+    for proc in RunState(cfg.run_dir).load():
+        running = is_running(proc)
+        check = checks.get(proc.name) or flink_taskmanager_healthy(cfg.flink_rest_url, proc.name)
+        services.append(
+            {
+                "name": proc.name,
+                "pid": proc.pid,
+                "port": proc.port or None,
+                "running": running,
+                "healthy": running and check(),
+                "rss_mib": rss_mib(proc.pid) if running else 0.0,
+                **({"profile": proc.profile} if proc.profile else {}),
+                "log": proc.log,
+            }
+        )
+    return {
+        "run_dir": str(cfg.run_dir),
+        "flink_web_ui": cfg.flink_rest_url,
+        "healthy": bool(services) and all(s["healthy"] for s in services),
+        "rss_mib": round(sum(s["rss_mib"] for s in services), 1),
+        "services": services,
+    }
+
+
+def down(cfg: StackConfig, log: Callable[[str], None] = print) -> list[str]:
+    """Stop every recorded process, newest first; returns the names of any still alive."""
+    state = RunState(cfg.run_dir)
+    recorded = state.load()
+    for proc in reversed(recorded):
+        if is_running(proc):
+            stop(proc)
+            log(f"stopped {proc.name} (pid {proc.pid})")
+    left = [p.name for p in recorded if is_running(p) or _group_alive(p.pid)]
+    if not left:
+        state.save([])
+    return left
