@@ -16,6 +16,8 @@ import subprocess
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from transforms.kafka_clients import DEFAULT_KAFKA_PORT
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VERSIONS_FILE = REPO_ROOT / "flink_deploy" / "versions.env"
 HOST = "127.0.0.1"
@@ -89,7 +91,7 @@ class StackConfig:
     mode: str = "session"
     # Alert topics get this many partitions: the largest source parallelism we plan for.
     alert_partitions: int = 8
-    kafka_port: int = 9092
+    kafka_port: int = DEFAULT_KAFKA_PORT
     kafka_controller_port: int = 9093
     flink_rest_port: int = 8081
     flink_rpc_port: int = 6123
@@ -118,7 +120,7 @@ class StackConfig:
             ),
             mode=mode,
             alert_partitions=env_int("ALERTFLOW_ALERT_PARTITIONS", 8),
-            kafka_port=env_int("ALERTFLOW_KAFKA_PORT", 9092),
+            kafka_port=env_int("ALERTFLOW_KAFKA_PORT", DEFAULT_KAFKA_PORT),
             kafka_controller_port=env_int("ALERTFLOW_KAFKA_CONTROLLER_PORT", 9093),
             flink_rest_port=env_int("ALERTFLOW_FLINK_REST_PORT", 8081),
             flink_rpc_port=env_int("ALERTFLOW_FLINK_RPC_PORT", 6123),

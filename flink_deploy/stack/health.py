@@ -14,8 +14,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
+from flink_deploy.flink_rest import FlinkRest, FlinkRestError
 from flink_deploy.stack.config import HOST, StackConfig, StackError
 from transforms.kafka_clients import kafka_config, kafka_problem
+
+#: Seconds a health check waits for an answer.
+HEALTH_TIMEOUT_S = 2.0
 
 
 def port_in_use(port: int) -> bool:
@@ -25,7 +29,7 @@ def port_in_use(port: int) -> bool:
         return sock.connect_ex((HOST, port)) == 0
 
 
-def http_json(url: str, timeout: float = 2.0) -> dict | list | None:
+def http_json(url: str, timeout: float = HEALTH_TIMEOUT_S) -> dict | list | None:
     """GET ``url`` and decode its JSON body, or None if it does not answer with 200."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
@@ -54,15 +58,18 @@ def control_healthy(url: str) -> Callable[[], bool]:
 
 
 def flink_jobmanager_healthy(rest_url: str) -> Callable[[], bool]:
-    return lambda: http_json(f"{rest_url}/overview") is not None
+    return FlinkRest(rest_url, HEALTH_TIMEOUT_S).healthy
 
 
 def flink_taskmanager_healthy(rest_url: str, resource_id: str) -> Callable[[], bool]:
+    """The TaskManager ``resource_id`` is registered with the JobManager."""
+    flink = FlinkRest(rest_url, HEALTH_TIMEOUT_S)
+
     def check() -> bool:
-        body = http_json(f"{rest_url}/taskmanagers")
-        return isinstance(body, dict) and any(
-            tm.get("id") == resource_id for tm in body.get("taskmanagers", [])
-        )
+        try:
+            return any(tm.get("id") == resource_id for tm in flink.taskmanagers())
+        except FlinkRestError:
+            return False
 
     return check
 

@@ -21,6 +21,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from confluent_kafka import KafkaException
+
 from flink_deploy.sizing import DEFAULT_PROFILE, TaskManagerProfile
 from flink_deploy.stack.config import (
     APPLICATION_JOB_ID,
@@ -40,7 +42,7 @@ from flink_deploy.stack.health import (
     kafka_healthy,
     port_open,
 )
-from transforms.kafka_clients import kafka_config
+from transforms.kafka_clients import COMPACTED, Topic, ensure_topics
 from transforms.topics import ALERT_TOPICS, CONFIG_TOPIC, DEADLETTER_TOPIC, FILTER_ERRORS_TOPIC
 
 
@@ -377,21 +379,10 @@ def control_service(cfg: StackConfig) -> Service:
 
 def create_topics(cfg: StackConfig) -> None:
     """The broker's topics; existing ones are left as they are."""
-    from confluent_kafka.admin import AdminClient, NewTopic
-
-    admin = AdminClient(kafka_config(cfg.bootstrap_servers))
-    wanted = [
-        *(NewTopic(t, num_partitions=cfg.alert_partitions, replication_factor=1)
-          for t in ALERT_TOPICS),
-        NewTopic(CONFIG_TOPIC, num_partitions=1, replication_factor=1,
-                 config={"cleanup.policy": "compact"}),
-        NewTopic(DEADLETTER_TOPIC, num_partitions=cfg.alert_partitions, replication_factor=1),
-        NewTopic(FILTER_ERRORS_TOPIC, num_partitions=1, replication_factor=1),
-    ]  # fmt: skip
-    existing = admin.list_topics(timeout=10).topics
-    missing = [t for t in wanted if t.topic not in existing]
-    for topic, future in admin.create_topics(missing).items() if missing else ():
-        try:
-            future.result(timeout=30)
-        except Exception as err:  # noqa: BLE001 - re-raised with the topic named
-            raise StackError(f"kafka: cannot create topic {topic}: {err}") from err
+    partitions = cfg.alert_partitions
+    wanted = [*(Topic(t, partitions) for t in ALERT_TOPICS), Topic(CONFIG_TOPIC, 1, COMPACTED),
+              Topic(DEADLETTER_TOPIC, partitions), Topic(FILTER_ERRORS_TOPIC)]  # fmt: skip
+    try:
+        ensure_topics(cfg.bootstrap_servers, wanted)
+    except KafkaException as err:
+        raise StackError(f"kafka: cannot create the broker's topics: {err}") from err
