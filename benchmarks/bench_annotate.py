@@ -110,7 +110,7 @@ def run(data: Path, n_alerts: int, n_naive: int, batch_size: int, repeats: int) 
         for a in naive:
             c = SkyCoord(a.ra * u.deg, a.dec * u.deg)
             g, e = c.galactic, c.barycentricmeanecliptic
-            (g.l.deg, g.b.deg, e.lon.deg, e.lat.deg)
+            _ = (g.l.deg, g.b.deg, e.lon.deg, e.lat.deg)  # the conversions are the work
             hp.ang2pix(1 << config.sky.orders[0], a.ra, a.dec, nest=True, lonlat=True)
         return len(naive)
 

@@ -31,17 +31,17 @@ from confluent_kafka.admin import AdminClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from control_service.commands.replay import id_template, load_messages  # noqa: E402
-from control_service.snapshots import publish_snapshot  # noqa: E402
-from flink_deploy.stack.config import REPO_ROOT, StackConfig  # noqa: E402
-from pipelines import broker  # noqa: E402
-from tests.datapaths import shared_data  # noqa: E402
-from transforms.decode import decode_message  # noqa: E402
-from transforms.filters.document import FilterSet, load_filter_file, load_filters  # noqa: E402
-from transforms.filters.local import LocalRunner  # noqa: E402
-from transforms.kafka_clients import COMPACTED, Topic, ensure_topics  # noqa: E402
-from transforms.publish import lite_message  # noqa: E402
-from transforms.schemas import LsstSchemas  # noqa: E402
+from control_service.commands.replay import id_template, load_messages
+from control_service.snapshots import publish_snapshot
+from flink_deploy.stack.config import REPO_ROOT, StackConfig
+from pipelines import broker
+from tests.datapaths import shared_data
+from transforms.decode import decode_message
+from transforms.filters.document import FilterSet, load_filter_file, load_filters
+from transforms.filters.local import LocalRunner
+from transforms.kafka_clients import COMPACTED, Topic, ensure_topics
+from transforms.publish import lite_message
+from transforms.schemas import LsstSchemas
 
 GRACE_S = 30.0
 P99_GOAL_S = 5.0
@@ -67,8 +67,9 @@ def generate(count: int, step: int, templates, schemas) -> list[tuple[int, bytes
 
 def send(bootstrap: str, topic: str, items: list[tuple[int, bytes]], rate: float) -> dict:
     """Send at ``rate``/s; returns alert_id -> send timestamp (ms)."""
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5,
-                         "message.max.bytes": 8 * 1024 * 1024})  # fmt: skip
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 5, "message.max.bytes": 8 * 1024 * 1024}
+    )
     sent, start = {}, time.monotonic()
     for i, (alert_id, value) in enumerate(items):
         wait = i / rate - (time.monotonic() - start)
@@ -84,8 +85,13 @@ def send(bootstrap: str, topic: str, items: list[tuple[int, bytes]], rate: float
 
 def collect(bootstrap: str, topic: str, wanted: dict, deadline: float) -> dict:
     """alert_id -> match timestamp (ms) for the wanted ids, until all came or the deadline."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"b-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest"})  # fmt: skip
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"b-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+        }
+    )
     consumer.subscribe([topic])
     got = {}
     while len(got) < len(wanted) and time.monotonic() < deadline:
@@ -101,8 +107,14 @@ def collect(bootstrap: str, topic: str, wanted: dict, deadline: float) -> dict:
 def baseline(bootstrap: str, topic: str, filter_set: FilterSet, total: int, out: str) -> float:
     """A plain consumer loop doing the broker's work; alerts/s over ``total`` messages."""
     schemas = LsstSchemas()
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"base-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest", "fetch.max.bytes": 64 * 1024 * 1024})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"base-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "fetch.max.bytes": 64 * 1024 * 1024,
+        }
+    )
     consumer.subscribe([topic])
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     runner = LocalRunner(filter_set)
@@ -154,21 +166,40 @@ def main() -> None:
     run = uuid.uuid4().hex[:6]
     topics = {n: f"bench.{run}.{n}" for n in ("in", "config", "dead", "base")}
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    ensure_topics(bootstrap, [Topic(topics["in"], 8), Topic(topics["dead"]), Topic(topics["base"]),
-                              Topic(topics["config"], 1, COMPACTED)], admin=admin)  # fmt: skip
+    ensure_topics(
+        bootstrap,
+        [
+            Topic(topics["in"], 8),
+            Topic(topics["dead"]),
+            Topic(topics["base"]),
+            Topic(topics["config"], 1, COMPACTED),
+        ],
+        admin=admin,
+    )
     catch_all = f"bench.{run}.out.every-lsst"
-    examples = [replace(f, output=replace(f.output, topic=f"bench.{run}.out.{f.name}"))
-                for p in sorted((REPO_ROOT / "examples" / "filters").glob("*.yaml"))
-                for f in load_filter_file(str(p))]  # fmt: skip
-    every = load_filters("apiVersion: alertflow/v1\nkind: Filter\n"
-                         "metadata: {name: every-lsst, owner: bench}\n"
-                         f"spec:\n  where: survey == 'lsst'\n  output: {{topic: {catch_all}}}\n")
+    examples = [
+        replace(f, output=replace(f.output, topic=f"bench.{run}.out.{f.name}"))
+        for p in sorted((REPO_ROOT / "examples" / "filters").glob("*.yaml"))
+        for f in load_filter_file(str(p))
+    ]
+    every = load_filters(
+        "apiVersion: alertflow/v1\nkind: Filter\n"
+        "metadata: {name: every-lsst, owner: bench}\n"
+        f"spec:\n  where: survey == 'lsst'\n  output: {{topic: {catch_all}}}\n"
+    )
     filter_set = FilterSet(1, (*examples, *every))
     publish_snapshot(bootstrap, filter_set, topics["config"])
     name = f"alertflow-bench-{run}"
-    broker.run([f"--topics={topics['in']}", f"--config-topic={topics['config']}",
-                f"--deadletter-topic={topics['dead']}", f"--group-id=bench-{run}",
-                f"--job-name={name}", "--parallelism=2"])  # fmt: skip
+    broker.run(
+        [
+            f"--topics={topics['in']}",
+            f"--config-topic={topics['config']}",
+            f"--deadletter-topic={topics['dead']}",
+            f"--group-id=bench-{run}",
+            f"--job-name={name}",
+            "--parallelism=2",
+        ]
+    )
     try:
         measure(opts, bootstrap, rest, name, topics, catch_all, filter_set)
     finally:
@@ -202,27 +233,40 @@ def measure(opts, bootstrap, rest, name, topics, catch_all, filter_set) -> None:
         lat = np.array([got[a] - sent[a] for a in got]) / 1000.0
         # Kept up: nothing missing and the latency bounded (p99 within the 5 s goal), not a
         # queue that only drains after the burst.
-        kept_up = (len(got) == len(sent) and len(lat) > 0
-                   and np.percentile(lat, 99) <= P99_GOAL_S)  # fmt: skip
-        rows.append((rate, len(sent), len(got), kept_up,
-                     float(np.percentile(lat, 50)) if len(lat) else float("nan"),
-                     float(np.percentile(lat, 99)) if len(lat) else float("nan")))  # fmt: skip
-        print(f"rate {rate:.0f}/s: {len(got)}/{len(sent)} matched, "
-              f"p50 {rows[-1][4]:.2f} s, p99 {rows[-1][5]:.2f} s", file=sys.stderr)
+        kept_up = len(got) == len(sent) and len(lat) > 0 and np.percentile(lat, 99) <= P99_GOAL_S
+        rows.append(
+            (
+                rate,
+                len(sent),
+                len(got),
+                kept_up,
+                float(np.percentile(lat, 50)) if len(lat) else float("nan"),
+                float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+            )
+        )
+        print(
+            f"rate {rate:.0f}/s: {len(got)}/{len(sent)} matched, "
+            f"p50 {rows[-1][4]:.2f} s, p99 {rows[-1][5]:.2f} s",
+            file=sys.stderr,
+        )
     requests.patch(f"{rest}/jobs/{jid}", params={"mode": "cancel"}, timeout=10)
     base = baseline(bootstrap, topics["in"], filter_set, total_sent, topics["base"])
     sustained = max((r[0] for r in rows if r[3]), default=0.0)
     if opts.plot:
         plot(rows, opts.plot)
-    print(f"{total_sent} LSST alerts (~110 KB), {opts.step:.0f} s per rate, 1 TaskManager "
-          f"(2 slots), parallelism 2, 2 cores shared with Kafka and the baseline")
+    print(
+        f"{total_sent} LSST alerts (~110 KB), {opts.step:.0f} s per rate, 1 TaskManager "
+        f"(2 slots), parallelism 2, 2 cores shared with Kafka and the baseline"
+    )
     print("| offered alerts/s | sent | matched within step + 30 s | kept up | p50 s | p99 s |")
     print("|---|---|---|---|---|---|")
     for rate, n, m, ok, p50, p99 in rows:
         print(f"| {rate:,.0f} | {n} | {m} | {'yes' if ok else 'no'} | {p50:.2f} | {p99:.2f} |")
-    print(f"\nbaseline (one process: consume, decode, annotate, filter, produce): "
-          f"{base:,.0f} alerts/s; broker sustained {sustained:,.0f} alerts/s = "
-          f"{sustained / base:.2f} x baseline")
+    print(
+        f"\nbaseline (one process: consume, decode, annotate, filter, produce): "
+        f"{base:,.0f} alerts/s; broker sustained {sustained:,.0f} alerts/s = "
+        f"{sustained / base:.2f} x baseline"
+    )
 
 
 if __name__ == "__main__":

@@ -42,20 +42,19 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from control_service.snapshots import publish_snapshot  # noqa: E402
-from flink_deploy.stack import supervisor  # noqa: E402
-from flink_deploy.stack.config import StackConfig  # noqa: E402
-from pipelines import broker  # noqa: E402
-from tests.backlog import Backlog, backlog_filters, catch_all, preload  # noqa: E402
-from tests.backlog import job_restarts, watch_drain  # noqa: E402
-from tests.e2e.test_broker_pipeline import pairs_on  # noqa: E402
-from transforms.decode import decode_message  # noqa: E402
-from transforms.filters.document import FilterSet  # noqa: E402
-from transforms.filters.local import LocalRunner  # noqa: E402
-from transforms.kafka_clients import ensure_topic  # noqa: E402
-from transforms.publish import lite_message  # noqa: E402
-from transforms.schemas import LsstSchemas  # noqa: E402
-from transforms.topics import ALERT_TOPICS, CONFIG_TOPIC  # noqa: E402
+from control_service.snapshots import publish_snapshot
+from flink_deploy.stack import supervisor
+from flink_deploy.stack.config import StackConfig
+from pipelines import broker
+from tests.backlog import Backlog, backlog_filters, catch_all, job_restarts, preload, watch_drain
+from tests.e2e.test_broker_pipeline import pairs_on
+from transforms.decode import decode_message
+from transforms.filters.document import FilterSet
+from transforms.filters.local import LocalRunner
+from transforms.kafka_clients import ensure_topic
+from transforms.publish import lite_message
+from transforms.schemas import LsstSchemas
+from transforms.topics import ALERT_TOPICS, CONFIG_TOPIC
 
 TICK = os.sysconf("SC_CLK_TCK")
 DRAIN_DEADLINE_S = 900.0
@@ -120,10 +119,16 @@ class Row:
 
 
 def consumer(bootstrap: str, group: str) -> Consumer:
-    return Consumer({"bootstrap.servers": bootstrap, "group.id": group,
-                     "auto.offset.reset": "earliest", "enable.auto.commit": False,
-                     "fetch.max.bytes": 64 << 20,
-                     "max.partition.fetch.bytes": 8 << 20})  # fmt: skip
+    return Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+            "fetch.max.bytes": 64 << 20,
+            "max.partition.fetch.bytes": 8 << 20,
+        }
+    )
 
 
 def bare_consumer(bootstrap: str, backlog: Backlog, groups: dict[str, int]) -> Row:
@@ -172,23 +177,46 @@ def baseline_worker(bootstrap: str, topic: str, partitions: str, out: str, snaps
     print(json.dumps({"alerts": done, "first": first, "last": last, "cpu": sum(os.times()[:2])}))
 
 
-def baseline(bootstrap: str, backlog: Backlog, filter_set: FilterSet, processes: int,
-             groups: dict[str, int], run: str) -> Row:  # fmt: skip
+def baseline(
+    bootstrap: str,
+    backlog: Backlog,
+    filter_set: FilterSet,
+    processes: int,
+    groups: dict[str, int],
+    run: str,
+) -> Row:
     out = f"cap.{run}.base{processes}"
     ensure_topic(bootstrap, out)
     meter = CpuMeter(groups)
     meter.start()
     snapshot = json.dumps(filter_set.to_snapshot())
-    children = [subprocess.Popen(
-        [sys.executable, __file__, "--baseline-worker", bootstrap, backlog.topic,
-         ",".join(str(p) for p in range(i, PARTITIONS, processes)), out, snapshot],
-        stdout=subprocess.PIPE, text=True) for i in range(processes)]  # fmt: skip
+    children = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                __file__,
+                "--baseline-worker",
+                bootstrap,
+                backlog.topic,
+                ",".join(str(p) for p in range(i, PARTITIONS, processes)),
+                out,
+                snapshot,
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(processes)
+    ]
     reports = [json.loads(c.communicate(timeout=DRAIN_DEADLINE_S)[0]) for c in children]
     meter.stop()
     span = max(r["last"] for r in reports) - min(r["first"] for r in reports)
     cpu = {**meter.spent, "baseline": sum(r["cpu"] for r in reports)}
-    return Row(f"baseline x{processes} (plain processes, same work)",
-               sum(r["alerts"] for r in reports), span, cpu)  # fmt: skip
+    return Row(
+        f"baseline x{processes} (plain processes, same work)",
+        sum(r["alerts"] for r in reports),
+        span,
+        cpu,
+    )
 
 
 @contextmanager
@@ -209,23 +237,33 @@ def cpu_limit(cores: float, pids: list[int]):
         group.rmdir()
 
 
-def broker_drain(cfg: StackConfig, backlog: Backlog, filter_set: FilterSet, name: str,
-                 start_job) -> Row:  # fmt: skip
+def broker_drain(
+    cfg: StackConfig, backlog: Backlog, filter_set: FilterSet, name: str, start_job
+) -> Row:
     """Start the broker with ``start_job()``, measure the drain, check the pairs."""
     start_job()
     groups = stack_groups(cfg)
     meter = CpuMeter(groups)
-    drain = watch_drain(cfg.bootstrap_servers, catch_all(filter_set).output.topic,
-                        backlog.alerts, DRAIN_DEADLINE_S, on_first=meter.start)  # fmt: skip
+    drain = watch_drain(
+        cfg.bootstrap_servers,
+        catch_all(filter_set).output.topic,
+        backlog.alerts,
+        DRAIN_DEADLINE_S,
+        on_first=meter.start,
+    )
     meter.stop()
     got, duplicates, _ = pairs_on(cfg.bootstrap_servers, filter_set)
     missing = len(backlog.expected - got)
-    restarts = sum(job_restarts(cfg.flink_rest_url, j["jid"])
-                   for j in requests.get(f"{cfg.flink_rest_url}/jobs/overview", timeout=5)
-                   .json()["jobs"] if j["state"] == "RUNNING")  # fmt: skip
+    restarts = sum(
+        job_restarts(cfg.flink_rest_url, j["jid"])
+        for j in requests.get(f"{cfg.flink_rest_url}/jobs/overview", timeout=5).json()["jobs"]
+        if j["state"] == "RUNNING"
+    )
     rss = {p: round(supervisor.rss_mib(g)) for p, g in groups.items() if "taskmanager" in p}
-    note = (f"{drain.distinct}/{backlog.alerts} drained, {missing} expected pairs missing, "
-            f"{duplicates} duplicates, {restarts} restarts, TaskManager RSS {rss} MiB")
+    note = (
+        f"{drain.distinct}/{backlog.alerts} drained, {missing} expected pairs missing, "
+        f"{duplicates} duplicates, {restarts} restarts, TaskManager RSS {rss} MiB"
+    )
     span = (drain.last_ms - drain.first_ms) / 1000.0
     return Row(name, drain.distinct, span, meter.spent, note)
 
@@ -263,18 +301,29 @@ def session_runs(opts, run: str, root: Path, rows: list[Row]) -> None:
             tag = f"s{len(rows)}"
             config_topic = f"cap.{run}.{tag}.config"
             filter_set = fresh_filters(cfg, f"cap.{run}.{tag}", config_topic)
-            held = [g for n, g in stack_groups(cfg).items()
-                    if "taskmanager" in n or n == "beam-workerpool"]  # fmt: skip
-            label = "broker session" + (f", TaskManager + Python held to {cores:g} core"
-                                        if cores else "")  # fmt: skip
+            held = [
+                g
+                for n, g in stack_groups(cfg).items()
+                if "taskmanager" in n or n == "beam-workerpool"
+            ]
+            label = "broker session" + (
+                f", TaskManager + Python held to {cores:g} core" if cores else ""
+            )
 
             def submit(tag=tag, config_topic=config_topic) -> None:
                 stack_env = cfg.environment()
                 os.environ.update(stack_env)
-                broker.run([f"--topics={topic}", f"--config-topic={config_topic}",
-                            f"--deadletter-topic=cap.{run}.{tag}.dead", f"--group-id=cap-{tag}",
-                            f"--job-name=cap-{run}-{tag}", "--parallelism=2",
-                            *opts.beam_args])  # fmt: skip
+                broker.run(
+                    [
+                        f"--topics={topic}",
+                        f"--config-topic={config_topic}",
+                        f"--deadletter-topic=cap.{run}.{tag}.dead",
+                        f"--group-id=cap-{tag}",
+                        f"--job-name=cap-{run}-{tag}",
+                        "--parallelism=2",
+                        *opts.beam_args,
+                    ]
+                )
 
             if cores:
                 with cpu_limit(cores, [p for g in held for p in supervisor.group_members(g)]):
@@ -288,43 +337,61 @@ def session_runs(opts, run: str, root: Path, rows: list[Row]) -> None:
 
 def application_run(opts, run: str, root: Path) -> Row:
     """The application cluster: job first (no TaskManager), then the backlog, then a TaskManager."""
-    cfg = StackConfig.from_env(taskmanagers=0, mode="application").moved(
-        root / "application", 700)  # fmt: skip
+    cfg = StackConfig.from_env(taskmanagers=0, mode="application").moved(root / "application", 700)
     os.environ.update(cfg.environment())
     supervisor.up(cfg)
     try:
         filter_set = fresh_filters(cfg, f"cap.{run}.app", CONFIG_TOPIC)
         backlog = preload(cfg.bootstrap_servers, ALERT_TOPICS[1], opts.alerts, filter_set)
-        return broker_drain(cfg, backlog, filter_set, "broker application (reactive)",
-                            lambda: supervisor.start_taskmanager(cfg, 1))  # fmt: skip
+        return broker_drain(
+            cfg,
+            backlog,
+            filter_set,
+            "broker application (reactive)",
+            lambda: supervisor.start_taskmanager(cfg, 1),
+        )
     finally:
         supervisor.down(cfg)
 
 
 def report(rows: list[Row], alerts: int) -> None:
-    print(f"\n{alerts} real LSST alerts (~110 KB) preloaded on 8 partitions; 2 cores shared by "
-          "everything\n")
+    print(
+        f"\n{alerts} real LSST alerts (~110 KB) preloaded on 8 partitions; 2 cores shared by "
+        "everything\n"
+    )
     print("| reader | alerts | drain alerts/s | CPU s per 1,000 alerts, by process | notes |")
     print("|---|---|---|---|---|")
     for row in rows:
-        per = ", ".join(f"{n} {1000 * s / max(row.alerts, 1):.2f}"
-                        for n, s in sorted(row.cpu.items()) if s > 0.05)  # fmt: skip
+        per = ", ".join(
+            f"{n} {1000 * s / max(row.alerts, 1):.2f}"
+            for n, s in sorted(row.cpu.items())
+            if s > 0.05
+        )
         total = 1000 * sum(row.cpu.values()) / max(row.alerts, 1)
-        print(f"| {row.name} | {row.alerts} | {row.rate:,.0f} | total {total:.2f}: {per} | "
-              f"{row.note} |")
+        print(
+            f"| {row.name} | {row.alerts} | {row.rate:,.0f} | total {total:.2f}: {per} | "
+            f"{row.note} |"
+        )
 
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--baseline-worker":
         baseline_worker(*sys.argv[2:7])
         return
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--alerts", type=int, default=20000)
-    parser.add_argument("--skip", nargs="*", default=[],
-                        choices=["session", "one-core", "application"])
-    parser.add_argument("--beam-arg", dest="beam_args", action="append", default=[],
-                        help="an extra pipeline option for the session broker (repeatable)")
+    parser.add_argument(
+        "--skip", nargs="*", default=[], choices=["session", "one-core", "application"]
+    )
+    parser.add_argument(
+        "--beam-arg",
+        dest="beam_args",
+        action="append",
+        default=[],
+        help="an extra pipeline option for the session broker (repeatable)",
+    )
     opts = parser.parse_args()
     run = uuid.uuid4().hex[:6]
     root = Path(tempfile.mkdtemp(prefix="alertflow-capacity-"))

@@ -29,10 +29,13 @@ OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks_control.md"
 
 
 def doc(name: str, i: int) -> str:
-    return f"apiVersion: alertflow/v1\nkind: Filter\nmetadata: {{name: {name}, owner: ops}}\nspec:\n  where: mag < {15 + i % 7} and reliability > 0.{i % 9}\n"
+    return (
+        f"apiVersion: alertflow/v1\nkind: Filter\nmetadata: {{name: {name}, owner: ops}}\n"
+        f"spec:\n  where: mag < {15 + i % 7} and reliability > 0.{i % 9}\n"
+    )
 
 
-def measure(session: requests.Session, n: int, call) -> tuple[float, float, float]:  # noqa: ANN001
+def measure(session: requests.Session, n: int, call) -> tuple[float, float, float]:
     latencies = []
     started = time.perf_counter()
     for i in range(n):
@@ -51,8 +54,15 @@ def main() -> None:
     parser.add_argument("--applies", type=int, default=300)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="af-bench-control-"))
-    cfg = load_config(env={}, api_keys=[{"token": TOKEN, "user": "ops", "role": "admin"}], audit_log=tmp / "audit.jsonl", reference_alerts=[])
-    store = FilterStore(MemorySnapshotLog("config"), MemorySnapshotLog("inactive"), AuditLog(cfg.audit_log))
+    cfg = load_config(
+        env={},
+        api_keys=[{"token": TOKEN, "user": "ops", "role": "admin"}],
+        audit_log=tmp / "audit.jsonl",
+        reference_alerts=[],
+    )
+    store = FilterStore(
+        MemorySnapshotLog("config"), MemorySnapshotLog("inactive"), AuditLog(cfg.audit_log)
+    )
     app = create_app(cfg, store=store)
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -64,15 +74,32 @@ def main() -> None:
     session = requests.Session()
     session.headers["Authorization"] = f"Bearer {TOKEN}"
     for i in range(50):
-        session.post(base + "/api/v1/filters", data=doc(f"seed-{i}", i), headers={"Content-Type": "application/yaml"}).raise_for_status()
+        session.post(
+            base + "/api/v1/filters",
+            data=doc(f"seed-{i}", i),
+            headers={"Content-Type": "application/yaml"},
+        ).raise_for_status()
     try:
         get = measure(session, args.gets, lambda s, i: s.get(base + "/api/v1/filters"))
-        apply = measure(session, args.applies, lambda s, i: s.post(base + "/api/v1/filters", data=doc(f"bench-{i % 20}", i), headers={"Content-Type": "application/yaml"}))
+        apply = measure(
+            session,
+            args.applies,
+            lambda s, i: s.post(
+                base + "/api/v1/filters",
+                data=doc(f"bench-{i % 20}", i),
+                headers={"Content-Type": "application/yaml"},
+            ),
+        )
     finally:
         server.shutdown()
         server.server_close()
-    rows = [("GET /api/v1/filters (50 filters)", args.gets, *get), ("POST /api/v1/filters (apply one filter)", args.applies, *apply)]
-    table = "\n".join(f"| {name} | {n} | {rps:,.0f} | {p50:.2f} | {p99:.2f} |" for name, n, rps, p50, p99 in rows)
+    rows = [
+        ("GET /api/v1/filters (50 filters)", args.gets, *get),
+        ("POST /api/v1/filters (apply one filter)", args.applies, *apply),
+    ]
+    table = "\n".join(
+        f"| {name} | {n} | {rps:,.0f} | {p50:.2f} | {p99:.2f} |" for name, n, rps, p50, p99 in rows
+    )
     text = f"""# Control service load, loopback
 
 `.venv/bin/python benchmarks/bench_control.py --gets {args.gets} --applies {args.applies}`

@@ -61,8 +61,10 @@ def main() -> int:
     print(f"reference alerts: {len(alerts)}, decoded once in {decoded_s:.2f} s")
     print(f"annotators loaded once, on the first dry run: {loaded_s:.2f} s")
     print(f"dry run of {FILTER.name} (crossmatch, dust): median {dry_run:.1f} ms")
-    print(f"baseline, {BASELINE.name} (no annotator): median {baseline:.1f} ms "
-          f"(dry run / baseline = {dry_run / baseline:.1f}x)")
+    print(
+        f"baseline, {BASELINE.name} (no annotator): median {baseline:.1f} ms "
+        f"(dry run / baseline = {dry_run / baseline:.1f}x)"
+    )
     return 0
 
 

@@ -72,16 +72,21 @@ ratios are the stable part.
 def real_alerts() -> list[Alert]:
     data = shared_data()
     schemas = LsstSchemas(DEFAULT_LSST_SCHEMA_DIR)
-    files = sorted((data / "ztf" / "alerts").glob("*/*.avro")) + sorted((data / "lsst" / "alerts").glob("*.avro"))
+    files = sorted((data / "ztf" / "alerts").glob("*/*.avro")) + sorted(
+        (data / "lsst" / "alerts").glob("*.avro")
+    )
     return [a for path in files for a in decode_message(path.read_bytes(), schemas)]
 
 
-def _where(shape: int, rng: np.random.Generator, positions: list[tuple[float, float]]) -> tuple[str, str]:
+def _where(
+    shape: int, rng: np.random.Generator, positions: list[tuple[float, float]]
+) -> tuple[str, str]:
     """(where, extra spec lines) for one generated filter of the given shape."""
     pick = lambda values: values[int(rng.integers(len(values)))]  # noqa: E731
     if shape == 0:
         return (
-            f"is_positive and mag < {pick([17, 17.5, 18, 18.5, 19])} and reliability > {pick([0.5, 0.7, 0.8, 0.9])}"
+            f"is_positive and mag < {pick([17, 17.5, 18, 18.5, 19])} and reliability > "
+            f"{pick([0.5, 0.7, 0.8, 0.9])}"
             f" and history.age_days < {pick([1, 2, 3, 5, 10])}"
             " and solar_system.name is null",
             "",
@@ -89,14 +94,18 @@ def _where(shape: int, rng: np.random.Generator, positions: list[tuple[float, fl
     if shape == 1:
         cones = []
         for _ in range(int(rng.integers(1, 21))):
-            ra, dec = positions[int(rng.integers(len(positions)))] if rng.random() < 0.3 else (
-                float(rng.uniform(0, 360)), float(np.degrees(np.arcsin(rng.uniform(-1, 1))))
+            ra, dec = (
+                positions[int(rng.integers(len(positions)))]
+                if rng.random() < 0.3
+                else (float(rng.uniform(0, 360)), float(np.degrees(np.arcsin(rng.uniform(-1, 1)))))
             )
             cones.append(f"cone({ra:.5f}, {dec:.5f}, {pick([2, 5, 10, 30])})")
         return " or ".join(cones), ""
     if shape == 2:
         nside = pick([32, 64, 128])
-        pixels = sorted({int(p) for p in rng.integers(0, 12 * nside * nside, int(rng.integers(5, 200)))})
+        pixels = sorted(
+            {int(p) for p in rng.integers(0, 12 * nside * nside, int(rng.integers(5, 200)))}
+        )
         return f"healpix_in({nside}, {pixels})", ""
     if shape == 3:
         bands = pick([["'g'"], ["'r'"], ["'g'", "'r'"], ["'i'", "'z'"]])
@@ -105,18 +114,33 @@ def _where(shape: int, rng: np.random.Generator, positions: list[tuple[float, fl
     if shape == 4:
         return f"solar_system.name is not null and solar_system.mag < {pick([18, 19, 20])}", ""
     if shape == 5:
-        return f"is_positive and history.rise_rate > {pick([0.05, 0.1, 0.2, 0.5])} and mag_err < 0.2", ""
+        return (
+            f"is_positive and history.rise_rate > {pick([0.05, 0.1, 0.2, 0.5])} and mag_err < 0.2",
+            "",
+        )
     if shape == 6:
-        return f"(flux is null or flux / flux_err > {pick([5, 10, 20])}) and reliability > {pick([0.5, 0.8])}", ""
+        return (
+            f"(flux is null or flux / flux_err > {pick([5, 10, 20])}) and reliability > "
+            f"{pick([0.5, 0.8])}",
+            "",
+        )
     if shape == 7:
         return (
-            f"nearest_star.star_galaxy_score < {pick([0.3, 0.5])} and nearest_star.distance_arcsec < {pick([1, 2, 5])}"
+            f"nearest_star.star_galaxy_score < {pick([0.3, 0.5])} and "
+            f"nearest_star.distance_arcsec < {pick([1, 2, 5])}"
             f" and mag < {pick([18, 19, 20])}",
             "",
         )
     if shape == 8:
-        return f"abs(dec) < {pick([5, 10, 20])} and reliability > {pick([0.1, 0.5])}", "  surveys: [lsst]\n"
-    return f"abs(mag - history.previous_mag) > {pick([0.5, 1, 2])} and history.n_detections >= {pick([2, 3, 5])}", ""
+        return (
+            f"abs(dec) < {pick([5, 10, 20])} and reliability > {pick([0.1, 0.5])}",
+            "  surveys: [lsst]\n",
+        )
+    return (
+        f"abs(mag - history.previous_mag) > {pick([0.5, 1, 2])} and history.n_detections >= "
+        f"{pick([2, 3, 5])}",
+        "",
+    )
 
 
 def generated_filters(count: int, alerts: list[Alert], seed: int = 20261128) -> tuple[Filter, ...]:
@@ -127,13 +151,16 @@ def generated_filters(count: int, alerts: list[Alert], seed: int = 20261128) -> 
     for i in range(count):
         where, extra = _where(i % 10, rng, positions)
         docs.append(
-            f"apiVersion: alertflow/v1\nkind: Filter\nmetadata: {{name: user{i // 10}-f{i % 10}, owner: user{i // 10}}}\n"
-            f"spec:\n{extra}  where: \"{where}\"\n"
+            "apiVersion: alertflow/v1\nkind: Filter\nmetadata: "
+            f"{{name: user{i // 10}-f{i % 10}, owner: user{i // 10}}}\n"
+            f'spec:\n{extra}  where: "{where}"\n'
         )
     return load_filters("---\n".join(docs))
 
 
-def time_evaluator(filters: tuple[Filter, ...], batch: list[Alert], repeats: int) -> tuple[float, float, int]:
+def time_evaluator(
+    filters: tuple[Filter, ...], batch: list[Alert], repeats: int
+) -> tuple[float, float, int]:
     """(alerts/s, compile seconds, slots) of the compiled set; median of ``repeats``."""
     t0 = time.perf_counter()
     compiled = compile_filter_set(FilterSet(1, filters))
@@ -146,7 +173,9 @@ def time_evaluator(filters: tuple[Filter, ...], batch: list[Alert], repeats: int
     return len(batch) / statistics.median(runs), compile_s, compiled.slot_count
 
 
-def time_baseline(filters: tuple[Filter, ...], batch: list[Alert], budget_calls: int = 400_000) -> float:
+def time_baseline(
+    filters: tuple[Filter, ...], batch: list[Alert], budget_calls: int = 400_000
+) -> float:
     """Alerts/s of per-alert closures, every filter on every alert of a slice of the batch."""
     predicates = [compile_row_predicate(scoped_expression(f)) for f in filters]
     n = max(50, min(len(batch), budget_calls // len(filters)))
@@ -159,7 +188,9 @@ def time_baseline(filters: tuple[Filter, ...], batch: list[Alert], budget_calls:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--batch", type=int, default=10_000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", type=Path, default=None)
@@ -185,12 +216,14 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for count, slots, compile_s, rate, ratio, baseline, speedup in rows:
         lines.append(
-            f"| {count:,} | {slots:,} | {compile_s:.3f} | {rate:,.0f} | {ratio:.3f} | {baseline:,.0f} | {speedup:,.1f} |"
+            f"| {count:,} | {slots:,} | {compile_s:.3f} | {rate:,.0f} | {ratio:.3f} | "
+            f"{baseline:,.0f} | {speedup:,.1f} |"
         )
     table = "\n".join(lines)
     machine = (
         f"Python {platform.python_version()}, numpy {np.__version__}, {platform.machine()} "
-        f"({os.cpu_count()} logical CPUs), one core; {len(alerts)} real alerts cycled to a batch of "
+        f"({os.cpu_count()} logical CPUs), one core; {len(alerts)} real alerts cycled to a batch "
+        "of "
         f"{len(batch):,}; median of {args.repeats} passes."
     )
     print(table)

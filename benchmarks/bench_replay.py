@@ -25,12 +25,12 @@ from confluent_kafka.admin import AdminClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from control_service.cli import build_parser  # noqa: E402
-from control_service.commands import replay  # noqa: E402
-from flink_deploy.stack.config import StackConfig  # noqa: E402
-from tests.datapaths import shared_data  # noqa: E402
-from transforms.kafka_clients import ensure_topic  # noqa: E402
-from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas  # noqa: E402
+from control_service.cli import build_parser
+from control_service.commands import replay
+from flink_deploy.stack.config import StackConfig
+from tests.datapaths import shared_data
+from transforms.kafka_clients import ensure_topic
+from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
 
 PRODUCER_SETTINGS = {
     "linger.ms": 5,
@@ -64,9 +64,18 @@ def bare_producer(bootstrap: str, topic: str, values: list[bytes]) -> float:
 
 def through_replay(bootstrap: str, topic: str, files: list[str], count: int) -> float:
     args = build_parser().parse_args(
-        ["replay", "--bootstrap", bootstrap, "--topic", topic, "--count", str(count),
-         "--no-progress", *files]
-    )  # fmt: skip
+        [
+            "replay",
+            "--bootstrap",
+            bootstrap,
+            "--topic",
+            topic,
+            "--count",
+            str(count),
+            "--no-progress",
+            *files,
+        ]
+    )
     out = io.StringIO()
     assert replay.run(args, out=out) == 0, out.getvalue()
     match = re.search(r"([\d,]+) alerts/s", out.getvalue())
@@ -88,8 +97,10 @@ def main() -> None:
     mean_kb = statistics.mean(len(v) for v in values) / 1024
     base, ours = [], []
     for _ in range(opts.repeats):
-        for runner, results in ((lambda t: bare_producer(bootstrap, t, values), base),
-                                (lambda t: through_replay(bootstrap, t, files, opts.count), ours)):
+        for runner, results in (
+            (lambda t: bare_producer(bootstrap, t, values), base),
+            (lambda t: through_replay(bootstrap, t, files, opts.count), ours),
+        ):
             topic = fresh_topic(bootstrap, admin)
             results.append(runner(topic))
             admin.delete_topics([topic])[topic].result(30)

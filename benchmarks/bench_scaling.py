@@ -39,19 +39,19 @@ from confluent_kafka import Producer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from control_service.commands.replay import cycled_messages, load_messages  # noqa: E402
-from control_service.snapshots import publish_snapshot  # noqa: E402
-from flink_deploy.autoscaler.local import LocalDriver  # noqa: E402
-from flink_deploy.autoscaler.observe import Observer  # noqa: E402
-from flink_deploy.autoscaler.policy import DEFAULT_POLICY_FILE, load_policy_file  # noqa: E402
-from flink_deploy.autoscaler.service import AutoscalerConfig, create_app  # noqa: E402
-from flink_deploy.stack import supervisor  # noqa: E402
-from flink_deploy.stack.config import APPLICATION_JOB_ID, REPO_ROOT, StackConfig  # noqa: E402
-from tests.datapaths import shared_data  # noqa: E402
-from transforms.filters.document import FilterSet, load_filter_file  # noqa: E402
-from transforms.polling import wait_until  # noqa: E402
-from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas  # noqa: E402
-from transforms.topics import ALERT_TOPICS  # noqa: E402
+from control_service.commands.replay import cycled_messages, load_messages
+from control_service.snapshots import publish_snapshot
+from flink_deploy.autoscaler.local import LocalDriver
+from flink_deploy.autoscaler.observe import Observer
+from flink_deploy.autoscaler.policy import DEFAULT_POLICY_FILE, load_policy_file
+from flink_deploy.autoscaler.service import AutoscalerConfig, create_app
+from flink_deploy.stack import supervisor
+from flink_deploy.stack.config import APPLICATION_JOB_ID, REPO_ROOT, StackConfig
+from tests.datapaths import shared_data
+from transforms.filters.document import FilterSet, load_filter_file
+from transforms.polling import wait_until
+from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
+from transforms.topics import ALERT_TOPICS
 
 PORT_OFFSET = 500
 GROUP = "alertflow-broker"
@@ -78,8 +78,13 @@ class Cluster:
             LsstSchemas(DEFAULT_LSST_SCHEMA_DIR),
         )
         self.values = cycled_messages(self.messages, 10**9, LsstSchemas(DEFAULT_LSST_SCHEMA_DIR))
-        self.producer = Producer({"bootstrap.servers": cfg.bootstrap_servers, "linger.ms": 20,
-                                  "message.max.bytes": 8 * 1024 * 1024})  # fmt: skip
+        self.producer = Producer(
+            {
+                "bootstrap.servers": cfg.bootstrap_servers,
+                "linger.ms": 20,
+                "message.max.bytes": 8 * 1024 * 1024,
+            }
+        )
 
     def send(self, count: int) -> None:
         for value in itertools.islice(self.values, count):
@@ -117,8 +122,11 @@ class Cluster:
             self.driver.add(profile)
         while len(self.driver.taskmanagers()) > count:
             self.driver.remove(self.driver.taskmanagers()[-1].name)
-        self.wait(lambda: self.parallelism() == count * profile.slots, 240,
-                  f"the job at parallelism {count * profile.slots}")
+        self.wait(
+            lambda: self.parallelism() == count * profile.slots,
+            240,
+            f"the job at parallelism {count * profile.slots}",
+        )
 
 
 def drain_rate(cluster: Cluster, backlog: int) -> float:
@@ -205,10 +213,14 @@ def plot(runs: dict[str, list[Sample]], path: Path, interval_s: float, sizes: li
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="2000,2000,8000,12000,12000,4000,2000",
-                        help="alerts per visit, comma-separated")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--sizes",
+        default="2000,2000,8000,12000,12000,4000,2000",
+        help="alerts per visit, comma-separated",
+    )
     parser.add_argument("--interval", type=float, default=39.0, help="seconds between visits")
     parser.add_argument("--backlog", type=int, default=8000)
     parser.add_argument("--plot", type=Path, default=None)
@@ -233,8 +245,11 @@ def main() -> None:
 
 
 def measure(cfg, sizes, opts, policy, small) -> str:
-    filters = tuple(f for p in sorted((REPO_ROOT / "examples" / "filters").glob("*.yaml"))
-                    for f in load_filter_file(str(p)))  # fmt: skip
+    filters = tuple(
+        f
+        for p in sorted((REPO_ROOT / "examples" / "filters").glob("*.yaml"))
+        for f in load_filter_file(str(p))
+    )
     publish_snapshot(cfg.bootstrap_servers, FilterSet(1, filters))
     cluster = Cluster(cfg)
     cluster.wait(lambda: cluster.parallelism() == small.slots, 300, "the broker running")
@@ -250,22 +265,39 @@ def measure(cfg, sizes, opts, policy, small) -> str:
 
     runs = {}
     runs["without autoscaler (1 TaskManager)"] = visit_profile(
-        cluster, sizes, opts.interval, lambda s: s[-1].lag == 0)
+        cluster, sizes, opts.interval, lambda s: s[-1].lag == 0
+    )
     print("run without the autoscaler done", file=sys.stderr)
 
-    config = AutoscalerConfig(bootstrap_servers=cfg.bootstrap_servers,
-                              flink_rest_url=cfg.flink_rest_url, port=cfg.autoscaler_port)
-    app = create_app(policy, Observer(cfg.bootstrap_servers, GROUP, ALERT_TOPICS,
-                                      cfg.flink_rest_url), cluster.driver, config,
-                     start_loop=True)  # fmt: skip
+    config = AutoscalerConfig(
+        bootstrap_servers=cfg.bootstrap_servers,
+        flink_rest_url=cfg.flink_rest_url,
+        port=cfg.autoscaler_port,
+    )
+    app = create_app(
+        policy,
+        Observer(cfg.bootstrap_servers, GROUP, ALERT_TOPICS, cfg.flink_rest_url),
+        cluster.driver,
+        config,
+        start_loop=True,
+    )
     loop = app.extensions["alertflow.scaling"]
     started = time.time()
     try:
         runs["with autoscaler (default policy)"] = visit_profile(
-            cluster, sizes, opts.interval,
+            cluster,
+            sizes,
+            opts.interval,
             # Settled: drained, back to one TaskManager after scaling (or it never scaled).
-            lambda s: s[-1].lag == 0 and s[-1].taskmanagers == 1 and s[-1].parallelism > 0
-            and (any(x.taskmanagers > 1 for x in s) or s[-1].t > len(sizes) * opts.interval + 60))
+            lambda s: (
+                s[-1].lag == 0
+                and s[-1].taskmanagers == 1
+                and s[-1].parallelism > 0
+                and (
+                    any(x.taskmanagers > 1 for x in s) or s[-1].t > len(sizes) * opts.interval + 60
+                )
+            ),
+        )
     finally:
         loop.stop()
     decisions = [d for d in loop.decisions() if d.action != "hold" and d.timestamp >= started]
@@ -286,12 +318,23 @@ def report(runs, per_tm, decisions, policy, sizes, opts, started) -> str:
         slots = policy.profile(first_up.profile).slots
         registered = next((s for s in after if s.taskmanagers > 1), None)
         raised = next((s for s in after if s.parallelism > slots), None)
-        moving = None if raised is None else next(
-            (b for a, b in itertools.pairwise(after) if a.t >= raised.t
-             and b.committed > a.committed), None)  # fmt: skip
-        for label, sample in (("new TaskManager registered", registered),
-                              ("job running at the higher parallelism", raised),
-                              ("offsets committed again (new TaskManager processing)", moving)):
+        moving = (
+            None
+            if raised is None
+            else next(
+                (
+                    b
+                    for a, b in itertools.pairwise(after)
+                    if a.t >= raised.t and b.committed > a.committed
+                ),
+                None,
+            )
+        )
+        for label, sample in (
+            ("new TaskManager registered", registered),
+            ("job running at the higher parallelism", raised),
+            ("offsets committed again (new TaskManager processing)", moving),
+        ):
             if sample is not None:
                 steps[label] = sample.t
     sent = sum(sizes)
@@ -305,19 +348,22 @@ def report(runs, per_tm, decisions, policy, sizes, opts, started) -> str:
     ]
     for label, samples in runs.items():
         drained = next(s.t for s in reversed(samples) if s.lag > 0)
-        lines.append(f"| {label} | {max(s.lag for s in samples):,} | {drained:.0f} | "
-                     f"{max(s.taskmanagers for s in samples)} |")  # fmt: skip
+        lines.append(
+            f"| {label} | {max(s.lag for s in samples):,} | {drained:.0f} | "
+            f"{max(s.taskmanagers for s in samples)} |"
+        )
     lines += [
         "",
         f"- drain rate with 1 TaskManager: {per_tm[1]:.0f} alerts/s; with 2: {per_tm[2]:.0f} "
         f"alerts/s: {per_tm[2] - per_tm[1]:+.0f} alerts/s for the second TaskManager "
         f"({per_tm[2] / per_tm[1]:.2f} x)",
         f"- load rising (lag > {threshold:,}) at {'-' if rise is None else round(rise)} s; then "
-        + ", ".join(f"{label} at {t:.0f} s"
-                    + ("" if rise is None else f" (+{t - rise:.0f} s)")
-                    for label, t in steps.items()),
-        "- decisions: " + "; ".join(f"{d.timestamp - started:.0f} s {d.action}: {d.reason}"
-                                    for d in decisions),
+        + ", ".join(
+            f"{label} at {t:.0f} s" + ("" if rise is None else f" (+{t - rise:.0f} s)")
+            for label, t in steps.items()
+        ),
+        "- decisions: "
+        + "; ".join(f"{d.timestamp - started:.0f} s {d.action}: {d.reason}" for d in decisions),
         f"- median alerts/s processed while the lag was positive: without "
         f"{statistics.median(r for t, r in rates(without) if r > 0):.0f}, with "
         f"{statistics.median(r for t, r in rates(with_) if r > 0):.0f}",

@@ -46,20 +46,29 @@ class ControlComponent(Component):
     """The control service as a component: start/stop accept or refuse changes; reload re-reads."""
 
     def __init__(self, app: Flask, config: ControlConfig, store: FilterStore) -> None:
-        super().__init__(config.service_id, "control-service", package_version(), {
-            "openapi": "/api/v1/openapi.json",
-            "filters": "/api/v1/filters",
-            "jobs": "/api/v1/jobs",
-            "components": "/api/v1/components",
-            "flink": config.flink_rest_url,
-        })
+        super().__init__(
+            config.service_id,
+            "control-service",
+            package_version(),
+            {
+                "openapi": "/api/v1/openapi.json",
+                "filters": "/api/v1/filters",
+                "jobs": "/api/v1/jobs",
+                "components": "/api/v1/components",
+                "flink": config.flink_rest_url,
+            },
+        )
         self.app = app
         self.store = store
         self.state = "running"
         self.actions = {"start": self._start, "stop": self._stop, "reload": self._reload}
         self.metrics.describe("alertflow_filters", "gauge", "Filters in the store by state")
-        self.metrics.describe("alertflow_filter_set_version", "gauge", "Version of the filter-set snapshot")
-        self.metrics.describe("alertflow_filter_changes_total", "counter", "Filter changes published since start")
+        self.metrics.describe(
+            "alertflow_filter_set_version", "gauge", "Version of the filter-set snapshot"
+        )
+        self.metrics.describe(
+            "alertflow_filter_changes_total", "counter", "Filter changes published since start"
+        )
 
     @property
     def config(self) -> ControlConfig:
@@ -111,7 +120,9 @@ class ControlComponent(Component):
 
 def kafka_store(config: ControlConfig, audit: AuditLog) -> FilterStore:
     active = KafkaSnapshotLog(config.bootstrap_servers, config.config_topic, config.kafka_timeout_s)
-    inactive = KafkaSnapshotLog(config.bootstrap_servers, config.inactive_topic, config.kafka_timeout_s)
+    inactive = KafkaSnapshotLog(
+        config.bootstrap_servers, config.inactive_topic, config.kafka_timeout_s
+    )
     return FilterStore(active, inactive, audit)
 
 
@@ -132,11 +143,20 @@ def create_app(
     app.extensions[CONFIG_EXTENSION] = config
     app.extensions[AUDIT_EXTENSION] = audit
     app.extensions[STORE_EXTENSION] = store
-    app.extensions[REFERENCE_EXTENSION] = ReferenceAlerts(config.reference_alerts, config.reference_max_alerts)
-    app.extensions[FLINK_EXTENSION] = flink or FlinkRest(config.flink_rest_url,
-                                                         config.flink_timeout_s)
+    app.extensions[REFERENCE_EXTENSION] = ReferenceAlerts(
+        config.reference_alerts, config.reference_max_alerts
+    )
+    app.extensions[FLINK_EXTENSION] = flink or FlinkRest(
+        config.flink_rest_url, config.flink_timeout_s
+    )
     app.extensions[SUBMIT_EXTENSION] = submit or submit_broker
-    install_common(app, ControlComponent(app, config, store), Authenticator(config.api_keys, config.open_reads), config.max_body_bytes, audit)
+    install_common(
+        app,
+        ControlComponent(app, config, store),
+        Authenticator(config.api_keys, config.open_reads),
+        config.max_body_bytes,
+        audit,
+    )
     app.register_blueprint(filters_bp)
     app.register_blueprint(jobs_bp)
     app.register_blueprint(components_bp)

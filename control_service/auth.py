@@ -59,8 +59,9 @@ def api_key_problems(keys: Iterable[object]) -> list[tuple[str, str]]:
         if not isinstance(key, ApiKey):
             problems.append(("api_keys", "must be a list of {token, user, role}"))
         elif len(key.token) < 8 or not key.user or key.role not in ROLES:
-            problems.append(("api_keys", f"key of {key.user!r}: token >= 8 characters, "
-                                         f"a user, role in {ROLES}"))
+            problems.append(
+                ("api_keys", f"key of {key.user!r}: token >= 8 characters, a user, role in {ROLES}")
+            )
     return problems
 
 

@@ -12,7 +12,9 @@ import requests
 
 
 class ControlError(Exception):
-    def __init__(self, status: int, error: str, message: str, details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, status: int, error: str, message: str, details: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(f"{status} {error}: {message}")
         self.status = status
         self.error = error
@@ -23,7 +25,13 @@ class ControlError(Exception):
 class ControlClient:
     """Speaks to ``base_url`` (e.g. ``http://127.0.0.1:5000``) with an optional bearer token."""
 
-    def __init__(self, base_url: str, token: str | None = None, timeout_s: float = 30.0, session: requests.Session | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        timeout_s: float = 30.0,
+        session: requests.Session | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.session = session or requests.Session()
@@ -32,15 +40,23 @@ class ControlClient:
 
     def request(self, method: str, path: str, *, expect_json: bool = True, **kwargs: Any) -> Any:
         try:
-            response = self.session.request(method, self.base_url + path, timeout=self.timeout_s, **kwargs)
+            response = self.session.request(
+                method, self.base_url + path, timeout=self.timeout_s, **kwargs
+            )
         except requests.RequestException as error:
-            raise ControlError(0, "unreachable", f"{self.base_url} does not answer: {type(error).__name__}") from None
+            raise ControlError(
+                0, "unreachable", f"{self.base_url} does not answer: {type(error).__name__}"
+            ) from None
         if response.status_code >= 400:
             try:
                 body = response.json()
-                raise ControlError(response.status_code, body["error"], body["message"], body.get("details"))
+                raise ControlError(
+                    response.status_code, body["error"], body["message"], body.get("details")
+                )
             except (ValueError, KeyError, TypeError):
-                raise ControlError(response.status_code, "http_error", response.text[:200]) from None
+                raise ControlError(
+                    response.status_code, "http_error", response.text[:200]
+                ) from None
         return response.json() if expect_json else response.text
 
     # --- the common control API ------------------------------------------------------------
@@ -77,25 +93,49 @@ class ControlClient:
     # --- filters (control service) ---------------------------------------------------------
 
     def list_filters(self, owner: str | None = None, active: bool | None = None) -> dict[str, Any]:
-        params = {k: v for k, v in {"owner": owner, "active": None if active is None else str(active).lower()}.items() if v is not None}
+        params = {
+            k: v
+            for k, v in {
+                "owner": owner,
+                "active": None if active is None else str(active).lower(),
+            }.items()
+            if v is not None
+        }
         return self.request("GET", "/api/v1/filters", params=params)
 
     def get_filter(self, name: str, yaml_text: bool = False) -> Any:
         if yaml_text:
-            return self.request("GET", f"/api/v1/filters/{name}", expect_json=False, headers={"Accept": "application/yaml"})
+            return self.request(
+                "GET",
+                f"/api/v1/filters/{name}",
+                expect_json=False,
+                headers={"Accept": "application/yaml"},
+            )
         return self.request("GET", f"/api/v1/filters/{name}")
 
     def apply_filters(self, yaml_text: str) -> dict[str, Any]:
-        return self.request("POST", "/api/v1/filters", data=yaml_text.encode(), headers={"Content-Type": "application/yaml"})
+        return self.request(
+            "POST",
+            "/api/v1/filters",
+            data=yaml_text.encode(),
+            headers={"Content-Type": "application/yaml"},
+        )
 
     def put_filter(self, name: str, yaml_text: str) -> dict[str, Any]:
-        return self.request("PUT", f"/api/v1/filters/{name}", data=yaml_text.encode(), headers={"Content-Type": "application/yaml"})
+        return self.request(
+            "PUT",
+            f"/api/v1/filters/{name}",
+            data=yaml_text.encode(),
+            headers={"Content-Type": "application/yaml"},
+        )
 
     def delete_filter(self, name: str) -> dict[str, Any]:
         return self.request("DELETE", f"/api/v1/filters/{name}")
 
     def set_active(self, name: str, active: bool) -> dict[str, Any]:
-        return self.request("POST", f"/api/v1/filters/{name}/{'activate' if active else 'deactivate'}")
+        return self.request(
+            "POST", f"/api/v1/filters/{name}/{'activate' if active else 'deactivate'}"
+        )
 
     def test_filter(self, name: str) -> dict[str, Any]:
         return self.request("POST", f"/api/v1/filters/{name}/test")
@@ -109,7 +149,9 @@ class ControlClient:
         return self.request("POST", "/api/v1/jobs", json={"args": args or []})
 
     def stop_job(self, job_id: str, savepoint: bool = True) -> dict[str, Any]:
-        return self.request("DELETE", f"/api/v1/jobs/{job_id}", params={"savepoint": str(savepoint).lower()})
+        return self.request(
+            "DELETE", f"/api/v1/jobs/{job_id}", params={"savepoint": str(savepoint).lower()}
+        )
 
     def upgrade_job(self, job_id: str, args: list[str] | None = None) -> dict[str, Any]:
         return self.request("POST", f"/api/v1/jobs/{job_id}/upgrade", json={"args": args or []})

@@ -100,7 +100,9 @@ class Component:
     admin principal and returning a JSON-able result.
     """
 
-    def __init__(self, id: str, kind: str, version: str, links: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, id: str, kind: str, version: str, links: Mapping[str, str] | None = None
+    ) -> None:
         self.id = id
         self.kind = kind
         self.version = version
@@ -135,7 +137,10 @@ class Component:
 
     def put_config(self, changes: Mapping[str, Any]) -> Mapping[str, Any]:
         """Validate and apply ``changes`` whole; raise ConfigError listing every problem."""
-        raise ConfigError([(name, "cannot be changed at run time") for name in changes] or [("config", "nothing to change")])
+        raise ConfigError(
+            [(name, "cannot be changed at run time") for name in changes]
+            or [("config", "nothing to change")]
+        )
 
     def collect_metrics(self) -> None:
         """Refresh gauges just before ``/metrics`` renders (override)."""
@@ -161,7 +166,9 @@ def component() -> Component:
 def json_body(kind: type = dict) -> Any:
     """The request's JSON body, which must be a ``kind``; 415/400 otherwise."""
     if not request.is_json:
-        raise unsupported_media_type("send application/json", content_type=request.content_type or "")
+        raise unsupported_media_type(
+            "send application/json", content_type=request.content_type or ""
+        )
     data = request.get_json(silent=True)
     if data is None and request.get_data():
         raise bad_request("the body is not valid JSON")
@@ -206,9 +213,14 @@ def put_config() -> Response:
     try:
         applied = comp.put_config(changes)
     except ConfigError as error:
-        raise validation_failed("the configuration was rejected whole; nothing changed", [{"field": f, "message": m} for f, m in error.problems]) from None
+        raise validation_failed(
+            "the configuration was rejected whole; nothing changed",
+            [{"field": f, "message": m} for f, m in error.problems],
+        ) from None
     comp.config_version += 1
-    comp.audit.write(principal, "config.put", comp.id, old, comp.config_version, changes=sorted(changes))
+    comp.audit.write(
+        principal, "config.put", comp.id, old, comp.config_version, changes=sorted(changes)
+    )
     return jsonify({"config_version": comp.config_version, "config": applied})
 
 
@@ -218,7 +230,9 @@ def run_action(action: str) -> Response:
     comp = component()
     handler = comp.actions.get(action)
     if handler is None:
-        raise not_found(f"{comp.kind} does not support the action {action!r}", supported=sorted(comp.actions))
+        raise not_found(
+            f"{comp.kind} does not support the action {action!r}", supported=sorted(comp.actions)
+        )
     before = comp.state
     result = dict(handler(principal))
     comp.audit.write(principal, f"action.{action}", comp.id, before, comp.state)
@@ -229,7 +243,11 @@ def run_action(action: str) -> Response:
 def metrics() -> Response:
     comp = component()
     comp.collect_metrics()
-    return Response(comp.metrics.render(), mimetype="text/plain", headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+    return Response(
+        comp.metrics.render(),
+        mimetype="text/plain",
+        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
+    )
 
 
 @control.get("/api/v1/openapi.json")
@@ -241,7 +259,9 @@ def _before() -> None:
     g.started = time.perf_counter()
     limit = current_app.config.get("MAX_CONTENT_LENGTH")
     if limit is not None and request.content_length is not None and request.content_length > limit:
-        raise too_large(f"the body is {request.content_length} bytes; the limit is {limit}", limit=limit)
+        raise too_large(
+            f"the body is {request.content_length} bytes; the limit is {limit}", limit=limit
+        )
 
 
 def _after(response: Response) -> Response:
@@ -251,21 +271,40 @@ def _after(response: Response) -> Response:
         labels = {"method": request.method, "route": route, "status": str(response.status_code)}
         comp.metrics.inc("alertflow_http_requests_total", **labels)
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        comp.metrics.inc("alertflow_http_request_duration_seconds_sum", elapsed, method=request.method, route=route)
-        comp.metrics.inc("alertflow_http_request_duration_seconds_count", 1, method=request.method, route=route)
+        comp.metrics.inc(
+            "alertflow_http_request_duration_seconds_sum",
+            elapsed,
+            method=request.method,
+            route=route,
+        )
+        comp.metrics.inc(
+            "alertflow_http_request_duration_seconds_count", 1, method=request.method, route=route
+        )
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Cache-Control", "no-store")
     return response
 
 
-def install_common(app: Flask, comp: Component, authenticator: Authenticator, max_body_bytes: int, audit: AuditLog | None = None) -> None:
+def install_common(
+    app: Flask,
+    comp: Component,
+    authenticator: Authenticator,
+    max_body_bytes: int,
+    audit: AuditLog | None = None,
+) -> None:
     """Mount the common control API on ``app`` for ``comp``; every service calls this once."""
     if audit is not None:
         comp.audit = audit
-    comp.metrics.describe("alertflow_http_requests_total", "counter", "HTTP requests by method, route and status")
-    comp.metrics.describe("alertflow_http_request_duration_seconds", "summary", "HTTP request latency")
+    comp.metrics.describe(
+        "alertflow_http_requests_total", "counter", "HTTP requests by method, route and status"
+    )
+    comp.metrics.describe(
+        "alertflow_http_request_duration_seconds", "summary", "HTTP request latency"
+    )
     comp.metrics.describe("alertflow_component_info", "gauge", "The component's identity")
-    comp.metrics.set("alertflow_component_info", 1, id=comp.id, kind=comp.kind, version=comp.version)
+    comp.metrics.set(
+        "alertflow_component_info", 1, id=comp.id, kind=comp.kind, version=comp.version
+    )
     app.extensions[COMPONENT_EXTENSION] = comp
     app.extensions[AUTH_EXTENSION] = authenticator
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
@@ -277,7 +316,9 @@ def install_common(app: Flask, comp: Component, authenticator: Authenticator, ma
 
 
 def iter_issue_dicts(issues: Iterable[Any]) -> list[dict[str, Any]]:
-    return [{"line": i.line, "column": i.column, "path": i.path, "message": i.message} for i in issues]
+    return [
+        {"line": i.line, "column": i.column, "path": i.path, "message": i.message} for i in issues
+    ]
 
 
 __all__ = ["ApiError", "Component", "Metrics", "control", "install_common", "json_body"]

@@ -49,8 +49,12 @@ components_bp = Blueprint("components", __name__, url_prefix="/api/v1/components
 
 ANNOTATORS = tuple(a.value for a in annotate.Annotator)
 #: Namespaces of the Beam counters the stages keep (transforms/).
-COUNTER_NAMESPACES = (decode.COUNTER_NAMESPACE, annotate.COUNTER_NAMESPACE,
-                      apply.COUNTER_NAMESPACE, publish.COUNTER_NAMESPACE)  # fmt: skip
+COUNTER_NAMESPACES = (
+    decode.COUNTER_NAMESPACE,
+    annotate.COUNTER_NAMESPACE,
+    apply.COUNTER_NAMESPACE,
+    publish.COUNTER_NAMESPACE,
+)
 _SUBTASK = re.compile(r"^\d+\.")
 _COUNTER = re.compile(rf"^(?:{'|'.join(COUNTER_NAMESPACES)})_")
 
@@ -62,8 +66,10 @@ def counter_key(namespace: str, name: str) -> str:
 
 _DECODE_IN = counter_key(decode.COUNTER_NAMESPACE, decode.MESSAGES_COUNTER)
 _DECODE_OUT = counter_key(decode.COUNTER_NAMESPACE, decode.DECODED_COUNTER)
-_DECODE_ERRORS = frozenset(counter_key(decode.COUNTER_NAMESPACE, decode.dead_letters_counter(s))
-                           for s in decode.DecodeStage)  # fmt: skip
+_DECODE_ERRORS = frozenset(
+    counter_key(decode.COUNTER_NAMESPACE, decode.dead_letters_counter(s))
+    for s in decode.DecodeStage
+)
 _FILTERS_IN = counter_key(apply.COUNTER_NAMESPACE, apply.ALERTS_IN_COUNTER)
 _FILTERS_OUT = counter_key(apply.COUNTER_NAMESPACE, apply.MATCHES_COUNTER)
 _FILTERS_ERRORS = counter_key(apply.COUNTER_NAMESPACE, apply.FILTER_ERRORS_COUNTER)
@@ -89,8 +95,9 @@ def _decode_errors(keys: Iterable[str]) -> tuple[str, ...]:
 def _annotate_errors(keys: Iterable[str], annotator: str | None = None) -> tuple[str, ...]:
     # Flink may keep or replace the dot of "annotate.<a>" in a metric name.
     stages = annotate.STAGES if annotator is None else (f"annotate.{annotator}",)
-    wanted = {counter_key(annotate.COUNTER_NAMESPACE, annotate.dead_letters_counter(s))
-              for s in stages}  # fmt: skip
+    wanted = {
+        counter_key(annotate.COUNTER_NAMESPACE, annotate.dead_letters_counter(s)) for s in stages
+    }
     wanted |= {k.replace("annotate.", "annotate_") for k in wanted}
     return tuple(k for k in keys if k in wanted)
 
@@ -103,26 +110,42 @@ def _annotate_in(annotator: str) -> str:
 def stages(keys: Iterable[str]) -> list[Stage]:
     """The broker's stages, their figures resolved against the metric ``keys`` a job has."""
     keys = sorted(set(keys))
-    source_out = tuple(k for k in keys if k.startswith("op:Source__ReadAlerts") and
-                       k.endswith(".numRecordsOut"))  # fmt: skip
+    source_out = tuple(
+        k for k in keys if k.startswith("op:Source__ReadAlerts") and k.endswith(".numRecordsOut")
+    )
     dead_writer = tuple(
-        k for k in keys if k.startswith("op:") and "PublishDeadLetters/" in k
-        and "KafkaIO_WriteRecords" in k and k.endswith(".numRecordsIn")
-    )  # fmt: skip
+        k
+        for k in keys
+        if k.startswith("op:")
+        and "PublishDeadLetters/" in k
+        and "KafkaIO_WriteRecords" in k
+        and k.endswith(".numRecordsIn")
+    )
     out = [
         Stage("ingest", "ReadAlerts", None, source_out, None),
         Stage("decode", "DecodeAlerts", (_DECODE_IN,), (_DECODE_OUT,), _decode_errors(keys)),
-    ]  # fmt: skip
+    ]
     for annotator in ANNOTATORS:
-        out.append(Stage(f"annotate.{annotator}", "AnnotateAlerts",
-                         (_annotate_in(annotator),), None,
-                         _annotate_errors(keys, annotator)))  # fmt: skip
+        out.append(
+            Stage(
+                f"annotate.{annotator}",
+                "AnnotateAlerts",
+                (_annotate_in(annotator),),
+                None,
+                _annotate_errors(keys, annotator),
+            )
+        )
     out += [
         Stage("filters", "ApplyFilters", (_FILTERS_IN,), (_FILTERS_OUT,), (_FILTERS_ERRORS,)),
         Stage("publish", "PublishMatches", (_FILTERS_OUT,), (_PUBLISHED,), None),
-        Stage("deadletters", "PublishDeadLetters",
-              _decode_errors(keys) + _annotate_errors(keys), dead_writer, None),
-    ]  # fmt: skip
+        Stage(
+            "deadletters",
+            "PublishDeadLetters",
+            _decode_errors(keys) + _annotate_errors(keys),
+            dead_writer,
+            None,
+        ),
+    ]
     return out
 
 
@@ -196,8 +219,11 @@ def job_components(flink: FlinkRest, job: dict[str, Any]) -> list[dict[str, Any]
 
 
 def _live_jobs(flink: FlinkRest, job_id: str | None = None) -> list[dict[str, Any]]:
-    return [flink.job(j["jid"]) for j in flink.jobs()
-            if j.get("state") not in TERMINAL_STATES and job_id in (None, j["jid"])]  # fmt: skip
+    return [
+        flink.job(j["jid"])
+        for j in flink.jobs()
+        if j.get("state") not in TERMINAL_STATES and job_id in (None, j["jid"])
+    ]
 
 
 @components_bp.get("")

@@ -35,7 +35,14 @@ from transforms.topics import CONFIG_TOPIC, INACTIVE_CONFIG_TOPIC
 
 ENV_PREFIX = "ALERTFLOW_CONTROL_"
 #: Fields an admin may change on the running service (PUT /api/v1/config).
-RUNTIME_FIELDS = ("open_reads", "max_body_bytes", "max_yaml_bytes", "max_yaml_aliases", "max_test_matches", "log_level")
+RUNTIME_FIELDS = (
+    "open_reads",
+    "max_body_bytes",
+    "max_yaml_bytes",
+    "max_yaml_aliases",
+    "max_test_matches",
+    "log_level",
+)
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
 
@@ -70,9 +77,15 @@ class ControlConfig:
     #: ever reaching the pipeline, which reads only ``config_topic``.
     inactive_topic: str = INACTIVE_CONFIG_TOPIC
     kafka_timeout_s: float = 10.0
-    flink_rest_url: str = field(default_factory=lambda: f"http://{HOST}:{_stack_port('ALERTFLOW_FLINK_REST_PORT', 8081)}")
+    flink_rest_url: str = field(
+        default_factory=lambda: f"http://{HOST}:{_stack_port('ALERTFLOW_FLINK_REST_PORT', 8081)}"
+    )
     flink_timeout_s: float = 5.0
-    savepoint_dir: str = field(default_factory=lambda: str(Path(os.environ.get("ALERTFLOW_RUN_DIR", REPO_ROOT / ".run")).resolve() / "savepoints"))
+    savepoint_dir: str = field(
+        default_factory=lambda: str(
+            Path(os.environ.get("ALERTFLOW_RUN_DIR", REPO_ROOT / ".run")).resolve() / "savepoints"
+        )
+    )
     job_args: tuple[str, ...] = ()
     api_keys: tuple[ApiKey, ...] = ()
     open_reads: bool = True
@@ -80,7 +93,12 @@ class ControlConfig:
     max_yaml_bytes: int = 64 * 1024
     max_yaml_aliases: int = 16
     max_yaml_depth: int = 20
-    audit_log: Path = field(default_factory=lambda: Path(os.environ.get("ALERTFLOW_RUN_DIR", REPO_ROOT / ".run")).resolve() / "control-audit.jsonl")
+    audit_log: Path = field(
+        default_factory=lambda: (
+            Path(os.environ.get("ALERTFLOW_RUN_DIR", REPO_ROOT / ".run")).resolve()
+            / "control-audit.jsonl"
+        )
+    )
     reference_alerts: tuple[Path, ...] = field(default_factory=_default_reference)
     reference_max_alerts: int = 2000
     max_test_matches: int = 100
@@ -93,7 +111,11 @@ class ControlConfig:
 
     def with_changes(self, changes: Mapping[str, Any]) -> ControlConfig:
         """A new config with ``changes`` (runtime fields only); raises ConfigError, whole."""
-        problems = [(k, "cannot be changed at run time") for k in changes if k in FIELD_NAMES and k not in RUNTIME_FIELDS]
+        problems = [
+            (k, "cannot be changed at run time")
+            for k in changes
+            if k in FIELD_NAMES and k not in RUNTIME_FIELDS
+        ]
         problems += [(k, "unknown field") for k in changes if k not in FIELD_NAMES]
         if problems:
             raise ConfigError(problems)
@@ -115,9 +137,26 @@ class ControlConfig:
 
 
 FIELD_NAMES = tuple(f.name for f in dataclasses.fields(ControlConfig))
-_INT_FIELDS = {"port", "max_body_bytes", "max_yaml_bytes", "max_yaml_aliases", "max_yaml_depth", "reference_max_alerts", "max_test_matches"}
+_INT_FIELDS = {
+    "port",
+    "max_body_bytes",
+    "max_yaml_bytes",
+    "max_yaml_aliases",
+    "max_yaml_depth",
+    "reference_max_alerts",
+    "max_test_matches",
+}
 _FLOAT_FIELDS = {"kafka_timeout_s", "flink_timeout_s"}
-_STR_FIELDS = {"service_id", "host", "bootstrap_servers", "config_topic", "inactive_topic", "flink_rest_url", "savepoint_dir", "log_level"}
+_STR_FIELDS = {
+    "service_id",
+    "host",
+    "bootstrap_servers",
+    "config_topic",
+    "inactive_topic",
+    "flink_rest_url",
+    "savepoint_dir",
+    "log_level",
+}
 
 
 def _check(cfg: ControlConfig) -> list[tuple[str, str]]:
@@ -139,7 +178,11 @@ def _check(cfg: ControlConfig) -> list[tuple[str, str]]:
         problems.append(("open_reads", "must be true or false"))
     if cfg.log_level not in LOG_LEVELS:
         problems.append(("log_level", f"must be one of {', '.join(LOG_LEVELS)}"))
-    if isinstance(cfg.max_body_bytes, int) and isinstance(cfg.max_yaml_bytes, int) and cfg.max_yaml_bytes > cfg.max_body_bytes:
+    if (
+        isinstance(cfg.max_body_bytes, int)
+        and isinstance(cfg.max_yaml_bytes, int)
+        and cfg.max_yaml_bytes > cfg.max_body_bytes
+    ):
         problems.append(("max_yaml_bytes", "must not exceed max_body_bytes"))
     problems += api_key_problems(cfg.api_keys)
     return problems
@@ -155,7 +198,11 @@ def _api_keys(raw: Any, problems: list[tuple[str, str]]) -> tuple[ApiKey, ...]:
         return ()
     keys = []
     for i, item in enumerate(raw):
-        if not isinstance(item, dict) or set(item) - {"token", "user", "role"} or not all(isinstance(item.get(k), str) for k in ("token", "user")):
+        if (
+            not isinstance(item, dict)
+            or set(item) - {"token", "user", "role"}
+            or not all(isinstance(item.get(k), str) for k in ("token", "user"))
+        ):
             problems.append((f"api_keys[{i}]", "must be {token: str, user: str, role: user|admin}"))
             continue
         keys.append(ApiKey(item["token"], item["user"], item.get("role", "user")))
@@ -171,7 +218,11 @@ def _coerce(name: str, value: Any, from_env: bool, problems: list[tuple[str, str
         if not isinstance(value, list | tuple) or not all(isinstance(v, str | Path) for v in value):
             problems.append((name, "must be a list of strings"))
             return ()
-        return tuple(Path(v) for v in value) if name == "reference_alerts" else tuple(str(v) for v in value)
+        return (
+            tuple(Path(v) for v in value)
+            if name == "reference_alerts"
+            else tuple(str(v) for v in value)
+        )
     if name == "audit_log":
         if not isinstance(value, str | Path) or not str(value):
             problems.append((name, "must be a path"))
@@ -186,20 +237,33 @@ def _coerce(name: str, value: Any, from_env: bool, problems: list[tuple[str, str
             except ValueError:
                 return value
         if name == "open_reads":
-            return {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}.get(value.lower(), value)
+            return {
+                "true": True,
+                "1": True,
+                "yes": True,
+                "false": False,
+                "0": False,
+                "no": False,
+            }.get(value.lower(), value)
     return value
 
 
 def _build(values: Mapping[str, Any], from_env: frozenset[str] = frozenset()) -> ControlConfig:
     problems: list[tuple[str, str]] = []
-    kwargs = {name: _coerce(name, value, name in from_env, problems) for name, value in values.items()}
+    kwargs = {
+        name: _coerce(name, value, name in from_env, problems) for name, value in values.items()
+    }
     if problems:
         raise ConfigError(problems)
     return ControlConfig(**kwargs)
 
 
-def load_config(path: str | Path | None = None, env: Mapping[str, str] | None = None, **overrides: Any) -> ControlConfig:
-    """Defaults < YAML file < ``ALERTFLOW_CONTROL_*`` variables < ``overrides``; raises ConfigError."""
+def load_config(
+    path: str | Path | None = None, env: Mapping[str, str] | None = None, **overrides: Any
+) -> ControlConfig:
+    """Defaults < YAML file < ``ALERTFLOW_CONTROL_*`` variables < ``overrides``.
+
+    Raises ConfigError."""
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
     path = path or env.get(ENV_PREFIX + "CONFIG")

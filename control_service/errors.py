@@ -58,7 +58,9 @@ def bad_request(message: str, **details: Any) -> ApiError:
 
 
 def unauthorized(message: str) -> ApiError:
-    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": 'Bearer realm="alertflow"'})
+    return ApiError(
+        401, "unauthorized", message, headers={"WWW-Authenticate": 'Bearer realm="alertflow"'}
+    )
 
 
 def forbidden(message: str, **details: Any) -> ApiError:
@@ -89,7 +91,9 @@ def unavailable(message: str, **details: Any) -> ApiError:
     return ApiError(503, "unavailable", message, details)
 
 
-def error_response(status: int, error: str, message: str, details: dict[str, Any] | None = None) -> Response:
+def error_response(
+    status: int, error: str, message: str, details: dict[str, Any] | None = None
+) -> Response:
     response = jsonify({"error": error, "message": message, "details": details or {}})
     response.status_code = status
     return response
@@ -105,7 +109,9 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(err: HTTPException) -> Response:
         status = err.code or 500
-        response = error_response(status, _HTTP_CODES.get(status, "http_error"), err.description or err.name)
+        response = error_response(
+            status, _HTTP_CODES.get(status, "http_error"), err.description or err.name
+        )
         if status == 405 and err.response is None:
             allowed = getattr(err, "valid_methods", None)
             if allowed:
@@ -116,4 +122,9 @@ def register_error_handlers(app: Flask) -> None:
     def _unexpected(err: Exception) -> Response:
         request_id = uuid.uuid4().hex
         log.exception("unhandled error (request %s)", request_id, exc_info=err)
-        return error_response(500, "internal", "internal error; the server log has the details", {"request_id": request_id})
+        return error_response(
+            500,
+            "internal",
+            "internal error; the server log has the details",
+            {"request_id": request_id},
+        )

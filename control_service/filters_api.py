@@ -88,7 +88,11 @@ class ReferenceAlerts:
         schemas = LsstSchemas(DEFAULT_LSST_SCHEMA_DIR)
         files: list[Path] = []
         for path in self.paths:
-            files += [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in (".avro", ".bin"))
+            files += (
+                [path]
+                if path.is_file()
+                else sorted(p for p in path.rglob("*") if p.suffix in (".avro", ".bin"))
+            )
         alerts: list[Alert] = []
         for path in files:
             if len(alerts) >= self.max_alerts:
@@ -117,7 +121,10 @@ def parse_filter_body() -> tuple[Filter, ...]:
     settings = _settings()
     raw = request.get_data(cache=True)
     if len(raw) > settings.max_yaml_bytes:
-        raise too_large(f"a filter body may be at most {settings.max_yaml_bytes} bytes", limit=settings.max_yaml_bytes)
+        raise too_large(
+            f"a filter body may be at most {settings.max_yaml_bytes} bytes",
+            limit=settings.max_yaml_bytes,
+        )
     if not raw.strip():
         raise bad_request("the body is empty; send one or more filter documents")
     mimetype = request.mimetype
@@ -129,7 +136,9 @@ def parse_filter_body() -> tuple[Filter, ...]:
             data = data["filters"]
         documents = data if isinstance(data, list) else [data]
         if not documents or not all(isinstance(d, dict) for d in documents):
-            raise bad_request("send a filter document (an object), a list of them, or {\"filters\": [...]}")
+            raise bad_request(
+                'send a filter document (an object), a list of them, or {"filters": [...]}'
+            )
         text = yaml.safe_dump_all(documents, sort_keys=False)
         source = "json"
     elif mimetype in YAML_TYPES:
@@ -140,23 +149,40 @@ def parse_filter_body() -> tuple[Filter, ...]:
         try:
             check_yaml_limits(text, settings.max_yaml_aliases, settings.max_yaml_depth)
         except YamlLimitExceeded as error:
-            issue = {"line": error.line, "column": error.column, "path": "<yaml>",
-                     "message": str(error)}
+            issue = {
+                "line": error.line,
+                "column": error.column,
+                "path": "<yaml>",
+                "message": str(error),
+            }
             raise validation_failed(error.summary, [issue]) from None
         source = "yaml"
     else:
-        raise unsupported_media_type("send application/yaml or application/json", content_type=request.content_type or "")
+        raise unsupported_media_type(
+            "send application/yaml or application/json", content_type=request.content_type or ""
+        )
     try:
         return load_filters(text, source="<request>")
     except FilterValidationError as error:
-        raise validation_failed(f"the filter document has {len(error.issues)} problem(s); nothing was changed", iter_issue_dicts(error.issues), format=source) from None
+        raise validation_failed(
+            f"the filter document has {len(error.issues)} problem(s); nothing was changed",
+            iter_issue_dicts(error.issues),
+            format=source,
+        ) from None
     except RecursionError:
-        raise validation_failed("the document nests too deep", [{"line": 0, "column": 0, "path": "<yaml>", "message": "nested too deep"}]) from None
+        raise validation_failed(
+            "the document nests too deep",
+            [{"line": 0, "column": 0, "path": "<yaml>", "message": "nested too deep"}],
+        ) from None
 
 
 def _require_running() -> None:
     if component().state != "running":
-        raise unavailable(f"the control service is {component().state}; changes are refused until POST /api/v1/actions/start", state=component().state)
+        raise unavailable(
+            f"the control service is {component().state}; changes are refused until "
+            "POST /api/v1/actions/start",
+            state=component().state,
+        )
 
 
 # --- responses ----------------------------------------------------------------------------------
@@ -184,7 +210,12 @@ def list_filters() -> Response:
     if active not in (None, "true", "false"):
         raise bad_request("active must be true or false", parameter="active")
     version, items = _store().all()
-    items = [s for s in items if (owner is None or s.filter.owner == owner) and (active is None or s.active == (active == "true"))]
+    items = [
+        s
+        for s in items
+        if (owner is None or s.filter.owner == owner)
+        and (active is None or s.active == (active == "true"))
+    ]
     return jsonify({"version": version, "filters": [filter_view(s) for s in items]})
 
 
@@ -195,7 +226,12 @@ def apply_filters() -> tuple[Response, int]:
     filters = parse_filter_body()
     result = _store().apply(filters, principal)
     views = [filter_view(_store().get(f.name)) for f in filters]
-    body = {"version": result.version, "created": list(result.created), "updated": list(result.updated), "filters": views}
+    body = {
+        "version": result.version,
+        "created": list(result.created),
+        "updated": list(result.updated),
+        "filters": views,
+    }
     return jsonify(body), 201 if result.created else 200
 
 
@@ -203,7 +239,10 @@ def apply_filters() -> tuple[Response, int]:
 def get_filter(name: str) -> Response:
     require_read()
     stored = _store().get(name)
-    if request.accept_mimetypes.best_match(["application/json", "application/yaml"]) == "application/yaml":
+    if (
+        request.accept_mimetypes.best_match(["application/json", "application/yaml"])
+        == "application/yaml"
+    ):
         text = yaml.safe_dump(stored.filter.to_document(), sort_keys=False)
         return Response(text, mimetype="application/yaml")
     return jsonify({**filter_view(stored), "version": _store().version})
@@ -218,10 +257,24 @@ def put_filter(name: str) -> tuple[Response, int]:
         names = ", ".join(f.name for f in filters)
         raise validation_failed(
             f"PUT /api/v1/filters/{name} takes exactly one document named {name!r}",
-            [{"line": 0, "column": 0, "path": "metadata.name", "message": f"expected one filter named {name!r}, got: {names}"}],
+            [
+                {
+                    "line": 0,
+                    "column": 0,
+                    "path": "metadata.name",
+                    "message": f"expected one filter named {name!r}, got: {names}",
+                }
+            ],
         )
     result = _store().apply(filters, principal)
-    return jsonify({"version": result.version, "created": list(result.created), "updated": list(result.updated), "filters": [filter_view(_store().get(name))]}), 201 if result.created else 200
+    return jsonify(
+        {
+            "version": result.version,
+            "created": list(result.created),
+            "updated": list(result.updated),
+            "filters": [filter_view(_store().get(name))],
+        }
+    ), 201 if result.created else 200
 
 
 @filters_bp.delete("/<name>")
@@ -272,15 +325,17 @@ def test_filter(name: str) -> Response:
         if isinstance(item, FilterMatch)
     ][:limit]
     n = len(batch.alerts)
-    return jsonify({
-        "filter": flt.name,
-        "active": stored.active,
-        "evaluated": n,
-        "rejected": len(batch.rejected),
-        "matched": outcome.matched,
-        "fraction": outcome.matched / n if n else 0.0,
-        "errors": outcome.errors,
-        "failure": outcome.failure,
-        "matches": matches,
-        "truncated": outcome.matched > len(matches),
-    })
+    return jsonify(
+        {
+            "filter": flt.name,
+            "active": stored.active,
+            "evaluated": n,
+            "rejected": len(batch.rejected),
+            "matched": outcome.matched,
+            "fraction": outcome.matched / n if n else 0.0,
+            "errors": outcome.errors,
+            "failure": outcome.failure,
+            "matches": matches,
+            "truncated": outcome.matched > len(matches),
+        }
+    )

@@ -59,7 +59,9 @@ def submit_broker(argv: Sequence[str]) -> Any:
     try:
         from pipelines import broker
     except ImportError as error:
-        raise unavailable("the broker pipeline (pipelines.broker) is not available", reason=str(error)) from None
+        raise unavailable(
+            "the broker pipeline (pipelines.broker) is not available", reason=str(error)
+        ) from None
     return broker.run(list(argv))
 
 
@@ -111,17 +113,24 @@ def _submit(args: Sequence[str], deadline_s: float = 120.0) -> dict[str, Any]:
         result = submit(argv)
     except ApiError:
         raise
-    except Exception as error:  # noqa: BLE001 - the runner's failures become one 503
+    except Exception as error:
         log.exception("job submission failed")
-        raise unavailable("the pipeline could not be submitted", reason=type(error).__name__) from None
+        raise unavailable(
+            "the pipeline could not be submitted", reason=type(error).__name__
+        ) from None
     deadline = time.monotonic() + deadline_s
     while time.monotonic() < deadline:
-        new = [j for j in flink.jobs() if j["jid"] not in before
-               and (name is None or j.get("name") == name)]  # fmt: skip
+        new = [
+            j
+            for j in flink.jobs()
+            if j["jid"] not in before and (name is None or j.get("name") == name)
+        ]
         if new:
             return {**job_view(new[0]), "beam_state": str(getattr(result, "state", ""))}
         time.sleep(0.5)
-    raise unavailable(f"the pipeline was submitted but no new Flink job appeared in {deadline_s:.0f}s")
+    raise unavailable(
+        f"the pipeline was submitted but no new Flink job appeared in {deadline_s:.0f}s"
+    )
 
 
 @jobs_bp.get("")
@@ -134,7 +143,15 @@ def list_jobs() -> Response:
 def get_job(job_id: str) -> Response:
     require_read()
     job = _flink().job(job_id)
-    vertices = [{"id": v["id"], "name": v.get("name", ""), "status": v.get("status"), "parallelism": v.get("parallelism")} for v in job.get("vertices", [])]
+    vertices = [
+        {
+            "id": v["id"],
+            "name": v.get("name", ""),
+            "status": v.get("status"),
+            "parallelism": v.get("parallelism"),
+        }
+        for v in job.get("vertices", [])
+    ]
     return jsonify({**job_view(job), "vertices": vertices})
 
 
@@ -143,7 +160,9 @@ def submit_job() -> tuple[Response, int]:
     principal = require_admin()
     args = _validate_args(json_body(dict) if request.get_data() else {})
     job = _submit(args)
-    current_app.extensions["alertflow.audit"].write(principal, "job.submit", job["id"], None, job["id"], args=args)
+    current_app.extensions["alertflow.audit"].write(
+        principal, "job.submit", job["id"], None, job["id"], args=args
+    )
     return jsonify(job), 202
 
 
@@ -159,10 +178,14 @@ def stop_job(job_id: str) -> Response:
         raise ApiError(409, "conflict", f"job {job_id} is already {job.get('state')}")
     location = None
     if savepoint == "true":
-        location = flink.stop_with_savepoint(job_id, current_app.extensions["alertflow.config"].savepoint_dir)
+        location = flink.stop_with_savepoint(
+            job_id, current_app.extensions["alertflow.config"].savepoint_dir
+        )
     else:
         flink.cancel(job_id)
-    current_app.extensions["alertflow.audit"].write(principal, "job.stop", job_id, job.get("state"), "STOPPED", savepoint=location)
+    current_app.extensions["alertflow.audit"].write(
+        principal, "job.stop", job_id, job.get("state"), "STOPPED", savepoint=location
+    )
     return jsonify({"id": job_id, "stopped": True, "savepoint": location})
 
 
@@ -185,12 +208,21 @@ def upgrade_job(job_id: str) -> tuple[Response, int]:
         # The old job is stopped: say where its state is, so the upgrade can be retried.
         error = flink_api_error(failure) if isinstance(failure, FlinkRestError) else failure
         error.details = {**error.details, "previous": job_id, "savepoint": location}
-        audit.write(principal, "job.upgrade", job_id, job_id, None, savepoint=location,
-                    failed=error.message)  # fmt: skip
+        audit.write(
+            principal, "job.upgrade", job_id, job_id, None, savepoint=location, failed=error.message
+        )
         raise error from None
     audit.write(principal, "job.upgrade", job_id, job_id, job["id"], savepoint=location)
-    timings = {"savepoint_s": round(savepoint_s, 1),
-               "total_s": round(time.monotonic() - started, 1)}  # fmt: skip
-    body = {**job, "state": flink.job(job["id"]).get("state", job["state"]), "previous": job_id,
-            "savepoint": location, "restored": restored, "timings": timings}
+    timings = {
+        "savepoint_s": round(savepoint_s, 1),
+        "total_s": round(time.monotonic() - started, 1),
+    }
+    body = {
+        **job,
+        "state": flink.job(job["id"]).get("state", job["state"]),
+        "previous": job_id,
+        "savepoint": location,
+        "restored": restored,
+        "timings": timings,
+    }
     return jsonify(body), 202

@@ -1,4 +1,5 @@
-"""The OpenAPI 3 spec, served at ``/api/v1/openapi.json``: the common part and the control service's.
+"""The OpenAPI 3 spec, served at ``/api/v1/openapi.json``: the common part, and the control
+service's.
 
 Built here as data, beside the code it describes; the schemathesis test checks every response of
 the running app against it.
@@ -51,9 +52,17 @@ SCHEMAS: dict[str, Any] = {
     "Error": {
         "type": "object",
         "required": ["error", "message", "details"],
-        "properties": {"error": {"type": "string"}, "message": {"type": "string"}, "details": {"type": "object"}},
+        "properties": {
+            "error": {"type": "string"},
+            "message": {"type": "string"},
+            "details": {"type": "object"},
+        },
     },
-    "Health": {"type": "object", "required": ["status"], "properties": {"status": {"type": "string", "enum": ["ok"]}}},
+    "Health": {
+        "type": "object",
+        "required": ["status"],
+        "properties": {"status": {"type": "string", "enum": ["ok"]}},
+    },
     "Ready": {
         "type": "object",
         "required": ["ready", "checks", "reasons"],
@@ -74,7 +83,10 @@ SCHEMAS: dict[str, Any] = {
             "id": {"type": "string"},
             "kind": {"type": "string"},
             "version": {"type": "string"},
-            "state": {"type": "string", "enum": ["starting", "running", "stopped", "draining", "degraded"]},
+            "state": {
+                "type": "string",
+                "enum": ["starting", "running", "stopped", "draining", "degraded"],
+            },
             "started_at": {"type": "string"},
             "config_version": {"type": "integer"},
             "links": {"type": "object", "additionalProperties": {"type": "string"}},
@@ -89,7 +101,11 @@ SCHEMAS: dict[str, Any] = {
     "ActionResult": {
         "type": "object",
         "required": ["action", "state", "result"],
-        "properties": {"action": {"type": "string"}, "state": {"type": "string"}, "result": {"type": "object"}},
+        "properties": {
+            "action": {"type": "string"},
+            "state": {"type": "string"},
+            "result": {"type": "object"},
+        },
     },
     "FilterDocument": {
         "type": "object",
@@ -111,7 +127,10 @@ SCHEMAS: dict[str, Any] = {
                 "type": "object",
                 "required": ["where"],
                 "properties": {
-                    "surveys": {"type": "array", "items": {"type": "string", "enum": ["ztf", "lsst"]}},
+                    "surveys": {
+                        "type": "array",
+                        "items": {"type": "string", "enum": ["ztf", "lsst"]},
+                    },
                     "annotations": {"type": "array", "items": {"type": "string"}},
                     "where": {"type": "string"},
                     "output": {
@@ -141,7 +160,10 @@ SCHEMAS: dict[str, Any] = {
     "FilterList": {
         "type": "object",
         "required": ["version", "filters"],
-        "properties": {"version": {"type": "integer"}, "filters": {"type": "array", "items": _ref("Filter")}},
+        "properties": {
+            "version": {"type": "integer"},
+            "filters": {"type": "array", "items": _ref("Filter")},
+        },
     },
     "FilterChange": {
         "type": "object",
@@ -160,7 +182,17 @@ SCHEMAS: dict[str, Any] = {
     },
     "FilterTest": {
         "type": "object",
-        "required": ["filter", "active", "evaluated", "matched", "fraction", "errors", "failure", "matches", "truncated"],
+        "required": [
+            "filter",
+            "active",
+            "evaluated",
+            "matched",
+            "fraction",
+            "errors",
+            "failure",
+            "matches",
+            "truncated",
+        ],
         "properties": {
             "filter": {"type": "string"},
             "active": {"type": "boolean"},
@@ -202,11 +234,19 @@ SCHEMAS: dict[str, Any] = {
             "timings": {"type": "object", "additionalProperties": {"type": "number"}},
         },
     },
-    "JobList": {"type": "object", "required": ["jobs"], "properties": {"jobs": {"type": "array", "items": _ref("Job")}}},
+    "JobList": {
+        "type": "object",
+        "required": ["jobs"],
+        "properties": {"jobs": {"type": "array", "items": _ref("Job")}},
+    },
     "JobStopped": {
         "type": "object",
         "required": ["id", "stopped", "savepoint"],
-        "properties": {"id": {"type": "string"}, "stopped": {"type": "boolean"}, "savepoint": {"type": ["string", "null"]}},
+        "properties": {
+            "id": {"type": "string"},
+            "stopped": {"type": "boolean"},
+            "savepoint": {"type": ["string", "null"]},
+        },
     },
     "JobRequest": {
         "type": "object",
@@ -216,14 +256,27 @@ SCHEMAS: dict[str, Any] = {
     "Component": {
         "type": "object",
         "description": "One pipeline stage of a live job; counters from Beam metrics in Flink",
-        "required": ["id", "job_id", "job_name", "stage", "label", "state", "elements_in",
-                     "elements_out", "errors", "metrics"],
+        "required": [
+            "id",
+            "job_id",
+            "job_name",
+            "stage",
+            "label",
+            "state",
+            "elements_in",
+            "elements_out",
+            "errors",
+            "metrics",
+        ],
         "properties": {
             "id": {"type": "string", "description": "<job id>.<stage>"},
             "job_id": {"type": "string"},
             "job_name": {"type": "string"},
-            "stage": {"type": "string", "description": "ingest, decode, annotate.<annotator>, "
-                      "filters, publish or deadletters"},
+            "stage": {
+                "type": "string",
+                "description": "ingest, decode, annotate.<annotator>, "
+                "filters, publish or deadletters",
+            },
             "label": {"type": "string", "description": "the Beam step label"},
             "state": {"type": "string"},
             "parallelism": {"type": ["integer", "null"]},
@@ -233,53 +286,108 @@ SCHEMAS: dict[str, Any] = {
             "metrics": {"type": "object", "additionalProperties": {"type": "integer"}},
         },
     },
-    "ComponentList": {"type": "object", "required": ["components"], "properties": {"components": {"type": "array", "items": _ref("Component")}}},
+    "ComponentList": {
+        "type": "object",
+        "required": ["components"],
+        "properties": {"components": {"type": "array", "items": _ref("Component")}},
+    },
 }
 
 FILTER_BODY = {
     "required": True,
     "content": {
         "application/yaml": {"schema": {"type": "string"}},
-        "application/json": {"schema": {"oneOf": [_ref("FilterDocument"), {"type": "array", "items": _ref("FilterDocument")}]}},
+        "application/json": {
+            "schema": {
+                "oneOf": [
+                    _ref("FilterDocument"),
+                    {"type": "array", "items": _ref("FilterDocument")},
+                ]
+            }
+        },
     },
 }
 
 
 def common_paths() -> dict[str, Any]:
     return {
-        "/health": {"get": {"operationId": "health", "summary": "alive", "responses": {"200": _json(_ref("Health"), "alive")}}},
+        "/health": {
+            "get": {
+                "operationId": "health",
+                "summary": "alive",
+                "responses": {"200": _json(_ref("Health"), "alive")},
+            }
+        },
         "/ready": {
             "get": {
                 "operationId": "ready",
                 "summary": "dependencies answer",
-                "responses": {"200": _json(_ref("Ready"), "ready"), "503": _json(_ref("Ready"), "not ready")},
+                "responses": {
+                    "200": _json(_ref("Ready"), "ready"),
+                    "503": _json(_ref("Ready"), "not ready"),
+                },
             }
         },
         "/api/v1/status": {
-            "get": {"operationId": "status", "security": OPTIONAL_BEARER, "responses": {"200": _json(_ref("Status"), "status"), **_errors("401")}}
+            "get": {
+                "operationId": "status",
+                "security": OPTIONAL_BEARER,
+                "responses": {"200": _json(_ref("Status"), "status"), **_errors("401")},
+            }
         },
         "/api/v1/config": {
-            "get": {"operationId": "getConfig", "security": OPTIONAL_BEARER, "responses": {"200": _json(_ref("Config"), "config, secrets left out"), **_errors("401")}},
+            "get": {
+                "operationId": "getConfig",
+                "security": OPTIONAL_BEARER,
+                "responses": {
+                    "200": _json(_ref("Config"), "config, secrets left out"),
+                    **_errors("401"),
+                },
+            },
             "put": {
                 "operationId": "putConfig",
                 "summary": "change run-time fields; rejected whole on any error",
                 "security": BEARER,
-                "requestBody": {"required": True, "content": {"application/json": {"schema": {"type": "object"}}}},
-                "responses": {"200": _json(_ref("Config"), "applied"), **_errors("400", "401", "403", "413", "415", "422")},
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+                "responses": {
+                    "200": _json(_ref("Config"), "applied"),
+                    **_errors("400", "401", "403", "413", "415", "422"),
+                },
             },
         },
         "/api/v1/actions/{action}": {
             "post": {
                 "operationId": "runAction",
                 "security": BEARER,
-                "parameters": [{"name": "action", "in": "path", "required": True, "schema": {"type": "string"}}],
-                "responses": {"200": _json(_ref("ActionResult"), "done"), **_errors("401", "403", "404", "413", "503")},
+                "parameters": [
+                    {"name": "action", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": _json(_ref("ActionResult"), "done"),
+                    **_errors("401", "403", "404", "413", "503"),
+                },
             }
         },
         "/metrics": {
-            "get": {"operationId": "metrics", "responses": {"200": {"description": "Prometheus text", "content": {"text/plain": {"schema": {"type": "string"}}}}}}
+            "get": {
+                "operationId": "metrics",
+                "responses": {
+                    "200": {
+                        "description": "Prometheus text",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
         },
-        "/api/v1/openapi.json": {"get": {"operationId": "openapi", "responses": {"200": _json({"type": "object"}, "this spec")}}},
+        "/api/v1/openapi.json": {
+            "get": {
+                "operationId": "openapi",
+                "responses": {"200": _json({"type": "object"}, "this spec")},
+            }
+        },
     }
 
 
@@ -289,7 +397,10 @@ def _document(title: str, version: str, paths: dict[str, Any]) -> dict[str, Any]
         "info": {"title": title, "version": version},
         "servers": [{"url": "/"}],
         "paths": paths,
-        "components": {"schemas": SCHEMAS, "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}}},
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
+        },
     }
 
 
@@ -307,17 +418,27 @@ def control_spec(version: str) -> dict[str, Any]:
                 "security": OPTIONAL_BEARER,
                 "parameters": [
                     {"name": "owner", "in": "query", "schema": {"type": "string"}},
-                    {"name": "active", "in": "query", "schema": {"type": "string", "enum": ["true", "false"]}},
+                    {
+                        "name": "active",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": ["true", "false"]},
+                    },
                 ],
-                "responses": {"200": _json(_ref("FilterList"), "the filters"),
-                              **_errors("400", "401", "503")},
+                "responses": {
+                    "200": _json(_ref("FilterList"), "the filters"),
+                    **_errors("400", "401", "503"),
+                },
             },
             "post": {
                 "operationId": "applyFilters",
                 "summary": "create or replace filters, all or none",
                 "security": BEARER,
                 "requestBody": FILTER_BODY,
-                "responses": {"200": _json(_ref("FilterChange"), "replaced"), "201": _json(_ref("FilterChange"), "created"), **change},
+                "responses": {
+                    "200": _json(_ref("FilterChange"), "replaced"),
+                    "201": _json(_ref("FilterChange"), "created"),
+                    **change,
+                },
             },
         },
         "/api/v1/filters/{name}": {
@@ -328,7 +449,10 @@ def control_spec(version: str) -> dict[str, Any]:
                 "responses": {
                     "200": {
                         "description": "the filter",
-                        "content": {"application/json": {"schema": _ref("Filter")}, "application/yaml": {"schema": {"type": "string"}}},
+                        "content": {
+                            "application/json": {"schema": _ref("Filter")},
+                            "application/yaml": {"schema": {"type": "string"}},
+                        },
                     },
                     **_errors("401", "404", "503"),
                 },
@@ -337,21 +461,42 @@ def control_spec(version: str) -> dict[str, Any]:
                 "operationId": "putFilter",
                 "security": BEARER,
                 "requestBody": FILTER_BODY,
-                "responses": {"200": _json(_ref("FilterChange"), "replaced"), "201": _json(_ref("FilterChange"), "created"), **change},
+                "responses": {
+                    "200": _json(_ref("FilterChange"), "replaced"),
+                    "201": _json(_ref("FilterChange"), "created"),
+                    **change,
+                },
             },
             "delete": {
                 "operationId": "deleteFilter",
                 "security": BEARER,
-                "responses": {"200": _json(_ref("FilterDeleted"), "deleted"), **_errors("401", "403", "404", "413", "503")},
+                "responses": {
+                    "200": _json(_ref("FilterDeleted"), "deleted"),
+                    **_errors("401", "403", "404", "413", "503"),
+                },
             },
         },
         "/api/v1/filters/{name}/activate": {
             "parameters": [NAME],
-            "post": {"operationId": "activateFilter", "security": BEARER, "responses": {"200": _json(_ref("FilterChange"), "active"), **_errors("401", "403", "404", "413", "503")}},
+            "post": {
+                "operationId": "activateFilter",
+                "security": BEARER,
+                "responses": {
+                    "200": _json(_ref("FilterChange"), "active"),
+                    **_errors("401", "403", "404", "413", "503"),
+                },
+            },
         },
         "/api/v1/filters/{name}/deactivate": {
             "parameters": [NAME],
-            "post": {"operationId": "deactivateFilter", "security": BEARER, "responses": {"200": _json(_ref("FilterChange"), "inactive"), **_errors("401", "403", "404", "413", "503")}},
+            "post": {
+                "operationId": "deactivateFilter",
+                "security": BEARER,
+                "responses": {
+                    "200": _json(_ref("FilterChange"), "inactive"),
+                    **_errors("401", "403", "404", "413", "503"),
+                },
+            },
         },
         "/api/v1/filters/{name}/test": {
             "parameters": [NAME],
@@ -359,26 +504,52 @@ def control_spec(version: str) -> dict[str, Any]:
                 "operationId": "testFilter",
                 "summary": "dry run on the reference alerts",
                 "security": OPTIONAL_BEARER,
-                "responses": {"200": _json(_ref("FilterTest"), "matches and fraction"), **_errors("401", "404", "413", "503")},
+                "responses": {
+                    "200": _json(_ref("FilterTest"), "matches and fraction"),
+                    **_errors("401", "404", "413", "503"),
+                },
             },
         },
         "/api/v1/jobs": {
-            "get": {"operationId": "listJobs", "security": OPTIONAL_BEARER, "responses": {"200": _json(_ref("JobList"), "jobs"), **_errors("401", "503")}},
+            "get": {
+                "operationId": "listJobs",
+                "security": OPTIONAL_BEARER,
+                "responses": {"200": _json(_ref("JobList"), "jobs"), **_errors("401", "503")},
+            },
             "post": {
                 "operationId": "submitJob",
                 "security": BEARER,
-                "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("JobRequest")}}},
-                "responses": {"202": _json(_ref("Job"), "submitted"), **_errors("400", "401", "403", "413", "415", "503")},
+                "requestBody": {
+                    "required": False,
+                    "content": {"application/json": {"schema": _ref("JobRequest")}},
+                },
+                "responses": {
+                    "202": _json(_ref("Job"), "submitted"),
+                    **_errors("400", "401", "403", "413", "415", "503"),
+                },
             },
         },
         "/api/v1/jobs/{job_id}": {
             "parameters": [JOB_ID],
-            "get": {"operationId": "getJob", "security": OPTIONAL_BEARER, "responses": {"200": _json(_ref("Job"), "job"), **_errors("401", "404", "503")}},
+            "get": {
+                "operationId": "getJob",
+                "security": OPTIONAL_BEARER,
+                "responses": {"200": _json(_ref("Job"), "job"), **_errors("401", "404", "503")},
+            },
             "delete": {
                 "operationId": "stopJob",
                 "security": BEARER,
-                "parameters": [{"name": "savepoint", "in": "query", "schema": {"type": "string", "enum": ["true", "false"]}}],
-                "responses": {"200": _json(_ref("JobStopped"), "stopped"), **_errors("400", "401", "403", "404", "409", "413", "503")},
+                "parameters": [
+                    {
+                        "name": "savepoint",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": ["true", "false"]},
+                    }
+                ],
+                "responses": {
+                    "200": _json(_ref("JobStopped"), "stopped"),
+                    **_errors("400", "401", "403", "404", "409", "413", "503"),
+                },
             },
         },
         "/api/v1/jobs/{job_id}/upgrade": {
@@ -386,19 +557,46 @@ def control_spec(version: str) -> dict[str, Any]:
             "post": {
                 "operationId": "upgradeJob",
                 "security": BEARER,
-                "requestBody": {"required": False, "content": {"application/json": {"schema": _ref("JobRequest")}}},
-                "responses": {"202": _json(_ref("Job"), "resubmitted from a savepoint"), **_errors("400", "401", "403", "404", "409", "413", "415", "503")},
+                "requestBody": {
+                    "required": False,
+                    "content": {"application/json": {"schema": _ref("JobRequest")}},
+                },
+                "responses": {
+                    "202": _json(_ref("Job"), "resubmitted from a savepoint"),
+                    **_errors("400", "401", "403", "404", "409", "413", "415", "503"),
+                },
             },
         },
         "/api/v1/components": {
-            "get": {"operationId": "listComponents", "security": OPTIONAL_BEARER,
-                    "parameters": [{"name": "job", "in": "query", "required": False,
-                                    "schema": {"type": "string"}}],
-                    "responses": {"200": _json(_ref("ComponentList"), "stages"), **_errors("401", "503")}},
+            "get": {
+                "operationId": "listComponents",
+                "security": OPTIONAL_BEARER,
+                "parameters": [
+                    {"name": "job", "in": "query", "required": False, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "200": _json(_ref("ComponentList"), "stages"),
+                    **_errors("401", "503"),
+                },
+            },
         },
         "/api/v1/components/{component_id}": {
-            "parameters": [{"name": "component_id", "in": "path", "required": True, "schema": {"type": "string"}}],
-            "get": {"operationId": "getComponent", "security": OPTIONAL_BEARER, "responses": {"200": _json(_ref("Component"), "stage"), **_errors("401", "404", "503")}},
+            "parameters": [
+                {
+                    "name": "component_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"},
+                }
+            ],
+            "get": {
+                "operationId": "getComponent",
+                "security": OPTIONAL_BEARER,
+                "responses": {
+                    "200": _json(_ref("Component"), "stage"),
+                    **_errors("401", "404", "503"),
+                },
+            },
         },
     }
     return _document("alertflow control service", version, paths)

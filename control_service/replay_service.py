@@ -64,8 +64,17 @@ from transforms.kafka_clients import DEFAULT_KAFKA_PORT, kafka_problem
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
 
 KIND = "replay"
-SETTINGS = ("files", "topic", "topics", "rate", "visit_size", "visit_interval", "visits",
-            "count", "bootstrap_servers")
+SETTINGS = (
+    "files",
+    "topic",
+    "topics",
+    "rate",
+    "visit_size",
+    "visit_interval",
+    "visits",
+    "count",
+    "bootstrap_servers",
+)
 # Kafka's legal topic names.
 TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 MAX_BODY_BYTES = 256 * 1024
@@ -92,10 +101,14 @@ class ReplaySettings:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "files": list(self.files), "topic": self.topic,
+            "files": list(self.files),
+            "topic": self.topic,
             "topics": dict(self.topics) if self.topics is not None else None,
-            "rate": self.rate, "visit_size": self.visit_size,
-            "visit_interval": self.visit_interval, "visits": self.visits, "count": self.count,
+            "rate": self.rate,
+            "visit_size": self.visit_size,
+            "visit_interval": self.visit_interval,
+            "visits": self.visits,
+            "count": self.count,
             "bootstrap_servers": self.bootstrap_servers,
         }
 
@@ -128,8 +141,10 @@ def _topic_problem(value: Any) -> str | None:
 def settings_from(data: Mapping[str, Any]) -> ReplaySettings:
     """Check the shape of every setting; raises ConfigError listing every problem."""
     problems: list[tuple[str, str]] = [
-        (key, f"unknown setting; known: {', '.join(SETTINGS)}") for key in data
-        if key not in SETTINGS]
+        (key, f"unknown setting; known: {', '.join(SETTINGS)}")
+        for key in data
+        if key not in SETTINGS
+    ]
     files = data.get("files", [])
     if not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
         problems.append(("files", "a list of file paths"))
@@ -172,10 +187,16 @@ def settings_from(data: Mapping[str, Any]) -> ReplaySettings:
     if problems:
         raise ConfigError(problems)
     return ReplaySettings(
-        files=tuple(files), topic=topic, topics=dict(topics) if topics is not None else None,
-        rate=float(rate) if rate is not None else None, visit_size=visit_size,
+        files=tuple(files),
+        topic=topic,
+        topics=dict(topics) if topics is not None else None,
+        rate=float(rate) if rate is not None else None,
+        visit_size=visit_size,
         visit_interval=float(visit_interval) if visit_interval is not None else None,
-        visits=visits, count=count, bootstrap_servers=bootstrap)
+        visits=visits,
+        count=count,
+        bootstrap_servers=bootstrap,
+    )
 
 
 def prepare(settings: ReplaySettings, schemas: LsstSchemas) -> Prepared | None:
@@ -193,8 +214,12 @@ def prepare(settings: ReplaySettings, schemas: LsstSchemas) -> Prepared | None:
     if problems:
         raise ConfigError(problems)
     schedule = Schedule(settings.rate, settings.visit_size, settings.visit_interval)
-    count = plan_count(argparse.Namespace(count=settings.count, visit_size=settings.visit_size,
-                                          visits=settings.visits), len(messages))
+    count = plan_count(
+        argparse.Namespace(
+            count=settings.count, visit_size=settings.visit_size, visits=settings.visits
+        ),
+        len(messages),
+    )
     try:
         check_fresh_ids(messages, count, schemas)
     except ReplayError as error:
@@ -244,11 +269,17 @@ COUNTERS = ("sent", "delivered", "failed", "bytes")
 class ReplayComponent(Component):
     """The replay producer for the common API: settings, start/stop/drain, progress."""
 
-    def __init__(self, config: ReplayServiceConfig, settings: ReplaySettings, *,
-                 producer_factory: Callable[[str], Any] = kafka_producer,
-                 kafka_check: Callable[[str], str | None] = kafka_problem) -> None:
-        super().__init__(config.service_id, KIND, package_version(),
-                         {"openapi": "/api/v1/openapi.json"})
+    def __init__(
+        self,
+        config: ReplayServiceConfig,
+        settings: ReplaySettings,
+        *,
+        producer_factory: Callable[[str], Any] = kafka_producer,
+        kafka_check: Callable[[str], str | None] = kafka_problem,
+    ) -> None:
+        super().__init__(
+            config.service_id, KIND, package_version(), {"openapi": "/api/v1/openapi.json"}
+        )
         self.config = config
         self.schemas = LsstSchemas(config.schema_dir, registry_url=config.registry_url)
         self.producer_factory = producer_factory
@@ -272,10 +303,14 @@ class ReplayComponent(Component):
             ("runs_total", "Replays started"),
         ]:
             self.metrics.describe(f"alertflow_replay_{name}", "counter", text)
-        self.metrics.describe("alertflow_replay_rate", "gauge",
-                              "Achieved alerts/s of the current or last run")
-        self.metrics.describe("alertflow_replay_visit", "gauge",
-                              "Visit (0-based) of the last alert sent, with a visit profile")
+        self.metrics.describe(
+            "alertflow_replay_rate", "gauge", "Achieved alerts/s of the current or last run"
+        )
+        self.metrics.describe(
+            "alertflow_replay_visit",
+            "gauge",
+            "Visit (0-based) of the last alert sent, with a visit profile",
+        )
         self.metrics.describe("alertflow_replay_running", "gauge", "1 while a replay sends")
 
     # --- config -------------------------------------------------------------------------------
@@ -308,22 +343,28 @@ class ReplayComponent(Component):
         # Asked without the lock: a Kafka that is down takes the probe's whole timeout.
         problem = self.kafka_check(bootstrap)
         if problem is not None:
-            raise unavailable(f"{problem}; start again once it does",
-                              bootstrap_servers=bootstrap)
+            raise unavailable(f"{problem}; start again once it does", bootstrap_servers=bootstrap)
         with self._lock:
             prepared = self._startable()  # again: the state may have changed meanwhile
             try:
                 producer = self.producer_factory(prepared.settings.bootstrap_servers)
             except Exception as error:  # noqa: BLE001 - any client failure answers 503
                 raise unavailable(f"cannot create the Kafka producer: {error}") from None
-            sender = Sender(producer, prepared.messages, prepared.count, self.schemas,
-                            prepared.schedule, prepared.topics,
-                            flush_timeout_s=self.config.flush_timeout_s)
+            sender = Sender(
+                producer,
+                prepared.messages,
+                prepared.count,
+                self.schemas,
+                prepared.schedule,
+                prepared.topics,
+                flush_timeout_s=self.config.flush_timeout_s,
+            )
             self.sender, self.error = sender, None
             self.runs += 1
             self.state = "starting"
-            self._thread = threading.Thread(target=self._send, args=(sender,),
-                                            name=f"replay-{self.runs}", daemon=True)
+            self._thread = threading.Thread(
+                target=self._send, args=(sender,), name=f"replay-{self.runs}", daemon=True
+            )
             self._thread.start()
         return {"run": self.runs, "total": prepared.count}
 
@@ -381,12 +422,19 @@ class ReplayComponent(Component):
             return None
         done = sender.finished is not None
         return {
-            "run": self.runs, "total": sender.count, "sent": sender.sent,
-            "delivered": sender.delivered, "failed": sender.failed, "bytes": sender.bytes,
-            "rate_per_s": round(sender.rate(), 3), "visit": sender.visit(),
-            "elapsed_s": round(sender.elapsed(), 3), "done": done,
+            "run": self.runs,
+            "total": sender.count,
+            "sent": sender.sent,
+            "delivered": sender.delivered,
+            "failed": sender.failed,
+            "bytes": sender.bytes,
+            "rate_per_s": round(sender.rate(), 3),
+            "visit": sender.visit(),
+            "elapsed_s": round(sender.elapsed(), 3),
+            "done": done,
             "stopped_early": done and sender.sent < sender.count,
-            "failures": sorted(set(sender.failures))[:5], "error": self.error,
+            "failures": sorted(set(sender.failures))[:5],
+            "error": self.error,
         }
 
     def status(self) -> dict[str, Any]:
@@ -426,8 +474,7 @@ REPLAY_SCHEMAS: dict[str, Any] = {
         "properties": {
             "files": {"type": "array", "items": {"type": "string"}},
             "topic": {"type": ["string", "null"]},
-            "topics": {"type": ["object", "null"],
-                       "additionalProperties": {"type": "string"}},
+            "topics": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
             "rate": {"type": ["number", "null"]},
             "visit_size": {"type": ["integer", "null"]},
             "visit_interval": {"type": ["number", "null"]},
@@ -439,33 +486,58 @@ REPLAY_SCHEMAS: dict[str, Any] = {
     "ReplayConfig": {
         "type": "object",
         "required": ["config_version", "config"],
-        "properties": {"config_version": {"type": "integer"},
-                       "config": {"$ref": "#/components/schemas/ReplaySettings"}},
+        "properties": {
+            "config_version": {"type": "integer"},
+            "config": {"$ref": "#/components/schemas/ReplaySettings"},
+        },
     },
     "ReplayProgress": {
         "type": "object",
-        "required": ["run", "total", "sent", "delivered", "failed", "bytes", "rate_per_s",
-                     "visit", "elapsed_s", "done", "stopped_early", "failures", "error"],
+        "required": [
+            "run",
+            "total",
+            "sent",
+            "delivered",
+            "failed",
+            "bytes",
+            "rate_per_s",
+            "visit",
+            "elapsed_s",
+            "done",
+            "stopped_early",
+            "failures",
+            "error",
+        ],
         "properties": {
-            "run": {"type": "integer"}, "total": {"type": "integer"},
-            "sent": {"type": "integer"}, "delivered": {"type": "integer"},
-            "failed": {"type": "integer"}, "bytes": {"type": "integer"},
-            "rate_per_s": {"type": "number"}, "visit": {"type": ["integer", "null"]},
-            "elapsed_s": {"type": "number"}, "done": {"type": "boolean"},
+            "run": {"type": "integer"},
+            "total": {"type": "integer"},
+            "sent": {"type": "integer"},
+            "delivered": {"type": "integer"},
+            "failed": {"type": "integer"},
+            "bytes": {"type": "integer"},
+            "rate_per_s": {"type": "number"},
+            "visit": {"type": ["integer", "null"]},
+            "elapsed_s": {"type": "number"},
+            "done": {"type": "boolean"},
             "stopped_early": {"type": "boolean"},
             "failures": {"type": "array", "items": {"type": "string"}},
             "error": {"type": ["string", "null"]},
         },
     },
     "ReplayStatus": {
-        "allOf": [{"$ref": "#/components/schemas/Status"}, {
-            "type": "object", "required": ["accepting", "progress"],
-            "properties": {
-                "accepting": {"type": "boolean"},
-                "progress": {"oneOf": [{"$ref": "#/components/schemas/ReplayProgress"},
-                                       {"type": "null"}]},
+        "allOf": [
+            {"$ref": "#/components/schemas/Status"},
+            {
+                "type": "object",
+                "required": ["accepting", "progress"],
+                "properties": {
+                    "accepting": {"type": "boolean"},
+                    "progress": {
+                        "oneOf": [{"$ref": "#/components/schemas/ReplayProgress"}, {"type": "null"}]
+                    },
+                },
             },
-        }],
+        ],
     },
 }
 
@@ -482,14 +554,14 @@ def replay_spec(version: str) -> dict[str, Any]:
     config["get"]["responses"]["200"] = _json(_ref("ReplayConfig"), "the replay settings")
     config["put"]["responses"]["200"] = _json(_ref("ReplayConfig"), "applied")
     config["put"]["requestBody"]["content"]["application/json"] = {
-        "schema": {"type": "object", "properties":
-                   REPLAY_SCHEMAS["ReplaySettings"]["properties"]},
+        "schema": {"type": "object", "properties": REPLAY_SCHEMAS["ReplaySettings"]["properties"]},
         "example": {"rate": 500, "count": 1000},
     }
     actions = paths["/api/v1/actions/{action}"]["post"]
     actions["summary"] = "start, stop or drain the replay"
-    actions["parameters"][0]["examples"] = {name: {"value": name}
-                                            for name in ("start", "stop", "drain")}
+    actions["parameters"][0]["examples"] = {
+        name: {"value": name} for name in ("start", "stop", "drain")
+    }
     actions["responses"]["409"] = ERRORS["409"]
     spec["components"]["schemas"] = {**spec["components"]["schemas"], **REPLAY_SCHEMAS}
     return spec
@@ -498,10 +570,13 @@ def replay_spec(version: str) -> dict[str, Any]:
 # --- the app ----------------------------------------------------------------------------------
 
 
-def create_app(config: ReplayServiceConfig | None = None,
-               settings: ReplaySettings | None = None, *,
-               producer_factory: Callable[[str], Any] = kafka_producer,
-               kafka_check: Callable[[str], str | None] = kafka_problem) -> Flask:
+def create_app(
+    config: ReplayServiceConfig | None = None,
+    settings: ReplaySettings | None = None,
+    *,
+    producer_factory: Callable[[str], Any] = kafka_producer,
+    kafka_check: Callable[[str], str | None] = kafka_problem,
+) -> Flask:
     """The replay service's Flask app; the component is ``app.extensions["alertflow.component"]``.
 
     ``producer_factory(bootstrap_servers)`` makes a confluent-kafka-like producer for each start;
@@ -510,11 +585,20 @@ def create_app(config: ReplayServiceConfig | None = None,
     not hold.
     """
     config = config or ReplayServiceConfig()
-    comp = ReplayComponent(config, settings or ReplaySettings(),
-                           producer_factory=producer_factory, kafka_check=kafka_check)
+    comp = ReplayComponent(
+        config,
+        settings or ReplaySettings(),
+        producer_factory=producer_factory,
+        kafka_check=kafka_check,
+    )
     app = Flask("replay")
-    install_common(app, comp, Authenticator(config.api_keys, config.open_reads),
-                   config.max_body_bytes, AuditLog(config.audit_log))
+    install_common(
+        app,
+        comp,
+        Authenticator(config.api_keys, config.open_reads),
+        config.max_body_bytes,
+        AuditLog(config.audit_log),
+    )
     return app
 
 
@@ -528,28 +612,51 @@ def serve(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | Non
     out = out or sys.stdout
     err = err or sys.stderr
     # As the other services do: librdkafka's log lines (transforms/kafka_clients.py) and ours.
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    keys = os.environ.get("ALERTFLOW_REPLAY_API_KEYS",
-                          os.environ.get("ALERTFLOW_CONTROL_API_KEYS", ""))
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    keys = os.environ.get(
+        "ALERTFLOW_REPLAY_API_KEYS", os.environ.get("ALERTFLOW_CONTROL_API_KEYS", "")
+    )
     initial: dict[str, Any] = {
-        "files": [str(f) for f in args.files], "topic": args.topic, "rate": args.rate,
-        "visit_size": args.visit_size, "visit_interval": args.visit_interval,
-        "visits": args.visits, "count": args.count, "bootstrap_servers": args.bootstrap}
+        "files": [str(f) for f in args.files],
+        "topic": args.topic,
+        "rate": args.rate,
+        "visit_size": args.visit_size,
+        "visit_interval": args.visit_interval,
+        "visits": args.visits,
+        "count": args.count,
+        "bootstrap_servers": args.bootstrap,
+    }
     try:
-        config = ReplayServiceConfig(host=args.host, port=args.port, schema_dir=args.schema_dir,
-                                     registry_url=args.registry_url,
-                                     api_keys=parse_api_keys(keys), audit_log=args.audit_log)
+        config = ReplayServiceConfig(
+            host=args.host,
+            port=args.port,
+            schema_dir=args.schema_dir,
+            registry_url=args.registry_url,
+            api_keys=parse_api_keys(keys),
+            audit_log=args.audit_log,
+        )
         app = create_app(config, settings_from(initial))
     except ConfigError as error:
         print(f"replay: bad configuration: {error}", file=err)
         return 2
     server = make_server(config.host, config.port, app, threaded=True)
-    print(f"alertflow replay service on http://{config.host}:{server.server_port}",
-          file=out, flush=True)
+    print(
+        f"alertflow replay service on http://{config.host}:{server.server_port}",
+        file=out,
+        flush=True,
+    )
     serve_until_stopped(server)
     return 0
 
 
-__all__ = ["ReplayComponent", "ReplayServiceConfig", "ReplaySettings", "create_app",
-           "prepare", "replay_spec", "settings_from"]
+__all__ = [
+    "ReplayComponent",
+    "ReplayServiceConfig",
+    "ReplaySettings",
+    "create_app",
+    "prepare",
+    "replay_spec",
+    "settings_from",
+]

@@ -81,8 +81,11 @@ def _highest(values: Iterable[bytes | None], where: str) -> Snapshot | None:
             continue
         snapshot = decode_snapshot(value)
         if snapshot.version is None:
-            log.warning("%s: skipping a message without an integer version: %s", where,
-                        snapshot.reason if isinstance(snapshot, RejectedSnapshot) else "")
+            log.warning(
+                "%s: skipping a message without an integer version: %s",
+                where,
+                snapshot.reason if isinstance(snapshot, RejectedSnapshot) else "",
+            )
             continue
         if best is None or best.version is None or snapshot.version > best.version:
             best = snapshot
@@ -92,15 +95,18 @@ def _highest(values: Iterable[bytes | None], where: str) -> Snapshot | None:
 def _valid(snapshot: Snapshot | None, where: str) -> FilterSet | None:
     """``snapshot`` as a set; raises ValueError (with the reason) if it was rejected."""
     if isinstance(snapshot, RejectedSnapshot):
-        raise ValueError(f"{where}: snapshot version {snapshot.version} is not valid: "
-                         f"{snapshot.reason}")
+        raise ValueError(
+            f"{where}: snapshot version {snapshot.version} is not valid: {snapshot.reason}"
+        )
     return snapshot
 
 
 class MemorySnapshotLog:
     """A snapshot log in memory (unit tests); ``messages`` survives a "restart" if shared."""
 
-    def __init__(self, name: str = "memory", messages: list[tuple[bytes, bytes | None]] | None = None) -> None:
+    def __init__(
+        self, name: str = "memory", messages: list[tuple[bytes, bytes | None]] | None = None
+    ) -> None:
         self.name = name
         self.messages = [] if messages is None else messages
         self.fail_next = False  # lets a test make the next publish fail
@@ -130,8 +136,9 @@ class KafkaSnapshotLog:
     fails it within seconds, with the reason, not after ``timeout_s`` of retries.
     """
 
-    def __init__(self, bootstrap_servers: str, topic: str, timeout_s: float = 10.0,
-                 create: bool = True) -> None:
+    def __init__(
+        self, bootstrap_servers: str, topic: str, timeout_s: float = 10.0, create: bool = True
+    ) -> None:
         self.name = topic
         self.bootstrap_servers = bootstrap_servers
         self.timeout_s = timeout_s
@@ -149,19 +156,30 @@ class KafkaSnapshotLog:
                 self._ensure_topic()
                 self._topic_checked = True
             if self._producer is None:
-                self._producer = Producer(kafka_config(self.bootstrap_servers, {
-                    "enable.idempotence": True,
-                    "acks": "all",
-                    "linger.ms": 0,
-                    "message.timeout.ms": int(self.timeout_s * 1000),
-                }))
+                self._producer = Producer(
+                    kafka_config(
+                        self.bootstrap_servers,
+                        {
+                            "enable.idempotence": True,
+                            "acks": "all",
+                            "linger.ms": 0,
+                            "message.timeout.ms": int(self.timeout_s * 1000),
+                        },
+                    )
+                )
             return self._producer
 
     def _ensure_topic(self) -> None:
         # A new topic's partition has no leader for a moment; reading offsets before that fails
         # with "Unknown partition", so this waits for it.
-        ensure_topic(self.bootstrap_servers, self.name, 1, COMPACTED, timeout_s=self.timeout_s,
-                     wait_for_leaders=True)
+        ensure_topic(
+            self.bootstrap_servers,
+            self.name,
+            1,
+            COMPACTED,
+            timeout_s=self.timeout_s,
+            wait_for_leaders=True,
+        )
 
     def latest(self) -> Snapshot | None:
         """The highest snapshot on the topic, or None; raises ConnectionError (with the
@@ -172,14 +190,21 @@ class KafkaSnapshotLog:
         if problem is not None:
             raise ConnectionError(problem)
         self._connect()
-        consumer = Consumer(kafka_config(self.bootstrap_servers, {
-            "group.id": f"alertflow-control-reader-{time.monotonic_ns()}",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-        }))
+        consumer = Consumer(
+            kafka_config(
+                self.bootstrap_servers,
+                {
+                    "group.id": f"alertflow-control-reader-{time.monotonic_ns()}",
+                    "enable.auto.commit": False,
+                    "auto.offset.reset": "earliest",
+                    "isolation.level": "read_committed",
+                },
+            )
+        )
         try:
-            low, high = consumer.get_watermark_offsets(TopicPartition(self.name, 0), timeout=self.timeout_s)
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(self.name, 0), timeout=self.timeout_s
+            )
             if high <= low:
                 return None
             consumer.assign([TopicPartition(self.name, 0, OFFSET_BEGINNING)])
@@ -188,7 +213,10 @@ class KafkaSnapshotLog:
             position = low
             while position < high:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{self.name}: read only to offset {position} of {high} in {self.timeout_s}s")
+                    raise TimeoutError(
+                        f"{self.name}: read only to offset {position} of {high} "
+                        f"in {self.timeout_s}s"
+                    )
                 message = consumer.poll(0.5)
                 if message is None:
                     continue
@@ -209,11 +237,14 @@ class KafkaSnapshotLog:
                 errors.append(str(err))
 
         producer = self._connect()
-        producer.produce(self.name, key=SNAPSHOT_KEY, value=encode_snapshot(filter_set),
-                         on_delivery=delivered)
+        producer.produce(
+            self.name, key=SNAPSHOT_KEY, value=encode_snapshot(filter_set), on_delivery=delivered
+        )
         left = producer.flush(self.timeout_s)
         if left or errors:
-            raise OSError(f"{self.name}: snapshot not delivered: {errors[0] if errors else 'timed out'}")
+            raise OSError(
+                f"{self.name}: snapshot not delivered: {errors[0] if errors else 'timed out'}"
+            )
 
     def problem(self) -> str | None:
         """Why the topic cannot be read or written now (Kafka down, the topic gone); None if
@@ -236,7 +267,15 @@ class AuditLog:
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
 
-    def write(self, principal: Principal | None, action: str, target: str, old_version: Any, new_version: Any, **extra: Any) -> dict[str, Any]:
+    def write(
+        self,
+        principal: Principal | None,
+        action: str,
+        target: str,
+        old_version: Any,
+        new_version: Any,
+        **extra: Any,
+    ) -> dict[str, Any]:
         entry = {
             "time": datetime.now(UTC).isoformat(timespec="milliseconds"),
             "user": principal.user if principal else None,
@@ -288,8 +327,9 @@ class FilterStore:
 
     # --- loading ---------------------------------------------------------------------------
 
-    def load_or_retry(self, first_wait_s: float = RETRY_FIRST_S,
-                      max_wait_s: float = RETRY_MAX_S) -> bool:
+    def load_or_retry(
+        self, first_wait_s: float = RETRY_FIRST_S, max_wait_s: float = RETRY_MAX_S
+    ) -> bool:
         """Load now; if the topics cannot be read, keep trying on a daemon thread, waiting
         ``first_wait_s`` and then twice as long after each failure (at most ``max_wait_s``),
         until a load works or :meth:`close`. Returns whether the store is loaded now."""
@@ -297,8 +337,12 @@ class FilterStore:
             return True
         if self._loader is not None and self._loader.is_alive():
             return False  # already trying
-        self._loader = threading.Thread(target=self._keep_loading, args=(first_wait_s, max_wait_s),
-                                        name="filter-store-loader", daemon=True)
+        self._loader = threading.Thread(
+            target=self._keep_loading,
+            args=(first_wait_s, max_wait_s),
+            name="filter-store-loader",
+            daemon=True,
+        )
         self._loader.start()
         return False
 
@@ -308,8 +352,12 @@ class FilterStore:
         except Exception as error:  # noqa: BLE001 - any broker failure: not loaded, and why
             problem = _why(error)
             if problem != self.load_problem:  # once per distinct reason, not once per retry
-                log.warning("cannot read the filter topics %s and %s (retrying): %s",
-                            self._active_log.name, self._inactive_log.name, problem)
+                log.warning(
+                    "cannot read the filter topics %s and %s (retrying): %s",
+                    self._active_log.name,
+                    self._inactive_log.name,
+                    problem,
+                )
             self.load_problem = problem
             return False
         return True
@@ -340,13 +388,18 @@ class FilterStore:
     def _require_loaded(self) -> None:
         if not self.loaded:
             why = self.load_problem or "loading"
-            raise unavailable(f"the filters are not read from Kafka yet: {why}; the service keeps "
-                              "trying and serves them once it has", reason=why)
+            raise unavailable(
+                f"the filters are not read from Kafka yet: {why}; the service keeps "
+                "trying and serves them once it has",
+                reason=why,
+            )
 
     # --- reading ---------------------------------------------------------------------------
 
     def load(self) -> None:
-        """(Re)read both topics; the highest snapshot of each wins. Raises on an unreadable topic."""
+        """(Re)read both topics; the highest snapshot of each wins.
+
+        Raises on an unreadable topic."""
         with self._lock:
             active = _valid(self._active_log.latest(), self._active_log.name)
             inactive = _valid(self._inactive_log.latest(), self._inactive_log.name)
@@ -358,7 +411,12 @@ class FilterStore:
             self._stale = False
             self.loaded = True
             self.load_problem = None
-            log.info("filters loaded: version %d, %d active, %d inactive", filter_set.version, len(names), len(self._inactive))
+            log.info(
+                "filters loaded: version %d, %d active, %d inactive",
+                filter_set.version,
+                len(names),
+                len(self._inactive),
+            )
 
     @property
     def version(self) -> int:
@@ -400,10 +458,23 @@ class FilterStore:
     @staticmethod
     def _authorize(principal: Principal, owner: str, name: str) -> None:
         if not principal.is_admin and owner != principal.user:
-            raise forbidden(f"filter {name!r} belongs to {owner!r}; only its owner or an admin may change it", name=name, owner=owner, user=principal.user)
+            raise forbidden(
+                f"filter {name!r} belongs to {owner!r}; only its owner or an admin may change it",
+                name=name,
+                owner=owner,
+                user=principal.user,
+            )
 
-    def apply(self, filters: Iterable[Filter], principal: Principal, *, create_only: bool = False, active: bool | None = None) -> ApplyResult:
-        """Create or replace filters, all or none; a new filter is active unless ``active`` is False."""
+    def apply(
+        self,
+        filters: Iterable[Filter],
+        principal: Principal,
+        *,
+        create_only: bool = False,
+        active: bool | None = None,
+    ) -> ApplyResult:
+        """Create or replace filters, all or none; a new filter is active unless ``active`` is
+        False."""
         filters = tuple(filters)
         self._require_loaded()
         with self._lock:
@@ -419,17 +490,25 @@ class FilterStore:
                     created.append(flt.name)
                 else:
                     if create_only:
-                        raise conflict(f"filter {flt.name!r} already exists; PUT /api/v1/filters/{flt.name} replaces it", name=flt.name)
+                        raise conflict(
+                            f"filter {flt.name!r} already exists; "
+                            f"PUT /api/v1/filters/{flt.name} replaces it",
+                            name=flt.name,
+                        )
                     self._authorize(principal, old.owner, flt.name)
                     updated.append(flt.name)
                 want_active = (flt.name not in parked) if active is None else active
                 current.pop(flt.name, None)
                 parked.pop(flt.name, None)
                 (current if want_active else parked)[flt.name] = flt
-            order = [f.name for f in self._set.filters if f.name in current] + [n for n in current if n not in {f.name for f in self._set.filters}]
+            order = [f.name for f in self._set.filters if f.name in current] + [
+                n for n in current if n not in {f.name for f in self._set.filters}
+            ]
             new_active = tuple(current[n] for n in order)
             action = "create" if not updated else "update" if not created else "apply"
-            version = self._commit(new_active, parked, principal, action, ",".join(f.name for f in filters))
+            version = self._commit(
+                new_active, parked, principal, action, ",".join(f.name for f in filters)
+            )
             return ApplyResult(version, tuple(created), tuple(updated))
 
     def delete(self, name: str, principal: Principal) -> int:
@@ -456,18 +535,31 @@ class FilterStore:
             else:
                 new_active = tuple(f for f in self._set.filters if f.name != name)
                 parked = {**self._inactive, name: stored.filter}
-            return self._commit(new_active, parked, principal, "activate" if active else "deactivate", name)
+            return self._commit(
+                new_active, parked, principal, "activate" if active else "deactivate", name
+            )
 
     def _refresh(self) -> None:
         if self._stale:
             self.reload()
 
-    def _commit(self, new_active: tuple[Filter, ...], parked: dict[str, Filter], principal: Principal, action: str, target: str) -> int:
+    def _commit(
+        self,
+        new_active: tuple[Filter, ...],
+        parked: dict[str, Filter],
+        principal: Principal,
+        action: str,
+        target: str,
+    ) -> int:
         old_version = self._set.version
         new_set = FilterSet(old_version + 1, new_active)
-        inactive_changed = set(parked) != set(self._inactive) or any(parked[n] is not self._inactive.get(n) for n in parked)
+        inactive_changed = set(parked) != set(self._inactive) or any(
+            parked[n] is not self._inactive.get(n) for n in parked
+        )
         parked_set = FilterSet(new_set.version, tuple(parked.values()))
-        gains_inactive = bool(set(parked) - set(self._inactive)) or any(n in self._inactive and parked[n] is not self._inactive[n] for n in parked)
+        gains_inactive = bool(set(parked) - set(self._inactive)) or any(
+            n in self._inactive and parked[n] is not self._inactive[n] for n in parked
+        )
         writes = [(self._active_log, new_set)]
         if inactive_changed:
             inactive_write = (self._inactive_log, parked_set)
@@ -481,7 +573,8 @@ class FilterStore:
             self._stale = True
             log.error("publishing filter-set version %d failed: %s", new_set.version, error)
             raise unavailable(
-                "the filter change could not be published to Kafka; the service re-reads the topics before the next change",
+                "the filter change could not be published to Kafka; the service re-reads the "
+                "topics before the next change",
                 version=old_version,
             ) from None
         self._set = new_set

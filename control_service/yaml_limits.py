@@ -28,13 +28,19 @@ def check_yaml_limits(text: str, max_aliases: int, max_depth: int) -> None:
             if isinstance(event, yaml.AliasEvent):
                 aliases += 1
                 if aliases > max_aliases:
-                    raise _exceeded(event, f"the YAML uses more than {max_aliases} aliases",
-                                    f"too many aliases (limit {max_aliases})")
+                    raise _exceeded(
+                        event,
+                        f"the YAML uses more than {max_aliases} aliases",
+                        f"too many aliases (limit {max_aliases})",
+                    )
             elif isinstance(event, yaml.CollectionStartEvent):
                 depth += 1
                 if depth > max_depth:
-                    raise _exceeded(event, f"the YAML nests deeper than {max_depth} levels",
-                                    f"nested too deep (limit {max_depth})")
+                    raise _exceeded(
+                        event,
+                        f"the YAML nests deeper than {max_depth} levels",
+                        f"nested too deep (limit {max_depth})",
+                    )
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
     except yaml.YAMLError:

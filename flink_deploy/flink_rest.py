@@ -32,8 +32,16 @@ class FlinkRestError(Exception):
     not answer; ``details`` are JSON-serialisable facts for reports (Flink's own error lines,
     the failure's exception type, the job and savepoint concerned)."""
 
-    def __init__(self, message: str, *, method: str, url: str, path: str,
-                 status: int | None = None, details: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        method: str,
+        url: str,
+        path: str,
+        status: int | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.method = method
@@ -47,9 +55,13 @@ class FlinkRest:
     """A client of the Flink REST API at ``base_url``; ``session`` replaces the HTTP session
     (tests) and ``sleep`` the wait between polls."""
 
-    def __init__(self, base_url: str, timeout_s: float = 5.0,
-                 session: requests.Session | None = None,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        timeout_s: float = 5.0,
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         self.session = session or requests.Session()
@@ -63,27 +75,39 @@ class FlinkRest:
         except requests.RequestException as error:
             raise FlinkRestError(
                 f"the Flink REST API at {self.base_url} does not answer {method} {path} "
-                f"({type(error).__name__}: {error})", method=method, url=url, path=path,
-                details={"reason": type(error).__name__}) from None
+                f"({type(error).__name__}: {error})",
+                method=method,
+                url=url,
+                path=path,
+                details={"reason": type(error).__name__},
+            ) from None
         if response.status_code >= 400:
             raise FlinkRestError(
                 f"Flink at {self.base_url} answered {response.status_code} to {method} {path}",
                 method=method,
-                url=url, path=path, status=response.status_code,
-                details={"flink_errors": _flink_errors(response)})
+                url=url,
+                path=path,
+                status=response.status_code,
+                details={"flink_errors": _flink_errors(response)},
+            )
         if not response.content:
             return {}
         try:
             return response.json()
         except ValueError:
-            raise FlinkRestError(f"the answer of Flink at {self.base_url} to {method} {path} is "
-                                 "not JSON", method=method, url=url, path=path,
-                                 status=response.status_code) from None
+            raise FlinkRestError(
+                f"the answer of Flink at {self.base_url} to {method} {path} is not JSON",
+                method=method,
+                url=url,
+                path=path,
+                status=response.status_code,
+            ) from None
 
     def _failure(self, message: str, path: str, **details: Any) -> FlinkRestError:
         """An operation Flink answered but did not carry out (a savepoint, a restore)."""
-        return FlinkRestError(message, method="GET", url=self.base_url + path, path=path,
-                              details=details)
+        return FlinkRestError(
+            message, method="GET", url=self.base_url + path, path=path, details=details
+        )
 
     # --- the cluster --------------------------------------------------------------------------
 
@@ -141,8 +165,9 @@ class FlinkRest:
         path = f"/jobs/{job_id}/vertices/{vertex_id}/metrics"
         return [m["id"] for m in self._call("GET", path)]
 
-    def subtask_metrics(self, job_id: str, vertex_id: str, names: Sequence[str],
-                        agg: str = "sum") -> dict[str, float]:
+    def subtask_metrics(
+        self, job_id: str, vertex_id: str, names: Sequence[str], agg: str = "sum"
+    ) -> dict[str, float]:
         """``{name: value aggregated over subtasks}`` (``agg``: sum, max, min, avg) for metric
         names without the subtask prefix, asked in batches that keep the URL short; a metric no
         subtask reports, or whose value is not a number, is left out (NaN is a number)."""
@@ -150,11 +175,17 @@ class FlinkRest:
         batch: list[str] = []
         path = f"/jobs/{job_id}/vertices/{vertex_id}/subtasks/metrics"
         for name in [*names, None]:
-            if batch and (name is None
-                          or sum(len(n) + 1 for n in batch) + len(name) > _MAX_QUERY_CHARS):
+            if batch and (
+                name is None or sum(len(n) + 1 for n in batch) + len(name) > _MAX_QUERY_CHARS
+            ):
                 rows = self._call("GET", path, params={"get": ",".join(batch), "agg": agg})
-                out.update({row["id"]: value for row in rows
-                            if (value := _float(row.get(agg))) is not None})
+                out.update(
+                    {
+                        row["id"]: value
+                        for row in rows
+                        if (value := _float(row.get(agg))) is not None
+                    }
+                )
                 batch = []
             if name is not None:
                 batch.append(name)
@@ -168,8 +199,9 @@ class FlinkRest:
     def trigger_stop_with_savepoint(self, job_id: str, target_dir: str) -> str:
         """Ask Flink to stop the job with a savepoint in ``target_dir``; returns the request
         id to poll with :meth:`savepoint_status`."""
-        trigger = self._call("POST", f"/jobs/{job_id}/stop",
-                             json={"targetDirectory": target_dir, "drain": False})
+        trigger = self._call(
+            "POST", f"/jobs/{job_id}/stop", json={"targetDirectory": target_dir, "drain": False}
+        )
         return str(trigger["request-id"])
 
     def savepoint_status(self, job_id: str, request_id: str) -> dict[str, Any]:
@@ -177,8 +209,9 @@ class FlinkRest:
         and, once completed, ``operation.location`` or ``operation.failure-cause``."""
         return dict(self._call("GET", f"/jobs/{job_id}/savepoints/{request_id}"))
 
-    def stop_with_savepoint(self, job_id: str, target_dir: str, deadline_s: float = 120.0,
-                            poll_s: float = 0.5) -> str:
+    def stop_with_savepoint(
+        self, job_id: str, target_dir: str, deadline_s: float = 120.0, poll_s: float = 0.5
+    ) -> str:
         """Stop the job with a savepoint; returns the savepoint's location once Flink reports
         it complete. Raises if Flink could not take it (the job goes on) or it takes longer
         than ``deadline_s``."""
@@ -192,14 +225,17 @@ class FlinkRest:
                 if "location" in operation:
                     return str(operation["location"])
                 cause = str(operation.get("failure-cause", {}).get("class", "unknown"))
-                raise self._failure("Flink could not take the savepoint; the job goes on",
-                                    path, cause=cause)
+                raise self._failure(
+                    "Flink could not take the savepoint; the job goes on", path, cause=cause
+                )
             self._sleep(poll_s)
-        raise self._failure(f"the savepoint of {job_id} did not complete in {deadline_s:.0f}s",
-                            path)
+        raise self._failure(
+            f"the savepoint of {job_id} did not complete in {deadline_s:.0f}s", path
+        )
 
-    def restored_from(self, job_id: str, savepoint: str, deadline_s: float = 180.0,
-                      poll_s: float = 1.0) -> dict[str, Any]:
+    def restored_from(
+        self, job_id: str, savepoint: str, deadline_s: float = 180.0, poll_s: float = 1.0
+    ) -> dict[str, Any]:
         """Wait until Flink reports job ``job_id`` restored from ``savepoint``; returns Flink's
         ``latest.restored`` record. Raises if the job ends first, restores from something
         else, or says nothing within ``deadline_s``."""
@@ -209,20 +245,32 @@ class FlinkRest:
         while time.monotonic() < deadline:
             state = self.job(job_id).get("state")
             if state in TERMINAL_STATES:
-                raise self._failure(f"the resubmitted job {job_id} is {state} before restoring "
-                                    f"from {savepoint}", f"/jobs/{job_id}", job=job_id,
-                                    savepoint=savepoint, exceptions=self.root_exception(job_id))
+                raise self._failure(
+                    f"the resubmitted job {job_id} is {state} before restoring from {savepoint}",
+                    f"/jobs/{job_id}",
+                    job=job_id,
+                    savepoint=savepoint,
+                    exceptions=self.root_exception(job_id),
+                )
             restored = (self.checkpoints(job_id).get("latest") or {}).get("restored")
             if restored:
                 found = str(restored.get("external_path", "")).removeprefix("file:").lstrip("/")
                 if found != wanted:
-                    raise self._failure(f"job {job_id} restored from "
-                                        f"{restored.get('external_path')}, not from {savepoint}",
-                                        path, job=job_id, savepoint=savepoint)
+                    raise self._failure(
+                        f"job {job_id} restored from "
+                        f"{restored.get('external_path')}, not from {savepoint}",
+                        path,
+                        job=job_id,
+                        savepoint=savepoint,
+                    )
                 return dict(restored)
             self._sleep(poll_s)
-        raise self._failure(f"job {job_id} did not report a restore from {savepoint} in "
-                            f"{deadline_s:.0f}s", path, job=job_id, savepoint=savepoint)
+        raise self._failure(
+            f"job {job_id} did not report a restore from {savepoint} in {deadline_s:.0f}s",
+            path,
+            job=job_id,
+            savepoint=savepoint,
+        )
 
 
 def _flink_errors(response: requests.Response) -> list[str]:

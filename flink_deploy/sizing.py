@@ -123,8 +123,9 @@ class TaskManagerProfile:
         }
 
     def dynamic_properties(self) -> list[str]:
-        return [arg for key, value in self.memory_settings().items()
-                for arg in ("-D", f"{key}={value}")]  # fmt: skip
+        return [
+            arg for key, value in self.memory_settings().items() for arg in ("-D", f"{key}={value}")
+        ]
 
 
 DEFAULT_PROFILE = TaskManagerProfile("small", 2, "3072m")

@@ -40,8 +40,9 @@ def lite_line(match: FilterMatch) -> tuple[str, bytes]:
     return match.filter_name, lite_message(match, processed_at_ms=0)[1]
 
 
-def build(p: beam.Pipeline, filter_set: FilterSet, alert_files: Sequence[str],
-          out_dir: str) -> None:
+def build(
+    p: beam.Pipeline, filter_set: FilterSet, alert_files: Sequence[str], out_dir: str
+) -> None:
     snapshots = p | "FilterSet" >> beam.Create([filter_set])
     decoded = (
         p
@@ -68,11 +69,13 @@ def build(p: beam.Pipeline, filter_set: FilterSet, alert_files: Sequence[str],
     )
 
 
-def run(filters_dir: Path, alert_files: Sequence[str], out_dir: Path,
-        beam_args: Sequence[str] = ()) -> FilterSet:
+def run(
+    filters_dir: Path, alert_files: Sequence[str], out_dir: Path, beam_args: Sequence[str] = ()
+) -> FilterSet:
     """Run the backfill; returns the filter set it used."""
-    filters = tuple(f for path in sorted(filters_dir.glob("*.yaml"))
-                    for f in load_filter_file(str(path)))  # fmt: skip
+    filters = tuple(
+        f for path in sorted(filters_dir.glob("*.yaml")) for f in load_filter_file(str(path))
+    )
     filter_set = FilterSet(0, filters)
     out_dir.mkdir(parents=True, exist_ok=True)
     with beam.Pipeline(options=PipelineOptions(list(beam_args))) as p:

@@ -45,9 +45,15 @@ def filter_error_message(report: FilterErrorReport) -> KV:
     return report.filter_name.encode(), json.dumps(asdict(report)).encode()
 
 
-def build(p: beam.Pipeline, endpoints: ClusterEndpoints, topics: Sequence[str], group_id: str,
-          partitions: int, config_topic: str = CONFIG_TOPIC,
-          deadletter_topic: str = DEADLETTER_TOPIC) -> None:
+def build(
+    p: beam.Pipeline,
+    endpoints: ClusterEndpoints,
+    topics: Sequence[str],
+    group_id: str,
+    partitions: int,
+    config_topic: str = CONFIG_TOPIC,
+    deadletter_topic: str = DEADLETTER_TOPIC,
+) -> None:
     """Wire the broker's stages (see the module doc)."""
     bootstrap = endpoints.bootstrap_servers
     producer = {"bootstrap.servers": bootstrap}
@@ -57,7 +63,8 @@ def build(p: beam.Pipeline, endpoints: ClusterEndpoints, topics: Sequence[str], 
     feed = ConfigTopicFeed(bootstrap, config_topic)
     decoded = (
         p
-        | "ReadAlerts" >> ReadFromKafka(
+        | "ReadAlerts"
+        >> ReadFromKafka(
             consumer_config=kafka_consumer_config(bootstrap, group_id),
             topics=list(topics),
             with_metadata=True,
@@ -66,7 +73,7 @@ def build(p: beam.Pipeline, endpoints: ClusterEndpoints, topics: Sequence[str], 
         )
         | "ToKafkaRecord" >> beam.Map(kafka_record)
         | "DecodeAlerts" >> DecodeAlerts()
-    )  # fmt: skip
+    )
     annotated = decoded[DecodeAlerts.ALERTS] | "AnnotateAlerts" >> AnnotateAlerts(feed=feed)
     filtered = annotated[AnnotateAlerts.ANNOTATED] | "ApplyFilters" >> ApplyFilters(feed=feed)
     _ = filtered[MATCHES] | "PublishMatches" >> PublishMatches(bootstrap, partitions)
@@ -74,16 +81,19 @@ def build(p: beam.Pipeline, endpoints: ClusterEndpoints, topics: Sequence[str], 
         (decoded[DecodeAlerts.DEAD_LETTERS], annotated[AnnotateAlerts.DEAD_LETTERS])
         | "AllDeadLetters" >> beam.Flatten()
         | "DeadLetterToMessage" >> beam.Map(dead_letter_message).with_output_types(KV)
-        | "PublishDeadLetters" >> WriteToKafka(producer_config=producer, topic=deadletter_topic,
-                                               expansion_service=expansion)
-    )  # fmt: skip
+        | "PublishDeadLetters"
+        >> WriteToKafka(
+            producer_config=producer, topic=deadletter_topic, expansion_service=expansion
+        )
+    )
     (
         filtered[ERRORS]
         | "FilterErrorToMessage" >> beam.Map(filter_error_message).with_output_types(KV)
-        | "PublishFilterErrors" >> WriteToKafka(producer_config=producer,
-                                                topic=FILTER_ERRORS_TOPIC,
-                                                expansion_service=expansion)
-    )  # fmt: skip
+        | "PublishFilterErrors"
+        >> WriteToKafka(
+            producer_config=producer, topic=FILTER_ERRORS_TOPIC, expansion_service=expansion
+        )
+    )
 
 
 def run(argv: Sequence[str] | None = None) -> PipelineResult:
@@ -95,14 +105,32 @@ def run(argv: Sequence[str] | None = None) -> PipelineResult:
     parser.add_argument("--group-id", default="alertflow-broker")
     parser.add_argument("--job-name", default="alertflow-broker")
     parser.add_argument("--parallelism", type=int, default=2)
-    parser.add_argument("--output-partitions", type=int, default=1,
-                        help="partitions of each filter's topic when the broker creates it")
-    parser.add_argument("--output-executable", type=Path, default=None, metavar="JAR",
-                        help="write the job as a Flink application jar instead of submitting it")
+    parser.add_argument(
+        "--output-partitions",
+        type=int,
+        default=1,
+        help="partitions of each filter's topic when the broker creates it",
+    )
+    parser.add_argument(
+        "--output-executable",
+        type=Path,
+        default=None,
+        metavar="JAR",
+        help="write the job as a Flink application jar instead of submitting it",
+    )
     args, beam_args = parser.parse_known_args(argv)
     return submit(
-        lambda p, endpoints: build(p, endpoints, args.topics.split(","), args.group_id,
-                                   args.output_partitions, args.config_topic,
-                                   args.deadletter_topic),
-        args.job_name, args.parallelism, beam_args, args.output_executable,
-    )  # fmt: skip
+        lambda p, endpoints: build(
+            p,
+            endpoints,
+            args.topics.split(","),
+            args.group_id,
+            args.output_partitions,
+            args.config_topic,
+            args.deadletter_topic,
+        ),
+        args.job_name,
+        args.parallelism,
+        beam_args,
+        args.output_executable,
+    )

@@ -128,7 +128,10 @@ def kafka_consumer_config(bootstrap_servers: str, group_id: str) -> dict[str, st
 
 
 def executable_args(
-    endpoints: ClusterEndpoints, executable: Path, cfg: StackConfig, job_name: str,
+    endpoints: ClusterEndpoints,
+    executable: Path,
+    cfg: StackConfig,
+    job_name: str,
     parallelism: int,
 ) -> list[str]:
     """Pipeline options that write the job as a Flink application jar instead of running it.

@@ -25,13 +25,20 @@ from transforms.topics import ALERT_TOPICS, DEADLETTER_TOPIC, DECODED_TOPIC
 KV = tuple[bytes, bytes]
 
 
-def build(p: beam.Pipeline, endpoints: ClusterEndpoints, topics: Sequence[str], group_id: str,
-          decoded_topic: str, deadletter_topic: str = DEADLETTER_TOPIC) -> None:
+def build(
+    p: beam.Pipeline,
+    endpoints: ClusterEndpoints,
+    topics: Sequence[str],
+    group_id: str,
+    decoded_topic: str,
+    deadletter_topic: str = DEADLETTER_TOPIC,
+) -> None:
     """Wire the stages; the labels are the names the Flink UI shows."""
     producer = {"bootstrap.servers": endpoints.bootstrap_servers}
     decoded = (
         p
-        | "ReadAlerts" >> ReadFromKafka(
+        | "ReadAlerts"
+        >> ReadFromKafka(
             consumer_config=kafka_consumer_config(endpoints.bootstrap_servers, group_id),
             topics=list(topics),
             with_metadata=True,
@@ -40,19 +47,27 @@ def build(p: beam.Pipeline, endpoints: ClusterEndpoints, topics: Sequence[str], 
         )
         | "ToKafkaRecord" >> beam.Map(kafka_record)
         | "DecodeAlerts" >> DecodeAlerts()
-    )  # fmt: skip
+    )
     (
         decoded[DecodeAlerts.ALERTS]
         | "AlertToMessage" >> beam.Map(alert_message).with_output_types(KV)
-        | "PublishDecoded" >> WriteToKafka(producer_config=producer, topic=decoded_topic,
-                                           expansion_service=endpoints.expansion_service)
-    )  # fmt: skip
+        | "PublishDecoded"
+        >> WriteToKafka(
+            producer_config=producer,
+            topic=decoded_topic,
+            expansion_service=endpoints.expansion_service,
+        )
+    )
     (
         decoded[DecodeAlerts.DEAD_LETTERS]
         | "DeadLetterToMessage" >> beam.Map(dead_letter_message).with_output_types(KV)
-        | "PublishDeadLetters" >> WriteToKafka(producer_config=producer, topic=deadletter_topic,
-                                               expansion_service=endpoints.expansion_service)
-    )  # fmt: skip
+        | "PublishDeadLetters"
+        >> WriteToKafka(
+            producer_config=producer,
+            topic=deadletter_topic,
+            expansion_service=endpoints.expansion_service,
+        )
+    )
 
 
 def run(argv: Sequence[str] | None = None) -> PipelineResult:
@@ -66,7 +81,10 @@ def run(argv: Sequence[str] | None = None) -> PipelineResult:
     parser.add_argument("--parallelism", type=int, default=1)
     args, beam_args = parser.parse_known_args(argv)
     return submit(
-        lambda p, endpoints: build(p, endpoints, args.topics.split(","), args.group_id,
-                                   args.decoded, args.deadletter),
-        args.job_name, args.parallelism, beam_args,
-    )  # fmt: skip
+        lambda p, endpoints: build(
+            p, endpoints, args.topics.split(","), args.group_id, args.decoded, args.deadletter
+        ),
+        args.job_name,
+        args.parallelism,
+        beam_args,
+    )

@@ -32,24 +32,31 @@ def shout(record: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
     return key or b"", json.dumps(out).encode()
 
 
-def build(p: beam.Pipeline, endpoints: ClusterEndpoints, input_topic: str, output_topic: str,
-          group_id: str) -> None:
+def build(
+    p: beam.Pipeline,
+    endpoints: ClusterEndpoints,
+    input_topic: str,
+    output_topic: str,
+    group_id: str,
+) -> None:
     """Wire Kafka -> shout -> Kafka; the step labels are the names the Flink UI shows."""
     (
         p
-        | "ReadSmokeInput" >> ReadFromKafka(
+        | "ReadSmokeInput"
+        >> ReadFromKafka(
             consumer_config=kafka_consumer_config(endpoints.bootstrap_servers, group_id),
             topics=[input_topic],
             commit_offset_in_finalize=True,
             expansion_service=endpoints.expansion_service,
         )
         | "ShoutInPython" >> beam.Map(shout).with_output_types(tuple[bytes, bytes])
-        | "WriteSmokeOutput" >> WriteToKafka(
+        | "WriteSmokeOutput"
+        >> WriteToKafka(
             producer_config={"bootstrap.servers": endpoints.bootstrap_servers},
             topic=output_topic,
             expansion_service=endpoints.expansion_service,
         )
-    )  # fmt: skip
+    )
 
 
 def run(argv: Sequence[str] | None = None) -> PipelineResult:
@@ -63,5 +70,7 @@ def run(argv: Sequence[str] | None = None) -> PipelineResult:
     args, beam_args = parser.parse_known_args(argv)
     return submit(
         lambda p, endpoints: build(p, endpoints, args.input, args.output, args.group_id),
-        args.job_name, args.parallelism, beam_args,
-    )  # fmt: skip
+        args.job_name,
+        args.parallelism,
+        beam_args,
+    )

@@ -46,8 +46,14 @@ def run_topics(bootstrap: str, prefix: str, source: str, partitions: int) -> dic
     ``partitions`` partitions, a compacted config topic and a dead-letter topic."""
     run_id = uuid.uuid4().hex[:8]
     topics = {n: f"{prefix}.{run_id}.{n}" for n in (source, "config", "dead")}
-    ensure_topics(bootstrap, [Topic(topics[source], partitions), Topic(topics["dead"]),
-                              Topic(topics["config"], 1, COMPACTED)])  # fmt: skip
+    ensure_topics(
+        bootstrap,
+        [
+            Topic(topics[source], partitions),
+            Topic(topics["dead"]),
+            Topic(topics["config"], 1, COMPACTED),
+        ],
+    )
     return topics
 
 
@@ -56,24 +62,40 @@ def start_broker(cfg: StackConfig, topics: dict[str, str], source: str) -> tuple
     returns its job name and Flink job id."""
     prefix, run_id = topics[source].split(".")[:2]
     job_name = f"alertflow-{prefix}-{run_id}"
-    broker.run([f"--topics={topics[source]}", f"--config-topic={topics['config']}",
-                f"--deadletter-topic={topics['dead']}", f"--group-id={prefix}-{run_id}",
-                f"--job-name={job_name}", "--parallelism=2"])  # fmt: skip
-    jid = wait_for(lambda: running_job_id(cfg.flink_rest_url, job_name), 180,
-                   f"{job_name} running")  # fmt: skip
+    broker.run(
+        [
+            f"--topics={topics[source]}",
+            f"--config-topic={topics['config']}",
+            f"--deadletter-topic={topics['dead']}",
+            f"--group-id={prefix}-{run_id}",
+            f"--job-name={job_name}",
+            "--parallelism=2",
+        ]
+    )
+    jid = wait_for(lambda: running_job_id(cfg.flink_rest_url, job_name), 180, f"{job_name} running")
     return job_name, jid
 
 
 def backlog_filters(prefix: str) -> FilterSet:
     """The example filters plus ``every-lsst`` (a catch-all: every LSST alert, lite), each
     writing to ``<prefix>.out.<filter>``; the catch-all tells when the backlog is drained."""
-    examples = [f for p in sorted((REPO_ROOT / "examples" / "filters").glob("*.yaml"))
-                for f in load_filter_file(str(p))]  # fmt: skip
-    every = load_filters("apiVersion: alertflow/v1\nkind: Filter\n"
-                         "metadata: {name: every-lsst, owner: bench}\n"
-                         "spec:\n  where: survey == 'lsst'\n  output: {topic: t}\n")  # fmt: skip
-    return FilterSet(1, tuple(replace(f, output=replace(f.output, topic=f"{prefix}.out.{f.name}"))
-                              for f in (*examples, *every)))  # fmt: skip
+    examples = [
+        f
+        for p in sorted((REPO_ROOT / "examples" / "filters").glob("*.yaml"))
+        for f in load_filter_file(str(p))
+    ]
+    every = load_filters(
+        "apiVersion: alertflow/v1\nkind: Filter\n"
+        "metadata: {name: every-lsst, owner: bench}\n"
+        "spec:\n  where: survey == 'lsst'\n  output: {topic: t}\n"
+    )
+    return FilterSet(
+        1,
+        tuple(
+            replace(f, output=replace(f.output, topic=f"{prefix}.out.{f.name}"))
+            for f in (*examples, *every)
+        ),
+    )
 
 
 def catch_all(filter_set: FilterSet) -> Filter:
@@ -120,8 +142,12 @@ def job_restarts(rest: str, jid: str, deadline_s: float = 60.0) -> int:
     the JobManager has fetched them, a few seconds after the job starts)."""
     flink = FlinkRest(rest)
     try:
-        metrics = wait_until(lambda: flink.job_metrics(jid, ["numRestarts"]), deadline_s, 1.0,
-                             f"job {jid}'s numRestarts metric")  # fmt: skip
+        metrics = wait_until(
+            lambda: flink.job_metrics(jid, ["numRestarts"]),
+            deadline_s,
+            1.0,
+            f"job {jid}'s numRestarts metric",
+        )
     except TimeoutError:
         raise AssertionError(f"job {jid}: no numRestarts metric after {deadline_s:.0f} s") from None
     return int(metrics["numRestarts"])
@@ -144,13 +170,17 @@ class Drain:
         return (self.distinct - 1) / span if span > 0 else float("nan")
 
 
-def watch_drain(bootstrap: str, topic: str, count: int, deadline_s: float,
-                on_first=None) -> Drain:  # fmt: skip
+def watch_drain(bootstrap: str, topic: str, count: int, deadline_s: float, on_first=None) -> Drain:
     """Read ``topic`` (the catch-all's) from the start until ``count`` distinct alerts came or
     ``deadline_s`` passed; ``on_first()`` is called when the first match arrives."""
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"d-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False})  # fmt: skip
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"d-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
+    )
     end = time.monotonic() + deadline_s
     while topic not in admin.list_topics(timeout=10).topics and time.monotonic() < end:
         time.sleep(1)  # the broker creates a filter's topic when it first publishes to it

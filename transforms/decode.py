@@ -122,8 +122,9 @@ def read_long(buf: bytes, pos: int, what: str) -> tuple[int, int]:
     try:
         return avro_binary.read_long(buf, pos)
     except IndexError:
-        raise DecodeError(DecodeStage.FRAMING,
-                          f"container truncated while reading {what}") from None
+        raise DecodeError(
+            DecodeStage.FRAMING, f"container truncated while reading {what}"
+        ) from None
     except ValueError:
         raise DecodeError(DecodeStage.FRAMING, f"malformed varint in {what}") from None
 
@@ -492,7 +493,7 @@ _DEFAULT_SCHEMAS: LsstSchemas | None = None
 
 
 def _default_schemas() -> LsstSchemas:
-    global _DEFAULT_SCHEMAS  # noqa: PLW0603 - one lazily built resolver per process
+    global _DEFAULT_SCHEMAS
     if _DEFAULT_SCHEMAS is None:
         _DEFAULT_SCHEMAS = LsstSchemas()
     return _DEFAULT_SCHEMAS
@@ -626,8 +627,9 @@ def _one_record_container(header: bytes, codec: bytes, body: bytes, sync: bytes)
     if codec == b"deflate":
         compressor = zlib.compressobj(wbits=-15)
         payload = compressor.compress(body) + compressor.flush()
-    return b"".join((header, avro_binary.encode_long(1), avro_binary.encode_long(len(payload)),
-                     payload, sync))
+    return b"".join(
+        (header, avro_binary.encode_long(1), avro_binary.encode_long(len(payload)), payload, sync)
+    )
 
 
 def decode_ztf(message: bytes) -> Alert:

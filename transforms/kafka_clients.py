@@ -59,8 +59,13 @@ class RateLimit(logging.Filter):
     remembered. Thread-safe: confluent_kafka logs from whichever thread polls a client.
     """
 
-    def __init__(self, interval_s: float = LOG_INTERVAL_S, *,
-                 clock: Callable[[], float] = time.monotonic, max_kinds: int = 1000) -> None:
+    def __init__(
+        self,
+        interval_s: float = LOG_INTERVAL_S,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        max_kinds: int = 1000,
+    ) -> None:
         super().__init__()
         self.interval_s = interval_s
         self._clock = clock
@@ -81,8 +86,10 @@ class RateLimit(logging.Filter):
                 self._forget(now)
             self._shown[kind] = _Shown(now)
         if last is not None and last.held_back:
-            record.msg = (f"{message} ({last.held_back} more like it held back in the last "
-                          f"{now - last.at:.0f} s)")
+            record.msg = (
+                f"{message} ({last.held_back} more like it held back in the last "
+                f"{now - last.at:.0f} s)"
+            )
             record.args = ()
         return True
 
@@ -99,8 +106,9 @@ if not any(isinstance(f, RateLimit) for f in KAFKA_LOG.filters):  # once, even o
     KAFKA_LOG.addFilter(RateLimit())
 
 
-def kafka_config(bootstrap_servers: str,
-                 settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def kafka_config(
+    bootstrap_servers: str, settings: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """A confluent_kafka client's configuration: the servers, ``settings``, and the logger."""
     return {"bootstrap.servers": bootstrap_servers, **(settings or {}), "logger": KAFKA_LOG}
 
@@ -111,9 +119,13 @@ class KafkaMetadata(Protocol):
     def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any: ...
 
 
-def kafka_problem(bootstrap_servers: str, topics: Iterable[str] = (), *,
-                  timeout_s: float = PROBE_TIMEOUT_S,
-                  client: KafkaMetadata | None = None) -> str | None:
+def kafka_problem(
+    bootstrap_servers: str,
+    topics: Iterable[str] = (),
+    *,
+    timeout_s: float = PROBE_TIMEOUT_S,
+    client: KafkaMetadata | None = None,
+) -> str | None:
     """Why Kafka at ``bootstrap_servers`` cannot serve us now; None if it answers a metadata
     request within ``timeout_s`` and has every topic of ``topics``.
 
@@ -134,8 +146,9 @@ def kafka_problem(bootstrap_servers: str, topics: Iterable[str] = (), *,
     finally:
         if own is not None:
             own.poll(0)
-    missing = [t for t in topics
-               if (meta := metadata.topics.get(t)) is None or meta.error is not None]
+    missing = [
+        t for t in topics if (meta := metadata.topics.get(t)) is None or meta.error is not None
+    ]
     if missing:
         return f"{where} answers, but has no topic {', '.join(missing)}"
     return None
@@ -145,13 +158,21 @@ def _not_ready_codes() -> frozenset[Any]:
     """The KafkaError codes of a broker that is not there yet (down, starting, unreachable)."""
     from confluent_kafka import KafkaError
 
-    return frozenset({KafkaError._TRANSPORT, KafkaError._TIMED_OUT,
-                      KafkaError._ALL_BROKERS_DOWN, KafkaError._RESOLVE,
-                      KafkaError.BROKER_NOT_AVAILABLE, KafkaError.LEADER_NOT_AVAILABLE})
+    return frozenset(
+        {
+            KafkaError._TRANSPORT,
+            KafkaError._TIMED_OUT,
+            KafkaError._ALL_BROKERS_DOWN,
+            KafkaError._RESOLVE,
+            KafkaError.BROKER_NOT_AVAILABLE,
+            KafkaError.LEADER_NOT_AVAILABLE,
+        }
+    )
 
 
-def wait_ready(bootstrap_servers: str, timeout_s: float, topics: Iterable[str] = (), *,
-               interval_s: float = 0.5) -> None:
+def wait_ready(
+    bootstrap_servers: str, timeout_s: float, topics: Iterable[str] = (), *, interval_s: float = 0.5
+) -> None:
     """Return once Kafka at ``bootstrap_servers`` answers a metadata request (and has every
     topic of ``topics``). While it is not there yet (a KafkaError code of a broker down or
     starting) it asks again; another failure (bad settings, refused credentials) raises its
@@ -173,8 +194,11 @@ def wait_ready(bootstrap_servers: str, timeout_s: float, topics: Iterable[str] =
                     raise
                 problem = f"{where} does not answer: {_reason(error)}"
             else:
-                missing = [t for t in wanted
-                           if (meta := metadata.topics.get(t)) is None or meta.error is not None]
+                missing = [
+                    t
+                    for t in wanted
+                    if (meta := metadata.topics.get(t)) is None or meta.error is not None
+                ]
                 if not missing:
                     return
                 problem = f"{where} answers, but has no topic {', '.join(missing)}"
@@ -206,8 +230,14 @@ class TopicAdmin(Protocol):
     def create_topics(self, new_topics: list[Any], **kwargs: Any) -> dict[str, Any]: ...
 
 
-def ensure_topics(bootstrap_servers: str, topics: Iterable[Topic], *, timeout_s: float = 30.0,
-                  admin: TopicAdmin | None = None, wait_for_leaders: bool = False) -> list[str]:
+def ensure_topics(
+    bootstrap_servers: str,
+    topics: Iterable[Topic],
+    *,
+    timeout_s: float = 30.0,
+    admin: TopicAdmin | None = None,
+    wait_for_leaders: bool = False,
+) -> list[str]:
     """Create the ``topics`` Kafka does not have; returns the names created here. A topic
     another client creates at the same time counts as there (``TOPIC_ALREADY_EXISTS``); any
     other failure raises the KafkaException. ``wait_for_leaders``: return only once every
@@ -223,9 +253,14 @@ def ensure_topics(bootstrap_servers: str, topics: Iterable[Topic], *, timeout_s:
     missing = [t for t in wanted if t.name not in existing]
     created: list[str] = []
     if missing:
-        futures = admin.create_topics([NewTopic(t.name, num_partitions=t.partitions,
-                                                replication_factor=1, config=dict(t.config))
-                                       for t in missing])  # fmt: skip
+        futures = admin.create_topics(
+            [
+                NewTopic(
+                    t.name, num_partitions=t.partitions, replication_factor=1, config=dict(t.config)
+                )
+                for t in missing
+            ]
+        )
         for name, future in futures.items():
             try:
                 future.result(timeout=timeout_s)
@@ -239,11 +274,17 @@ def ensure_topics(bootstrap_servers: str, topics: Iterable[Topic], *, timeout_s:
     return created
 
 
-def ensure_topic(bootstrap_servers: str, name: str, partitions: int = 1,
-                 config: Mapping[str, str] | None = None, **options: Any) -> bool:
+def ensure_topic(
+    bootstrap_servers: str,
+    name: str,
+    partitions: int = 1,
+    config: Mapping[str, str] | None = None,
+    **options: Any,
+) -> bool:
     """:func:`ensure_topics` for one topic; True if it was created here."""
-    return bool(ensure_topics(bootstrap_servers, [Topic(name, partitions, dict(config or {}))],
-                              **options))
+    return bool(
+        ensure_topics(bootstrap_servers, [Topic(name, partitions, dict(config or {}))], **options)
+    )
 
 
 def _wait_for_leaders(admin: TopicAdmin, names: list[str], timeout_s: float) -> None:
@@ -251,14 +292,21 @@ def _wait_for_leaders(admin: TopicAdmin, names: list[str], timeout_s: float) -> 
     waiting = list(names)
     while waiting:
         metadata = admin.list_topics(timeout=timeout_s).topics
-        waiting = [n for n in waiting if (meta := metadata.get(n)) is None
-                   or meta.error is not None or not meta.partitions
-                   or any(p.leader < 0 for p in meta.partitions.values())]
+        waiting = [
+            n
+            for n in waiting
+            if (meta := metadata.get(n)) is None
+            or meta.error is not None
+            or not meta.partitions
+            or any(p.leader < 0 for p in meta.partitions.values())
+        ]
         if not waiting:
             return
         if time.monotonic() >= deadline:
-            raise TimeoutError(f"{', '.join(waiting)}: created, but a partition has no leader "
-                               f"after {timeout_s:g} s")
+            raise TimeoutError(
+                f"{', '.join(waiting)}: created, but a partition has no leader "
+                f"after {timeout_s:g} s"
+            )
         time.sleep(0.1)
 
 
@@ -278,6 +326,18 @@ def _reason(error: Exception) -> str:
     return inner.str() if isinstance(inner, KafkaError) else str(error)
 
 
-__all__ = ["COMPACTED", "DEFAULT_BOOTSTRAP", "DEFAULT_KAFKA_PORT", "KAFKA_LOG", "LOG_INTERVAL_S",
-           "PROBE_TIMEOUT_S", "RateLimit", "Topic", "ensure_topic", "ensure_topics",
-           "kafka_config", "kafka_problem", "wait_ready"]
+__all__ = [
+    "COMPACTED",
+    "DEFAULT_BOOTSTRAP",
+    "DEFAULT_KAFKA_PORT",
+    "KAFKA_LOG",
+    "LOG_INTERVAL_S",
+    "PROBE_TIMEOUT_S",
+    "RateLimit",
+    "Topic",
+    "ensure_topic",
+    "ensure_topics",
+    "kafka_config",
+    "kafka_problem",
+    "wait_ready",
+]

@@ -10,8 +10,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def wait_until(check: Callable[[], T], timeout_s: float, interval_s: float = 0.5,
-               what: str = "the condition") -> T:  # fmt: skip
+def wait_until(
+    check: Callable[[], T], timeout_s: float, interval_s: float = 0.5, what: str = "the condition"
+) -> T:
     """Call ``check`` every ``interval_s`` until it returns a truthy value, and return that value.
 
     ``check`` runs at least once, and once more after the deadline has passed, so a condition

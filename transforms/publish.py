@@ -119,7 +119,8 @@ def full_message(match: FilterMatch, processed_at_ms: int) -> tuple[bytes, bytes
         "alert_id": match.alert.alert_id,
         "object_id": None if match.alert.object_id is None else str(match.alert.object_id),
         "processed_at_ms": processed_at_ms,
-        "annotations_json": None if match.annotations is None
+        "annotations_json": None
+        if match.annotations is None
         else json.dumps(annotations_json(match.annotations), default=str),
         "original": match.alert.original,
     }
@@ -154,8 +155,12 @@ class _PublishFn(beam.DoFn):
         from confluent_kafka import Producer
         from confluent_kafka.admin import AdminClient
 
-        self._producer = Producer(kafka_config(self._bootstrap, {
-            "acks": "all", "linger.ms": 5, "message.max.bytes": 8 * 1024 * 1024}))
+        self._producer = Producer(
+            kafka_config(
+                self._bootstrap,
+                {"acks": "all", "linger.ms": 5, "message.max.bytes": 8 * 1024 * 1024},
+            )
+        )
         self._admin = AdminClient(kafka_config(self._bootstrap))
         self._topics: set[str] = set()
         self._failures: list[str] = []
@@ -175,8 +180,9 @@ class _PublishFn(beam.DoFn):
         key, value = FORMATS[match.format](match, int(time.time() * 1000))
         while True:
             try:
-                self._producer.produce(match.topic, key=key, value=value,
-                                       on_delivery=self._on_delivery)
+                self._producer.produce(
+                    match.topic, key=key, value=value, on_delivery=self._on_delivery
+                )
                 break
             except BufferError:
                 self._producer.poll(0.05)
@@ -203,8 +209,9 @@ class PublishMatches(beam.PTransform):
     retries: at least once, never silently dropped. Counter ``PublishMatches/matches_published``.
     """
 
-    def __init__(self, bootstrap_servers: str, partitions: int = 1,
-                 label: str | None = None) -> None:
+    def __init__(
+        self, bootstrap_servers: str, partitions: int = 1, label: str | None = None
+    ) -> None:
         super().__init__(label)
         self._bootstrap = bootstrap_servers
         self._partitions = partitions

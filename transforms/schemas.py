@@ -428,7 +428,7 @@ def compile_projection(schema: Any, projection: Projection) -> ProjectionReader:
     }
     try:
         # The generated code is a pure function of the schema's structure (see module docstring).
-        exec(compile(source, "<alertflow projection reader>", "exec"), namespace)  # noqa: S102
+        exec(compile(source, "<alertflow projection reader>", "exec"), namespace)
     except (SyntaxError, RecursionError, MemoryError) as err:
         raise SchemaError(f"schema too complex to compile ({type(err).__name__})") from err
     reader: ProjectionReader = namespace["reader"]
@@ -595,7 +595,7 @@ class LsstSchemas:
     def _fetch(self, schema_id: int) -> dict[str, Any]:
         url = f"{self.registry_url}/schemas/ids/{schema_id}"
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout_s) as response:  # noqa: S310
+            with urllib.request.urlopen(url, timeout=self.timeout_s) as response:
                 payload = json.load(response)
             schema = payload["schema"]
             return json.loads(schema) if isinstance(schema, str) else schema

@@ -27,22 +27,29 @@ from transforms.topics import ALERT_TOPICS
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("autoscale", help="run the autoscaler service",
-                                   description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "autoscale",
+        help="run the autoscaler service",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--policy", type=Path, required=True, help="scaling policy (YAML)")
     parser.add_argument("--driver", choices=("local", "kubernetes"), default="local")
     parser.add_argument("--host", default=HOST, help="address to listen on (default %(default)s)")
     parser.add_argument("--port", type=int, default=5001, help="port (default %(default)s)")
-    parser.add_argument("--group-id", default="alertflow-broker",
-                        help="the broker's consumer group (default %(default)s)")
+    parser.add_argument(
+        "--group-id",
+        default="alertflow-broker",
+        help="the broker's consumer group (default %(default)s)",
+    )
     parser.add_argument("--topics", default=",".join(ALERT_TOPICS), help="comma-separated")
     parser.add_argument("--job-name", help="the Flink job to watch (default: the running one)")
     parser.add_argument("--bootstrap", help="Kafka (default: the local stack's)")
     parser.add_argument("--flink-rest-url", help="Flink REST API (default: the local stack's)")
     k8s = parser.add_argument_group("kubernetes driver")
-    k8s.add_argument("--k8s-mode", choices=("deployments", "flinkdeployment"),
-                     default="deployments")
+    k8s.add_argument(
+        "--k8s-mode", choices=("deployments", "flinkdeployment"), default="deployments"
+    )
     k8s.add_argument("--k8s-name", default="alertflow", help="the FlinkDeployment's name")
     k8s.add_argument("--namespace", help="default: the pod's own")
     parser.add_argument("--audit-log", type=Path, help="JSON lines of policy changes")
@@ -51,8 +58,9 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     from control_service.auth import parse_api_keys
     from control_service.config import ConfigError
     from flink_deploy.autoscaler.drivers import DriverError, KubernetesDriver
@@ -66,15 +74,28 @@ def run(args: argparse.Namespace) -> int:
     except (PolicyError, OSError) as error:
         print(f"alertflow autoscale: bad policy:\n{error}", file=sys.stderr)
         return 2
-    keys = os.environ.get("ALERTFLOW_AUTOSCALER_API_KEYS",
-                          os.environ.get("ALERTFLOW_CONTROL_API_KEYS", ""))
+    keys = os.environ.get(
+        "ALERTFLOW_AUTOSCALER_API_KEYS", os.environ.get("ALERTFLOW_CONTROL_API_KEYS", "")
+    )
     try:
-        overrides = {k: v for k, v in (("bootstrap_servers", args.bootstrap),
-                                       ("flink_rest_url", args.flink_rest_url)) if v}
-        config = AutoscalerConfig(host=args.host, port=args.port, group_id=args.group_id,
-                                  topics=tuple(t for t in args.topics.split(",") if t),
-                                  job_name=args.job_name, api_keys=parse_api_keys(keys),
-                                  audit_log=args.audit_log, **overrides)
+        overrides = {
+            k: v
+            for k, v in (
+                ("bootstrap_servers", args.bootstrap),
+                ("flink_rest_url", args.flink_rest_url),
+            )
+            if v
+        }
+        config = AutoscalerConfig(
+            host=args.host,
+            port=args.port,
+            group_id=args.group_id,
+            topics=tuple(t for t in args.topics.split(",") if t),
+            job_name=args.job_name,
+            api_keys=parse_api_keys(keys),
+            audit_log=args.audit_log,
+            **overrides,
+        )
     except ConfigError as error:
         print(f"alertflow autoscale: bad configuration: {error}", file=sys.stderr)
         return 2
@@ -84,19 +105,29 @@ def run(args: argparse.Namespace) -> int:
 
             driver: Any = LocalDriver(StackConfig.from_env())
         else:
-            driver = KubernetesDriver(policy.profiles, mode=args.k8s_mode, name=args.k8s_name,
-                                      namespace=args.namespace)
+            driver = KubernetesDriver(
+                policy.profiles, mode=args.k8s_mode, name=args.k8s_name, namespace=args.namespace
+            )
     except (DriverError, StackError, ValueError, OSError) as error:
-        print(f"alertflow autoscale: cannot start the {args.driver} driver: {error}",
-              file=sys.stderr)
+        print(
+            f"alertflow autoscale: cannot start the {args.driver} driver: {error}", file=sys.stderr
+        )
         return 1
-    observer = Observer(config.bootstrap_servers, config.group_id, config.topics,
-                        config.flink_rest_url, job_name=config.job_name)
+    observer = Observer(
+        config.bootstrap_servers,
+        config.group_id,
+        config.topics,
+        config.flink_rest_url,
+        job_name=config.job_name,
+    )
     app = create_app(policy, observer, driver, config, start_loop=True)
     loop = app.extensions["alertflow.scaling"]
     server = make_server(config.host, config.port, app, threaded=True)
-    print(f"alertflow autoscaler on http://{config.host}:{server.server_port} "
-          f"({args.driver} driver, every {policy.interval_s:g} s)", flush=True)
+    print(
+        f"alertflow autoscaler on http://{config.host}:{server.server_port} "
+        f"({args.driver} driver, every {policy.interval_s:g} s)",
+        flush=True,
+    )
     try:
         serve_until_stopped(server)
     finally:

@@ -12,9 +12,11 @@ from pipelines import backfill
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
-        "backfill", help="run filters over alert files in batch", description=backfill.__doc__,
+        "backfill",
+        help="run filters over alert files in batch",
+        description=backfill.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-    )  # fmt: skip
+    )
     parser.add_argument("--filters", type=Path, required=True, help="folder of filter YAML files")
     parser.add_argument("--alerts", nargs="+", required=True, metavar="FILE")
     parser.add_argument("--out", type=Path, required=True, help="folder for the results")
@@ -24,6 +26,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     filter_set = backfill.run(args.filters, args.alerts, args.out)
-    print(f"backfill: {len(filter_set.filters)} filters; results in the --out folder",
-          file=sys.stderr)
+    print(
+        f"backfill: {len(filter_set.filters)} filters; results in the --out folder", file=sys.stderr
+    )
     return 0

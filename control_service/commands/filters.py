@@ -69,19 +69,24 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     service = argparse.ArgumentParser(add_help=False)
     service.add_argument(
-        "--url", default=os.environ.get("ALERTFLOW_CONTROL_URL", "http://127.0.0.1:5000"),
+        "--url",
+        default=os.environ.get("ALERTFLOW_CONTROL_URL", "http://127.0.0.1:5000"),
         help="the control service (default: $ALERTFLOW_CONTROL_URL or http://127.0.0.1:5000)",
-    )  # fmt: skip
-    service.add_argument("--token", default=os.environ.get("ALERTFLOW_TOKEN"),
-                         help="bearer token (default: $ALERTFLOW_TOKEN, else the local "
-                              "stack's admin token for its control service)")  # fmt: skip
+    )
+    service.add_argument(
+        "--token",
+        default=os.environ.get("ALERTFLOW_TOKEN"),
+        help="bearer token (default: $ALERTFLOW_TOKEN, else the local "
+        "stack's admin token for its control service)",
+    )
     actions = parser.add_subparsers(dest="filters_action", required=True, metavar="ACTION")
     check = actions.add_parser("check", help="validate filter YAML files (offline)")
     check.add_argument("files", nargs="+", type=Path, metavar="FILE.yaml")
     test = actions.add_parser(
-        "test", parents=[service],
+        "test",
+        parents=[service],
         help="dry-run a filter: NAME on the service, or -f FILE --alerts ... offline",
-    )  # fmt: skip
+    )
     test.add_argument(
         "name",
         nargs="?",
@@ -103,9 +108,11 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         help="alert files for -f (ZTF Avro, Rubin Avro or wire format)",
     )
     test.add_argument(
-        "--schema-dir", type=Path, default=DEFAULT_LSST_SCHEMA_DIR,
+        "--schema-dir",
+        type=Path,
+        default=DEFAULT_LSST_SCHEMA_DIR,
         help="directory of lsst.vX_Y schema folders (default: the schemas shipped with alertflow)",
-    )  # fmt: skip
+    )
     test.add_argument("--no-matches", action="store_true", help="-f: print only the summary")
     apply = actions.add_parser(
         "apply", parents=[service], help="create or replace the filters of a YAML file"
@@ -113,9 +120,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     apply.add_argument("-f", "--file", type=Path, required=True, metavar="FILE.yaml")
     listing = actions.add_parser("list", parents=[service], help="list the filters")
     listing.add_argument("--owner", help="only this user's filters")
-    for name, text in (("get", "print a filter's YAML document"), ("delete", "delete a filter"),
-                       ("activate", "activate a filter"),
-                       ("deactivate", "deactivate a filter")):  # fmt: skip
+    for name, text in (
+        ("get", "print a filter's YAML document"),
+        ("delete", "delete a filter"),
+        ("activate", "activate a filter"),
+        ("deactivate", "deactivate a filter"),
+    ):
         actions.add_parser(name, parents=[service], help=text).add_argument("name")
     parser.set_defaults(func=run)
     return parser
@@ -135,8 +145,11 @@ def run(
         return _check(args.files, out, err)
     if action == "test":
         if (args.name is None) == (args.file is None):
-            print("alertflow filters test: give NAME (on the service) or -f FILE --alerts ... "
-                  "(offline), not both", file=err)  # fmt: skip
+            print(
+                "alertflow filters test: give NAME (on the service) or -f FILE --alerts ... "
+                "(offline), not both",
+                file=err,
+            )
             return 2
         if args.file is not None:
             if not args.alerts:
@@ -144,8 +157,11 @@ def run(
                 return 2
             return _test(args, out, err)
         if args.alerts:
-            print("alertflow filters test: --alerts goes with -f FILE; a NAME is tried on "
-                  "the service's reference alerts", file=err)  # fmt: skip
+            print(
+                "alertflow filters test: --alerts goes with -f FILE; a NAME is tried on "
+                "the service's reference alerts",
+                file=err,
+            )
             return 2
     token = args.token or local_control_token(args.url)
     return _remote(args, out, err, client or ControlClient(args.url, token))
@@ -179,8 +195,11 @@ def _remote(args: argparse.Namespace, out: TextIO, err: TextIO, client: ControlC
         print(f"{error.status} {error.error}: {error.message}", file=err)
         for issue in error.details.get("issues", []):
             if "line" in issue:
-                print(f"{source}:{issue['line']}:{issue['column']}: {issue['path']}: "
-                      f"{issue['message']}", file=err)  # fmt: skip
+                print(
+                    f"{source}:{issue['line']}:{issue['column']}: {issue['path']}: "
+                    f"{issue['message']}",
+                    file=err,
+                )
         return 1
     print(json.dumps(result, indent=2), file=out)
     return 0

@@ -99,12 +99,17 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
             lines = []
             for alert, result in zip(alerts, annotate_batch(alerts, loaded), strict=True):
                 if isinstance(result, DeadLetter):
-                    print(f"{path}: alert {alert.alert_id}: {result.stage}: {result.reason}",
-                          file=err)  # fmt: skip
+                    print(
+                        f"{path}: alert {alert.alert_id}: {result.stage}: {result.reason}", file=err
+                    )
                     failed += 1
                 else:
-                    lines.append({**to_json_dict(result.alert),
-                                  "annotations": annotations_json(result.annotations)})  # fmt: skip
+                    lines.append(
+                        {
+                            **to_json_dict(result.alert),
+                            "annotations": annotations_json(result.annotations),
+                        }
+                    )
         for line in lines:
             json.dump(line, out, indent=2 if args.pretty else None, allow_nan=False)
             out.write("\n")

@@ -46,8 +46,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.action == "list":
             for job in running_jobs(FlinkRest(rest, TIMEOUT_S), args.all):
-                print(json.dumps({"id": job["jid"], "name": job["name"], "state": job["state"],
-                                  "start_time_ms": job["start-time"]}))  # fmt: skip
+                print(
+                    json.dumps(
+                        {
+                            "id": job["jid"],
+                            "name": job["name"],
+                            "state": job["state"],
+                            "start_time_ms": job["start-time"],
+                        }
+                    )
+                )
             return 0
         cancelled = cancel_jobs(rest, args.jobs)
     except FlinkRestError as err:

@@ -398,9 +398,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "files", nargs="*", type=Path, metavar="FILE",
+        "files",
+        nargs="*",
+        type=Path,
+        metavar="FILE",
         help="alert file, or directory: the *.avro and *.bin files under it",
-    )  # fmt: skip
+    )
     parser.add_argument("--bootstrap", default=DEFAULT_BOOTSTRAP, help="Kafka bootstrap servers")
     parser.add_argument(
         "--topic", default=None, help=f"topic (default: {ZTF_TOPIC} / {LSST_TOPIC} by survey)"
@@ -416,8 +419,10 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--registry-url", default=None)
     parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     service = parser.add_argument_group(
-        "service", "--serve: run the replay service; FILE and the options above are its "
-        "initial config, changed with PUT /api/v1/config, sent with POST /api/v1/actions/start")
+        "service",
+        "--serve: run the replay service; FILE and the options above are its "
+        "initial config, changed with PUT /api/v1/config, sent with POST /api/v1/actions/start",
+    )
     service.add_argument("--serve", action="store_true", help="run as a service")
     service.add_argument("--host", default="127.0.0.1", help="address (default %(default)s)")
     service.add_argument("--port", type=int, default=5002, help="port (default %(default)s)")
@@ -596,8 +601,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
 
         return serve(args, out, err)
     if not args.files:
-        print("replay: give the alert files or directories to send (FILE ...), or --serve",
-              file=err)  # fmt: skip
+        print(
+            "replay: give the alert files or directories to send (FILE ...), or --serve", file=err
+        )
         return 2
     try:
         schedule = Schedule(args.rate, args.visit_size, args.visit_interval)
@@ -619,9 +625,13 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         return 2
 
     sender = Sender(
-        kafka_producer(args.bootstrap), messages, count, schemas, schedule,
+        kafka_producer(args.bootstrap),
+        messages,
+        count,
+        schemas,
+        schedule,
         {survey: topic for survey in surveys},
-    )  # fmt: skip
+    )
 
     def show(s: Sender) -> None:
         print("\r" + format_progress(s.sent, count, s.elapsed()), end="", file=err, flush=True)
@@ -633,8 +643,11 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     for reason in sorted(set(sender.failures))[:5]:
         print(f"replay: delivery failed: {reason}", file=err)
     if loaded.problems:
-        print(f"replay: sent {len(loaded.files)} of {loaded.total_files} files; not sent: "
-              f"{_bad_files(len(loaded.problems))}", file=err)  # fmt: skip
+        print(
+            f"replay: sent {len(loaded.files)} of {loaded.total_files} files; not sent: "
+            f"{_bad_files(len(loaded.problems))}",
+            file=err,
+        )
     return 1 if sender.failed or loaded.problems else 0
 
 

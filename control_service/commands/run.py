@@ -43,15 +43,24 @@ JOB_NAME = "alertflow-broker"
 
 
 def register(subparsers: Any) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("run", help="run the broker locally until Ctrl-C",
-                                   description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = subparsers.add_parser(
+        "run",
+        help="run the broker locally until Ctrl-C",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--taskmanagers", type=int, default=None, metavar="N")
-    parser.add_argument("--autoscale", action="store_true",
-                        help="run the broker as a reactive-mode application cluster with the "
-                        "autoscaler (default policy: flink_deploy/autoscaler/default-policy.yaml)")
-    parser.add_argument("--detach", action="store_true",
-                        help="leave the broker running and return instead of waiting")
+    parser.add_argument(
+        "--autoscale",
+        action="store_true",
+        help="run the broker as a reactive-mode application cluster with the "
+        "autoscaler (default policy: flink_deploy/autoscaler/default-policy.yaml)",
+    )
+    parser.add_argument(
+        "--detach",
+        action="store_true",
+        help="leave the broker running and return instead of waiting",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -96,8 +105,9 @@ def _run(args: argparse.Namespace, cfg: StackConfig) -> int:
             say(f"starting the local stack ({cfg.mode} mode) ...")
             started += [p.name for p in supervisor.up(cfg, log=say)]
         elif (mode := running_mode(cfg)) != cfg.mode:
-            raise StackError(f"the stack running from {cfg.run_dir} is in {mode} "
-                                   "mode; stop it first (make stop)")  # fmt: skip
+            raise StackError(
+                f"the stack running from {cfg.run_dir} is in {mode} mode; stop it first (make stop)"
+            )
         else:
             say(f"using the stack already running from {cfg.run_dir}")
         recorded = supervisor.RunState(cfg.run_dir).load()
@@ -106,8 +116,10 @@ def _run(args: argparse.Namespace, cfg: StackConfig) -> int:
             started.append(supervisor.start_control(cfg).name)
         if args.autoscale and "alertflow-autoscaler" not in running:
             started.append(supervisor.start_autoscaler(cfg, DEFAULT_POLICY_FILE).name)
-            say(f"autoscaler: http://{HOST}:{cfg.autoscaler_port}/api/v1/scaling "
-                f"(policy {DEFAULT_POLICY_FILE.relative_to(REPO_ROOT)})")
+            say(
+                f"autoscaler: http://{HOST}:{cfg.autoscaler_port}/api/v1/scaling "
+                f"(policy {DEFAULT_POLICY_FILE.relative_to(REPO_ROOT)})"
+            )
         files = sorted(EXAMPLES.glob("*.yaml"))
         filters = tuple(f for p in files for f in load_filter_file(str(p)))
         control = ControlClient(cfg.control_url, local_admin_token(cfg))
@@ -127,13 +139,20 @@ def _run(args: argparse.Namespace, cfg: StackConfig) -> int:
         say("waiting for the matches ...")
         new = wait_for_matches(cfg.bootstrap_servers, filters, counts_before, expected)
         for flt in filters:
-            print(f"{flt.name:<28} {new[flt.output.topic]:>5} matches on {flt.output.topic} "
-                  f"(computed locally: {expected[flt.name]})", flush=True)
+            print(
+                f"{flt.name:<28} {new[flt.output.topic]:>5} matches on {flt.output.topic} "
+                f"(computed locally: {expected[flt.name]})",
+                flush=True,
+            )
         say(f"\nFlink web UI:    {cfg.flink_rest_url}")
-        say(f"Control service: {cfg.control_url} (admin token in {cfg.run_dir / ADMIN_TOKEN_FILE}"
-            f": {local_admin_token(cfg)})")  # fmt: skip
-        say("Apply a filter: alertflow filters apply -f FILE (it uses that token), or try one "
-            "locally first: alertflow filters test -f FILE --alerts ALERTS...")
+        say(
+            f"Control service: {cfg.control_url} (admin token in {cfg.run_dir / ADMIN_TOKEN_FILE}"
+            f": {local_admin_token(cfg)})"
+        )
+        say(
+            "Apply a filter: alertflow filters apply -f FILE (it uses that token), or try one "
+            "locally first: alertflow filters test -f FILE --alerts ALERTS..."
+        )
         if args.detach:
             detached = True
             say("Stop with: alertflow stack down")
@@ -159,29 +178,44 @@ def replay_arguments(cfg: StackConfig, topic: str, files: list[Path]) -> argpars
     """``alertflow replay`` of ``files`` onto ``topic`` of this stack, as parsed arguments."""
     from control_service.cli import build_parser  # the cli module imports this one
 
-    return build_parser().parse_args(["replay", "--bootstrap", cfg.bootstrap_servers, "--topic",
-                                      topic, "--no-progress", *map(str, files)])  # fmt: skip
+    return build_parser().parse_args(
+        [
+            "replay",
+            "--bootstrap",
+            cfg.bootstrap_servers,
+            "--topic",
+            topic,
+            "--no-progress",
+            *map(str, files),
+        ]
+    )
 
 
 def expected_matches(filters: tuple) -> Counter:
     """Matches per filter on the sample alerts, computed in this process."""
     schemas = LsstSchemas()
-    alerts = [a for files in sample_alerts().values() for path in files
-              for a in decode_message(path.read_bytes(), schemas)]  # fmt: skip
+    alerts = [
+        a
+        for files in sample_alerts().values()
+        for path in files
+        for a in decode_message(path.read_bytes(), schemas)
+    ]
     counts = Counter({f.name: 0 for f in filters})
     counts.update(m.filter_name for m in match_locally(FilterSet(0, filters), alerts)[0])
     return counts
 
 
-def wait_for_matches(bootstrap: str, filters: tuple, before: Counter, expected: Counter,
-                     deadline_s: float = 180.0) -> Counter:
+def wait_for_matches(
+    bootstrap: str, filters: tuple, before: Counter, expected: Counter, deadline_s: float = 180.0
+) -> Counter:
     """New messages per filter topic, once each has at least the expected count or at the
     deadline (writes are at least once, so more is possible)."""
     end = time.monotonic() + deadline_s
     while True:
         counts = topic_counts(bootstrap, [f.output.topic for f in filters])
-        new = Counter({f.output.topic: counts[f.output.topic] - before[f.output.topic]
-                       for f in filters})  # fmt: skip
+        new = Counter(
+            {f.output.topic: counts[f.output.topic] - before[f.output.topic] for f in filters}
+        )
         if all(new[f.output.topic] >= expected[f.name] for f in filters):
             return new
         if time.monotonic() > end:

@@ -15,12 +15,21 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("stack", help="start, inspect and stop the local stack")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     up = actions.add_parser("up", help="start Kafka, Flink and the Beam services; wait for health")
-    up.add_argument("--taskmanagers", type=int, default=None, metavar="N",
-                    help="number of Flink TaskManagers (default 1, or ALERTFLOW_TASKMANAGERS)")
-    up.add_argument("--mode", choices=MODES, default=None,
-                    help="session: jobs are submitted to the cluster (default, or "
-                    "ALERTFLOW_STACK_MODE); application: the broker runs as a reactive-mode "
-                    "application cluster that rescales with its TaskManagers")
+    up.add_argument(
+        "--taskmanagers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="number of Flink TaskManagers (default 1, or ALERTFLOW_TASKMANAGERS)",
+    )
+    up.add_argument(
+        "--mode",
+        choices=MODES,
+        default=None,
+        help="session: jobs are submitted to the cluster (default, or "
+        "ALERTFLOW_STACK_MODE); application: the broker runs as a reactive-mode "
+        "application cluster that rescales with its TaskManagers",
+    )
     actions.add_parser("status", help="print each service, its PID, port and health as JSON")
     actions.add_parser("down", help="stop every process that `up` started")
     parser.set_defaults(func=run)
@@ -29,9 +38,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        cfg = StackConfig.from_env(
-            getattr(args, "taskmanagers", None), getattr(args, "mode", None)
-        )
+        cfg = StackConfig.from_env(getattr(args, "taskmanagers", None), getattr(args, "mode", None))
         if args.action == "up":
             supervisor.up(cfg, log=lambda line: print(line, file=sys.stderr))
             print(f"stack healthy; Flink web UI: {cfg.flink_rest_url}", file=sys.stderr)

@@ -68,6 +68,7 @@ from typing import Any
 from flink_deploy.autoscaler.observe import Observation
 from flink_deploy.autoscaler.policy import Policy
 
+
 class Action(StrEnum):
     """What a decision does: add or remove a TaskManager, nothing, or (set by the loop) the
     driver failed."""
@@ -162,8 +163,10 @@ class ScaleUpCheck:
 
     @property
     def label(self) -> str:
-        return (f"the last scale-up ({self.taskmanagers_before} -> {self.taskmanagers_after} "
-                "TaskManagers)")
+        return (
+            f"the last scale-up ({self.taskmanagers_before} -> {self.taskmanagers_after} "
+            "TaskManagers)"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -223,11 +226,16 @@ class Autoscaler:
         self.policy = policy
         self._reset_streaks()
         check = self.last_scale_up
-        if policy.scale_up.min_gain is None and check is not None \
-                and check.verdict is Verdict.MEASURING:
-            self.last_scale_up = replace(check, verdict=Verdict.UNKNOWN,
-                                         reason=f"{check.label} was not measured: the new "
-                                                "policy has no min_gain")
+        if (
+            policy.scale_up.min_gain is None
+            and check is not None
+            and check.verdict is Verdict.MEASURING
+        ):
+            self.last_scale_up = replace(
+                check,
+                verdict=Verdict.UNKNOWN,
+                reason=f"{check.label} was not measured: the new policy has no min_gain",
+            )
 
     def _reset_streaks(self) -> None:
         self.up_streak = self.down_streak = 0
@@ -238,15 +246,20 @@ class Autoscaler:
     def _up_triggers(self, obs: Observation) -> list[str]:
         up = self.policy.scale_up
         out = []
-        if up.lag_above is not None and obs.lag_total is not None \
-                and obs.lag_total > up.lag_above:
+        if up.lag_above is not None and obs.lag_total is not None and obs.lag_total > up.lag_above:
             out.append(f"lag {_records(obs.lag_total)} > {_records(up.lag_above)}")
         busy, pressure = obs.busy_max_ms_per_s, obs.backpressure_max_ms_per_s
-        if up.busy_above_ms_per_s is not None and busy is not None \
-                and busy > up.busy_above_ms_per_s:
+        if (
+            up.busy_above_ms_per_s is not None
+            and busy is not None
+            and busy > up.busy_above_ms_per_s
+        ):
             out.append(f"busy {_ms(busy)} > {_ms(up.busy_above_ms_per_s)}")
-        if up.backpressure_above_ms_per_s is not None and pressure is not None \
-                and pressure > up.backpressure_above_ms_per_s:
+        if (
+            up.backpressure_above_ms_per_s is not None
+            and pressure is not None
+            and pressure > up.backpressure_above_ms_per_s
+        ):
             out.append(f"backpressure {_ms(pressure)} > {_ms(up.backpressure_above_ms_per_s)}")
         return out
 
@@ -265,8 +278,12 @@ class Autoscaler:
 
     def _up_profile(self, obs: Observation) -> str:
         up = self.policy.scale_up
-        if up.large_profile is not None and up.large_lag_above is not None \
-                and obs.lag_total is not None and obs.lag_total > up.large_lag_above:
+        if (
+            up.large_profile is not None
+            and up.large_lag_above is not None
+            and obs.lag_total is not None
+            and obs.lag_total > up.large_lag_above
+        ):
             return up.large_profile
         return up.profile
 
@@ -276,15 +293,22 @@ class Autoscaler:
     def _blocked(self, now: float) -> ScaleUpCheck | None:
         """The ineffective check that blocks load-driven scale-ups at ``now``, if any."""
         check = self.last_scale_up
-        if self.policy.scale_up.min_gain is None or check is None \
-                or check.verdict is not Verdict.INEFFECTIVE or check.blocked_until is None:
+        if (
+            self.policy.scale_up.min_gain is None
+            or check is None
+            or check.verdict is not Verdict.INEFFECTIVE
+            or check.blocked_until is None
+        ):
             return None
         return check if now < check.blocked_until else None
 
     def _measuring(self) -> ScaleUpCheck | None:
         check = self.last_scale_up
-        if self.policy.scale_up.min_gain is None or check is None \
-                or check.verdict is not Verdict.MEASURING:
+        if (
+            self.policy.scale_up.min_gain is None
+            or check is None
+            or check.verdict is not Verdict.MEASURING
+        ):
             return None
         return check
 
@@ -296,9 +320,13 @@ class Autoscaler:
         before = self._up_rate_sum / self._up_rate_count if self._up_rate_count else None
         check = ScaleUpCheck(now, n, n + 1, obs.parallelism, min_gain, before)
         if before is None:
-            check = replace(check, verdict=Verdict.UNKNOWN, judged_at=now,
-                            reason=f"{check.label} was not measured: no throughput counted "
-                                   "before it (no loaded observation with a fresh rate)")
+            check = replace(
+                check,
+                verdict=Verdict.UNKNOWN,
+                judged_at=now,
+                reason=f"{check.label} was not measured: no throughput counted "
+                "before it (no loaded observation with a fresh rate)",
+            )
         self.last_scale_up = check
 
     def _measure(self, obs: Observation, rate: float | None, n: int, now: float) -> str | None:
@@ -314,8 +342,9 @@ class Autoscaler:
 
         def unknown(why: str) -> str:
             reason = f"{check.label} was not measured: {why}"
-            self.last_scale_up = replace(check, verdict=Verdict.UNKNOWN, reason=reason,
-                                         judged_at=now)
+            self.last_scale_up = replace(
+                check, verdict=Verdict.UNKNOWN, reason=reason, judged_at=now
+            )
             return reason
 
         if n != check.taskmanagers_after:
@@ -327,9 +356,11 @@ class Autoscaler:
         if obs.lag_total is None or obs.checkpointed_since_restore is None:
             return unknown("the lag or the job's checkpoints became unknown")
         if obs.lag_total <= lag_below:
-            return unknown(f"the load ended (lag {_records(obs.lag_total)} <= "
-                           f"{_records(lag_below)}) after {len(check.rates_after)} of "
-                           f"{_observations(policy.sustain)}")
+            return unknown(
+                f"the load ended (lag {_records(obs.lag_total)} <= "
+                f"{_records(lag_below)}) after {len(check.rates_after)} of "
+                f"{_observations(policy.sustain)}"
+            )
         if rate is None:
             return None  # the first rate after the restore spans the stale offsets
         rates = (*check.rates_after, rate)
@@ -338,18 +369,22 @@ class Autoscaler:
             return None
         assert check.rate_before is not None  # a check without one starts as unknown
         after, before = sum(rates) / len(rates), check.rate_before
-        took = (f"{check.label} took throughput from {_rate(before)} to {_rate(after)} "
-                "alerts/s")
+        took = f"{check.label} took throughput from {_rate(before)} to {_rate(after)} alerts/s"
         if after < before * (1 + check.min_gain):
-            reason = (f"{took} (< +{_percent(check.min_gain)}): no scale-up for "
-                      f"{hold_s:.0f} s")
-            self.last_scale_up = replace(check, rates_after=rates, verdict=Verdict.INEFFECTIVE,
-                                         reason=reason, judged_at=now,
-                                         blocked_until=now + hold_s)
+            reason = f"{took} (< +{_percent(check.min_gain)}): no scale-up for {hold_s:.0f} s"
+            self.last_scale_up = replace(
+                check,
+                rates_after=rates,
+                verdict=Verdict.INEFFECTIVE,
+                reason=reason,
+                judged_at=now,
+                blocked_until=now + hold_s,
+            )
         else:
             reason = f"{took} (>= +{_percent(check.min_gain)}): effective"
-            self.last_scale_up = replace(check, rates_after=rates, verdict=Verdict.EFFECTIVE,
-                                         reason=reason, judged_at=now)
+            self.last_scale_up = replace(
+                check, rates_after=rates, verdict=Verdict.EFFECTIVE, reason=reason, judged_at=now
+            )
         return reason
 
     def _to_remove(self, taskmanagers: Sequence[TaskManager]) -> TaskManager:
@@ -361,8 +396,9 @@ class Autoscaler:
 
     # --- the decision -------------------------------------------------------------------------
 
-    def decide(self, observation: Observation, taskmanagers: Sequence[TaskManager],
-               now: float) -> Decision:
+    def decide(
+        self, observation: Observation, taskmanagers: Sequence[TaskManager], now: float
+    ) -> Decision:
         """The decision for ``observation`` given the current ``taskmanagers`` (oldest first).
 
         ``now`` is the time in seconds on the clock the cooldowns are measured with.
@@ -381,37 +417,65 @@ class Autoscaler:
             self._reset_streaks()
             errors = "; ".join(e for e in observation.errors if e.startswith("flink cluster"))
             why = errors or "no view of the cluster"
-            return replace(base, reason=f"the JobManager does not answer ({why}); nothing is "
-                                        "scaled until it does")
+            return replace(
+                base,
+                reason=f"the JobManager does not answer ({why}); nothing is scaled until it does",
+            )
         if n < policy.min_taskmanagers or n > policy.max_taskmanagers:
             up = n < policy.min_taskmanagers
             cooldown = policy.cooldown_up_s if up else policy.cooldown_down_s
-            bound = (f"{n} TaskManagers < min_taskmanagers {policy.min_taskmanagers}" if up
-                     else f"{n} TaskManagers > max_taskmanagers {policy.max_taskmanagers}")
+            bound = (
+                f"{n} TaskManagers < min_taskmanagers {policy.min_taskmanagers}"
+                if up
+                else f"{n} TaskManagers > max_taskmanagers {policy.max_taskmanagers}"
+            )
             if since is not None and since < cooldown:
-                return replace(base, reason=f"{bound}, but cooling down ({since:.0f} s of "
-                                            f"{cooldown:.0f} s since the last scaling)")
+                return replace(
+                    base,
+                    reason=f"{bound}, but cooling down ({since:.0f} s of "
+                    f"{cooldown:.0f} s since the last scaling)",
+                )
             if up:
                 profile = policy.scale_up.profile
-                return self._act(base, Action.UP, f"{bound}; adding a {profile} TaskManager "
-                                             f"({n} -> {n + 1})", profile)
+                return self._act(
+                    base,
+                    Action.UP,
+                    f"{bound}; adding a {profile} TaskManager ({n} -> {n + 1})",
+                    profile,
+                )
             victim = self._to_remove(tms)
-            return self._act(base, Action.DOWN, f"{bound}; removing {victim.name} ({n} -> {n - 1})",
-                             victim.profile, victim.name)
+            return self._act(
+                base,
+                Action.DOWN,
+                f"{bound}; removing {victim.name} ({n} -> {n - 1})",
+                victim.profile,
+                victim.name,
+            )
         if not observation.job_running:
             self._reset_streaks()
             state = observation.job_state or "not running"
             if observation.job_state == "RUNNING" and observation.parallelism > 0:
-                state = (f"RUNNING with {observation.tasks_running} of "
-                         f"{observation.tasks_total} tasks running")
-            return replace(base, reason=f"job {state} (parallelism {observation.parallelism}); "
-                                        "waiting for it to run before judging the load")
+                state = (
+                    f"RUNNING with {observation.tasks_running} of "
+                    f"{observation.tasks_total} tasks running"
+                )
+            return replace(
+                base,
+                reason=f"job {state} (parallelism {observation.parallelism}); "
+                "waiting for it to run before judging the load",
+            )
         if observation.checkpointed_since_restore is False:
             self._reset_streaks()
-            return replace(base, reason="restored from a checkpoint and none completed since: "
-                                        "the committed offsets, and so the lag, are stale")
-        if observation.lag_total is None and observation.busy_max_ms_per_s is None \
-                and observation.backpressure_max_ms_per_s is None:
+            return replace(
+                base,
+                reason="restored from a checkpoint and none completed since: "
+                "the committed offsets, and so the lag, are stale",
+            )
+        if (
+            observation.lag_total is None
+            and observation.busy_max_ms_per_s is None
+            and observation.backpressure_max_ms_per_s is None
+        ):
             self._reset_streaks()
             errors = "; ".join(observation.errors) or "no metric reported"
             return replace(base, reason=f"no load data ({errors})")
@@ -422,17 +486,25 @@ class Autoscaler:
             decision = replace(decision, reason=f"{decision.reason}; {verdict}")
         return decision
 
-    def _act(self, base: Decision, action: Action, reason: str, profile: str,
-             name: str | None = None) -> Decision:
+    def _act(
+        self, base: Decision, action: Action, reason: str, profile: str, name: str | None = None
+    ) -> Decision:
         self._reset_streaks()
         self.last_action_at = base.timestamp
         n = base.current_count
         target = n + 1 if action is Action.UP else n - 1
-        return replace(base, action=action, target_count=target, profile=profile,
-                       taskmanager=name, reason=reason)
+        return replace(
+            base,
+            action=action,
+            target_count=target,
+            profile=profile,
+            taskmanager=name,
+            reason=reason,
+        )
 
-    def _by_load(self, base: Decision, observation: Observation, rate: float | None,
-                 since: float | None) -> Decision:
+    def _by_load(
+        self, base: Decision, observation: Observation, rate: float | None, since: float | None
+    ) -> Decision:
         """Rules 5-9, for a running job whose load is known and not stale."""
         policy = self.policy
         n, now = base.current_count, base.timestamp
@@ -454,8 +526,10 @@ class Autoscaler:
         else:
             self._reset_streaks()
             lag = "unknown" if observation.lag_total is None else _records(observation.lag_total)
-            return hold(f"load within bounds: lag {lag} (down below "
-                        f"{_records(policy.scale_down.lag_below)})")
+            return hold(
+                f"load within bounds: lag {lag} (down below "
+                f"{_records(policy.scale_down.lag_below)})"
+            )
         if triggers:
             why = ", ".join(triggers)
             if self.up_streak < policy.sustain:
@@ -466,22 +540,27 @@ class Autoscaler:
             blocked = self._blocked(now)
             if blocked is not None:
                 assert blocked.blocked_until is not None
-                return hold(f"{why}, but {blocked.reason} "
-                            f"({blocked.blocked_until - now:.0f} s left)")
+                return hold(
+                    f"{why}, but {blocked.reason} ({blocked.blocked_until - now:.0f} s left)"
+                )
             measuring = self._measuring()
             if measuring is not None:
-                progress = (f"{len(measuring.rates_after)} of {_observations(policy.sustain)}"
-                            if observation.parallelism > measuring.parallelism_before else
-                            f"the job not rescaled yet: parallelism {observation.parallelism}")
-                return hold(f"{why}, but waiting for the verdict on {measuring.label}: "
-                            f"{progress}")
+                progress = (
+                    f"{len(measuring.rates_after)} of {_observations(policy.sustain)}"
+                    if observation.parallelism > measuring.parallelism_before
+                    else f"the job not rescaled yet: parallelism {observation.parallelism}"
+                )
+                return hold(f"{why}, but waiting for the verdict on {measuring.label}: {progress}")
             if since is not None and since < policy.cooldown_up_s:
-                return hold(f"{why}, but cooling down ({since:.0f} s of "
-                            f"{policy.cooldown_up_s:.0f} s since the last scaling)")
+                return hold(
+                    f"{why}, but cooling down ({since:.0f} s of "
+                    f"{policy.cooldown_up_s:.0f} s since the last scaling)"
+                )
             profile = self._up_profile(observation)
             self._start_check(observation, n, now)  # before _act resets the streak's rates
-            return self._act(base, Action.UP, f"{why}; adding a {profile} TaskManager "
-                                         f"({n} -> {n + 1})", profile)
+            return self._act(
+                base, Action.UP, f"{why}; adding a {profile} TaskManager ({n} -> {n + 1})", profile
+            )
 
         assert calm is not None
         why = ", ".join(calm)
@@ -491,8 +570,15 @@ class Autoscaler:
         if n <= policy.min_taskmanagers:
             return hold(f"{why}, already at min_taskmanagers {policy.min_taskmanagers}")
         if since is not None and since < policy.cooldown_down_s:
-            return hold(f"{why}, but cooling down ({since:.0f} s of "
-                        f"{policy.cooldown_down_s:.0f} s since the last scaling)")
+            return hold(
+                f"{why}, but cooling down ({since:.0f} s of "
+                f"{policy.cooldown_down_s:.0f} s since the last scaling)"
+            )
         victim = self._to_remove(base.taskmanagers)
-        return self._act(base, Action.DOWN, f"{why}; removing {victim.name} ({n} -> {n - 1})",
-                         victim.profile, victim.name)
+        return self._act(
+            base,
+            Action.DOWN,
+            f"{why}; removing {victim.name} ({n} -> {n - 1})",
+            victim.profile,
+            victim.name,
+        )

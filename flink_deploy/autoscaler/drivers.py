@@ -87,8 +87,10 @@ class KubernetesDriver:
         if not profiles:
             raise ValueError("at least one profile")
         if mode == "flinkdeployment" and len(profiles) != 1:
-            raise ValueError("the flinkdeployment mode has one TaskManager profile; got "
-                             + ", ".join(p.name for p in profiles))
+            raise ValueError(
+                "the flinkdeployment mode has one TaskManager profile; got "
+                + ", ".join(p.name for p in profiles)
+            )
         env = os.environ if environ is None else environ
         self.profiles = {p.name: p for p in profiles}
         self.mode = mode
@@ -100,8 +102,10 @@ class KubernetesDriver:
         if api_url is None:
             host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT")
             if not host or not port:
-                raise DriverError("not in a Kubernetes pod (KUBERNETES_SERVICE_HOST/PORT unset) "
-                                  "and no api_url given")
+                raise DriverError(
+                    "not in a Kubernetes pod (KUBERNETES_SERVICE_HOST/PORT unset) "
+                    "and no api_url given"
+                )
             api_url = f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
         self.api_url = api_url.rstrip("/")
         self._token = token
@@ -119,8 +123,11 @@ class KubernetesDriver:
             raise DriverError(f"cannot read {path}: {error.strerror}") from None
 
     def _headers(self, patch: bool = False) -> dict[str, str]:
-        token = self._token if self._token is not None else self._read(
-            self.service_account / "token").strip()
+        token = (
+            self._token
+            if self._token is not None
+            else self._read(self.service_account / "token").strip()
+        )
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         if patch:
             headers["Content-Type"] = MERGE_PATCH
@@ -128,19 +135,25 @@ class KubernetesDriver:
 
     def _call(self, method: str, path: str, what: str, body: Any = None) -> dict[str, Any]:
         url = self.api_url + path
-        kwargs: dict[str, Any] = {"headers": self._headers(patch=body is not None),
-                                  "timeout": self.timeout_s, "verify": self.verify}
+        kwargs: dict[str, Any] = {
+            "headers": self._headers(patch=body is not None),
+            "timeout": self.timeout_s,
+            "verify": self.verify,
+        }
         if body is not None:
             kwargs["json"] = body
         try:
             response = self.session.request(method, url, **kwargs)
         except requests.RequestException as error:
-            raise DriverError(f"{method} {what} in namespace {self.namespace}: the Kubernetes "
-                              f"API at {self.api_url} does not answer ({type(error).__name__})"
-                              ) from None
+            raise DriverError(
+                f"{method} {what} in namespace {self.namespace}: the Kubernetes "
+                f"API at {self.api_url} does not answer ({type(error).__name__})"
+            ) from None
         if response.status_code >= 400:
-            raise DriverError(f"{method} {what} in namespace {self.namespace}: Kubernetes "
-                              f"answered {response.status_code}: {_status_message(response)}")
+            raise DriverError(
+                f"{method} {what} in namespace {self.namespace}: Kubernetes "
+                f"answered {response.status_code}: {_status_message(response)}"
+            )
         try:
             data = response.json()
         except ValueError:
@@ -158,8 +171,10 @@ class KubernetesDriver:
         return f"/apis/apps/v1/namespaces/{self.namespace}/deployments/{deployment}/scale"
 
     def _flink_path(self) -> str:
-        return f"/apis/flink.apache.org/v1beta1/namespaces/{self.namespace}/flinkdeployments/" \
-               f"{self.name}"
+        return (
+            f"/apis/flink.apache.org/v1beta1/namespaces/{self.namespace}/flinkdeployments/"
+            f"{self.name}"
+        )
 
     def replicas(self, profile: str) -> int:
         """The replicas the cluster is asked to run for ``profile`` (the desired count)."""
@@ -177,11 +192,19 @@ class KubernetesDriver:
     def set_replicas(self, profile: str, count: int) -> None:
         if self.mode == "deployments":
             deployment = self._deployment(profile)
-            self._call("PATCH", self._scale_path(deployment), f"deployment {deployment}",
-                       {"spec": {"replicas": count}})
+            self._call(
+                "PATCH",
+                self._scale_path(deployment),
+                f"deployment {deployment}",
+                {"spec": {"replicas": count}},
+            )
         else:
-            self._call("PATCH", self._flink_path(), f"flinkdeployment {self.name}",
-                       {"spec": {"taskManager": {"replicas": count}}})
+            self._call(
+                "PATCH",
+                self._flink_path(),
+                f"flinkdeployment {self.name}",
+                {"spec": {"taskManager": {"replicas": count}}},
+            )
 
     def _object(self, profile: str) -> str:
         if self.mode == "deployments":
@@ -202,8 +225,10 @@ class KubernetesDriver:
 
     def add(self, profile: Profile) -> TaskManager:
         if profile.name not in self.profiles:
-            raise DriverError(f"no TaskManager {self._kind()} for profile {profile.name!r} "
-                              f"(known: {', '.join(self.profiles)})")
+            raise DriverError(
+                f"no TaskManager {self._kind()} for profile {profile.name!r} "
+                f"(known: {', '.join(self.profiles)})"
+            )
         count = self.replicas(profile.name)
         self.set_replicas(profile.name, count + 1)
         return TaskManager(f"{self._prefix(profile.name)}/{count}", profile.name)

@@ -39,9 +39,7 @@ class LocalDriver:
 
     def taskmanagers(self) -> list[TaskManager]:
         """The running TaskManagers, oldest first."""
-        return [
-            TaskManager(p.name, p.profile or DEFAULT_PROFILE.name) for p in self._running()
-        ]
+        return [TaskManager(p.name, p.profile or DEFAULT_PROFILE.name) for p in self._running()]
 
     def add(self, profile: Profile) -> TaskManager:
         taken = {int(p.name.removeprefix(PREFIX)) for p in self._running()}

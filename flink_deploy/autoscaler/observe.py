@@ -75,8 +75,11 @@ class Observation:
     def job_running(self) -> bool:
         """RUNNING with every task running: after a TaskManager is lost Flink keeps the job
         RUNNING while its tasks wait for slots (``tasks_running < tasks_total``)."""
-        return (self.job_state == "RUNNING" and self.parallelism > 0
-                and 0 < self.tasks_total == self.tasks_running)
+        return (
+            self.job_state == "RUNNING"
+            and self.parallelism > 0
+            and 0 < self.tasks_total == self.tasks_running
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -90,8 +93,9 @@ class KafkaOffsets(Protocol):
 
     def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any: ...
 
-    def get_watermark_offsets(self, partition: Any, timeout: float | None = None,
-                              cached: bool = False) -> tuple[int, int]: ...
+    def get_watermark_offsets(
+        self, partition: Any, timeout: float | None = None, cached: bool = False
+    ) -> tuple[int, int]: ...
 
     def committed(self, partitions: list[Any], timeout: float | None = None) -> list[Any]: ...
 
@@ -102,11 +106,16 @@ def kafka_consumer(bootstrap_servers: str, group_id: str) -> KafkaOffsets:
     """A consumer in ``group_id`` that never joins the group and never commits: it only reads."""
     from confluent_kafka import Consumer
 
-    return Consumer(kafka_config(bootstrap_servers, {
-        "group.id": group_id,
-        "enable.auto.commit": False,
-        "enable.partition.eof": False,
-    }))
+    return Consumer(
+        kafka_config(
+            bootstrap_servers,
+            {
+                "group.id": group_id,
+                "enable.auto.commit": False,
+                "enable.partition.eof": False,
+            },
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -170,8 +179,10 @@ class Observer:
                 why = meta.error if meta is not None else "no such topic"
                 raise LookupError(f"topic {topic}: {why}")
             partitions += [TopicPartition(topic, p) for p in sorted(meta.partitions)]
-        committed = {(tp.topic, tp.partition): tp for tp in
-                     consumer.committed(partitions, timeout=self.timeout_s)}
+        committed = {
+            (tp.topic, tp.partition): tp
+            for tp in consumer.committed(partitions, timeout=self.timeout_s)
+        }
         lag_by_topic = dict.fromkeys(self.topics, 0)
         end_total = committed_total = 0
         for tp in partitions:
@@ -190,8 +201,9 @@ class Observer:
     def _running_job(self) -> tuple[str | None, str | None, dict[str, int]]:
         """(job id, state, task counts): the RUNNING job if any, else the latest unfinished
         job's state."""
-        jobs = [j for j in self.flink.jobs()
-                if self.job_name is None or j.get("name") == self.job_name]
+        jobs = [
+            j for j in self.flink.jobs() if self.job_name is None or j.get("name") == self.job_name
+        ]
         jobs.sort(key=lambda j: j.get("start-time", 0), reverse=True)
         for job in jobs:
             if job.get("state") == "RUNNING":
@@ -204,10 +216,15 @@ class Observer:
     def flink_job(self) -> dict[str, Any]:
         """job_id, job_state, parallelism, busy and backpressure maxima; raises on failure."""
         job_id, state, tasks = self._running_job()
-        out: dict[str, Any] = {"job_id": job_id, "job_state": state, "parallelism": 0,
-                               "tasks_running": int(tasks.get("running", 0)),
-                               "tasks_total": int(tasks.get("total", 0)),
-                               "busy_max_ms_per_s": None, "backpressure_max_ms_per_s": None}
+        out: dict[str, Any] = {
+            "job_id": job_id,
+            "job_state": state,
+            "parallelism": 0,
+            "tasks_running": int(tasks.get("running", 0)),
+            "tasks_total": int(tasks.get("total", 0)),
+            "busy_max_ms_per_s": None,
+            "backpressure_max_ms_per_s": None,
+        }
         if state != "RUNNING" or job_id is None:
             return out
         vertices = self.flink.job(job_id).get("vertices", [])
@@ -229,9 +246,11 @@ class Observer:
 
     def flink_cluster(self) -> dict[str, int]:
         overview = self.flink.overview()
-        return {"taskmanagers": int(overview["taskmanagers"]),
-                "slots_total": int(overview["slots-total"]),
-                "slots_available": int(overview["slots-available"])}
+        return {
+            "taskmanagers": int(overview["taskmanagers"]),
+            "slots_total": int(overview["slots-total"]),
+            "slots_available": int(overview["slots-available"]),
+        }
 
     # --- together -----------------------------------------------------------------------------
 
@@ -256,7 +275,8 @@ class Observer:
                 elapsed = now - self._previous[0]
                 values["records_in_per_s"] = (offsets.end_total - self._previous[1]) / elapsed
                 values["records_out_per_s"] = (
-                    offsets.committed_total - self._previous[2]) / elapsed
+                    offsets.committed_total - self._previous[2]
+                ) / elapsed
             self._previous = (now, offsets.end_total, offsets.committed_total)
         for name, read in (("flink job", self.flink_job), ("flink cluster", self.flink_cluster)):
             try:
@@ -275,8 +295,11 @@ class Observer:
         services' probe (:func:`~transforms.kafka_clients.kafka_problem`); a consumer that
         gets no answer is dropped, and made again next time."""
         with self._lock:
-            problem = kafka_problem(self.bootstrap_servers, client=self._kafka(),
-                                    timeout_s=min(self.timeout_s, PROBE_TIMEOUT_S))
+            problem = kafka_problem(
+                self.bootstrap_servers,
+                client=self._kafka(),
+                timeout_s=min(self.timeout_s, PROBE_TIMEOUT_S),
+            )
             if problem is not None:
                 self._reset_kafka()
             return problem
@@ -313,14 +336,14 @@ def checkpointed_since_restore(body: Any) -> bool:
     restored, completed = latest.get("restored"), latest.get("completed")
     if restored is None:
         return True
-    restore_ms = _number(restored.get("restore_timestamp")) \
-        if isinstance(restored, dict) else None
+    restore_ms = _number(restored.get("restore_timestamp")) if isinstance(restored, dict) else None
     if restore_ms is None:
         raise LookupError("latest.restored has no restore_timestamp")
     if completed is None:
         return False
-    trigger_ms = _number(completed.get("trigger_timestamp")) \
-        if isinstance(completed, dict) else None
+    trigger_ms = (
+        _number(completed.get("trigger_timestamp")) if isinstance(completed, dict) else None
+    )
     if trigger_ms is None:
         raise LookupError("latest.completed has no trigger_timestamp")
     return trigger_ms > restore_ms

@@ -166,11 +166,28 @@ class Policy:
 
 # --- validation over the YAML nodes ---------------------------------------------------------
 
-_TOP = ("interval_s", "min_taskmanagers", "max_taskmanagers", "sustain", "cooldown_up_s",
-        "cooldown_down_s", "profiles", "scale_up", "scale_down")
+_TOP = (
+    "interval_s",
+    "min_taskmanagers",
+    "max_taskmanagers",
+    "sustain",
+    "cooldown_up_s",
+    "cooldown_down_s",
+    "profiles",
+    "scale_up",
+    "scale_down",
+)
 _TOP_REQUIRED = ("min_taskmanagers", "max_taskmanagers", "profiles", "scale_up", "scale_down")
-_UP = ("lag_above", "busy_above_ms_per_s", "backpressure_above_ms_per_s", "profile",
-       "large_profile", "large_lag_above", "min_gain", "ineffective_hold_s")
+_UP = (
+    "lag_above",
+    "busy_above_ms_per_s",
+    "backpressure_above_ms_per_s",
+    "profile",
+    "large_profile",
+    "large_lag_above",
+    "min_gain",
+    "ineffective_hold_s",
+)
 _TRIGGERS = ("lag_above", "busy_above_ms_per_s", "backpressure_above_ms_per_s")
 _DOWN = ("lag_below", "busy_below_ms_per_s", "remove")
 _DEFAULTS = {"interval_s": 5.0, "sustain": 3, "cooldown_up_s": 30.0, "cooldown_down_s": 120.0}
@@ -190,8 +207,14 @@ class _Checker:
         line, column = _mark(node) if node is not None else (0, 0)
         self.issues.append(PolicyIssue(line, column, path, message))
 
-    def mapping(self, node: Node, value: Any, path: str, allowed: Sequence[str],
-                required: Sequence[str] = ()) -> dict[str, tuple[Node, Any]]:
+    def mapping(
+        self,
+        node: Node,
+        value: Any,
+        path: str,
+        allowed: Sequence[str],
+        required: Sequence[str] = (),
+    ) -> dict[str, tuple[Node, Any]]:
         """The keys of a mapping node with their value nodes and constructed values."""
         if not isinstance(node, MappingNode) or not isinstance(value, dict):
             self.fail(node, path or "<document>", "must be a mapping")
@@ -202,8 +225,11 @@ class _Checker:
             where = f"{path}.{key}" if path else str(key)
             if key not in allowed:
                 close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
-                hint = (f"; did you mean {close[0]!r}?" if close
-                        else f" (allowed: {', '.join(allowed)})")
+                hint = (
+                    f"; did you mean {close[0]!r}?"
+                    if close
+                    else f" (allowed: {', '.join(allowed)})"
+                )
                 self.fail(key_node, where, f"unknown key {key!r}{hint}")
             elif key in out:
                 self.fail(key_node, where, "duplicate key")
@@ -214,9 +240,17 @@ class _Checker:
                 self.fail(node, path or "<document>", f"missing required key {key!r}")
         return out
 
-    def number(self, entry: tuple[Node, Any], path: str, *, integer: bool = False,
-               minimum: float = 0.0, inclusive: bool = False, maximum: float | None = None,
-               optional: bool = False) -> Any:
+    def number(
+        self,
+        entry: tuple[Node, Any],
+        path: str,
+        *,
+        integer: bool = False,
+        minimum: float = 0.0,
+        inclusive: bool = False,
+        maximum: float | None = None,
+        optional: bool = False,
+    ) -> Any:
         """A number > minimum (>= if ``inclusive``), <= maximum; None when optional and null."""
         node, value = entry
         if value is None and optional:
@@ -224,10 +258,17 @@ class _Checker:
         kinds = (int,) if integer else (int, float)
         # NaN and the infinities (YAML .nan, .inf) are floats but no setting: an infinite
         # interval stops the loop's wait, and JSON has no literal for either.
-        if isinstance(value, bool) or not isinstance(value, kinds) \
-                or (isinstance(value, float) and not math.isfinite(value)):
-            self.fail(node, path, f"must be {'an integer' if integer else 'a number'}"
-                      + (" or null" if optional else ""))
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, kinds)
+            or (isinstance(value, float) and not math.isfinite(value))
+        ):
+            self.fail(
+                node,
+                path,
+                f"must be {'an integer' if integer else 'a number'}"
+                + (" or null" if optional else ""),
+            )
             return None
         if value < minimum or (value == minimum and not inclusive):
             self.fail(node, path, f"must be {'>=' if inclusive else '>'} {minimum:g}, got {value}")
@@ -250,8 +291,9 @@ class _Checker:
 def _profiles(check: _Checker, entry: tuple[Node, Any]) -> dict[str, tuple[Node, Profile]]:
     node, value = entry
     if not isinstance(node, MappingNode) or not isinstance(value, dict) or not value:
-        check.fail(node, "profiles", "must be a non-empty mapping of name -> "
-                   "{slots, process_memory}")
+        check.fail(
+            node, "profiles", "must be a non-empty mapping of name -> {slots, process_memory}"
+        )
         return {}
     out: dict[str, tuple[Node, Profile]] = {}
     for key_node, _ in node.value:
@@ -263,20 +305,37 @@ def _profiles(check: _Checker, entry: tuple[Node, Any]) -> dict[str, tuple[Node,
         if name in out:
             check.fail(key_node, path, "duplicate profile")
             continue
-        fields = check.mapping(_value_node(node, key_node), value.get(name), path,
-                               ("slots", "process_memory"), ("slots", "process_memory"))
-        slots = check.number(fields["slots"], f"{path}.slots", integer=True, maximum=256) \
-            if "slots" in fields else None
-        memory = check.string(fields["process_memory"], f"{path}.process_memory") \
-            if "process_memory" in fields else None
+        fields = check.mapping(
+            _value_node(node, key_node),
+            value.get(name),
+            path,
+            ("slots", "process_memory"),
+            ("slots", "process_memory"),
+        )
+        slots = (
+            check.number(fields["slots"], f"{path}.slots", integer=True, maximum=256)
+            if "slots" in fields
+            else None
+        )
+        memory = (
+            check.string(fields["process_memory"], f"{path}.process_memory")
+            if "process_memory" in fields
+            else None
+        )
         if memory is not None and not MEMORY_RE.fullmatch(memory.strip()):
-            check.fail(fields["process_memory"][0], f"{path}.process_memory",
-                       f"{memory!r} is not a memory size such as 3072m or 4g")
+            check.fail(
+                fields["process_memory"][0],
+                f"{path}.process_memory",
+                f"{memory!r} is not a memory size such as 3072m or 4g",
+            )
             memory = None
         elif memory is not None and Profile(name, 1, memory).memory_mib < MIN_PROCESS_MIB:
-            check.fail(fields["process_memory"][0], f"{path}.process_memory",
-                       f"{memory!r} is below {MIN_PROCESS_MIB}m, the least a TaskManager "
-                       "needs (flink_deploy/sizing.py)")
+            check.fail(
+                fields["process_memory"][0],
+                f"{path}.process_memory",
+                f"{memory!r} is below {MIN_PROCESS_MIB}m, the least a TaskManager "
+                "needs (flink_deploy/sizing.py)",
+            )
             memory = None
         if slots is not None and memory is not None:
             out[name] = (key_node, Profile(name, slots, memory.strip()))
@@ -298,15 +357,19 @@ def _declared(entry: tuple[Node, Any]) -> list[str]:
     return [k.value for k, _ in node.value if isinstance(k, ScalarNode)]
 
 
-def _check_profile_name(check: _Checker, fields: Mapping[str, tuple[Node, Any]], key: str,
-                        profiles: Sequence[str], optional: bool) -> str | None:
+def _check_profile_name(
+    check: _Checker,
+    fields: Mapping[str, tuple[Node, Any]],
+    key: str,
+    profiles: Sequence[str],
+    optional: bool,
+) -> str | None:
     if key not in fields:
         return None
     name = check.string(fields[key], f"scale_up.{key}", optional=optional)
     if name is not None and name not in profiles:
         defined = ", ".join(profiles) or "none"
-        check.fail(fields[key][0], f"scale_up.{key}",
-                   f"no profile {name!r} (defined: {defined})")
+        check.fail(fields[key][0], f"scale_up.{key}", f"no profile {name!r} (defined: {defined})")
         return None
     return name
 
@@ -329,17 +392,20 @@ def _validate(root: Node, data: Any) -> Policy | None:
     cool_up = num("cooldown_up_s", inclusive=True, maximum=MAX_COOLDOWN_S)
     cool_down = num("cooldown_down_s", inclusive=True, maximum=MAX_COOLDOWN_S)
     if isinstance(min_tm, int) and isinstance(max_tm, int) and min_tm > max_tm:
-        check.fail(top["max_taskmanagers"][0], "max_taskmanagers",
-                   f"must be >= min_taskmanagers ({min_tm}), got {max_tm}")
+        check.fail(
+            top["max_taskmanagers"][0],
+            "max_taskmanagers",
+            f"must be >= min_taskmanagers ({min_tm}), got {max_tm}",
+        )
     profiles = _profiles(check, top["profiles"]) if "profiles" in top else {}
     declared = _declared(top["profiles"]) if "profiles" in top else []
 
-    up = check.mapping(*top["scale_up"], "scale_up", _UP, ("profile",)) \
-        if "scale_up" in top else {}
+    up = check.mapping(*top["scale_up"], "scale_up", _UP, ("profile",)) if "scale_up" in top else {}
 
     def up_num(key: str, **kwargs: Any) -> Any:
-        return check.number(up[key], f"scale_up.{key}", optional=True, **kwargs) \
-            if key in up else None
+        return (
+            check.number(up[key], f"scale_up.{key}", optional=True, **kwargs) if key in up else None
+        )
 
     lag_above = up_num("lag_above", integer=True)
     busy_above = up_num("busy_above_ms_per_s", maximum=1000)
@@ -348,41 +414,75 @@ def _validate(root: Node, data: Any) -> Policy | None:
     large_profile = _check_profile_name(check, up, "large_profile", declared, optional=True)
     large_lag = up_num("large_lag_above", integer=True)
     min_gain = up_num("min_gain", inclusive=True, maximum=MAX_MIN_GAIN)
-    hold = check.number(up["ineffective_hold_s"], "scale_up.ineffective_hold_s",
-                        maximum=MAX_COOLDOWN_S) if "ineffective_hold_s" in up else None
+    hold = (
+        check.number(
+            up["ineffective_hold_s"], "scale_up.ineffective_hold_s", maximum=MAX_COOLDOWN_S
+        )
+        if "ineffective_hold_s" in up
+        else None
+    )
 
     def given(key: str) -> bool:
         return key in up and up[key][1] is not None
 
     if "scale_up" in top and up and not any(given(k) for k in _TRIGGERS):
-        check.fail(top["scale_up"][0], "scale_up", "set at least one trigger: lag_above, "
-                   "busy_above_ms_per_s or backpressure_above_ms_per_s")
+        check.fail(
+            top["scale_up"][0],
+            "scale_up",
+            "set at least one trigger: lag_above, "
+            "busy_above_ms_per_s or backpressure_above_ms_per_s",
+        )
     if given("large_profile") != given("large_lag_above"):
         node = up["large_profile"] if given("large_profile") else up["large_lag_above"]
         check.fail(node[0], "scale_up", "large_profile and large_lag_above go together")
     if large_lag is not None and lag_above is not None and large_lag <= lag_above:
-        check.fail(up["large_lag_above"][0], "scale_up.large_lag_above",
-                   f"must be > scale_up.lag_above ({lag_above}), got {large_lag}")
+        check.fail(
+            up["large_lag_above"][0],
+            "scale_up.large_lag_above",
+            f"must be > scale_up.lag_above ({lag_above}), got {large_lag}",
+        )
 
-    down = check.mapping(*top["scale_down"], "scale_down", _DOWN, ("lag_below",)) \
-        if "scale_down" in top else {}
-    lag_below = check.number(down["lag_below"], "scale_down.lag_below", integer=True) \
-        if "lag_below" in down else None
-    busy_below = check.number(down["busy_below_ms_per_s"], "scale_down.busy_below_ms_per_s",
-                              maximum=1000, optional=True) \
-        if "busy_below_ms_per_s" in down else None
+    down = (
+        check.mapping(*top["scale_down"], "scale_down", _DOWN, ("lag_below",))
+        if "scale_down" in top
+        else {}
+    )
+    lag_below = (
+        check.number(down["lag_below"], "scale_down.lag_below", integer=True)
+        if "lag_below" in down
+        else None
+    )
+    busy_below = (
+        check.number(
+            down["busy_below_ms_per_s"],
+            "scale_down.busy_below_ms_per_s",
+            maximum=1000,
+            optional=True,
+        )
+        if "busy_below_ms_per_s" in down
+        else None
+    )
     remove = "newest"
     if "remove" in down:
         remove = check.string(down["remove"], "scale_down.remove") or "newest"
         if remove not in REMOVE_RULES:
-            check.fail(down["remove"][0], "scale_down.remove",
-                       f"must be one of {', '.join(REMOVE_RULES)}, got {remove!r}")
+            check.fail(
+                down["remove"][0],
+                "scale_down.remove",
+                f"must be one of {', '.join(REMOVE_RULES)}, got {remove!r}",
+            )
     if lag_below is not None and lag_above is not None and lag_below >= lag_above:
-        check.fail(down["lag_below"][0], "scale_down.lag_below",
-                   f"must be < scale_up.lag_above ({lag_above}) or the cluster would flap")
+        check.fail(
+            down["lag_below"][0],
+            "scale_down.lag_below",
+            f"must be < scale_up.lag_above ({lag_above}) or the cluster would flap",
+        )
     if busy_below is not None and busy_above is not None and busy_below >= busy_above:
-        check.fail(down["busy_below_ms_per_s"][0], "scale_down.busy_below_ms_per_s",
-                   f"must be < scale_up.busy_above_ms_per_s ({busy_above:g})")
+        check.fail(
+            down["busy_below_ms_per_s"][0],
+            "scale_down.busy_below_ms_per_s",
+            f"must be < scale_up.busy_above_ms_per_s ({busy_above:g})",
+        )
 
     if check.issues:
         raise PolicyError(check.issues)
@@ -394,9 +494,16 @@ def _validate(root: Node, data: Any) -> Policy | None:
         cooldown_up_s=float(cool_up),
         cooldown_down_s=float(cool_down),
         profiles=tuple(profile for _, profile in profiles.values()),
-        scale_up=ScaleUp(lag_above, _float(busy_above), _float(bp_above), up_profile or "",
-                         large_profile, large_lag, _float(min_gain),
-                         DEFAULT_INEFFECTIVE_HOLD_S if hold is None else float(hold)),
+        scale_up=ScaleUp(
+            lag_above,
+            _float(busy_above),
+            _float(bp_above),
+            up_profile or "",
+            large_profile,
+            large_lag,
+            _float(min_gain),
+            DEFAULT_INEFFECTIVE_HOLD_S if hold is None else float(hold),
+        ),
         scale_down=ScaleDown(lag_below or 0, _float(busy_below), remove),
     )
 
@@ -426,8 +533,14 @@ def _check_numbers(root: Node) -> None:
         if isinstance(node, ScalarNode):
             if node.tag == "tag:yaml.org,2002:int" and len(node.value) > MAX_NUMBER_CHARS:
                 line, column = _mark(node)
-                issues.append(PolicyIssue(line, column, "<yaml>", f"a number longer than "
-                                          f"{MAX_NUMBER_CHARS} characters"))
+                issues.append(
+                    PolicyIssue(
+                        line,
+                        column,
+                        "<yaml>",
+                        f"a number longer than {MAX_NUMBER_CHARS} characters",
+                    )
+                )
         elif isinstance(node, MappingNode):
             todo += [n for pair in node.value for n in pair]
         elif isinstance(node.value, list):
@@ -439,8 +552,9 @@ def _check_numbers(root: Node) -> None:
 def load_policy(text: str, source: str = "<policy>") -> Policy:
     """The policy in ``text`` (YAML, or JSON, which is YAML); raises :class:`PolicyError`."""
     if len(text.encode("utf-8", errors="replace")) > MAX_POLICY_BYTES:
-        raise PolicyError([PolicyIssue(0, 0, "<document>",
-                                       f"larger than {MAX_POLICY_BYTES} bytes")], source)
+        raise PolicyError(
+            [PolicyIssue(0, 0, "<document>", f"larger than {MAX_POLICY_BYTES} bytes")], source
+        )
     try:
         _check_limits(text)
         loader = yaml.SafeLoader(text)
@@ -457,11 +571,11 @@ def load_policy(text: str, source: str = "<policy>") -> Policy:
         mark = error.problem_mark or error.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
         message = " ".join(part for part in (error.context, error.problem) if part)
-        raise PolicyError([PolicyIssue(line, column, "<yaml>", f"invalid YAML: {message}")],
-                          source) from None
+        raise PolicyError(
+            [PolicyIssue(line, column, "<yaml>", f"invalid YAML: {message}")], source
+        ) from None
     except yaml.YAMLError as error:
-        raise PolicyError([PolicyIssue(0, 0, "<yaml>", f"invalid YAML: {error}")],
-                          source) from None
+        raise PolicyError([PolicyIssue(0, 0, "<yaml>", f"invalid YAML: {error}")], source) from None
     if root is None:
         raise PolicyError([PolicyIssue(1, 1, "<document>", "the policy is empty")], source)
     try:

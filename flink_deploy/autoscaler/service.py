@@ -124,7 +124,8 @@ class AutoscalerConfig:
         default_factory=lambda: f"{HOST}:{_stack_port('ALERTFLOW_KAFKA_PORT', DEFAULT_KAFKA_PORT)}"
     )
     flink_rest_url: str = field(
-        default_factory=lambda: f"http://{HOST}:{_stack_port('ALERTFLOW_FLINK_REST_PORT', 8081)}")
+        default_factory=lambda: f"http://{HOST}:{_stack_port('ALERTFLOW_FLINK_REST_PORT', 8081)}"
+    )
     group_id: str = "alertflow-broker"
     topics: tuple[str, ...] = ALERT_TOPICS
     job_name: str | None = None
@@ -150,11 +151,17 @@ class AutoscalerConfig:
 
     def public_view(self) -> dict[str, Any]:
         return {
-            "service_id": self.service_id, "host": self.host, "port": self.port,
-            "bootstrap_servers": self.bootstrap_servers, "flink_rest_url": self.flink_rest_url,
-            "group_id": self.group_id, "topics": list(self.topics), "job_name": self.job_name,
+            "service_id": self.service_id,
+            "host": self.host,
+            "port": self.port,
+            "bootstrap_servers": self.bootstrap_servers,
+            "flink_rest_url": self.flink_rest_url,
+            "group_id": self.group_id,
+            "topics": list(self.topics),
+            "job_name": self.job_name,
             "api_keys": [{"user": k.user, "role": k.role} for k in self.api_keys],
-            "open_reads": self.open_reads, "max_body_bytes": self.max_body_bytes,
+            "open_reads": self.open_reads,
+            "max_body_bytes": self.max_body_bytes,
             "history": self.history,
             "audit_log": str(self.audit_log) if self.audit_log else None,
         }
@@ -171,8 +178,15 @@ class ScalingLoop:
     directly); :meth:`start` runs steps on a daemon thread until :meth:`stop`.
     """
 
-    def __init__(self, autoscaler: Autoscaler, observer: Observes, driver: Driver, *,
-                 history: int = 500, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        autoscaler: Autoscaler,
+        observer: Observes,
+        driver: Driver,
+        *,
+        history: int = 500,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.autoscaler = autoscaler
         self.observer = observer
         self.driver = driver
@@ -231,9 +245,17 @@ class ScalingLoop:
             self.taskmanagers = tuple(self.driver.taskmanagers())
         except Exception as error:  # noqa: BLE001 - any driver failure becomes an "error" decision
             n = len(self.taskmanagers)
-            return self._record(Decision(
-                Action.ERROR, n, f"cannot list the TaskManagers: {type(error).__name__}: {error}",
-                now, n, observation=observation, taskmanagers=self.taskmanagers))
+            return self._record(
+                Decision(
+                    Action.ERROR,
+                    n,
+                    f"cannot list the TaskManagers: {type(error).__name__}: {error}",
+                    now,
+                    n,
+                    observation=observation,
+                    taskmanagers=self.taskmanagers,
+                )
+            )
         with self._lock:
             decision = self.autoscaler.decide(observation, self.taskmanagers, now)
             policy = self.autoscaler.policy
@@ -246,12 +268,17 @@ class ScalingLoop:
             elif decision.action is Action.DOWN:
                 assert decision.taskmanager is not None
                 self.driver.remove(decision.taskmanager)
-                self.taskmanagers = tuple(tm for tm in self.taskmanagers
-                                          if tm.name != decision.taskmanager)
+                self.taskmanagers = tuple(
+                    tm for tm in self.taskmanagers if tm.name != decision.taskmanager
+                )
         except Exception as error:  # noqa: BLE001 - any driver failure becomes an "error" decision
-            decision = replace(decision, action=Action.ERROR, target_count=decision.current_count,
-                               reason=f"{decision.reason}; the driver failed to scale "
-                                      f"{decision.action}: {type(error).__name__}: {error}")
+            decision = replace(
+                decision,
+                action=Action.ERROR,
+                target_count=decision.current_count,
+                reason=f"{decision.reason}; the driver failed to scale "
+                f"{decision.action}: {type(error).__name__}: {error}",
+            )
         return self._record(decision)
 
     def _run(self) -> None:
@@ -260,7 +287,7 @@ class ScalingLoop:
                 continue
             try:
                 self.step()
-            except Exception:  # noqa: BLE001 - the loop outlives any one step; logged in full
+            except Exception:
                 log.exception("scaling: the step failed; the loop goes on")
 
     def start(self) -> None:
@@ -293,23 +320,34 @@ class AutoscalerComponent(Component):
     """The autoscaler for the common API: start/stop resume and pause the loop."""
 
     def __init__(self, loop: ScalingLoop, config: AutoscalerConfig) -> None:
-        super().__init__(config.service_id, "autoscaler", package_version(), {
-            "openapi": "/api/v1/openapi.json",
-            "scaling": "/api/v1/scaling",
-            "flink": config.flink_rest_url,
-        })
+        super().__init__(
+            config.service_id,
+            "autoscaler",
+            package_version(),
+            {
+                "openapi": "/api/v1/openapi.json",
+                "scaling": "/api/v1/scaling",
+                "flink": config.flink_rest_url,
+            },
+        )
         self.loop = loop
         self.config = config
         self.state = "stopped" if loop.paused else "running"
         self.actions = {"start": self._start, "stop": self._stop}
-        self.metrics.describe("alertflow_autoscaler_taskmanagers", "gauge",
-                              "TaskManagers the driver reported at the last step")
-        self.metrics.describe("alertflow_autoscaler_lag", "gauge",
-                              "Consumer lag at the last observation (records)")
-        self.metrics.describe("alertflow_autoscaler_decisions", "gauge",
-                              "Decisions in the kept history, by action")
-        self.metrics.describe("alertflow_autoscaler_policy_version", "gauge",
-                              "Version of the scaling policy")
+        self.metrics.describe(
+            "alertflow_autoscaler_taskmanagers",
+            "gauge",
+            "TaskManagers the driver reported at the last step",
+        )
+        self.metrics.describe(
+            "alertflow_autoscaler_lag", "gauge", "Consumer lag at the last observation (records)"
+        )
+        self.metrics.describe(
+            "alertflow_autoscaler_decisions", "gauge", "Decisions in the kept history, by action"
+        )
+        self.metrics.describe(
+            "alertflow_autoscaler_policy_version", "gauge", "Version of the scaling policy"
+        )
 
     def _start(self, _principal: Principal) -> Mapping[str, Any]:
         self.loop.resume()
@@ -325,8 +363,10 @@ class AutoscalerComponent(Component):
         return {**super().status(), "policy_version": self.loop.policy_version}
 
     def readiness(self) -> Mapping[str, str | None]:
-        return {"kafka": self.loop.observer.kafka_problem(),
-                "flink": self.loop.observer.flink_problem()}
+        return {
+            "kafka": self.loop.observer.kafka_problem(),
+            "flink": self.loop.observer.flink_problem(),
+        }
 
     def get_config(self) -> Mapping[str, Any]:
         return self.config.public_view()
@@ -340,8 +380,9 @@ class AutoscalerComponent(Component):
         for decision in self.loop.decisions():
             counts[decision.action] = counts.get(decision.action, 0) + 1
         for action in Action:
-            self.metrics.set("alertflow_autoscaler_decisions", counts.get(action, 0),
-                             action=action.value)
+            self.metrics.set(
+                "alertflow_autoscaler_decisions", counts.get(action, 0), action=action.value
+            )
         self.metrics.set("alertflow_autoscaler_policy_version", self.loop.policy_version)
 
     def openapi(self) -> Mapping[str, Any]:
@@ -407,9 +448,11 @@ def _policy_from_body() -> Policy:
     except PolicyError as error:
         raise validation_failed(
             f"the policy has {len(error.issues)} problem(s); nothing was changed",
-            iter_issue_dicts(error.issues)) from None
-    raise unsupported_media_type("send application/yaml or application/json",
-                                 content_type=request.content_type or "")
+            iter_issue_dicts(error.issues),
+        ) from None
+    raise unsupported_media_type(
+        "send application/yaml or application/json", content_type=request.content_type or ""
+    )
 
 
 @scaling_bp.put("")
@@ -420,8 +463,7 @@ def put_scaling() -> Response:
     old = loop.policy_version
     new = loop.replace_policy(policy)
     comp = component()
-    comp.audit.write(principal, "scaling.policy.put", comp.id, old, new,
-                     policy=policy.to_dict())
+    comp.audit.write(principal, "scaling.policy.put", comp.id, old, new, policy=policy.to_dict())
     return jsonify(scaling_view(loop, DEFAULT_LIMIT))
 
 
@@ -429,7 +471,8 @@ def put_scaling() -> Response:
 
 SCALING_SCHEMAS: dict[str, Any] = {
     "TaskManager": {
-        "type": "object", "required": ["name", "profile"],
+        "type": "object",
+        "required": ["name", "profile"],
         "properties": {"name": {"type": "string"}, "profile": {"type": "string"}},
     },
     "Observation": {
@@ -458,10 +501,21 @@ SCALING_SCHEMAS: dict[str, Any] = {
     "ScaleUpCheck": {
         "type": "object",
         "description": "whether the last load-driven scale-up raised the throughput "
-                       "(records out/s, alerts/s) by at least min_gain",
-        "required": ["decided_at", "taskmanagers_before", "taskmanagers_after",
-                     "parallelism_before", "min_gain", "rate_before_per_s", "rate_after_per_s",
-                     "observations_after", "verdict", "reason", "judged_at", "blocked_until"],
+        "(records out/s, alerts/s) by at least min_gain",
+        "required": [
+            "decided_at",
+            "taskmanagers_before",
+            "taskmanagers_after",
+            "parallelism_before",
+            "min_gain",
+            "rate_before_per_s",
+            "rate_after_per_s",
+            "observations_after",
+            "verdict",
+            "reason",
+            "judged_at",
+            "blocked_until",
+        ],
         "properties": {
             "decided_at": {"type": "number"},
             "taskmanagers_before": {"type": "integer"},
@@ -488,26 +542,40 @@ SCALING_SCHEMAS: dict[str, Any] = {
             "taskmanager": {"type": ["string", "null"]},
             "current_count": {"type": "integer"},
             "target_count": {"type": "integer"},
-            "taskmanagers": {"type": "array",
-                             "items": {"$ref": "#/components/schemas/TaskManager"}},
-            "observation": {"oneOf": [{"$ref": "#/components/schemas/Observation"},
-                                      {"type": "null"}]},
+            "taskmanagers": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/TaskManager"},
+            },
+            "observation": {
+                "oneOf": [{"$ref": "#/components/schemas/Observation"}, {"type": "null"}]
+            },
         },
     },
     "Scaling": {
         "type": "object",
-        "required": ["policy_version", "policy", "state", "taskmanagers", "observation",
-                     "last_scale_up", "decisions"],
+        "required": [
+            "policy_version",
+            "policy",
+            "state",
+            "taskmanagers",
+            "observation",
+            "last_scale_up",
+            "decisions",
+        ],
         "properties": {
             "policy_version": {"type": "integer"},
             "policy": {"type": "object"},
             "state": {"type": "string", "enum": ["running", "paused"]},
-            "taskmanagers": {"type": "array",
-                             "items": {"$ref": "#/components/schemas/TaskManager"}},
-            "observation": {"oneOf": [{"$ref": "#/components/schemas/Observation"},
-                                      {"type": "null"}]},
-            "last_scale_up": {"oneOf": [{"$ref": "#/components/schemas/ScaleUpCheck"},
-                                        {"type": "null"}]},
+            "taskmanagers": {
+                "type": "array",
+                "items": {"$ref": "#/components/schemas/TaskManager"},
+            },
+            "observation": {
+                "oneOf": [{"$ref": "#/components/schemas/Observation"}, {"type": "null"}]
+            },
+            "last_scale_up": {
+                "oneOf": [{"$ref": "#/components/schemas/ScaleUpCheck"}, {"type": "null"}]
+            },
             "decisions": {"type": "array", "items": {"$ref": "#/components/schemas/Decision"}},
         },
     },
@@ -524,22 +592,36 @@ def scaling_paths() -> dict[str, Any]:
                 "operationId": "getScaling",
                 "summary": "policy, TaskManagers, latest observation, last decisions",
                 "security": OPTIONAL_BEARER,
-                "parameters": [{"name": "limit", "in": "query",
-                                "schema": {"type": "string", "pattern": "^[0-9]+$"}}],
-                "responses": {"200": _json(_ref("Scaling"), "the autoscaler's state"),
-                              **_errors("400", "401")},
+                "parameters": [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                    }
+                ],
+                "responses": {
+                    "200": _json(_ref("Scaling"), "the autoscaler's state"),
+                    **_errors("400", "401"),
+                },
             },
             "put": {
                 "operationId": "putScaling",
                 "summary": "replace the policy; validated whole",
                 "security": BEARER,
-                "requestBody": {"required": True, "content": {
-                    "application/yaml": {"schema": {"type": "string"}, "example": example},
-                    "application/json": {"schema": {"type": "object"},
-                                         "example": load_policy(example).to_dict()},
-                }},
-                "responses": {"200": _json(_ref("Scaling"), "applied from the next step"),
-                              **_errors("400", "401", "403", "413", "415", "422")},
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/yaml": {"schema": {"type": "string"}, "example": example},
+                        "application/json": {
+                            "schema": {"type": "object"},
+                            "example": load_policy(example).to_dict(),
+                        },
+                    },
+                },
+                "responses": {
+                    "200": _json(_ref("Scaling"), "applied from the next step"),
+                    **_errors("400", "401", "403", "413", "415", "422"),
+                },
             },
         },
     }
@@ -551,8 +633,10 @@ def autoscaler_spec(version: str) -> dict[str, Any]:
 
     spec = common_spec("autoscaler", version)
     spec["paths"] = {**spec["paths"], **scaling_paths()}
-    spec["components"] = {**spec["components"],
-                          "schemas": {**spec["components"]["schemas"], **SCALING_SCHEMAS}}
+    spec["components"] = {
+        **spec["components"],
+        "schemas": {**spec["components"]["schemas"], **SCALING_SCHEMAS},
+    }
     return spec
 
 
@@ -575,12 +659,15 @@ def create_app(
     """
     config = config or AutoscalerConfig()
     app = Flask("autoscaler")
-    loop = ScalingLoop(Autoscaler(policy), observer, driver, history=config.history,
-                       clock=clock)
+    loop = ScalingLoop(Autoscaler(policy), observer, driver, history=config.history, clock=clock)
     app.extensions[LOOP_EXTENSION] = loop
-    install_common(app, AutoscalerComponent(loop, config),
-                   Authenticator(config.api_keys, config.open_reads), config.max_body_bytes,
-                   AuditLog(config.audit_log))
+    install_common(
+        app,
+        AutoscalerComponent(loop, config),
+        Authenticator(config.api_keys, config.open_reads),
+        config.max_body_bytes,
+        AuditLog(config.audit_log),
+    )
     app.register_blueprint(scaling_bp)
     if start_loop:
         loop.start()

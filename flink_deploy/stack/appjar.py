@@ -46,11 +46,23 @@ def build_application_jar(cfg: StackConfig, log: Callable[[str], None] = print) 
     build_log.parent.mkdir(parents=True, exist_ok=True)
     with open(build_log, "wb") as out:
         result = subprocess.run(
-            [sys.executable, "-m", "control_service.cli", "submit", "broker", *args,
-             "--output-executable", str(cfg.application_jar)],
-            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=600,
-            env={**os.environ, **cfg.environment()}, check=False,
-        )  # fmt: skip
+            [
+                sys.executable,
+                "-m",
+                "control_service.cli",
+                "submit",
+                "broker",
+                *args,
+                "--output-executable",
+                str(cfg.application_jar),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            timeout=600,
+            env={**os.environ, **cfg.environment()},
+            check=False,
+        )
     if result.returncode != 0 or not cfg.application_jar.exists():
         raise StackError(f"application jar: build failed; see {build_log}:\n{tail(build_log)}")
     stamp.write_text(key)
@@ -63,8 +75,11 @@ def _application_key(cfg: StackConfig, args: Sequence[str]) -> str:
     arguments."""
     described = {k: v for k, v in describe(cfg).items() if k != "taskmanagers"}
     digest = hashlib.sha256(json.dumps([described, list(args)], sort_keys=True).encode())
-    sources = [path for folder in ("pipelines", "transforms")
-               for path in (REPO_ROOT / folder).rglob("*.py")]  # fmt: skip
+    sources = [
+        path
+        for folder in ("pipelines", "transforms")
+        for path in (REPO_ROOT / folder).rglob("*.py")
+    ]
     # The pipeline options come from the sizing too.
     for path in sorted([*sources, REPO_ROOT / "flink_deploy" / "sizing.py"]):
         digest.update(path.relative_to(REPO_ROOT).as_posix().encode())

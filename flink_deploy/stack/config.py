@@ -66,10 +66,18 @@ def env_int(name: str, default: int) -> int:
 
 
 PORT_FIELDS = (
-    "kafka_port", "kafka_controller_port", "flink_rest_port", "flink_rpc_port",
-    "worker_pool_port", "expansion_port", "job_port", "artifact_port",
-    "job_server_expansion_port", "autoscaler_port", "control_port",
-)  # fmt: skip
+    "kafka_port",
+    "kafka_controller_port",
+    "flink_rest_port",
+    "flink_rpc_port",
+    "worker_pool_port",
+    "expansion_port",
+    "job_port",
+    "artifact_port",
+    "job_server_expansion_port",
+    "autoscaler_port",
+    "control_port",
+)
 
 
 def default_run_dir() -> Path:

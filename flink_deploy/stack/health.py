@@ -84,8 +84,11 @@ def wait_for_producer_ids(cfg: StackConfig, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while True:
         # Quiet: its retries are the very lines this wait is for.
-        probe = Producer(kafka_config(cfg.bootstrap_servers, {
-            "log_level": 0, "transactional.id": "alertflow-stack-probe"}))  # fmt: skip
+        probe = Producer(
+            kafka_config(
+                cfg.bootstrap_servers, {"log_level": 0, "transactional.id": "alertflow-stack-probe"}
+            )
+        )
         try:
             probe.init_transactions(min(10.0, max(deadline - time.monotonic(), 1.0)))
             return

@@ -124,20 +124,41 @@ def kafka_service(cfg: StackConfig) -> Service:
     if not (data / "meta.properties").exists():
         fmt_log = home / "format.log"
         result = subprocess.run(
-            [cfg.java, "-cp", classpath, "kafka.tools.StorageTool", "format", "--standalone",
-             "-t", str(uuid.uuid4()), "-c", str(props)],
-            stdout=open(fmt_log, "wb"), stderr=subprocess.STDOUT, timeout=120, check=False,
-        )  # fmt: skip
+            [
+                cfg.java,
+                "-cp",
+                classpath,
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "-t",
+                str(uuid.uuid4()),
+                "-c",
+                str(props),
+            ],
+            stdout=open(fmt_log, "wb"),
+            stderr=subprocess.STDOUT,
+            timeout=120,
+            check=False,
+        )
         if result.returncode != 0:
             raise StackError(f"kafka: storage format failed; see {fmt_log}:\n{tail(fmt_log)}")
     argv = [
-        cfg.java, "-Xms512m", "-Xmx1g", "-XX:+UseG1GC", "-Djava.awt.headless=true",
+        cfg.java,
+        "-Xms512m",
+        "-Xmx1g",
+        "-XX:+UseG1GC",
+        "-Djava.awt.headless=true",
         f"-Dlog4j2.configurationFile=file:{home / 'log4j2.properties'}",
         f"-Dkafka.logs.dir={home / 'logs'}",
-        "-cp", classpath, "kafka.Kafka", str(props),
-    ]  # fmt: skip
-    return Service("kafka", argv, cfg.kafka_port, home / "kafka.out",
-                   kafka_healthy(cfg.bootstrap_servers))  # fmt: skip
+        "-cp",
+        classpath,
+        "kafka.Kafka",
+        str(props),
+    ]
+    return Service(
+        "kafka", argv, cfg.kafka_port, home / "kafka.out", kafka_healthy(cfg.bootstrap_servers)
+    )
 
 
 # Reactive mode: the job always runs at the parallelism of all the slots there are, and restarts
@@ -234,8 +255,14 @@ def flink_service(
             # The entry point finds the job's jar in $(dirname FLINK_LIB_DIR)/usrlib.
             entry = "org.apache.flink.container.entrypoint.StandaloneApplicationClusterEntryPoint"
             lib_dir = cfg.application_home / "lib"
-            args = ["--job-classname", PIPELINE_RUNNER_CLASS, "--job-id", APPLICATION_JOB_ID,
-                    "--flink-conf-dir", str(conf)]  # fmt: skip
+            args = [
+                "--job-classname",
+                PIPELINE_RUNNER_CLASS,
+                "--job-id",
+                APPLICATION_JOB_ID,
+                "--flink-conf-dir",
+                str(conf),
+            ]
     else:
         name = f"flink-taskmanager-{taskmanager}"
         entry = "org.apache.flink.runtime.taskexecutor.TaskManagerRunner"
@@ -250,10 +277,18 @@ def flink_service(
         profile_name = profile.name
     log = cfg.run_dir / "flink" / "log" / f"{name}.log"
     argv = [
-        cfg.java, *jvm_mem, *java17_flags(dist),
-        f"-Dlog.file={log}", f"-Dlog4j.configurationFile=file:{conf / 'log4j.properties'}",
-        "-classpath", classpath, entry, "--configDir", str(conf), *args,
-    ]  # fmt: skip
+        cfg.java,
+        *jvm_mem,
+        *java17_flags(dist),
+        f"-Dlog.file={log}",
+        f"-Dlog4j.configurationFile=file:{conf / 'log4j.properties'}",
+        "-classpath",
+        classpath,
+        entry,
+        "--configDir",
+        str(conf),
+        *args,
+    ]
     env = {
         "FLINK_CONF_DIR": str(conf),
         "FLINK_LIB_DIR": str(lib_dir),
@@ -267,11 +302,21 @@ def _bash_java_utils(
     cfg: StackConfig, dist: Path, conf: Path, params: str, dynamic: Sequence[str] = ()
 ) -> tuple[list[str], list[str]]:
     result = subprocess.run(
-        [cfg.java, "-cp", f"{cfg.flink_home / 'bin' / 'bash-java-utils.jar'}:{dist}",
-         "org.apache.flink.runtime.util.bash.BashJavaUtils", params, "--configDir", str(conf),
-         *dynamic],
-        capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        [
+            cfg.java,
+            "-cp",
+            f"{cfg.flink_home / 'bin' / 'bash-java-utils.jar'}:{dist}",
+            "org.apache.flink.runtime.util.bash.BashJavaUtils",
+            params,
+            "--configDir",
+            str(conf),
+            *dynamic,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     lines = [
         line.removeprefix("BASH_JAVA_UTILS_EXEC_RESULT:")
         for line in result.stdout.splitlines()
@@ -288,29 +333,45 @@ def worker_pool_service(cfg: StackConfig) -> Service:
     """The Python SDK worker pool. It forks `python` from PATH, so the venv goes first."""
     venv_bin = str(Path(sys.executable).parent)
     argv = [
-        sys.executable, "-m", "apache_beam.runners.worker.worker_pool_main",
+        sys.executable,
+        "-m",
+        "apache_beam.runners.worker.worker_pool_main",
         f"--service_port={cfg.worker_pool_port}",
-    ]  # fmt: skip
+    ]
     env = {
         "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
         # The pipeline's own packages (transforms/, pipelines/) must import in the workers.
         "PYTHONPATH": f"{REPO_ROOT}:{os.environ.get('PYTHONPATH', '')}".rstrip(":"),
     }
-    return Service("beam-workerpool", argv, cfg.worker_pool_port,
-                   cfg.run_dir / "beam" / "workerpool.log",
-                   port_open(cfg.worker_pool_port), env)  # fmt: skip
+    return Service(
+        "beam-workerpool",
+        argv,
+        cfg.worker_pool_port,
+        cfg.run_dir / "beam" / "workerpool.log",
+        port_open(cfg.worker_pool_port),
+        env,
+    )
 
 
 def expansion_service(cfg: StackConfig) -> Service:
     """The KafkaIO expansion service, run from the job-server jar (it carries KafkaIO)."""
     argv = [
-        cfg.java, "-Xmx512m", "-cp", str(cfg.job_server_jar),
-        "org.apache.beam.sdk.expansion.service.ExpansionService", str(cfg.expansion_port),
-        "--defaultEnvironmentType=EMBEDDED", "--experiments=use_deprecated_read",
-    ]  # fmt: skip
-    return Service("beam-expansion-service", argv, cfg.expansion_port,
-                   cfg.run_dir / "beam" / "expansion-service.log",
-                   port_open(cfg.expansion_port))  # fmt: skip
+        cfg.java,
+        "-Xmx512m",
+        "-cp",
+        str(cfg.job_server_jar),
+        "org.apache.beam.sdk.expansion.service.ExpansionService",
+        str(cfg.expansion_port),
+        "--defaultEnvironmentType=EMBEDDED",
+        "--experiments=use_deprecated_read",
+    ]
+    return Service(
+        "beam-expansion-service",
+        argv,
+        cfg.expansion_port,
+        cfg.run_dir / "beam" / "expansion-service.log",
+        port_open(cfg.expansion_port),
+    )
 
 
 def job_server_service(cfg: StackConfig) -> Service:
@@ -318,28 +379,52 @@ def job_server_service(cfg: StackConfig) -> Service:
     artifacts = cfg.run_dir / "beam" / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
     argv = [
-        cfg.java, "-Xmx1g", *java17_flags(flink_dist(cfg)),
-        "-jar", str(cfg.job_server_jar),
+        cfg.java,
+        "-Xmx1g",
+        *java17_flags(flink_dist(cfg)),
+        "-jar",
+        str(cfg.job_server_jar),
         f"--flink-master={HOST}:{cfg.flink_rest_port}",
         f"--flink-conf-dir={cfg.run_dir / 'flink' / 'conf'}",
         f"--artifacts-dir={artifacts}",
-        f"--job-host={HOST}", f"--job-port={cfg.job_port}",
-        f"--artifact-port={cfg.artifact_port}", f"--expansion-port={cfg.job_server_expansion_port}",
-    ]  # fmt: skip
-    return Service("beam-job-server", argv, cfg.job_port,
-                   cfg.run_dir / "beam" / "job-server.log", port_open(cfg.job_port))  # fmt: skip
+        f"--job-host={HOST}",
+        f"--job-port={cfg.job_port}",
+        f"--artifact-port={cfg.artifact_port}",
+        f"--expansion-port={cfg.job_server_expansion_port}",
+    ]
+    return Service(
+        "beam-job-server",
+        argv,
+        cfg.job_port,
+        cfg.run_dir / "beam" / "job-server.log",
+        port_open(cfg.job_port),
+    )
 
 
 def autoscaler_service(cfg: StackConfig, policy: Path) -> Service:
     """`alertflow autoscale` with the local driver, on ``cfg.autoscaler_port``."""
     argv = [
-        sys.executable, "-m", "control_service.cli", "autoscale", "--policy", str(policy),
-        "--port", str(cfg.autoscaler_port), "--bootstrap", cfg.bootstrap_servers,
-        "--flink-rest-url", cfg.flink_rest_url,
-    ]  # fmt: skip
-    return Service("alertflow-autoscaler", argv, cfg.autoscaler_port,
-                   cfg.run_dir / "autoscaler.log", port_open(cfg.autoscaler_port),
-                   cfg.environment())  # fmt: skip
+        sys.executable,
+        "-m",
+        "control_service.cli",
+        "autoscale",
+        "--policy",
+        str(policy),
+        "--port",
+        str(cfg.autoscaler_port),
+        "--bootstrap",
+        cfg.bootstrap_servers,
+        "--flink-rest-url",
+        cfg.flink_rest_url,
+    ]
+    return Service(
+        "alertflow-autoscaler",
+        argv,
+        cfg.autoscaler_port,
+        cfg.run_dir / "autoscaler.log",
+        port_open(cfg.autoscaler_port),
+        cfg.environment(),
+    )
 
 
 #: The local control service's admin token, in the run folder.
@@ -371,17 +456,29 @@ def local_control_token(url: str) -> str | None:
 def control_service(cfg: StackConfig) -> Service:
     """`alertflow serve` on ``cfg.control_port``, for this stack, with the local admin token."""
     argv = [sys.executable, "-m", "control_service.cli", "serve", "--port", str(cfg.control_port)]
-    env = {**cfg.environment(),
-           "ALERTFLOW_CONTROL_API_KEYS": f"{local_admin_token(cfg)}:admin:admin"}  # fmt: skip
-    return Service("alertflow-control", argv, cfg.control_port, cfg.run_dir / "control.log",
-                   control_healthy(cfg.control_url), env)  # fmt: skip
+    env = {
+        **cfg.environment(),
+        "ALERTFLOW_CONTROL_API_KEYS": f"{local_admin_token(cfg)}:admin:admin",
+    }
+    return Service(
+        "alertflow-control",
+        argv,
+        cfg.control_port,
+        cfg.run_dir / "control.log",
+        control_healthy(cfg.control_url),
+        env,
+    )
 
 
 def create_topics(cfg: StackConfig) -> None:
     """The broker's topics; existing ones are left as they are."""
     partitions = cfg.alert_partitions
-    wanted = [*(Topic(t, partitions) for t in ALERT_TOPICS), Topic(CONFIG_TOPIC, 1, COMPACTED),
-              Topic(DEADLETTER_TOPIC, partitions), Topic(FILTER_ERRORS_TOPIC)]  # fmt: skip
+    wanted = [
+        *(Topic(t, partitions) for t in ALERT_TOPICS),
+        Topic(CONFIG_TOPIC, 1, COMPACTED),
+        Topic(DEADLETTER_TOPIC, partitions),
+        Topic(FILTER_ERRORS_TOPIC),
+    ]
     try:
         ensure_topics(cfg.bootstrap_servers, wanted)
     except KafkaException as err:

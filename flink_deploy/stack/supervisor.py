@@ -76,13 +76,26 @@ def _create_time(pid: int) -> float | None:
         return None
 
 
+# The processes this one spawned, kept until they exit so that each is reaped (no zombie, and
+# no "subprocess is still running" ResourceWarning when a Popen is dropped).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _reap() -> None:
+    for pid, child in list(_CHILDREN.items()):
+        if child.poll() is not None:
+            del _CHILDREN[pid]
+
+
 def is_running(proc: Started) -> bool:
     """True if the recorded process is still the one we started (same PID, same creation time)
     and has not exited (a zombie has)."""
+    _reap()
     try:
         process = psutil.Process(proc.pid)
-        return (process.create_time() == proc.create_time
-                and process.status() != psutil.STATUS_ZOMBIE)  # fmt: skip
+        return (
+            process.create_time() == proc.create_time and process.status() != psutil.STATUS_ZOMBIE
+        )
     except psutil.Error:
         return False
 
@@ -122,8 +135,9 @@ class RunState:
     def load(self) -> list[Started]:
         if not self.path.exists():
             return []
-        return [Started(**_upgrade(entry))
-                for entry in json.loads(self.path.read_text())["services"]]  # fmt: skip
+        return [
+            Started(**_upgrade(entry)) for entry in json.loads(self.path.read_text())["services"]
+        ]
 
     def save(self, started: list[Started]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -162,11 +176,11 @@ def spawn(service: Service) -> Started:
             env={**os.environ, **service.env},
             start_new_session=True,
         )
+    _CHILDREN[proc.pid] = proc
     created = _create_time(proc.pid)
     if created is None:
         raise StackError(f"{service.name}: exited at once; see {service.log}:\n{tail(service.log)}")
-    return Started(service.name, proc.pid, created, service.port, str(service.log),
-                   service.profile)  # fmt: skip
+    return Started(service.name, proc.pid, created, service.port, str(service.log), service.profile)
 
 
 def wait_healthy(service: Service, started: Started, timeout_s: float) -> None:
@@ -249,8 +263,9 @@ def hold(cfg: StackConfig, command: str) -> Iterator[None]:
                 "down`), or give this one its own folder with ALERTFLOW_RUN_DIR"
             ) from None
         os.ftruncate(fd, 0)
-        os.write(fd, f"`{command}` (pid {os.getpid()}, since {time.strftime('%H:%M:%S')})\n"
-                 .encode())  # fmt: skip
+        os.write(
+            fd, f"`{command}` (pid {os.getpid()}, since {time.strftime('%H:%M:%S')})\n".encode()
+        )
         _HELD[cfg.run_dir] = (fd, 1)
     try:
         yield

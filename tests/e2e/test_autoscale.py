@@ -86,8 +86,10 @@ def job_parallelism(rest: str) -> int:
 
 def lsst_and_ztf_messages() -> list:
     data = shared_data()
-    files = [*sorted((data / "ztf" / "alerts").glob("*/*.avro")),
-             *sorted((data / "lsst" / "alerts").glob("*.avro"))]  # fmt: skip
+    files = [
+        *sorted((data / "ztf" / "alerts").glob("*/*.avro")),
+        *sorted((data / "lsst" / "alerts").glob("*.avro")),
+    ]
     return load_messages(files, LsstSchemas(DEFAULT_LSST_SCHEMA_DIR))
 
 
@@ -100,8 +102,9 @@ class Sender:
         self.templates = lsst_and_ztf_messages()
         self.values = cycled_messages(self.templates, 10**9, self.schemas)
         self.index = itertools.count()
-        self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20,
-                                  "message.max.bytes": 8 * 1024 * 1024})  # fmt: skip
+        self.producer = Producer(
+            {"bootstrap.servers": bootstrap, "linger.ms": 20, "message.max.bytes": 8 * 1024 * 1024}
+        )
         self.sent: list[bytes] = []
 
     def send(self, count: int) -> None:
@@ -122,8 +125,11 @@ def test_burst_scales_up_drains_scales_down_and_loses_nothing(
     app_stack: StackConfig,
 ) -> None:
     cfg, rest = app_stack, app_stack.flink_rest_url
-    filters = tuple(f for p in sorted((REPO_ROOT / "examples" / "filters").glob("*.yaml"))
-                    for f in load_filter_file(str(p)))  # fmt: skip
+    filters = tuple(
+        f
+        for p in sorted((REPO_ROOT / "examples" / "filters").glob("*.yaml"))
+        for f in load_filter_file(str(p))
+    )
     filter_set = FilterSet(1, filters)
     publish_snapshot(cfg.bootstrap_servers, filter_set)
     assert wait_for(lambda: job_parallelism(rest), 240, "the broker running") == 2
@@ -161,8 +167,10 @@ def test_burst_scales_up_drains_scales_down_and_loses_nothing(
         trickler.start()
         try:
             down = wait_for(lambda: decided("down"), 300, "a scale-down decision", 2)
-            print(f"scale down decided {time.monotonic() - t0:.0f} s after the burst: "
-                  f"{down['reason']}")  # fmt: skip
+            print(
+                f"scale down decided {time.monotonic() - t0:.0f} s after the burst: "
+                f"{down['reason']}"
+            )
             wait_for(lambda: job_parallelism(rest) == 2, 180, "the job back at parallelism 2")
             # Let some alerts arrive at the scaled-down job too.
             time.sleep(5)
@@ -172,11 +180,17 @@ def test_burst_scales_up_drains_scales_down_and_loses_nothing(
         assert [tm.name for tm in LocalDriver(cfg).taskmanagers()] == ["flink-taskmanager-1"]
 
         expected = sender.expected_pairs(filter_set)
-        wait_for(lambda: pairs_on(cfg.bootstrap_servers, filter_set)[0] >= expected, 300,
-                 "every expected (filter, alert_id) pair", interval_s=5)  # fmt: skip
+        wait_for(
+            lambda: pairs_on(cfg.bootstrap_servers, filter_set)[0] >= expected,
+            300,
+            "every expected (filter, alert_id) pair",
+            interval_s=5,
+        )
         got, duplicates, _ = pairs_on(cfg.bootstrap_servers, filter_set)
-        print(f"{len(sender.sent)} alerts sent, {len(expected)} pairs expected, all present, "
-              f"{duplicates} duplicates")  # fmt: skip
+        print(
+            f"{len(sender.sent)} alerts sent, {len(expected)} pairs expected, all present, "
+            f"{duplicates} duplicates"
+        )
         assert got == expected
         checkpoints = requests.get(f"{rest}/jobs/{APPLICATION_JOB_ID}/checkpoints", timeout=5)
         assert checkpoints.json()["counts"]["restored"] >= 2  # one per rescale

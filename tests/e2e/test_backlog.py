@@ -59,16 +59,20 @@ def test_broker_drains_a_preloaded_backlog(stack: StackConfig, count: int) -> No
     backlog = preload(stack.bootstrap_servers, topics["in"], count, filter_set)
     _, jid = start_broker(stack, topics, "in")
     rest = stack.flink_rest_url
-    taskmanager = next(p for p in supervisor.RunState(stack.run_dir).load()
-                       if p.name == "flink-taskmanager-1")  # fmt: skip
+    taskmanager = next(
+        p for p in supervisor.RunState(stack.run_dir).load() if p.name == "flink-taskmanager-1"
+    )
     rss = PeakRss(taskmanager.pid)
     try:
-        drain = watch_drain(stack.bootstrap_servers, catch_all(filter_set).output.topic, count,
-                            DRAIN_DEADLINE_S)  # fmt: skip
+        drain = watch_drain(
+            stack.bootstrap_servers, catch_all(filter_set).output.topic, count, DRAIN_DEADLINE_S
+        )
         peak = rss.stop()
         restarts = job_restarts(rest, jid)
-        print(f"{count} alerts drained at {drain.rate:.0f} alerts/s, {drain.duplicates} "
-              f"duplicates, {restarts} restarts, TaskManager RSS peak {peak:.0f} MiB")
+        print(
+            f"{count} alerts drained at {drain.rate:.0f} alerts/s, {drain.duplicates} "
+            f"duplicates, {restarts} restarts, TaskManager RSS peak {peak:.0f} MiB"
+        )
         assert drain.distinct == count
         assert restarts == 0
         assert 0 < peak <= DEFAULT_PROFILE.memory_mib

@@ -44,10 +44,19 @@ def test_killed_taskmanager_loses_nothing(stack: StackConfig) -> None:
         half = len(packets) // 2
         produce(stack.bootstrap_servers, topics["ztf"], packets[:half])
         # Let a checkpoint complete with part of the stream done, then kill mid-stream.
-        wait_for(lambda: requests.get(f"{rest}/jobs/{jid}/checkpoints", timeout=5)
-                 .json()["counts"]["completed"] >= 1, 120, "a completed checkpoint")  # fmt: skip
-        taskmanager = next(p for p in supervisor.RunState(stack.run_dir).load()
-                           if p.name == "flink-taskmanager-1")  # fmt: skip
+        wait_for(
+            lambda: (
+                requests.get(f"{rest}/jobs/{jid}/checkpoints", timeout=5).json()["counts"][
+                    "completed"
+                ]
+                >= 1
+            ),
+            120,
+            "a completed checkpoint",
+        )
+        taskmanager = next(
+            p for p in supervisor.RunState(stack.run_dir).load() if p.name == "flink-taskmanager-1"
+        )
         produce(stack.bootstrap_servers, topics["ztf"], packets[half:])
         os.kill(taskmanager.pid, signal.SIGKILL)
         killed_at = time.monotonic()
@@ -62,8 +71,12 @@ def test_killed_taskmanager_loses_nothing(stack: StackConfig) -> None:
 
         alerts = [a for p in packets for a in decode_message(p, LsstSchemas())]
         expected = {(m.filter_name, m.alert.alert_id) for m in match_locally(filter_set, alerts)[0]}
-        wait_for(lambda: pairs_on(stack.bootstrap_servers, filter_set)[0] >= expected,
-                 DEADLINE_S, "every expected pair after recovery", interval_s=5)  # fmt: skip
+        wait_for(
+            lambda: pairs_on(stack.bootstrap_servers, filter_set)[0] >= expected,
+            DEADLINE_S,
+            "every expected pair after recovery",
+            interval_s=5,
+        )
         got, duplicates, _ = pairs_on(stack.bootstrap_servers, filter_set)
         print(f"after the kill: {len(got)} pairs expected and present, {duplicates} duplicates")
         assert got == expected

@@ -35,8 +35,13 @@ def read_all(bootstrap: str, topic: str, settle_s: float = 3.0) -> list:
     meta = admin.list_topics(topic, timeout=10).topics.get(topic)
     if meta is None or meta.error is not None:
         return []
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"r-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False})  # fmt: skip
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"r-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
     messages, quiet_since = [], time.monotonic()
     while time.monotonic() - quiet_since < settle_s:
@@ -66,13 +71,25 @@ def fresh_topics_and_filters(bootstrap: str, prefix: str) -> tuple[str, dict[str
     ``<prefix>.<run id>.out.<filter>``, published on that config topic."""
     run_id = uuid.uuid4().hex[:8]
     topics = {n: f"{prefix}.{run_id}.{n}" for n in ("ztf", "lsst", "config", "dead")}
-    ensure_topics(bootstrap, [*(Topic(t, 2) for n, t in topics.items() if n != "config"),
-                              Topic(topics["config"], 1, COMPACTED)])  # fmt: skip
-    examples = [f for p in sorted((REPO_ROOT / "examples" / "filters").glob("*.yaml"))
-                for f in load_filter_file(str(p))]  # fmt: skip
-    v1 = FilterSet(1, tuple(
-        replace(f, output=replace(f.output, topic=f"{prefix}.{run_id}.out.{f.name}"))
-        for f in examples))  # fmt: skip
+    ensure_topics(
+        bootstrap,
+        [
+            *(Topic(t, 2) for n, t in topics.items() if n != "config"),
+            Topic(topics["config"], 1, COMPACTED),
+        ],
+    )
+    examples = [
+        f
+        for p in sorted((REPO_ROOT / "examples" / "filters").glob("*.yaml"))
+        for f in load_filter_file(str(p))
+    ]
+    v1 = FilterSet(
+        1,
+        tuple(
+            replace(f, output=replace(f.output, topic=f"{prefix}.{run_id}.out.{f.name}"))
+            for f in examples
+        ),
+    )
     publish_snapshot(bootstrap, v1, topics["config"])
     return run_id, topics, v1
 
@@ -83,13 +100,27 @@ def running_broker(stack: StackConfig):
     filters = v1.filters
     admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
     job_name = f"alertflow-broker-{run_id}"
-    broker.run([f"--topics={topics['ztf']},{topics['lsst']}", f"--config-topic={topics['config']}",
-                f"--deadletter-topic={topics['dead']}", f"--group-id=broker-{run_id}",
-                f"--job-name={job_name}", "--parallelism=2"])  # fmt: skip
-    jid = wait_for(lambda: running_job_id(stack.flink_rest_url, job_name), 180,
-                   f"{job_name} running")  # fmt: skip
-    yield {"topics": topics, "v1": v1, "jid": jid, "run_id": run_id,
-           "bootstrap": stack.bootstrap_servers, "rest": stack.flink_rest_url}  # fmt: skip
+    broker.run(
+        [
+            f"--topics={topics['ztf']},{topics['lsst']}",
+            f"--config-topic={topics['config']}",
+            f"--deadletter-topic={topics['dead']}",
+            f"--group-id=broker-{run_id}",
+            f"--job-name={job_name}",
+            "--parallelism=2",
+        ]
+    )
+    jid = wait_for(
+        lambda: running_job_id(stack.flink_rest_url, job_name), 180, f"{job_name} running"
+    )
+    yield {
+        "topics": topics,
+        "v1": v1,
+        "jid": jid,
+        "run_id": run_id,
+        "bootstrap": stack.bootstrap_servers,
+        "rest": stack.flink_rest_url,
+    }
     requests.patch(f"{stack.flink_rest_url}/jobs/{jid}", params={"mode": "cancel"}, timeout=10)
     admin.delete_topics([*topics.values(), *(f.output.topic for f in filters)])
 
@@ -147,13 +178,22 @@ def test_filter_set_swaps_live_without_restart(running_broker: dict) -> None:
     packets = real_messages()["ztf"][:20]
     produce(b["bootstrap"], b["topics"]["ztf"], packets)
 
-    first = wait_for(lambda: read_all(b["bootstrap"], topic, settle_s=0.5), 120,
-                     "the first match of the new filter", interval_s=0.2)  # fmt: skip
+    first = wait_for(
+        lambda: read_all(b["bootstrap"], topic, settle_s=0.5),
+        120,
+        "the first match of the new filter",
+        interval_s=0.2,
+    )
     print(f"first match under v2 {time.monotonic() - switched:.1f} s after the swap")
     sent_ids = {a.alert_id for p in packets for a in decode_message(p, LsstSchemas())}
-    wait_for(lambda: {int(m.key().decode().rpartition('/')[2])
-                      for m in read_all(b["bootstrap"], topic)} >= sent_ids,
-             DEADLINE_S, "every alert sent after the swap judged by v2")  # fmt: skip
+    wait_for(
+        lambda: (
+            {int(m.key().decode().rpartition("/")[2]) for m in read_all(b["bootstrap"], topic)}
+            >= sent_ids
+        ),
+        DEADLINE_S,
+        "every alert sent after the swap judged by v2",
+    )
     from transforms.publish import read_full_message
 
     full = read_full_message(first[0].value())
@@ -163,8 +203,9 @@ def test_filter_set_swaps_live_without_restart(running_broker: dict) -> None:
     assert after["state"] == "RUNNING"
 
 
-def test_filter_applied_through_rest_reaches_the_running_job(running_broker: dict,
-                                                             tmp_path) -> None:
+def test_filter_applied_through_rest_reaches_the_running_job(
+    running_broker: dict, tmp_path
+) -> None:
     """The control service over real HTTP publishes the snapshot the running job switches to."""
     import threading
 
@@ -176,11 +217,13 @@ def test_filter_applied_through_rest_reaches_the_running_job(running_broker: dic
 
     b = running_broker
     config = ControlConfig(
-        bootstrap_servers=b["bootstrap"], config_topic=b["topics"]["config"],
-        inactive_topic=b["topics"]["config"] + ".inactive", port=0,
+        bootstrap_servers=b["bootstrap"],
+        config_topic=b["topics"]["config"],
+        inactive_topic=b["topics"]["config"] + ".inactive",
+        port=0,
         api_keys=(ApiKey("token-of-carol", "carol", "user"),),
         audit_log=tmp_path / "audit.jsonl",
-    )  # fmt: skip
+    )
     server = make_server("127.0.0.1", 0, create_app(config))
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -191,15 +234,20 @@ def test_filter_applied_through_rest_reaches_the_running_job(running_broker: dic
             f"spec:\n  where: mag < 19\n  output: {{topic: {topic}, format: lite}}\n"
         )
         response = requests.post(
-            f"http://127.0.0.1:{server.server_port}/api/v1/filters", data=document,
-            headers={"Authorization": "Bearer token-of-carol",
-                     "Content-Type": "application/yaml"}, timeout=30,
-        )  # fmt: skip
+            f"http://127.0.0.1:{server.server_port}/api/v1/filters",
+            data=document,
+            headers={"Authorization": "Bearer token-of-carol", "Content-Type": "application/yaml"},
+            timeout=30,
+        )
         assert response.status_code in (200, 201), response.text
         applied = time.monotonic()
         produce(b["bootstrap"], b["topics"]["ztf"], real_messages()["ztf"][:50])
-        wait_for(lambda: read_all(b["bootstrap"], topic, settle_s=0.5), 120,
-                 "the first match of the filter applied over REST", interval_s=0.2)  # fmt: skip
+        wait_for(
+            lambda: read_all(b["bootstrap"], topic, settle_s=0.5),
+            120,
+            "the first match of the filter applied over REST",
+            interval_s=0.2,
+        )
         print(f"first match of the REST-applied filter {time.monotonic() - applied:.1f} s later")
     finally:
         server.shutdown()

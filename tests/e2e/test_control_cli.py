@@ -40,16 +40,24 @@ KEYS = [{"token": TOKEN, "user": "alice", "role": "user"}]
 def served(stack: StackConfig, tmp_path: Path) -> Iterator[dict]:
     """A control service on loopback over a fresh config topic pair."""
     topic = f"alertflow.config.cli-{uuid.uuid4().hex[:8]}"
-    config = load_config(env={}, bootstrap_servers=stack.bootstrap_servers, config_topic=topic,
-                         inactive_topic=topic + ".inactive", api_keys=KEYS,
-                         audit_log=tmp_path / "audit.jsonl",
-                         flink_rest_url=stack.flink_rest_url)  # fmt: skip
+    config = load_config(
+        env={},
+        bootstrap_servers=stack.bootstrap_servers,
+        config_topic=topic,
+        inactive_topic=topic + ".inactive",
+        api_keys=KEYS,
+        audit_log=tmp_path / "audit.jsonl",
+        flink_rest_url=stack.flink_rest_url,
+    )
     server = make_server("127.0.0.1", 0, create_app(config), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield {"url": f"http://127.0.0.1:{server.server_port}", "topic": topic,
-               "bootstrap": stack.bootstrap_servers}  # fmt: skip
+        yield {
+            "url": f"http://127.0.0.1:{server.server_port}",
+            "topic": topic,
+            "bootstrap": stack.bootstrap_servers,
+        }
     finally:
         server.shutdown()
         server.server_close()
@@ -63,13 +71,16 @@ def cli(capsys: pytest.CaptureFixture, url: str, *argv: str) -> tuple[int, str, 
     return code, captured.out, captured.err
 
 
-def test_filters_commands_over_http(served: dict, capsys: pytest.CaptureFixture,
-                                    tmp_path: Path) -> None:
+def test_filters_commands_over_http(
+    served: dict, capsys: pytest.CaptureFixture, tmp_path: Path
+) -> None:
     url = served["url"]
     doc = tmp_path / "bright.yaml"
-    doc.write_text("apiVersion: alertflow/v1\nkind: Filter\n"
-                   "metadata: {name: cli-bright, owner: alice}\n"
-                   "spec:\n  where: mag < 18\n  output: {topic: cli.bright}\n")  # fmt: skip
+    doc.write_text(
+        "apiVersion: alertflow/v1\nkind: Filter\n"
+        "metadata: {name: cli-bright, owner: alice}\n"
+        "spec:\n  where: mag < 18\n  output: {topic: cli.bright}\n"
+    )
     code, out, err = cli(capsys, url, "apply", "-f", str(doc))
     assert code == 0, err
     assert json.loads(out)["version"] == 1
@@ -101,25 +112,31 @@ def test_filters_commands_over_http(served: dict, capsys: pytest.CaptureFixture,
 
     snapshots = read_snapshots(served["bootstrap"], served["topic"])
     assert [(s["version"], [f["metadata"]["name"] for f in s["filters"]]) for s in snapshots] == [
-        (1, ["cli-bright"]), (2, []),
+        (1, ["cli-bright"]),
+        (2, []),
     ]
 
 
 def test_serve_answers_and_stops_on_sigterm(stack: StackConfig, tmp_path: Path) -> None:
     topic = f"alertflow.config.serve-{uuid.uuid4().hex[:8]}"
-    env = {**os.environ, "ALERTFLOW_CONTROL_BOOTSTRAP_SERVERS": stack.bootstrap_servers,
-           "ALERTFLOW_CONTROL_CONFIG_TOPIC": topic,
-           "ALERTFLOW_CONTROL_INACTIVE_TOPIC": topic + ".inactive",
-           "ALERTFLOW_CONTROL_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
-           "ALERTFLOW_CONTROL_FLINK_REST_URL": stack.flink_rest_url}  # fmt: skip
+    env = {
+        **os.environ,
+        "ALERTFLOW_CONTROL_BOOTSTRAP_SERVERS": stack.bootstrap_servers,
+        "ALERTFLOW_CONTROL_CONFIG_TOPIC": topic,
+        "ALERTFLOW_CONTROL_INACTIVE_TOPIC": topic + ".inactive",
+        "ALERTFLOW_CONTROL_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
+        "ALERTFLOW_CONTROL_FLINK_REST_URL": stack.flink_rest_url,
+    }
     command = [sys.executable, "-m", "control_service.cli", "serve", "--port", "0"]
-    process = subprocess.Popen(command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         # The first stdout line names the address once it listens (port 0: the OS picks).
         lines: list[str] = []
-        reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()),
-                                  daemon=True)  # fmt: skip
+        reader = threading.Thread(
+            target=lambda: lines.append(process.stdout.readline()), daemon=True
+        )
         reader.start()
         reader.join(120)
         assert lines and lines[0].startswith("alertflow control service on http://"), lines
@@ -127,8 +144,12 @@ def test_serve_answers_and_stops_on_sigterm(stack: StackConfig, tmp_path: Path) 
         health = requests.get(f"{url}/health", timeout=10)
         assert health.status_code == 200
         with suppress(TimeoutError):
-            wait_until(lambda: requests.get(f"{url}/ready", timeout=10).status_code == 200, 60,
-                       0.5, "/ready")  # fmt: skip
+            wait_until(
+                lambda: requests.get(f"{url}/ready", timeout=10).status_code == 200,
+                60,
+                0.5,
+                "/ready",
+            )
         ready = requests.get(f"{url}/ready", timeout=10)
         assert ready.status_code == 200 and ready.json()["ready"] is True
         process.send_signal(signal.SIGTERM)

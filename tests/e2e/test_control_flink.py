@@ -52,27 +52,45 @@ def control(stack: StackConfig, tmp_path_factory) -> Iterator[dict]:
     run_id, topics, v1 = fresh_topics_and_filters(stack.bootstrap_servers, "ctlflink")
     tmp = tmp_path_factory.mktemp("control")
     config = load_config(
-        env={}, bootstrap_servers=stack.bootstrap_servers, config_topic=topics["config"],
-        inactive_topic=topics["config"] + ".inactive", flink_rest_url=stack.flink_rest_url,
-        api_keys=[ADMIN], audit_log=tmp / "audit.jsonl", savepoint_dir=str(tmp / "savepoints"),
-    )  # fmt: skip
+        env={},
+        bootstrap_servers=stack.bootstrap_servers,
+        config_topic=topics["config"],
+        inactive_topic=topics["config"] + ".inactive",
+        flink_rest_url=stack.flink_rest_url,
+        api_keys=[ADMIN],
+        audit_log=tmp / "audit.jsonl",
+        savepoint_dir=str(tmp / "savepoints"),
+    )
     server = make_server("127.0.0.1", 0, create_app(config), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     job_name = f"ctlflink-{run_id}"
-    args = [f"--topics={topics['ztf']},{topics['lsst']}", f"--config-topic={topics['config']}",
-            f"--deadletter-topic={topics['dead']}", f"--group-id=ctlflink-{run_id}",
-            f"--job-name={job_name}", "--parallelism=1"]  # fmt: skip
-    state = {"url": f"http://127.0.0.1:{server.server_port}", "topics": topics, "v1": v1,
-             "args": args, "job_name": job_name, "bootstrap": stack.bootstrap_servers,
-             "rest": stack.flink_rest_url, "jobs": [],
-             "savepoints": tmp / "savepoints"}  # fmt: skip
+    args = [
+        f"--topics={topics['ztf']},{topics['lsst']}",
+        f"--config-topic={topics['config']}",
+        f"--deadletter-topic={topics['dead']}",
+        f"--group-id=ctlflink-{run_id}",
+        f"--job-name={job_name}",
+        "--parallelism=1",
+    ]
+    state = {
+        "url": f"http://127.0.0.1:{server.server_port}",
+        "topics": topics,
+        "v1": v1,
+        "args": args,
+        "job_name": job_name,
+        "bootstrap": stack.bootstrap_servers,
+        "rest": stack.flink_rest_url,
+        "jobs": [],
+        "savepoints": tmp / "savepoints",
+    }
     try:
         yield state
     finally:
         for jid in state["jobs"]:
-            requests.patch(f"{stack.flink_rest_url}/jobs/{jid}", params={"mode": "cancel"},
-                           timeout=10)  # fmt: skip
+            requests.patch(
+                f"{stack.flink_rest_url}/jobs/{jid}", params={"mode": "cancel"}, timeout=10
+            )
         server.shutdown()
         server.server_close()
         thread.join(10)
@@ -118,24 +136,36 @@ def test_submit_components_upgrade_and_stop(control: dict) -> None:
         produce(c["bootstrap"], c["topics"][survey], first[survey] + bad[survey])
     sent = len(first["ztf"]) + len(first["lsst"]) + len(bad["ztf"]) + len(bad["lsst"])
     n_bad = len(bad["ztf"]) + len(bad["lsst"])
-    alerts_sent = sum(len(decode_message(m, LsstSchemas()))
-                      for s in ("ztf", "lsst") for m in first[s])  # fmt: skip
+    alerts_sent = sum(
+        len(decode_message(m, LsstSchemas())) for s in ("ztf", "lsst") for m in first[s]
+    )
     expected_first = expected_pairs(c["v1"], first["ztf"] + first["lsst"])
 
     def counted() -> dict | None:
         figures = stage_figures(ops, jid)
         # Each counter reaches Flink's REST API on its own schedule: wait for all of them.
-        done = (figures.get("publish", (0, 0))[1] >= len(expected_first)
-                and figures.get("decode", (0, 0, 0))[0] >= sent
-                and figures["decode"][2] >= n_bad
-                and figures.get("deadletters", (0,))[0] >= n_bad)  # fmt: skip
+        done = (
+            figures.get("publish", (0, 0))[1] >= len(expected_first)
+            and figures.get("decode", (0, 0, 0))[0] >= sent
+            and figures["decode"][2] >= n_bad
+            and figures.get("deadletters", (0,))[0] >= n_bad
+        )
         return figures if done else None
 
     figures = wait_for(counted, DEADLINE_S, "the stages' counters to reach the replay", 3)
     print("components:", figures)
-    assert set(figures) == {"ingest", "decode", "annotate.sky", "annotate.crossmatch",
-                            "annotate.dust", "annotate.lightcurve", "annotate.tags", "filters",
-                            "publish", "deadletters"}  # fmt: skip
+    assert set(figures) == {
+        "ingest",
+        "decode",
+        "annotate.sky",
+        "annotate.crossmatch",
+        "annotate.dust",
+        "annotate.lightcurve",
+        "annotate.tags",
+        "filters",
+        "publish",
+        "deadletters",
+    }
     # At least once: after a task restart a stage may count some elements twice.
     assert figures["ingest"][1] >= sent
     assert figures["decode"][0] >= sent and figures["decode"][2] >= n_bad
@@ -172,23 +202,32 @@ def test_submit_components_upgrade_and_stop(control: dict) -> None:
     restored = restored["latest"]["restored"]
     assert restored["is_savepoint"] and restored["external_path"] == savepoint
     assert flink_job(c["rest"], jid)["state"] in ("FINISHED", "CANCELED")
-    print(f"upgrade: savepoint {upgraded['timings']['savepoint_s']} s, restored "
-          f"{upgraded['timings']['total_s']} s after the call ({upgrade_s:.1f} s round trip)")
+    print(
+        f"upgrade: savepoint {upgraded['timings']['savepoint_s']} s, restored "
+        f"{upgraded['timings']['total_s']} s after the call ({upgrade_s:.1f} s round trip)"
+    )
     assert producer_done.wait(120)
     for survey in ("ztf", "lsst"):
         produce(c["bootstrap"], c["topics"][survey], last[survey])
     everything = [m for part in (first, middle, last) for s in ("ztf", "lsst") for m in part[s]]
     expected = expected_pairs(c["v1"], everything)
-    wait_for(lambda: pairs_on(c["bootstrap"], c["v1"])[0] >= expected, DEADLINE_S,
-             "every expected (filter, alert_id) pair after the upgrade", interval_s=5)  # fmt: skip
+    wait_for(
+        lambda: pairs_on(c["bootstrap"], c["v1"])[0] >= expected,
+        DEADLINE_S,
+        "every expected (filter, alert_id) pair after the upgrade",
+        interval_s=5,
+    )
     got, duplicates, _ = pairs_on(c["bootstrap"], c["v1"])
     print(f"after the upgrade: {len(got)} pairs expected and found, {duplicates} duplicates")
     assert got == expected
     wait_for(lambda: all_tasks_running(c["rest"], new_jid), 120, "the upgraded job running")
     # The new job counts from 0 what it read itself; Flink's REST metrics lag by its fetcher
     # interval (10 s by default).
-    new_figures = wait_for(lambda: (f := stage_figures(ops, new_jid)).get("decode", (0,))[0]
-                           and f, 90, "the upgraded job's decode counter")  # fmt: skip
+    new_figures = wait_for(
+        lambda: (f := stage_figures(ops, new_jid)).get("decode", (0,))[0] and f,
+        90,
+        "the upgraded job's decode counter",
+    )
     print("components of the upgraded job:", new_figures)
 
     # --- DELETE: stop with a savepoint ------------------------------------------------------
@@ -196,7 +235,13 @@ def test_submit_components_upgrade_and_stop(control: dict) -> None:
     assert stopped["stopped"] and stopped["savepoint"]
     assert Path(stopped["savepoint"].removeprefix("file:")).is_dir()
     assert Path(stopped["savepoint"].removeprefix("file:")).parent == c["savepoints"]
-    final = wait_for(lambda: flink_job(c["rest"], new_jid)["state"] in ("FINISHED", "CANCELED")
-                     and flink_job(c["rest"], new_jid)["state"], 60, "the job stopped")
+    final = wait_for(
+        lambda: (
+            flink_job(c["rest"], new_jid)["state"] in ("FINISHED", "CANCELED")
+            and flink_job(c["rest"], new_jid)["state"]
+        ),
+        60,
+        "the job stopped",
+    )
     print(f"stopped {new_jid}: {final}, savepoint {stopped['savepoint']}")
     assert ops.request("GET", "/api/v1/components", params={"job": new_jid})["components"] == []

@@ -33,7 +33,10 @@ KEYS = [
 
 
 def doc(name: str, where: str = "mag < 18.5", owner: str = "alice") -> str:
-    return f"apiVersion: alertflow/v1\nkind: Filter\nmetadata: {{name: {name}, owner: {owner}}}\nspec:\n  where: {where}\n"
+    return (
+        f"apiVersion: alertflow/v1\nkind: Filter\nmetadata: {{name: {name}, owner: {owner}}}\n"
+        f"spec:\n  where: {where}\n"
+    )
 
 
 def read_snapshots(bootstrap: str, topic: str) -> list[dict]:
@@ -61,7 +64,7 @@ def read_snapshots(bootstrap: str, topic: str) -> list[dict]:
 
 
 class Server:
-    def __init__(self, config) -> None:  # noqa: ANN001
+    def __init__(self, config) -> None:
         self.app = create_app(config)
         self.http = make_server("127.0.0.1", 0, self.app, threaded=True)
         self.thread = threading.Thread(target=self.http.serve_forever, daemon=True)

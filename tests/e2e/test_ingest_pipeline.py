@@ -44,14 +44,22 @@ def bad_messages(ztf_packet: bytes, lsst_message: bytes) -> dict[str, list[bytes
     """Malformed messages of each kind the decoder must route, by the topic they go to."""
     return {
         "ztf": [ztf_packet[: len(ztf_packet) // 2], b"not an alert at all", b""],
-        "lsst": [b"\x07" + lsst_message[1:], b"\x00" + (9999).to_bytes(4, "big") + b"\x02\x04",
-                 lsst_message[:40]],
-    }  # fmt: skip
+        "lsst": [
+            b"\x07" + lsst_message[1:],
+            b"\x00" + (9999).to_bytes(4, "big") + b"\x02\x04",
+            lsst_message[:40],
+        ],
+    }
 
 
 def read_topic(bootstrap: str, topic: str, expected: int, deadline_s: float) -> dict[bytes, bytes]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"r-{uuid.uuid4().hex}",
-                         "auto.offset.reset": "earliest"})  # fmt: skip
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"r-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+        }
+    )
     consumer.subscribe([topic])
     got: dict[bytes, bytes] = {}
     end = time.monotonic() + deadline_s
@@ -71,19 +79,29 @@ def test_real_alerts_decode_and_bad_ones_become_dead_letters(
     run_id = uuid.uuid4().hex[:8]
     topics = {name: f"ingest.{run_id}.{name}" for name in ("ztf", "lsst", "decoded", "dead")}
     admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
-    ensure_topics(stack.bootstrap_servers, [Topic(t, PARTITIONS) for t in topics.values()],
-                  admin=admin)
+    ensure_topics(
+        stack.bootstrap_servers, [Topic(t, PARTITIONS) for t in topics.values()], admin=admin
+    )
     job_name = f"alertflow-ingest-{run_id}"
-    ingest.run([f"--topics={topics['ztf']},{topics['lsst']}", f"--decoded={topics['decoded']}",
-                f"--deadletter={topics['dead']}", f"--group-id=ingest-{run_id}",
-                f"--job-name={job_name}", f"--parallelism={PARTITIONS}"])  # fmt: skip
-    jid = wait_for(lambda: running_job_id(stack.flink_rest_url, job_name), 180,
-                   f"{job_name} running")  # fmt: skip
+    ingest.run(
+        [
+            f"--topics={topics['ztf']},{topics['lsst']}",
+            f"--decoded={topics['decoded']}",
+            f"--deadletter={topics['dead']}",
+            f"--group-id=ingest-{run_id}",
+            f"--job-name={job_name}",
+            f"--parallelism={PARTITIONS}",
+        ]
+    )
+    jid = wait_for(
+        lambda: running_job_id(stack.flink_rest_url, job_name), 180, f"{job_name} running"
+    )
     try:
         good = real_messages()
         bad = bad_messages(good["ztf"][0], good["lsst"][0])
-        producer = Producer({"bootstrap.servers": stack.bootstrap_servers,
-                             "message.max.bytes": 8 * 1024 * 1024})  # fmt: skip
+        producer = Producer(
+            {"bootstrap.servers": stack.bootstrap_servers, "message.max.bytes": 8 * 1024 * 1024}
+        )
         bad_sources: dict[str, bytes] = {}
 
         def remember(value: bytes):
@@ -107,8 +125,7 @@ def test_real_alerts_decode_and_bad_ones_become_dead_letters(
             for value in good[survey]
             for a in decode_message(value, schemas)
         }
-        decoded = read_topic(stack.bootstrap_servers, topics["decoded"], len(expected),
-                             DEADLINE_S)  # fmt: skip
+        decoded = read_topic(stack.bootstrap_servers, topics["decoded"], len(expected), DEADLINE_S)
         dead = read_topic(stack.bootstrap_servers, topics["dead"], len(bad_sources), 60)
 
         assert set(decoded) == set(expected), (
@@ -133,5 +150,3 @@ def test_real_alerts_decode_and_bad_ones_become_dead_letters(
     finally:
         requests.patch(f"{stack.flink_rest_url}/jobs/{jid}", params={"mode": "cancel"}, timeout=10)
         admin.delete_topics(list(topics.values()))
-
-

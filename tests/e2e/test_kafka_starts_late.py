@@ -42,8 +42,10 @@ pytestmark = pytest.mark.e2e
 ALICE = "alice-secret-1"
 OPS = "ops-secret-333"
 KEYS = f"{ALICE}:alice:user,{OPS}:ops:admin"
-FILTER = ("apiVersion: alertflow/v1\nkind: Filter\n"
-          "metadata: {name: bright, owner: alice}\nspec:\n  where: mag < 18.5\n")
+FILTER = (
+    "apiVersion: alertflow/v1\nkind: Filter\n"
+    "metadata: {name: bright, owner: alice}\nspec:\n  where: mag < 18.5\n"
+)
 # No step within the test: the loop's first observation waits a whole interval.
 POLICY = """\
 interval_s: 3600
@@ -70,13 +72,17 @@ class Service:
         self.log = log
         with log.open("w") as err:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "control_service.cli", *argv], cwd=REPO_ROOT, env=env,
-                stdout=subprocess.PIPE, stderr=err, text=True)
+                [sys.executable, "-m", "control_service.cli", *argv],
+                cwd=REPO_ROOT,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
         assert self.process.stdout is not None
         self.stdout = self.process.stdout
         lines: list[str] = []
-        reader = threading.Thread(target=lambda: lines.append(self.stdout.readline()),
-                                  daemon=True)
+        reader = threading.Thread(target=lambda: lines.append(self.stdout.readline()), daemon=True)
         reader.start()
         reader.join(90)
         banner = lines[0] if lines else ""
@@ -103,9 +109,13 @@ class Service:
 def kafka_cfg(tmp_path: Path, closed_port: int) -> Iterator[StackConfig]:
     """The stack's settings for a Kafka of this test's own, not started yet; Flink's REST port
     is one where nothing listens. The Kafka, if started, is stopped afterwards."""
-    cfg = replace(StackConfig.from_env(), run_dir=(tmp_path / "run").resolve(),
-                  kafka_port=free_port(), kafka_controller_port=free_port(),
-                  flink_rest_port=closed_port)
+    cfg = replace(
+        StackConfig.from_env(),
+        run_dir=(tmp_path / "run").resolve(),
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
+        flink_rest_port=closed_port,
+    )
     try:
         yield cfg
     finally:
@@ -123,24 +133,36 @@ def start_kafka(cfg: StackConfig) -> None:
 
 
 def test_services_start_before_kafka_and_become_ready_when_it_answers(
-        kafka_cfg: StackConfig, tmp_path: Path) -> None:
+    kafka_cfg: StackConfig, tmp_path: Path
+) -> None:
     cfg = kafka_cfg
     bootstrap = cfg.bootstrap_servers
-    env = {**os.environ, **cfg.environment(),
-           "ALERTFLOW_CONTROL_API_KEYS": KEYS, "ALERTFLOW_REPLAY_API_KEYS": KEYS,
-           "ALERTFLOW_CONTROL_AUDIT_LOG": str(tmp_path / "audit.jsonl")}
+    env = {
+        **os.environ,
+        **cfg.environment(),
+        "ALERTFLOW_CONTROL_API_KEYS": KEYS,
+        "ALERTFLOW_REPLAY_API_KEYS": KEYS,
+        "ALERTFLOW_CONTROL_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
+    }
     policy = tmp_path / "policy.yaml"
     policy.write_text(POLICY)
     services: dict[str, Service] = {}
     try:
         services["control"] = Service(["serve", "--port", "0"], env, tmp_path / "control.log")
-        services["replay"] = Service(["replay", "--serve", "--port", "0", "--bootstrap",
-                                      bootstrap], env, tmp_path / "replay.log")
-        services["autoscaler"] = Service(["autoscale", "--policy", str(policy), "--port", "0"],
-                                         env, tmp_path / "autoscaler.log")
+        services["replay"] = Service(
+            ["replay", "--serve", "--port", "0", "--bootstrap", bootstrap],
+            env,
+            tmp_path / "replay.log",
+        )
+        services["autoscaler"] = Service(
+            ["autoscale", "--policy", str(policy), "--port", "0"], env, tmp_path / "autoscaler.log"
+        )
         down = f"kafka at {bootstrap} does not answer within 2 s: "
-        for name, check in (("control", "config_topic"), ("replay", "kafka"),
-                            ("autoscaler", "kafka")):
+        for name, check in (
+            ("control", "config_topic"),
+            ("replay", "kafka"),
+            ("autoscaler", "kafka"),
+        ):
             service = services[name]
             assert requests.get(f"{service.url}/health", timeout=10).status_code == 200
             ready = service.ready()
@@ -154,16 +176,25 @@ def test_services_start_before_kafka_and_become_ready_when_it_answers(
 
         start_kafka(cfg)
 
-        wait_for(lambda: services["control"].ready().status_code == 200, 60,
-                 "the control service to read its topics once Kafka answers", interval_s=0.5)
+        wait_for(
+            lambda: services["control"].ready().status_code == 200,
+            60,
+            "the control service to read its topics once Kafka answers",
+            interval_s=0.5,
+        )
         assert alice.status()["filter_set_version"] == 0  # the topics were read: empty
         applied = alice.apply_filters(FILTER)
         assert (applied["version"], applied["created"]) == (1, ["bright"])
         snapshots = read_snapshots(bootstrap, CONFIG_TOPIC)
-        assert [(s["version"], [f["metadata"]["name"] for f in s["filters"]])
-                for s in snapshots] == [(1, ["bright"])]
-        wait_for(lambda: services["replay"].ready().status_code == 200, 30,
-                 "the replay service to see Kafka", interval_s=0.5)
+        assert [
+            (s["version"], [f["metadata"]["name"] for f in s["filters"]]) for s in snapshots
+        ] == [(1, ["bright"])]
+        wait_for(
+            lambda: services["replay"].ready().status_code == 200,
+            30,
+            "the replay service to see Kafka",
+            interval_s=0.5,
+        )
 
         def autoscaler_sees_kafka() -> dict[str, Any] | None:
             body = services["autoscaler"].ready().json()

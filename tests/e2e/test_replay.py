@@ -24,11 +24,17 @@ COUNT = 2000
 
 
 def read_all(bootstrap: str, topic: str, partitions: int) -> list:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"r-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False})  # fmt: skip
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"r-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p))[1]
-            for p in range(partitions)}  # fmt: skip
+    ends = {
+        p: consumer.get_watermark_offsets(TopicPartition(topic, p))[1] for p in range(partitions)
+    }
     messages, seen = [], {p: 0 for p in range(partitions)}
     while any(seen[p] < ends[p] for p in seen):
         msg = consumer.poll(5.0)
@@ -46,11 +52,25 @@ def test_lsst_replay_cycles_with_fresh_ids(stack: StackConfig) -> None:
     ensure_topic(stack.bootstrap_servers, topic, 4, admin=admin)
     files = sorted(str(p) for p in (shared_data() / "lsst" / "alerts").glob("*.avro"))
     result = subprocess.run(
-        [sys.executable, "-m", "control_service.cli", "replay", "--bootstrap",
-         stack.bootstrap_servers, "--topic", topic, "--count", str(COUNT), "--no-progress",
-         *files],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "control_service.cli",
+            "replay",
+            "--bootstrap",
+            stack.bootstrap_servers,
+            "--topic",
+            topic,
+            "--count",
+            str(COUNT),
+            "--no-progress",
+            *files,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     print(result.stdout)  # the achieved rate, for the log
     assert re.search(rf"\b{COUNT}\b", result.stdout)
@@ -73,10 +93,23 @@ def test_ztf_replay_sends_each_packet_as_it_is(stack: StackConfig) -> None:
     ensure_topic(stack.bootstrap_servers, topic, 1, admin=admin)
     files = sorted((shared_data() / "ztf" / "alerts").glob("*/*.avro"))[:50]
     result = subprocess.run(
-        [sys.executable, "-m", "control_service.cli", "replay", "--bootstrap",
-         stack.bootstrap_servers, "--topic", topic, "--no-progress", *map(str, files)],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "control_service.cli",
+            "replay",
+            "--bootstrap",
+            stack.bootstrap_servers,
+            "--topic",
+            topic,
+            "--no-progress",
+            *map(str, files),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     messages = read_all(stack.bootstrap_servers, topic, 1)
     assert sorted(m.value() for m in messages) == sorted(p.read_bytes() for p in files)

@@ -35,8 +35,10 @@ pytestmark = pytest.mark.e2e
 COUNT = 200
 TOKEN = "e2e-replay-admin-token"
 DATA = shared_data()
-FILES = [DATA / "lsst" / "alerts" / "lsstcam_20251231_v10_0.avro",  # 27 alerts
-         *sorted((DATA / "ztf" / "alerts" / "v4.0x_2023-2025").glob("*.avro"))[:3]]
+FILES = [
+    DATA / "lsst" / "alerts" / "lsstcam_20251231_v10_0.avro",  # 27 alerts
+    *sorted((DATA / "ztf" / "alerts" / "v4.0x_2023-2025").glob("*.avro"))[:3],
+]
 
 
 @pytest.fixture
@@ -45,9 +47,22 @@ def replay_service(stack: StackConfig, tmp_path: Path) -> Iterator[str]:
     env = {**os.environ, "ALERTFLOW_REPLAY_API_KEYS": f"{TOKEN}:ops:admin"}
     with (tmp_path / "replay-service.log").open("w") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "control_service.cli", "replay", "--serve", "--port", "0",
-             "--bootstrap", stack.bootstrap_servers],
-            stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+            [
+                sys.executable,
+                "-m",
+                "control_service.cli",
+                "replay",
+                "--serve",
+                "--port",
+                "0",
+                "--bootstrap",
+                stack.bootstrap_servers,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            env=env,
+        )
         try:
             assert proc.stdout is not None
             line = proc.stdout.readline()  # the banner, or "" if it exited
@@ -61,15 +76,14 @@ def replay_service(stack: StackConfig, tmp_path: Path) -> Iterator[str]:
 def expected_ids() -> list[tuple[Survey, int]]:
     """Replay's fresh-id rule, computed here: pass c over the files adds c * 2**40 to the ids."""
     schemas = LsstSchemas(DEFAULT_LSST_SCHEMA_DIR)
-    alerts = [(a.survey, a.alert_id) for f in FILES
-              for a in decode_message(f.read_bytes(), schemas)]
+    alerts = [
+        (a.survey, a.alert_id) for f in FILES for a in decode_message(f.read_bytes(), schemas)
+    ]
     assert len(alerts) == 30
-    return [(alerts[i % 30][0], alerts[i % 30][1] + (i // 30) * (1 << 40))
-            for i in range(COUNT)]
+    return [(alerts[i % 30][0], alerts[i % 30][1] + (i // 30) * (1 << 40)) for i in range(COUNT)]
 
 
-def test_replay_service_sends_every_alert(stack: StackConfig,
-                                          replay_service: str) -> None:
+def test_replay_service_sends_every_alert(stack: StackConfig, replay_service: str) -> None:
     run_id = uuid.uuid4().hex[:8]
     topics = {Survey.LSST: f"replay-svc.{run_id}.lsst", Survey.ZTF: f"replay-svc.{run_id}.ztf"}
     admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
@@ -78,10 +92,14 @@ def test_replay_service_sends_every_alert(stack: StackConfig,
     try:
         wait_for(client.ready, 30, "the replay service to see Kafka", interval_s=0.5)
         assert client.status()["state"] == "stopped"
-        applied = client.put_config({
-            "files": [str(f) for f in FILES], "count": COUNT,
-            "topics": {s.value: t for s, t in topics.items()},
-            "bootstrap_servers": stack.bootstrap_servers})
+        applied = client.put_config(
+            {
+                "files": [str(f) for f in FILES],
+                "count": COUNT,
+                "topics": {s.value: t for s, t in topics.items()},
+                "bootstrap_servers": stack.bootstrap_servers,
+            }
+        )
         assert applied["config"]["count"] == COUNT
         assert client.action("start")["result"] == {"run": 1, "total": COUNT}
 
@@ -110,11 +128,14 @@ def test_replay_service_sends_every_alert(stack: StackConfig,
         assert total_bytes == progress["bytes"]
 
         metrics = client.metrics().splitlines()
-        for line in [f"alertflow_replay_sent_total {COUNT}",
-                     f"alertflow_replay_delivered_total {COUNT}",
-                     "alertflow_replay_failed_total 0",
-                     f"alertflow_replay_bytes_total {total_bytes}",
-                     "alertflow_replay_runs_total 1", "alertflow_replay_running 0"]:
+        for line in [
+            f"alertflow_replay_sent_total {COUNT}",
+            f"alertflow_replay_delivered_total {COUNT}",
+            "alertflow_replay_failed_total 0",
+            f"alertflow_replay_bytes_total {total_bytes}",
+            "alertflow_replay_runs_total 1",
+            "alertflow_replay_running 0",
+        ]:
             assert line in metrics
     finally:
         admin.delete_topics(list(topics.values()))

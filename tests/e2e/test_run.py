@@ -33,8 +33,14 @@ MATCH_LINE = re.compile(r"^(\S+)\s+(\d+) matches on (\S+) \(computed locally: (\
 
 
 def cli(env: dict[str, str], *argv: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "control_service.cli", *argv], env=env,
-                          capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "control_service.cli", *argv],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def wait_for_line(path: Path, text: str, proc: subprocess.Popen, timeout_s: float) -> None:
@@ -57,8 +63,13 @@ def test_run_holds_its_folder_serves_filters_and_stops_what_it_started(tmp_path:
     env.pop("ALERTFLOW_TOKEN", None)
     out_path, err_path = tmp_path / "run.out", tmp_path / "run.err"
     with out_path.open("w") as out, err_path.open("w") as err:
-        first = subprocess.Popen([sys.executable, "-m", "control_service.cli", "run"], env=env,
-                                 stdout=out, stderr=err, start_new_session=True)  # fmt: skip
+        first = subprocess.Popen(
+            [sys.executable, "-m", "control_service.cli", "run"],
+            env=env,
+            stdout=out,
+            stderr=err,
+            start_new_session=True,
+        )
     try:
         wait_for_line(err_path, "Stop with Ctrl-C", first, timeout_s=540)
         lines = out_path.read_text().splitlines()
@@ -82,8 +93,9 @@ def test_run_holds_its_folder_serves_filters_and_stops_what_it_started(tmp_path:
 
         assert requests.get(f"{cfg.control_url}/ready", timeout=10).status_code == 200
         renamed = tmp_path / "mine.yaml"
-        renamed.write_text(EXAMPLE.read_text().replace("name: solar-system-objects",
-                                                       "name: my-solar-system"))  # fmt: skip
+        renamed.write_text(
+            EXAMPLE.read_text().replace("name: solar-system-objects", "name: my-solar-system")
+        )
         applied = cli(env, "filters", "apply", "-f", str(renamed), "--url", cfg.control_url)
         assert applied.returncode == 0, applied.stderr
         listing = ControlClient(cfg.control_url).list_filters()
@@ -94,8 +106,9 @@ def test_run_holds_its_folder_serves_filters_and_stops_what_it_started(tmp_path:
         os.killpg(first.pid, signal.SIGINT)
         assert first.wait(timeout=180) == 0, err_path.read_text()
         assert supervisor.RunState(cfg.run_dir).load() == []
-        assert not any(supervisor.is_running(p) or supervisor.group_members(p.pid)
-                       for p in recorded)  # fmt: skip
+        assert not any(
+            supervisor.is_running(p) or supervisor.group_members(p.pid) for p in recorded
+        )
     finally:
         if first.poll() is None:
             os.killpg(first.pid, signal.SIGKILL)

@@ -41,8 +41,9 @@ def smoke_job(stack: StackConfig) -> Iterator[dict]:
     run_id = uuid.uuid4().hex[:8]
     topics = {"input": f"smoke.{run_id}.in", "output": f"smoke.{run_id}.out"}
     admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
-    ensure_topics(stack.bootstrap_servers, [Topic(t, PARTITIONS) for t in topics.values()],
-                  admin=admin)
+    ensure_topics(
+        stack.bootstrap_servers, [Topic(t, PARTITIONS) for t in topics.values()], admin=admin
+    )
     job = {
         **topics,
         "group": f"smoke-{run_id}",
@@ -60,8 +61,11 @@ def smoke_job(stack: StackConfig) -> Iterator[dict]:
         ]
     )
     try:
-        job["jid"] = wait_for(lambda: running_job_id(job["rest"], job["name"]), 120,
-                              f"job {job['name']} RUNNING in Flink")  # fmt: skip
+        job["jid"] = wait_for(
+            lambda: running_job_id(job["rest"], job["name"]),
+            120,
+            f"job {job['name']} RUNNING in Flink",
+        )
         yield job
     finally:
         jid = job.get("jid") or running_job_id(job["rest"], job["name"])
@@ -98,9 +102,13 @@ def test_every_message_arrives_transformed(smoke_job: dict) -> None:
     assert producer.flush(30) == 0
 
     received: dict[bytes, dict] = {}
-    consumer = Consumer({"bootstrap.servers": smoke_job["bootstrap"],
-                         "group.id": f"reader-{uuid.uuid4().hex[:8]}",
-                         "auto.offset.reset": "earliest"})  # fmt: skip
+    consumer = Consumer(
+        {
+            "bootstrap.servers": smoke_job["bootstrap"],
+            "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+        }
+    )
     consumer.subscribe([smoke_job["output"]])
     try:
         end = time.monotonic() + DEADLINE_S
@@ -116,8 +124,7 @@ def test_every_message_arrives_transformed(smoke_job: dict) -> None:
         assert received[key]["input"] == value.decode()
         assert received[key]["output"] == value.decode().upper()
     # The Python step ran in SDK workers that the worker pool forked, not in this process.
-    pool = next(p for p in supervisor.RunState(_run_dir()).load()
-                if p.name == "beam-workerpool")  # fmt: skip
+    pool = next(p for p in supervisor.RunState(_run_dir()).load() if p.name == "beam-workerpool")
     worker_pids = {v["worker_pid"] for v in received.values()}
     assert os.getpid() not in worker_pids
     assert all(supervisor.group_members(pool.pid).__contains__(pid) for pid in worker_pids)
@@ -139,8 +146,9 @@ def test_job_runs_on_flink_with_named_steps_and_commits_offsets(smoke_job: dict)
         producer.produce(smoke_job["input"], key=f"k{i}".encode(), value=b"x")
     assert producer.flush(30) == 0
 
-    consumer = Consumer({"bootstrap.servers": smoke_job["bootstrap"],
-                         "group.id": smoke_job["group"]})  # fmt: skip
+    consumer = Consumer(
+        {"bootstrap.servers": smoke_job["bootstrap"], "group.id": smoke_job["group"]}
+    )
     partitions = [TopicPartition(smoke_job["input"], p) for p in range(PARTITIONS)]
     ends = [consumer.get_watermark_offsets(tp, timeout=10)[1] for tp in partitions]
     assert sum(ends) >= 50  # these 50 plus whatever earlier tests sent

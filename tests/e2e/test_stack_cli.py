@@ -19,15 +19,23 @@ pytestmark = pytest.mark.e2e
 def test_status_reports_every_service_healthy(stack: StackConfig) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "control_service.cli", "stack", "status"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     assert report["healthy"] is True
     names = [s["name"] for s in report["services"]]
-    expected = ["kafka", "flink-jobmanager",
-                *(f"flink-taskmanager-{i}" for i in range(1, stack.taskmanagers + 1)),
-                "beam-workerpool", "beam-expansion-service", "beam-job-server"]  # fmt: skip
+    expected = [
+        "kafka",
+        "flink-jobmanager",
+        *(f"flink-taskmanager-{i}" for i in range(1, stack.taskmanagers + 1)),
+        "beam-workerpool",
+        "beam-expansion-service",
+        "beam-job-server",
+    ]
     # A developer's `make run` adds its own services after those of `up`.
     assert names[: len(expected)] == expected
     assert set(names[len(expected) :]) <= {"alertflow-control", "alertflow-autoscaler"}

@@ -198,7 +198,9 @@ def test_inspect_annotate_adds_the_annotations_and_reports_rejections(tmp_path: 
     assert np.allclose([s["gal_b"] for s in sky], gal.b.deg, rtol=0, atol=1e-8)
     direct = hp.read_map(str(catalog_dir() / DUST_MAPS["SFD"]))
     pixels = hp.ang2pix(64, gal.l.deg, gal.b.deg, lonlat=True)
-    assert [line["annotations"]["dust"]["ebv"] for line in lines] == [float(v) for v in direct[pixels]]
+    assert [line["annotations"]["dust"]["ebv"] for line in lines] == [
+        float(v) for v in direct[pixels]
+    ]
     assert all(line["annotations"]["lightcurve"] is not None for line in lines)
 
     code, out, _ = _inspect("--annotate", "--annotators", "dust", str(batch))

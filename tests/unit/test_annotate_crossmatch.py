@@ -137,8 +137,13 @@ def test_user_csv_and_parquet_catalogues(tmp_path: Path) -> None:
         "id,ra,dec,kind,zmag\nA,10.0,20.0,agn,17.5\nB,10.001,20.0,qso,\nC,200,-30,agn,18\n"
     )
     spec = CatalogSpec.from_mapping(
-        {"name": "mine", "path": str(csv), "format": "csv", "radius_arcsec": 5.0,
-         "columns": ["kind", "zmag"]}
+        {
+            "name": "mine",
+            "path": str(csv),
+            "format": "csv",
+            "radius_arcsec": 5.0,
+            "columns": ["kind", "zmag"],
+        }
     )
     catalog = load_catalog(spec)
     probe_ra = np.array([10.0008, 10.0, 50.0, float("nan")])
@@ -193,7 +198,12 @@ def test_inside_ellipse(d_north: float, d_east: float, pa: float, inside: bool) 
     ra = np.array([100.0 + d_east / 3600.0 / np.cos(np.radians(dec0))])
     dec = np.array([dec0 + d_north / 3600.0])
     flag = inside_ellipse(
-        ra, dec, np.array([100.0]), np.array([dec0]), np.array([2.0]), np.array([1.0]),
+        ra,
+        dec,
+        np.array([100.0]),
+        np.array([dec0]),
+        np.array([2.0]),
+        np.array([1.0]),
         np.array([pa]),
     )
     assert flag.tolist() == [inside]

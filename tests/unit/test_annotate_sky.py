@@ -68,8 +68,7 @@ def test_healpix_equals_healpy_per_alert(orders: tuple[int, ...]) -> None:
     for alert, sky in zip(alerts, results, strict=True):
         assert isinstance(sky, Sky)
         expected = tuple(
-            (o, int(hp.ang2pix(2**o, alert.ra, alert.dec, nest=True, lonlat=True)))
-            for o in orders
+            (o, int(hp.ang2pix(2**o, alert.ra, alert.dec, nest=True, lonlat=True))) for o in orders
         )
         assert sky.healpix_orders == expected
         assert (sky.healpix_order, sky.healpix) == expected[0]

@@ -50,8 +50,9 @@ def _cm(ngc: float | None = None, gaia: float | None = None, gcvs: float | None 
     def match(cat: str, sep: float | None) -> CatalogMatch | None:
         return None if sep is None else CatalogMatch(cat, f"{cat}-1", sep, ())
 
-    return CrossMatch((("ngc", match("ngc", ngc)), ("gaia", match("gaia", gaia)),
-                       ("gcvs", match("gcvs", gcvs))))
+    return CrossMatch(
+        (("ngc", match("ngc", ngc)), ("gaia", match("gaia", gaia)), ("gcvs", match("gcvs", gcvs)))
+    )
 
 
 SSO_NEAR = SolarSystemObject(name="594", distance_arcsec=0.0)
@@ -66,37 +67,69 @@ CASES = [
     ("sso lsst", {"solar_system": SSO_LSST}, Annotations(), ("solar_system",)),
     ("low rb", {"reliability": 0.1}, Annotations(), ("bogus_likely",)),
     ("rb at threshold", {"reliability": 0.3}, Annotations(), ()),
-    ("neg near bright ps1", {"is_positive": False, "nearest_star": NearestStar(0.9, 5.0, 12.0)},
-     Annotations(), ("bogus_likely",)),
-    ("neg near faint ps1", {"is_positive": False, "nearest_star": NearestStar(0.01, 5.0, 19.0)},
-     Annotations(), ()),
-    ("neg near gaia", {"is_positive": False}, Annotations(crossmatch=_cm(gaia=10.0)),
-     ("bogus_likely",)),
+    (
+        "neg near bright ps1",
+        {"is_positive": False, "nearest_star": NearestStar(0.9, 5.0, 12.0)},
+        Annotations(),
+        ("bogus_likely",),
+    ),
+    (
+        "neg near faint ps1",
+        {"is_positive": False, "nearest_star": NearestStar(0.01, 5.0, 19.0)},
+        Annotations(),
+        (),
+    ),
+    (
+        "neg near gaia",
+        {"is_positive": False},
+        Annotations(crossmatch=_cm(gaia=10.0)),
+        ("bogus_likely",),
+    ),
     ("pos near gaia", {}, Annotations(crossmatch=_cm(gaia=10.0)), ()),
     ("gaia on top", {}, Annotations(crossmatch=_cm(gaia=0.5)), ("variable_star",)),
     ("gcvs", {}, Annotations(crossmatch=_cm(gcvs=2.0)), ("variable_star",)),
-    ("ps1 star", {"nearest_star": NearestStar(0.98, 0.4, 17.0)}, Annotations(),
-     ("variable_star",)),
+    ("ps1 star", {"nearest_star": NearestStar(0.98, 0.4, 17.0)}, Annotations(), ("variable_star",)),
     ("ps1 star too far", {"nearest_star": NearestStar(0.98, 1.5, 17.0)}, Annotations(), ()),
     ("nucleus", {}, Annotations(crossmatch=_cm(ngc=1.0)), ("nuclear",)),
-    ("host rising", {}, Annotations(crossmatch=_cm(ngc=30.0), lightcurve=_lc(0.2)),
-     ("sn_candidate",)),
+    (
+        "host rising",
+        {},
+        Annotations(crossmatch=_cm(ngc=30.0), lightcurve=_lc(0.2)),
+        ("sn_candidate",),
+    ),
     ("host fading", {}, Annotations(crossmatch=_cm(ngc=30.0), lightcurve=_lc(-0.2)), ()),
-    ("host past peak", {}, Annotations(crossmatch=_cm(ngc=30.0), lightcurve=_lc(0.2, last=16.0)),
-     ()),
-    ("host rising stellar", {"nearest_star": NearestStar(0.98, 0.4, 17.0)},
-     Annotations(crossmatch=_cm(ngc=30.0), lightcurve=_lc(0.2)), ("variable_star",)),
-    ("host rising sso", {"solar_system": SSO_NEAR},
-     Annotations(crossmatch=_cm(ngc=30.0), lightcurve=_lc(0.2)), ("solar_system",)),
-    ("nuclear fast sn", {}, Annotations(crossmatch=_cm(ngc=1.0), lightcurve=_lc(0.8)),
-     ("nuclear", "sn_candidate", "fast_riser")),
+    (
+        "host past peak",
+        {},
+        Annotations(crossmatch=_cm(ngc=30.0), lightcurve=_lc(0.2, last=16.0)),
+        (),
+    ),
+    (
+        "host rising stellar",
+        {"nearest_star": NearestStar(0.98, 0.4, 17.0)},
+        Annotations(crossmatch=_cm(ngc=30.0), lightcurve=_lc(0.2)),
+        ("variable_star",),
+    ),
+    (
+        "host rising sso",
+        {"solar_system": SSO_NEAR},
+        Annotations(crossmatch=_cm(ngc=30.0), lightcurve=_lc(0.2)),
+        ("solar_system",),
+    ),
+    (
+        "nuclear fast sn",
+        {},
+        Annotations(crossmatch=_cm(ngc=1.0), lightcurve=_lc(0.8)),
+        ("nuclear", "sn_candidate", "fast_riser"),
+    ),
     ("fast no host", {}, Annotations(crossmatch=_cm(), lightcurve=_lc(0.8)), ("fast_riser",)),
     ("fast within a night", {}, Annotations(lightcurve=_lc(30.0, first_mjd=59409.9)), ()),
 ]
 
 
-@pytest.mark.parametrize(("edits", "annotations", "expected"), [c[1:] for c in CASES],
-                         ids=[c[0] for c in CASES])
+@pytest.mark.parametrize(
+    ("edits", "annotations", "expected"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
 def test_rule_table(edits: dict, annotations: Annotations, expected: tuple[str, ...]) -> None:
     tags = tag_alert(replace(_base(), **edits), annotations, CONFIG)
     assert tags.names == expected
@@ -159,5 +192,10 @@ def test_the_supernova_is_a_candidate() -> None:
     assert fired
     assert "NGC7814" in fired[0].fired[0].rule
     assert set(TAG_NAMES) == {
-        "solar_system", "bogus_likely", "variable_star", "nuclear", "sn_candidate", "fast_riser"
+        "solar_system",
+        "bogus_likely",
+        "variable_star",
+        "nuclear",
+        "sn_candidate",
+        "fast_riser",
     }

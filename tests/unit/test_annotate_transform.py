@@ -35,9 +35,7 @@ def _sample():
     alerts = real_alerts()
     # 40 real alerts of both surveys and several schema versions. Cutouts and original bytes are
     # left out: annotation never reads them, and pickling 100 KB per element slows the runner.
-    good = [
-        replace(a, cutouts=None, original=str(a.alert_id).encode()) for a in alerts[::13]
-    ]
+    good = [replace(a, cutouts=None, original=str(a.alert_id).encode()) for a in alerts[::13]]
     off_sky = replace(good[0], ra=float("nan"), original=b"off-sky bytes")
     return good, off_sky
 
@@ -76,7 +74,9 @@ def test_enabled_annotators_only() -> None:
     assert ann.sky is not None and ann.dust is not None
     assert ann.crossmatch is None and ann.lightcurve is None and ann.tags is None
     assert only(AnnotateConfig(), Annotator.TAGS).enabled == {
-        Annotator.TAGS, Annotator.CROSSMATCH, Annotator.LIGHTCURVE
+        Annotator.TAGS,
+        Annotator.CROSSMATCH,
+        Annotator.LIGHTCURVE,
     }
 
 
@@ -96,8 +96,12 @@ def test_failure_in_one_annotator_routes_only_that_alert() -> None:
 
 def test_config_from_mapping_and_environment() -> None:
     cfg = AnnotateConfig.from_mapping(
-        {"enabled": ["sky"], "sky": {"orders": [8, 12]}, "tags": {"min_reliability": 0.5},
-         "crossmatch": {"defaults": False, "catalogs": []}},
+        {
+            "enabled": ["sky"],
+            "sky": {"orders": [8, 12]},
+            "tags": {"min_reliability": 0.5},
+            "crossmatch": {"defaults": False, "catalogs": []},
+        },
         environ={},
     )
     assert cfg.enabled == {Annotator.SKY}
@@ -105,8 +109,12 @@ def test_config_from_mapping_and_environment() -> None:
     assert cfg.tags.min_reliability == 0.5
     assert cfg.crossmatch.catalogs == ()
     env = AnnotateConfig.from_mapping({}, environ={"ALERTFLOW_ANNOTATE_ENABLED": "dust,tags"})
-    assert env.enabled == {Annotator.DUST, Annotator.TAGS, Annotator.CROSSMATCH,
-                           Annotator.LIGHTCURVE}
+    assert env.enabled == {
+        Annotator.DUST,
+        Annotator.TAGS,
+        Annotator.CROSSMATCH,
+        Annotator.LIGHTCURVE,
+    }
     with pytest.raises(ValueError, match="unknown keys"):
         AnnotateConfig.from_mapping({"skyy": {}}, environ={})
     with pytest.raises(ValueError, match="known"):

@@ -36,14 +36,29 @@ scale_down:
 HIGH, MID, LOW = 12_345, 2_000, 100
 
 
-def obs(lag: int | None = MID, busy: float | None = None, pressure: float | None = 0.0,
-        state: str | None = "RUNNING", parallelism: int = 2, **extra: Any) -> Observation:
+def obs(
+    lag: int | None = MID,
+    busy: float | None = None,
+    pressure: float | None = 0.0,
+    state: str | None = "RUNNING",
+    parallelism: int = 2,
+    **extra: Any,
+) -> Observation:
     running = state == "RUNNING"
-    tasks = {"tasks_running": 2 if running else 0, "tasks_total": 2 if running else 0,
-             "taskmanagers": 1}
-    return Observation(timestamp=0.0, lag_total=lag, busy_max_ms_per_s=busy,
-                       backpressure_max_ms_per_s=pressure, job_state=state,
-                       parallelism=parallelism if running else 0, **{**tasks, **extra})
+    tasks = {
+        "tasks_running": 2 if running else 0,
+        "tasks_total": 2 if running else 0,
+        "taskmanagers": 1,
+    }
+    return Observation(
+        timestamp=0.0,
+        lag_total=lag,
+        busy_max_ms_per_s=busy,
+        backpressure_max_ms_per_s=pressure,
+        job_state=state,
+        parallelism=parallelism if running else 0,
+        **{**tasks, **extra},
+    )
 
 
 def tms(*profiles: str) -> list[TaskManager]:
@@ -52,13 +67,20 @@ def tms(*profiles: str) -> list[TaskManager]:
 
 def scaler(text: str = POLICY, **changes: Any) -> Autoscaler:
     for key, value in changes.items():
-        text = "\n".join(f"{key}: {value}" if line.startswith(f"{key}:") else line
-                         for line in text.splitlines()) + "\n"
+        text = (
+            "\n".join(
+                f"{key}: {value}" if line.startswith(f"{key}:") else line
+                for line in text.splitlines()
+            )
+            + "\n"
+        )
     return Autoscaler(load_policy(text))
 
 
-def run(autoscaler: Autoscaler, steps: list[tuple[float, Observation, list[TaskManager]]],
-        ) -> list[Decision]:
+def run(
+    autoscaler: Autoscaler,
+    steps: list[tuple[float, Observation, list[TaskManager]]],
+) -> list[Decision]:
     return [autoscaler.decide(o, cluster, now) for now, o, cluster in steps]
 
 
@@ -72,14 +94,24 @@ def actions(decisions: list[Decision]) -> list[str]:
 @pytest.mark.parametrize(
     ("observation", "reason"),
     [
-        (obs(lag=HIGH), "lag 12,345 > 5,000 for 3 observations; adding a small TaskManager "
-                        "(1 -> 2)"),
-        (obs(busy=950.0), "busy 950 ms/s > 800 ms/s for 3 observations; adding a small "
-                          "TaskManager (1 -> 2)"),
-        (obs(pressure=600.0), "backpressure 600 ms/s > 500 ms/s for 3 observations; adding a "
-                              "small TaskManager (1 -> 2)"),
-        (obs(lag=HIGH, busy=950.0), "lag 12,345 > 5,000, busy 950 ms/s > 800 ms/s for 3 "
-                                    "observations; adding a small TaskManager (1 -> 2)"),
+        (
+            obs(lag=HIGH),
+            "lag 12,345 > 5,000 for 3 observations; adding a small TaskManager (1 -> 2)",
+        ),
+        (
+            obs(busy=950.0),
+            "busy 950 ms/s > 800 ms/s for 3 observations; adding a small TaskManager (1 -> 2)",
+        ),
+        (
+            obs(pressure=600.0),
+            "backpressure 600 ms/s > 500 ms/s for 3 observations; adding a "
+            "small TaskManager (1 -> 2)",
+        ),
+        (
+            obs(lag=HIGH, busy=950.0),
+            "lag 12,345 > 5,000, busy 950 ms/s > 800 ms/s for 3 "
+            "observations; adding a small TaskManager (1 -> 2)",
+        ),
     ],
 )
 def test_each_up_trigger_after_sustain(observation: Observation, reason: str) -> None:
@@ -133,8 +165,7 @@ def test_flapping_input_never_acts() -> None:
 
 
 def test_an_interruption_restarts_the_count() -> None:
-    seq = [obs(lag=HIGH), obs(lag=HIGH), obs(lag=MID), obs(lag=HIGH), obs(lag=HIGH),
-           obs(lag=HIGH)]
+    seq = [obs(lag=HIGH), obs(lag=HIGH), obs(lag=MID), obs(lag=HIGH), obs(lag=HIGH), obs(lag=HIGH)]
     decisions = run(scaler(), [(5 * i, o, tms("small")) for i, o in enumerate(seq)])
     assert actions(decisions) == ["hold", "hold", "hold", "hold", "hold", "up"]
 
@@ -145,18 +176,23 @@ def test_an_interruption_restarts_the_count() -> None:
 def test_cooldown_after_an_action() -> None:
     autoscaler = scaler(sustain=1)
     one, two = tms("small"), tms("small", "small")
-    decisions = run(autoscaler, [
-        (0, obs(lag=HIGH), one),      # up
-        (10, obs(lag=HIGH), two),     # 10 s < cooldown_up_s 30
-        (29, obs(lag=HIGH), two),
-        (30, obs(lag=HIGH), two),     # cooled down: up again
-        (40, obs(lag=LOW), tms("small", "small", "small")),  # 10 s < cooldown_down_s 60
-        (89, obs(lag=LOW), tms("small", "small", "small")),
-        (90, obs(lag=LOW), tms("small", "small", "small")),  # down
-    ])
+    decisions = run(
+        autoscaler,
+        [
+            (0, obs(lag=HIGH), one),  # up
+            (10, obs(lag=HIGH), two),  # 10 s < cooldown_up_s 30
+            (29, obs(lag=HIGH), two),
+            (30, obs(lag=HIGH), two),  # cooled down: up again
+            (40, obs(lag=LOW), tms("small", "small", "small")),  # 10 s < cooldown_down_s 60
+            (89, obs(lag=LOW), tms("small", "small", "small")),
+            (90, obs(lag=LOW), tms("small", "small", "small")),  # down
+        ],
+    )
     assert actions(decisions) == ["up", "hold", "hold", "up", "hold", "hold", "down"]
-    assert decisions[1].reason == ("lag 12,345 > 5,000 for 1 observation, but cooling down "
-                                   "(10 s of 30 s since the last scaling)")
+    assert decisions[1].reason == (
+        "lag 12,345 > 5,000 for 1 observation, but cooling down "
+        "(10 s of 30 s since the last scaling)"
+    )
 
 
 def test_never_above_max_or_below_min() -> None:
@@ -164,8 +200,7 @@ def test_never_above_max_or_below_min() -> None:
     at_max = tms("small", "small", "small")
     [up] = run(autoscaler, [(0, obs(lag=HIGH), at_max)])
     assert up.action == "hold"
-    assert up.reason == ("lag 12,345 > 5,000 for 1 observation, but already at "
-                         "max_taskmanagers 3")
+    assert up.reason == ("lag 12,345 > 5,000 for 1 observation, but already at max_taskmanagers 3")
     [down] = run(autoscaler, [(5, obs(lag=LOW), tms("small"))])
     assert down.action == "hold"
     assert down.reason == "lag 100 < 500 for 1 observation, already at min_taskmanagers 1"
@@ -175,8 +210,7 @@ def test_bounds_are_restored_at_once() -> None:
     autoscaler = scaler()
     [up] = run(autoscaler, [(0, obs(state=None), [])])
     assert (up.action, up.profile, up.target_count) == ("up", "small", 1)
-    assert up.reason == ("0 TaskManagers < min_taskmanagers 1; adding a small TaskManager "
-                         "(0 -> 1)")
+    assert up.reason == ("0 TaskManagers < min_taskmanagers 1; adding a small TaskManager (0 -> 1)")
     [down] = run(autoscaler, [(100, obs(lag=HIGH), tms("small", "small", "large", "small"))])
     assert (down.action, down.taskmanager, down.target_count) == ("down", "tm-4", 3)
 
@@ -185,8 +219,9 @@ def test_bounds_repair_waits_for_the_cooldown_after_an_action() -> None:
     # a driver that failed to add leaves the cluster below min: retried once per cooldown
     decisions = run(scaler(), [(t, obs(state="RESTARTING"), []) for t in (0, 5, 29, 30)])
     assert actions(decisions) == ["up", "hold", "hold", "up"]
-    assert decisions[1].reason == ("0 TaskManagers < min_taskmanagers 1, but cooling down "
-                                   "(5 s of 30 s since the last scaling)")
+    assert decisions[1].reason == (
+        "0 TaskManagers < min_taskmanagers 1, but cooling down (5 s of 30 s since the last scaling)"
+    )
 
 
 # --- the job must run; no data ---------------------------------------------------------------
@@ -195,26 +230,41 @@ def test_bounds_repair_waits_for_the_cooldown_after_an_action() -> None:
 @pytest.mark.parametrize(
     ("observation", "reason"),
     [
-        (obs(lag=HIGH, state="RESTARTING"),
-         "job RESTARTING (parallelism 0); waiting for it to run before judging the load"),
-        (obs(lag=HIGH, state=None),
-         "job not running (parallelism 0); waiting for it to run before judging the load"),
-        (obs(lag=HIGH, tasks_running=0),  # a TaskManager lost: tasks wait for slots
-         "job RUNNING with 0 of 2 tasks running (parallelism 2); waiting for it to run before "
-         "judging the load"),
-        (obs(lag=None, pressure=None, errors=("kafka: timed out", "flink job: refused")),
-         "no load data (kafka: timed out; flink job: refused)"),
-        (obs(lag=HIGH, checkpointed_since_restore=False),  # restored, no checkpoint since
-         "restored from a checkpoint and none completed since: the committed offsets, and so "
-         "the lag, are stale"),
+        (
+            obs(lag=HIGH, state="RESTARTING"),
+            "job RESTARTING (parallelism 0); waiting for it to run before judging the load",
+        ),
+        (
+            obs(lag=HIGH, state=None),
+            "job not running (parallelism 0); waiting for it to run before judging the load",
+        ),
+        (
+            obs(lag=HIGH, tasks_running=0),  # a TaskManager lost: tasks wait for slots
+            "job RUNNING with 0 of 2 tasks running (parallelism 2); waiting for it to run before "
+            "judging the load",
+        ),
+        (
+            obs(lag=None, pressure=None, errors=("kafka: timed out", "flink job: refused")),
+            "no load data (kafka: timed out; flink job: refused)",
+        ),
+        (
+            obs(lag=HIGH, checkpointed_since_restore=False),  # restored, no checkpoint since
+            "restored from a checkpoint and none completed since: the committed offsets, and so "
+            "the lag, are stale",
+        ),
     ],
 )
 def test_hold_without_a_running_job_or_data(observation: Observation, reason: str) -> None:
     autoscaler = scaler()
-    decisions = run(autoscaler, [(0, obs(lag=HIGH), tms("small")),
-                                 (5, obs(lag=HIGH), tms("small")),
-                                 (10, observation, tms("small")),
-                                 (15, obs(lag=HIGH), tms("small"))])
+    decisions = run(
+        autoscaler,
+        [
+            (0, obs(lag=HIGH), tms("small")),
+            (5, obs(lag=HIGH), tms("small")),
+            (10, observation, tms("small")),
+            (15, obs(lag=HIGH), tms("small")),
+        ],
+    )
     assert actions(decisions) == ["hold"] * 4
     assert decisions[2].reason == reason
     assert decisions[3].reason.endswith("(1 of 3 observations)")  # the count restarted
@@ -222,11 +272,14 @@ def test_hold_without_a_running_job_or_data(observation: Observation, reason: st
 
 def test_restart_after_an_action_holds_then_resumes() -> None:
     autoscaler = scaler(sustain=1, cooldown_up_s=0)
-    decisions = run(autoscaler, [
-        (0, obs(lag=HIGH), tms("small")),
-        (5, obs(lag=HIGH, state="RESTARTING"), tms("small", "small")),
-        (10, obs(lag=HIGH, state="RUNNING", parallelism=4), tms("small", "small")),
-    ])
+    decisions = run(
+        autoscaler,
+        [
+            (0, obs(lag=HIGH), tms("small")),
+            (5, obs(lag=HIGH, state="RESTARTING"), tms("small", "small")),
+            (10, obs(lag=HIGH, state="RUNNING", parallelism=4), tms("small", "small")),
+        ],
+    )
     assert actions(decisions) == ["up", "hold", "up"]
 
 
@@ -250,10 +303,14 @@ def test_large_profile_above_the_higher_lag(lag: int, profile: str) -> None:
     ],
 )
 def test_which_taskmanager_goes(remove: str, cluster: tuple[str, ...], victim: str) -> None:
-    autoscaler = Autoscaler(load_policy(POLICY.replace(
-        "  busy_below_ms_per_s: 300", f"  busy_below_ms_per_s: 300\n  remove: {remove}")))
-    autoscaler.replace_policy(replace(autoscaler.policy,
-                                      sustain=1, max_taskmanagers=4))
+    autoscaler = Autoscaler(
+        load_policy(
+            POLICY.replace(
+                "  busy_below_ms_per_s: 300", f"  busy_below_ms_per_s: 300\n  remove: {remove}"
+            )
+        )
+    )
+    autoscaler.replace_policy(replace(autoscaler.policy, sustain=1, max_taskmanagers=4))
     [decision] = run(autoscaler, [(0, obs(lag=LOW), tms(*cluster))])
     assert (decision.action, decision.taskmanager) == ("down", victim)
 
@@ -274,24 +331,32 @@ def test_stale_lag_after_a_rescale_takes_no_second_scale_up() -> None:
     its first checkpoint; the lag, frozen at the restored checkpoint's offsets, looked high."""
     one, two = tms("small"), tms("small", "small")
     stale = obs(lag=HIGH, parallelism=4, checkpointed_since_restore=False)
-    decisions = run(scaler(), [
-        (0, obs(lag=HIGH), one), (5, obs(lag=HIGH), one), (10, obs(lag=HIGH), one),  # up
-        (15, obs(lag=HIGH, state="RESTARTING"), two),
-        *[(t, stale, two) for t in range(20, 65, 5)],  # 45 s: past sustain and the cooldown
-        (65, obs(lag=MID, parallelism=4, checkpointed_since_restore=True), two),
-    ])
+    decisions = run(
+        scaler(),
+        [
+            (0, obs(lag=HIGH), one),
+            (5, obs(lag=HIGH), one),
+            (10, obs(lag=HIGH), one),  # up
+            (15, obs(lag=HIGH, state="RESTARTING"), two),
+            *[(t, stale, two) for t in range(20, 65, 5)],  # 45 s: past sustain and the cooldown
+            (65, obs(lag=MID, parallelism=4, checkpointed_since_restore=True), two),
+        ],
+    )
     assert actions(decisions) == ["hold", "hold", "up"] + ["hold"] * 11
     assert {d.reason for d in decisions[4:13]} == {
         "restored from a checkpoint and none completed since: the committed offsets, and so "
-        "the lag, are stale"}
+        "the lag, are stale"
+    }
     assert decisions[13].reason == "load within bounds: lag 2,000 (down below 500)"
 
 
 @pytest.mark.parametrize("fresh", [True, None])  # None: unknown, neither blocks nor triggers
-@pytest.mark.parametrize(("lag", "cluster", "action"), [(HIGH, ("small",), "up"),
-                                                        (LOW, ("small", "small"), "down")])
+@pytest.mark.parametrize(
+    ("lag", "cluster", "action"), [(HIGH, ("small",), "up"), (LOW, ("small", "small"), "down")]
+)
 def test_fresh_or_unknown_checkpoints_let_the_load_decide(
-        fresh: bool | None, lag: int, cluster: tuple[str, ...], action: str) -> None:
+    fresh: bool | None, lag: int, cluster: tuple[str, ...], action: str
+) -> None:
     observation = obs(lag=lag, checkpointed_since_restore=fresh)
     decisions = run(scaler(), [(t, observation, tms(*cluster)) for t in (0, 5, 10)])
     assert actions(decisions) == ["hold", "hold", action]
@@ -307,8 +372,10 @@ def test_fresh_or_unknown_checkpoints_let_the_load_decide(
     ],
 )
 def test_stale_lag_restarts_the_streak(sequence: list[bool | None], expected: list[str]) -> None:
-    steps = [(5 * i, obs(lag=HIGH, checkpointed_since_restore=fresh), tms("small"))
-             for i, fresh in enumerate(sequence)]
+    steps = [
+        (5 * i, obs(lag=HIGH, checkpointed_since_restore=fresh), tms("small"))
+        for i, fresh in enumerate(sequence)
+    ]
     assert actions(run(scaler(), steps)) == expected
 
 
@@ -322,11 +389,21 @@ def gain_scaler(**changes: Any) -> Autoscaler:
     return scaler(POLICY.replace("  large_lag_above: 50000\n", GAIN), **changes)
 
 
-def loaded(rate: float | None, parallelism: int = 2, lag: int | None = HIGH,
-           fresh: bool | None = True, **extra: Any) -> Observation:
+def loaded(
+    rate: float | None,
+    parallelism: int = 2,
+    lag: int | None = HIGH,
+    fresh: bool | None = True,
+    **extra: Any,
+) -> Observation:
     """A running job with ``lag`` whose committed offsets grew ``rate`` alerts/s."""
-    return obs(lag=lag, parallelism=parallelism, records_out_per_s=rate,
-               checkpointed_since_restore=fresh, **extra)
+    return obs(
+        lag=lag,
+        parallelism=parallelism,
+        records_out_per_s=rate,
+        checkpointed_since_restore=fresh,
+        **extra,
+    )
 
 
 ONE, TWO, THREE = tms("small"), tms("small", "small"), tms("small", "small", "small")
@@ -335,15 +412,18 @@ ONE, TWO, THREE = tms("small"), tms("small", "small"), tms("small", "small", "sm
 # is not counted: nothing fresh before it), the restart, the stale lag, and the first fresh
 # observation after it, whose rate spans the stale offsets (not counted either).
 SCALE_UP_AT_10 = [
-    (0, loaded(999.0), ONE), (5, loaded(218.0), ONE), (10, loaded(218.0), ONE),
+    (0, loaded(999.0), ONE),
+    (5, loaded(218.0), ONE),
+    (10, loaded(218.0), ONE),
     (15, loaded(None, state="RESTARTING"), TWO),
     (20, loaded(0.0, parallelism=4, fresh=False), TWO),
     (25, loaded(1_800.0, parallelism=4), TWO),
 ]
 
 
-def after(*rates: float, start: float = 30, cluster: list[TaskManager] = TWO,
-          **kwargs: Any) -> list[tuple[float, Observation, list[TaskManager]]]:
+def after(
+    *rates: float, start: float = 30, cluster: list[TaskManager] = TWO, **kwargs: Any
+) -> list[tuple[float, Observation, list[TaskManager]]]:
     kwargs.setdefault("parallelism", 4)
     return [(start + 5 * i, loaded(rate, **kwargs), cluster) for i, rate in enumerate(rates)]
 
@@ -356,18 +436,30 @@ def check_of(autoscaler: Autoscaler) -> ScaleUpCheck:
 @pytest.mark.parametrize(
     ("rates", "verdict", "reason"),
     [
-        ((200.0, 203.0, 206.0), "ineffective",  # the benchmark: one TaskManager was as good
-         "the last scale-up (1 -> 2 TaskManagers) took throughput from 218 to 203 alerts/s "
-         "(< +10%): no scale-up for 600 s"),
-        ((230.0, 240.0, 240.0), "ineffective",
-         "the last scale-up (1 -> 2 TaskManagers) took throughput from 218 to 237 alerts/s "
-         "(< +10%): no scale-up for 600 s"),
-        ((239.8, 239.8, 239.8), "effective",  # exactly +10%
-         "the last scale-up (1 -> 2 TaskManagers) took throughput from 218 to 240 alerts/s "
-         "(>= +10%): effective"),
-        ((250.0, 262.0, 274.0), "effective",
-         "the last scale-up (1 -> 2 TaskManagers) took throughput from 218 to 262 alerts/s "
-         "(>= +10%): effective"),
+        (
+            (200.0, 203.0, 206.0),
+            "ineffective",  # the benchmark: one TaskManager was as good
+            "the last scale-up (1 -> 2 TaskManagers) took throughput from 218 to 203 alerts/s "
+            "(< +10%): no scale-up for 600 s",
+        ),
+        (
+            (230.0, 240.0, 240.0),
+            "ineffective",
+            "the last scale-up (1 -> 2 TaskManagers) took throughput from 218 to 237 alerts/s "
+            "(< +10%): no scale-up for 600 s",
+        ),
+        (
+            (239.8, 239.8, 239.8),
+            "effective",  # exactly +10%
+            "the last scale-up (1 -> 2 TaskManagers) took throughput from 218 to 240 alerts/s "
+            "(>= +10%): effective",
+        ),
+        (
+            (250.0, 262.0, 274.0),
+            "effective",
+            "the last scale-up (1 -> 2 TaskManagers) took throughput from 218 to 262 alerts/s "
+            "(>= +10%): effective",
+        ),
     ],
 )
 def test_effectiveness_verdict(rates: tuple[float, ...], verdict: str, reason: str) -> None:
@@ -379,29 +471,42 @@ def test_effectiveness_verdict(rates: tuple[float, ...], verdict: str, reason: s
         waiting = "but waiting for the verdict on the last scale-up (1 -> 2 TaskManagers)"
         assert decisions[-1].reason == (
             f"lag 12,345 > 5,000 for 3 observations, {waiting}: 2 of 3 observations"
-            if max_taskmanagers == 3 else
-            "lag 12,345 > 5,000 for 3 observations, but already at max_taskmanagers 2")
+            if max_taskmanagers == 3
+            else "lag 12,345 > 5,000 for 3 observations, but already at max_taskmanagers 2"
+        )
         measuring = check_of(autoscaler)
         assert (measuring.verdict, measuring.rate_before, measuring.rates_after) == (
-            "measuring", 218.0, rates[:2])
+            "measuring",
+            218.0,
+            rates[:2],
+        )
         [last] = run(autoscaler, after(rates[2], start=40))
         check = check_of(autoscaler)
         if verdict == "ineffective":
             assert (check.verdict, check.reason, check.judged_at) == (verdict, reason, 40)
             assert (check.rates_after, check.blocked_until) == (rates, 640)
             assert (last.action, last.reason) == (
-                "hold", "lag 12,345 > 5,000 for 4 observations, "
-                + (f"but {reason} (600 s left)" if max_taskmanagers == 3
-                   else f"but already at max_taskmanagers 2; {reason}"))
+                "hold",
+                "lag 12,345 > 5,000 for 4 observations, "
+                + (
+                    f"but {reason} (600 s left)"
+                    if max_taskmanagers == 3
+                    else f"but already at max_taskmanagers 2; {reason}"
+                ),
+            )
         elif max_taskmanagers == 2:
             assert (check.verdict, check.reason, check.judged_at) == (verdict, reason, 40)
             assert (check.rates_after, check.blocked_until) == (rates, None)
-            assert last.reason == ("lag 12,345 > 5,000 for 4 observations, but already at "
-                                   f"max_taskmanagers 2; {reason}")
+            assert last.reason == (
+                "lag 12,345 > 5,000 for 4 observations, but already at "
+                f"max_taskmanagers 2; {reason}"
+            )
         else:  # the verdict lets the waiting scale-up go, and ends its reason ...
             assert (last.action, last.reason) == (
-                "up", "lag 12,345 > 5,000 for 4 observations; adding a small TaskManager "
-                      f"(2 -> 3); {reason}")
+                "up",
+                "lag 12,345 > 5,000 for 4 observations; adding a small TaskManager "
+                f"(2 -> 3); {reason}",
+            )
             # ... and that scale-up is measured in turn, from the rates at 2 TaskManagers
             assert (check.verdict, check.taskmanagers_after) == ("measuring", 3)
             assert check.rate_before == pytest.approx(sum(rates) / 3)
@@ -410,8 +515,10 @@ def test_effectiveness_verdict(rates: tuple[float, ...], verdict: str, reason: s
 def test_ineffective_blocks_scale_ups_for_the_hold_only() -> None:
     autoscaler = gain_scaler()
     run(autoscaler, [*SCALE_UP_AT_10, *after(200.0, 203.0, 206.0)])  # ineffective at 40
-    decisions = run(autoscaler, [(635, loaded(203.0, parallelism=4), TWO),
-                                 (640, loaded(203.0, parallelism=4), TWO)])
+    decisions = run(
+        autoscaler,
+        [(635, loaded(203.0, parallelism=4), TWO), (640, loaded(203.0, parallelism=4), TWO)],
+    )
     assert actions(decisions) == ["hold", "up"]
     assert decisions[0].reason.endswith("no scale-up for 600 s (5 s left)")
     # bounds repair is never blocked: a lost TaskManager is replaced at once
@@ -425,21 +532,31 @@ def test_ineffective_blocks_scale_ups_for_the_hold_only() -> None:
     ("tail", "reason"),
     [
         # the load ends before sustain rates are measured (the drain was quick)
-        (after(0.0, start=35, lag=LOW),
-         "the last scale-up (1 -> 2 TaskManagers) was not measured: the load ended (lag 100 "
-         "<= 500) after 1 of 3 observations"),
-        (after(260.0, start=35, lag=500),  # lag_below itself is not loaded
-         "the last scale-up (1 -> 2 TaskManagers) was not measured: the load ended (lag 500 "
-         "<= 500) after 1 of 3 observations"),
+        (
+            after(0.0, start=35, lag=LOW),
+            "the last scale-up (1 -> 2 TaskManagers) was not measured: the load ended (lag 100 "
+            "<= 500) after 1 of 3 observations",
+        ),
+        (
+            after(260.0, start=35, lag=500),  # lag_below itself is not loaded
+            "the last scale-up (1 -> 2 TaskManagers) was not measured: the load ended (lag 500 "
+            "<= 500) after 1 of 3 observations",
+        ),
         # the driver failed to add: the same TaskManagers, nothing to measure
-        (after(250.0, start=35, cluster=ONE, parallelism=2),
-         "the last scale-up (1 -> 2 TaskManagers) was not measured: 1 TaskManagers now, not 2"),
-        (after(None, start=35, lag=None, busy=900.0),  # Kafka unreachable
-         "the last scale-up (1 -> 2 TaskManagers) was not measured: the lag or the job's "
-         "checkpoints became unknown"),
-        (after(250.0, start=35, fresh=None),
-         "the last scale-up (1 -> 2 TaskManagers) was not measured: the lag or the job's "
-         "checkpoints became unknown"),
+        (
+            after(250.0, start=35, cluster=ONE, parallelism=2),
+            "the last scale-up (1 -> 2 TaskManagers) was not measured: 1 TaskManagers now, not 2",
+        ),
+        (
+            after(None, start=35, lag=None, busy=900.0),  # Kafka unreachable
+            "the last scale-up (1 -> 2 TaskManagers) was not measured: the lag or the job's "
+            "checkpoints became unknown",
+        ),
+        (
+            after(250.0, start=35, fresh=None),
+            "the last scale-up (1 -> 2 TaskManagers) was not measured: the lag or the job's "
+            "checkpoints became unknown",
+        ),
     ],
 )
 def test_unknown_when_it_cannot_be_measured(tail: list[Any], reason: str) -> None:
@@ -458,15 +575,19 @@ def test_rates_from_before_the_rescale_are_not_counted() -> None:
     old = [(t, loaded(218.0), TWO) for t in range(15, 40, 5)]
     decisions = run(autoscaler, [*SCALE_UP_AT_10[:3], *old])
     assert actions(decisions) == ["hold", "hold", "up"] + ["hold"] * 5
-    assert decisions[-1].reason == ("lag 12,345 > 5,000 for 5 observations, but waiting for the "
-                                    "verdict on the last scale-up (1 -> 2 TaskManagers): the "
-                                    "job not rescaled yet: parallelism 2")
+    assert decisions[-1].reason == (
+        "lag 12,345 > 5,000 for 5 observations, but waiting for the "
+        "verdict on the last scale-up (1 -> 2 TaskManagers): the "
+        "job not rescaled yet: parallelism 2"
+    )
     assert check_of(autoscaler).rates_after == ()
     # never rescaled: after ineffective_hold_s the check gives up and the load decides again
     [late] = run(autoscaler, [(611, loaded(218.0), TWO)])
     assert late.action == "up"
-    assert late.reason.endswith("; the last scale-up (1 -> 2 TaskManagers) was not measured: "
-                                "no result within ineffective_hold_s (600 s)")
+    assert late.reason.endswith(
+        "; the last scale-up (1 -> 2 TaskManagers) was not measured: "
+        "no result within ineffective_hold_s (600 s)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -483,9 +604,11 @@ def test_no_rate_before_means_unknown_and_nothing_waits(streak: list[Observation
     assert actions(decisions) == ["hold", "hold", "up"]
     check = check_of(autoscaler)
     assert (check.verdict, check.rate_before) == ("unknown", None)
-    assert check.reason == ("the last scale-up (1 -> 2 TaskManagers) was not measured: no "
-                            "throughput counted before it (no loaded observation with a fresh "
-                            "rate)")
+    assert check.reason == (
+        "the last scale-up (1 -> 2 TaskManagers) was not measured: no "
+        "throughput counted before it (no loaded observation with a fresh "
+        "rate)"
+    )
     again = run(autoscaler, [(15 + 5 * i, o, TWO) for i, o in enumerate(streak)])
     assert actions(again) == ["hold", "hold", "up"]
 
@@ -516,12 +639,19 @@ def test_check_as_json() -> None:
     autoscaler = gain_scaler()
     run(autoscaler, [*SCALE_UP_AT_10, *after(200.0, 203.0, 206.0)])
     assert check_of(autoscaler).to_dict() == {
-        "decided_at": 10, "taskmanagers_before": 1, "taskmanagers_after": 2,
-        "parallelism_before": 2, "min_gain": 0.1, "rate_before_per_s": 218.0,
-        "rate_after_per_s": 203.0, "observations_after": 3, "verdict": "ineffective",
+        "decided_at": 10,
+        "taskmanagers_before": 1,
+        "taskmanagers_after": 2,
+        "parallelism_before": 2,
+        "min_gain": 0.1,
+        "rate_before_per_s": 218.0,
+        "rate_after_per_s": 203.0,
+        "observations_after": 3,
+        "verdict": "ineffective",
         "reason": "the last scale-up (1 -> 2 TaskManagers) took throughput from 218 to 203 "
-                  "alerts/s (< +10%): no scale-up for 600 s",
-        "judged_at": 40, "blocked_until": 640,
+        "alerts/s (< +10%): no scale-up for 600 s",
+        "judged_at": 40,
+        "blocked_until": 640,
     }
 
 
@@ -529,11 +659,18 @@ def test_nothing_is_scaled_while_the_jobmanager_does_not_answer() -> None:
     """Issue 13: an autoscaler whose stack was gone kept adding TaskManagers (below
     min_taskmanagers, for a cluster that no longer existed)."""
     auto = Autoscaler(load_policy(POLICY))
-    gone = Observation(timestamp=0.0, errors=(
-        "kafka: KafkaException: transport failure",
-        "flink job: ConnectionError: refused", "flink cluster: ConnectionError: refused"))
+    gone = Observation(
+        timestamp=0.0,
+        errors=(
+            "kafka: KafkaException: transport failure",
+            "flink job: ConnectionError: refused",
+            "flink cluster: ConnectionError: refused",
+        ),
+    )
     decision = auto.decide(gone, [], now=100.0)
     assert (decision.action, decision.target_count) == ("hold", 0)
-    assert decision.reason == ("the JobManager does not answer (flink cluster: ConnectionError: "
-                               "refused); nothing is scaled until it does")
+    assert decision.reason == (
+        "the JobManager does not answer (flink cluster: ConnectionError: "
+        "refused); nothing is scaled until it does"
+    )
     assert auto.decide(obs(taskmanagers=0), [], now=101.0).action == "up"

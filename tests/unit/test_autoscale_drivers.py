@@ -53,8 +53,9 @@ def scale(replicas: int) -> requests.Response:
 
 def driver(session: Session, **kwargs: Any) -> KubernetesDriver:
     options = {"namespace": "alerts", "api_url": API, "token": "tok-123", "ca_cert": "/ca.crt"}
-    return KubernetesDriver(kwargs.pop("profiles", (SMALL, LARGE)), session=session,
-                            **{**options, **kwargs})  # type: ignore[arg-type]
+    return KubernetesDriver(
+        kwargs.pop("profiles", (SMALL, LARGE)), session=session, **{**options, **kwargs}
+    )  # type: ignore[arg-type]
 
 
 def test_is_a_driver() -> None:
@@ -62,12 +63,14 @@ def test_is_a_driver() -> None:
 
 
 def test_deployments_list_add_remove_requests() -> None:
-    session = Session({
-        ("GET", SCALE.format("small")): [scale(2), scale(2), scale(3)],
-        ("GET", SCALE.format("large")): [scale(1), scale(1)],
-        ("PATCH", SCALE.format("small")): [scale(3)],
-        ("PATCH", SCALE.format("large")): [scale(0)],
-    })
+    session = Session(
+        {
+            ("GET", SCALE.format("small")): [scale(2), scale(2), scale(3)],
+            ("GET", SCALE.format("large")): [scale(1), scale(1)],
+            ("PATCH", SCALE.format("small")): [scale(3)],
+            ("PATCH", SCALE.format("large")): [scale(0)],
+        }
+    )
     k8s = driver(session)
     assert k8s.taskmanagers() == [
         TaskManager("alertflow-taskmanager-small/0", "small"),
@@ -81,27 +84,44 @@ def test_deployments_list_add_remove_requests() -> None:
         ("GET", SCALE.format("small"), {"headers": READ, **common}),
         ("GET", SCALE.format("large"), {"headers": READ, **common}),
         ("GET", SCALE.format("small"), {"headers": READ, **common}),
-        ("PATCH", SCALE.format("small"),
-         {"headers": PATCH, **common, "json": {"spec": {"replicas": 3}}}),
+        (
+            "PATCH",
+            SCALE.format("small"),
+            {"headers": PATCH, **common, "json": {"spec": {"replicas": 3}}},
+        ),
         ("GET", SCALE.format("large"), {"headers": READ, **common}),
-        ("PATCH", SCALE.format("large"),
-         {"headers": PATCH, **common, "json": {"spec": {"replicas": 0}}}),
+        (
+            "PATCH",
+            SCALE.format("large"),
+            {"headers": PATCH, **common, "json": {"spec": {"replicas": 0}}},
+        ),
     ]
 
 
 def test_flinkdeployment_requests() -> None:
     body = {"kind": "FlinkDeployment", "spec": {"taskManager": {"replicas": 2}}}
-    session = Session({
-        ("GET", FLINK): [response(200, body), response(200, body)],
-        ("PATCH", FLINK): [response(200, body)],
-    })
+    session = Session(
+        {
+            ("GET", FLINK): [response(200, body), response(200, body)],
+            ("PATCH", FLINK): [response(200, body)],
+        }
+    )
     k8s = driver(session, mode="flinkdeployment", name="broker", profiles=(SMALL,))
-    assert k8s.taskmanagers() == [TaskManager("broker/0", "small"),
-                                  TaskManager("broker/1", "small")]
+    assert k8s.taskmanagers() == [
+        TaskManager("broker/0", "small"),
+        TaskManager("broker/1", "small"),
+    ]
     k8s.remove("broker/1")
-    assert session.calls[-1] == ("PATCH", FLINK, {
-        "headers": PATCH, "timeout": 10.0, "verify": "/ca.crt",
-        "json": {"spec": {"taskManager": {"replicas": 1}}}})
+    assert session.calls[-1] == (
+        "PATCH",
+        FLINK,
+        {
+            "headers": PATCH,
+            "timeout": 10.0,
+            "verify": "/ca.crt",
+            "json": {"spec": {"taskManager": {"replicas": 1}}},
+        },
+    )
     with pytest.raises(DriverError, match="no TaskManager flinkdeployment for profile 'large'"):
         k8s.add(LARGE)
     with pytest.raises(ValueError, match="one TaskManager profile"):
@@ -111,20 +131,35 @@ def test_flinkdeployment_requests() -> None:
 @pytest.mark.parametrize(
     ("answer", "message"),
     [
-        (response(404, {"kind": "Status", "message": 'deployments.apps '
-                        '"alertflow-taskmanager-small" not found'}),
-         'GET deployment alertflow-taskmanager-small in namespace alerts: Kubernetes answered '
-         '404: deployments.apps "alertflow-taskmanager-small" not found'),
-        (response(403, {"kind": "Status", "message": "forbidden: cannot get scale"}),
-         "GET deployment alertflow-taskmanager-small in namespace alerts: Kubernetes answered "
-         "403: forbidden: cannot get scale"),
-        (response(503, "upstream unavailable"),
-         "GET deployment alertflow-taskmanager-small in namespace alerts: Kubernetes answered "
-         "503: upstream unavailable"),
-        (response(200, "not json"), "GET deployment alertflow-taskmanager-small: the answer is "
-                                    "not JSON"),
-        (response(200, {"spec": {"replicas": "two"}}),
-         "deployment alertflow-taskmanager-small: replicas 'two' is not a count"),
+        (
+            response(
+                404,
+                {
+                    "kind": "Status",
+                    "message": 'deployments.apps "alertflow-taskmanager-small" not found',
+                },
+            ),
+            "GET deployment alertflow-taskmanager-small in namespace alerts: Kubernetes answered "
+            '404: deployments.apps "alertflow-taskmanager-small" not found',
+        ),
+        (
+            response(403, {"kind": "Status", "message": "forbidden: cannot get scale"}),
+            "GET deployment alertflow-taskmanager-small in namespace alerts: Kubernetes answered "
+            "403: forbidden: cannot get scale",
+        ),
+        (
+            response(503, "upstream unavailable"),
+            "GET deployment alertflow-taskmanager-small in namespace alerts: Kubernetes answered "
+            "503: upstream unavailable",
+        ),
+        (
+            response(200, "not json"),
+            "GET deployment alertflow-taskmanager-small: the answer is not JSON",
+        ),
+        (
+            response(200, {"spec": {"replicas": "two"}}),
+            "deployment alertflow-taskmanager-small: replicas 'two' is not a count",
+        ),
     ],
 )
 def test_errors_name_the_object(answer: requests.Response, message: str) -> None:
@@ -136,12 +171,17 @@ def test_errors_name_the_object(answer: requests.Response, message: str) -> None
 
 
 def test_patch_failure_and_unreachable_api() -> None:
-    session = Session({
-        ("GET", SCALE.format("large")): [scale(1)],
-        ("PATCH", SCALE.format("large")): [response(422, {"message": "replicas: Invalid"})],
-    })
-    with pytest.raises(DriverError, match="PATCH deployment alertflow-taskmanager-large in "
-                                          "namespace alerts: Kubernetes answered 422"):
+    session = Session(
+        {
+            ("GET", SCALE.format("large")): [scale(1)],
+            ("PATCH", SCALE.format("large")): [response(422, {"message": "replicas: Invalid"})],
+        }
+    )
+    with pytest.raises(
+        DriverError,
+        match="PATCH deployment alertflow-taskmanager-large in "
+        "namespace alerts: Kubernetes answered 422",
+    ):
         driver(session).remove("alertflow-taskmanager-large/0")
     with pytest.raises(DriverError, match="does not answer \\(ConnectionError\\)"):
         driver(Session({})).taskmanagers()
@@ -158,11 +198,15 @@ def test_remove_unknown_or_empty() -> None:
 def test_in_cluster_defaults(tmp_path: Path) -> None:
     (tmp_path / "token").write_text("tok-from-file\n")
     (tmp_path / "namespace").write_text("alerts\n")
-    session = Session({("GET", SCALE.replace(API, "https://10.96.0.1:6443").format("small")):
-                       [scale(1)]})
-    k8s = KubernetesDriver((SMALL,), service_account=tmp_path, session=session,  # type: ignore
-                           environ={"KUBERNETES_SERVICE_HOST": "10.96.0.1",
-                                    "KUBERNETES_SERVICE_PORT": "6443"})
+    session = Session(
+        {("GET", SCALE.replace(API, "https://10.96.0.1:6443").format("small")): [scale(1)]}
+    )
+    k8s = KubernetesDriver(
+        (SMALL,),
+        service_account=tmp_path,
+        session=session,  # type: ignore
+        environ={"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "6443"},
+    )
     assert k8s.taskmanagers() == [TaskManager("alertflow-taskmanager-small/0", "small")]
     [(_, _, kwargs)] = session.calls
     assert kwargs["headers"]["Authorization"] == "Bearer tok-from-file"

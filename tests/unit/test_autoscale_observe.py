@@ -23,8 +23,12 @@ JOB = "j1"
 class Consumer:
     """Two topics: a with 2 partitions, b with 1. ``committed``: {(topic, p): offset}."""
 
-    def __init__(self, committed: dict[tuple[str, int], int], high: dict[tuple[str, int], int],
-                 fail: bool = False) -> None:
+    def __init__(
+        self,
+        committed: dict[tuple[str, int], int],
+        high: dict[tuple[str, int], int],
+        fail: bool = False,
+    ) -> None:
         self.committed_offsets = committed
         self.high = high
         self.fail = fail
@@ -34,16 +38,21 @@ class Consumer:
         if self.fail:
             raise KafkaException(KafkaError(KafkaError._TRANSPORT))
         meta = {"a": {0: None, 1: None}, "b": {0: None}}
-        return SimpleNamespace(topics={t: SimpleNamespace(error=None, partitions=p)
-                                       for t, p in meta.items()})
+        return SimpleNamespace(
+            topics={t: SimpleNamespace(error=None, partitions=p) for t, p in meta.items()}
+        )
 
     def committed(self, partitions: list[TopicPartition], timeout: float | None = None) -> list:
-        return [TopicPartition(tp.topic, tp.partition,
-                               self.committed_offsets.get((tp.topic, tp.partition), -1001))
-                for tp in partitions]
+        return [
+            TopicPartition(
+                tp.topic, tp.partition, self.committed_offsets.get((tp.topic, tp.partition), -1001)
+            )
+            for tp in partitions
+        ]
 
-    def get_watermark_offsets(self, tp: TopicPartition, timeout: float | None = None,
-                              cached: bool = False) -> tuple[int, int]:
+    def get_watermark_offsets(
+        self, tp: TopicPartition, timeout: float | None = None, cached: bool = False
+    ) -> tuple[int, int]:
         return 10, self.high[(tp.topic, tp.partition)]
 
     def close(self) -> None:
@@ -62,8 +71,9 @@ class Session:
         self.answers = answers
         self.calls: list[tuple[str, Any]] = []
 
-    def request(self, method: str, url: str, params: Any = None,
-                timeout: float = 0) -> requests.Response:
+    def request(
+        self, method: str, url: str, params: Any = None, timeout: float = 0
+    ) -> requests.Response:
         assert method == "GET"
         self.calls.append((url.removeprefix(FLINK), params))
         found = self.answers.get(url.removeprefix(FLINK))
@@ -77,16 +87,34 @@ class Session:
 def flink(state: str = "RUNNING") -> dict[str, requests.Response | Exception]:
     metrics = "/jobs/j1/vertices/{}/subtasks/metrics"
     return {
-        "/jobs/overview": answer({"jobs": [
-            {"jid": "old", "state": "CANCELED", "start-time": 5},
-            {"jid": JOB, "state": state, "start-time": 10,
-             "tasks": {"running": 2 if state == "RUNNING" else 0, "total": 2}}]}),
-        "/jobs/j1": answer({"vertices": [{"id": "v1", "parallelism": 2},
-                                         {"id": "v2", "parallelism": 4}]}),
-        metrics.format("v1"): answer([{"id": "busyTimeMsPerSecond", "max": "NaN"},
-                                      {"id": "backPressuredTimeMsPerSecond", "max": 12.0}]),
-        metrics.format("v2"): answer([{"id": "busyTimeMsPerSecond", "max": 640.5},
-                                      {"id": "backPressuredTimeMsPerSecond", "max": 3.0}]),
+        "/jobs/overview": answer(
+            {
+                "jobs": [
+                    {"jid": "old", "state": "CANCELED", "start-time": 5},
+                    {
+                        "jid": JOB,
+                        "state": state,
+                        "start-time": 10,
+                        "tasks": {"running": 2 if state == "RUNNING" else 0, "total": 2},
+                    },
+                ]
+            }
+        ),
+        "/jobs/j1": answer(
+            {"vertices": [{"id": "v1", "parallelism": 2}, {"id": "v2", "parallelism": 4}]}
+        ),
+        metrics.format("v1"): answer(
+            [
+                {"id": "busyTimeMsPerSecond", "max": "NaN"},
+                {"id": "backPressuredTimeMsPerSecond", "max": 12.0},
+            ]
+        ),
+        metrics.format("v2"): answer(
+            [
+                {"id": "busyTimeMsPerSecond", "max": 640.5},
+                {"id": "backPressuredTimeMsPerSecond", "max": 3.0},
+            ]
+        ),
         "/overview": answer({"taskmanagers": 2, "slots-total": 4, "slots-available": 0}),
         "/jobs/j1/checkpoints": answer(checkpoints(restored_at=1_000, completed_at=6_000)),
     }
@@ -94,25 +122,48 @@ def flink(state: str = "RUNNING") -> dict[str, requests.Response | Exception]:
 
 def checkpoints(restored_at: int | None, completed_at: int | None) -> dict[str, Any]:
     """Flink's checkpoint statistics, trimmed to what the Observer reads (ms timestamps)."""
-    completed = None if completed_at is None else {
-        "@class": "completed", "id": 8, "status": "COMPLETED", "is_savepoint": False,
-        "trigger_timestamp": completed_at, "latest_ack_timestamp": completed_at + 300}
-    restored = None if restored_at is None else {
-        "id": 7, "restore_timestamp": restored_at, "is_savepoint": False,
-        "external_path": "file:/tmp/chk-7"}
-    return {"counts": {"restored": 0 if restored is None else 1, "completed": 8},
-            "latest": {"completed": completed, "savepoint": None, "failed": None,
-                       "restored": restored}}
+    completed = (
+        None
+        if completed_at is None
+        else {
+            "@class": "completed",
+            "id": 8,
+            "status": "COMPLETED",
+            "is_savepoint": False,
+            "trigger_timestamp": completed_at,
+            "latest_ack_timestamp": completed_at + 300,
+        }
+    )
+    restored = (
+        None
+        if restored_at is None
+        else {
+            "id": 7,
+            "restore_timestamp": restored_at,
+            "is_savepoint": False,
+            "external_path": "file:/tmp/chk-7",
+        }
+    )
+    return {
+        "counts": {"restored": 0 if restored is None else 1, "completed": 8},
+        "latest": {"completed": completed, "savepoint": None, "failed": None, "restored": restored},
+    }
 
 
 def observer(consumer: Consumer, session: Session, times: list[float]) -> Observer:
-    return Observer("kafka:9092", "g", ["a", "b"], FLINK, session=session,  # type: ignore
-                    consumer_factory=lambda _b, _g: consumer, clock=lambda: times.pop(0))
+    return Observer(
+        "kafka:9092",
+        "g",
+        ["a", "b"],
+        FLINK,
+        session=session,  # type: ignore
+        consumer_factory=lambda _b, _g: consumer,
+        clock=lambda: times.pop(0),
+    )
 
 
 def test_lag_rates_and_flink_metrics() -> None:
-    consumer = Consumer({("a", 0): 50, ("a", 1): 80}, {("a", 0): 100, ("a", 1): 100,
-                                                       ("b", 0): 30})
+    consumer = Consumer({("a", 0): 50, ("a", 1): 80}, {("a", 0): 100, ("a", 1): 100, ("b", 0): 30})
     session = Session(flink())
     obs = observer(consumer, session, [100.0, 102.0])
     first = obs.observe()
@@ -125,9 +176,10 @@ def test_lag_rates_and_flink_metrics() -> None:
     assert (first.tasks_running, first.tasks_total) == (2, 2)
     assert first.errors == () and first.job_running
     assert first.checkpointed_since_restore is True  # restored at 1 s, checkpointed at 6 s
-    assert ("/jobs/j1/vertices/v1/subtasks/metrics",
-            {"get": "busyTimeMsPerSecond,backPressuredTimeMsPerSecond", "agg": "max"}
-            ) in session.calls
+    assert (
+        "/jobs/j1/vertices/v1/subtasks/metrics",
+        {"get": "busyTimeMsPerSecond,backPressuredTimeMsPerSecond", "agg": "max"},
+    ) in session.calls
     consumer.high[("a", 0)] = 140  # 40 more records in
     consumer.committed_offsets[("a", 1)] = 100  # 20 more committed
     second = obs.observe()
@@ -136,8 +188,11 @@ def test_lag_rates_and_flink_metrics() -> None:
 
 
 def test_restarting_job_is_reported_not_raised() -> None:
-    obs = observer(Consumer({}, {("a", 0): 10, ("a", 1): 10, ("b", 0): 10}),
-                   Session(flink("RESTARTING")), [1.0])
+    obs = observer(
+        Consumer({}, {("a", 0): 10, ("a", 1): 10, ("b", 0): 10}),
+        Session(flink("RESTARTING")),
+        [1.0],
+    )
     seen = obs.observe()
     assert (seen.job_id, seen.job_state, seen.parallelism) == (JOB, "RESTARTING", 0)
     assert seen.busy_max_ms_per_s is None and not seen.job_running and seen.errors == ()
@@ -153,13 +208,17 @@ def test_failures_are_in_errors() -> None:
     seen = obs.observe()
     assert seen.lag_total is None and seen.taskmanagers is None and seen.parallelism == 0
     assert [e.split(":")[0] for e in seen.errors] == ["kafka", "flink job", "flink cluster"]
-    assert seen.errors[1] == ("flink job: the Flink REST API at http://flink:8081 does not "
-                              "answer GET /jobs/overview (ConnectionError: refused)")
-    assert seen.errors[2] == ("flink cluster: Flink at http://flink:8081 answered 500 to "
-                              "GET /overview")
+    assert seen.errors[1] == (
+        "flink job: the Flink REST API at http://flink:8081 does not "
+        "answer GET /jobs/overview (ConnectionError: refused)"
+    )
+    assert seen.errors[2] == (
+        "flink cluster: Flink at http://flink:8081 answered 500 to GET /overview"
+    )
     assert consumer.closed  # a failed consumer is dropped and made again next time
-    assert obs.kafka_problem() == ("kafka at kafka:9092 does not answer within 2 s: "
-                                   "Local: Broker transport failure")
+    assert obs.kafka_problem() == (
+        "kafka at kafka:9092 does not answer within 2 s: Local: Broker transport failure"
+    )
     assert obs.flink_problem() == "Flink at http://flink:8081 answered 500 to GET /overview"
 
 
@@ -183,10 +242,14 @@ def test_checkpointed_since_restore(body: dict[str, Any], fresh: bool) -> None:
     ("body", "error"),
     [
         ({"counts": {}}, "no 'latest' in the checkpoint statistics"),
-        ({"latest": {"restored": {"id": 7}, "completed": None}},
-         "latest.restored has no restore_timestamp"),
-        ({"latest": {"restored": {"restore_timestamp": 10}, "completed": {"id": 8}}},
-         "latest.completed has no trigger_timestamp"),
+        (
+            {"latest": {"restored": {"id": 7}, "completed": None}},
+            "latest.restored has no restore_timestamp",
+        ),
+        (
+            {"latest": {"restored": {"restore_timestamp": 10}, "completed": {"id": 8}}},
+            "latest.completed has no trigger_timestamp",
+        ),
     ],
 )
 def test_unreadable_checkpoint_statistics(body: dict[str, Any], error: str) -> None:
@@ -199,18 +262,30 @@ def test_unreadable_checkpoint_statistics(body: dict[str, Any], error: str) -> N
     [
         ("RUNNING", answer(checkpoints(restored_at=10_000, completed_at=None)), False, ()),
         ("RUNNING", answer(checkpoints(restored_at=10_000, completed_at=15_000)), True, ()),
-        ("RUNNING", answer({"errors": ["boom"]}, 500), None,
-         ("flink checkpoints: Flink at http://flink:8081 answered 500 to "
-          "GET /jobs/j1/checkpoints",)),
-        ("RUNNING", requests.ConnectionError("refused"), None,
-         ("flink checkpoints: the Flink REST API at http://flink:8081 does not answer "
-          "GET /jobs/j1/checkpoints (ConnectionError: refused)",)),
+        (
+            "RUNNING",
+            answer({"errors": ["boom"]}, 500),
+            None,
+            (
+                "flink checkpoints: Flink at http://flink:8081 answered 500 to "
+                "GET /jobs/j1/checkpoints",
+            ),
+        ),
+        (
+            "RUNNING",
+            requests.ConnectionError("refused"),
+            None,
+            (
+                "flink checkpoints: the Flink REST API at http://flink:8081 does not answer "
+                "GET /jobs/j1/checkpoints (ConnectionError: refused)",
+            ),
+        ),
         ("RESTARTING", answer(checkpoints(restored_at=10_000, completed_at=None)), None, ()),
     ],
 )
 def test_observation_says_whether_the_lag_is_fresh(
-        state: str, answer_: requests.Response | Exception, fresh: bool | None,
-        errors: tuple[str, ...]) -> None:
+    state: str, answer_: requests.Response | Exception, fresh: bool | None, errors: tuple[str, ...]
+) -> None:
     answers = flink(state)
     answers["/jobs/j1/checkpoints"] = answer_
     session = Session(answers)

@@ -39,16 +39,22 @@ from tests.unit.test_autoscale_service import (  # noqa: E402
 )
 
 
-def _app():  # noqa: ANN202 - a Flask app
+def _app():
     clock = Clock()
     # Three over the lag threshold (sustain 3) -> up, measured (the default policy has
     # min_gain); then a job that is not running -> hold.
-    lagging = [replace(running(60_000), records_out_per_s=218.0,
-                       checkpointed_since_restore=True)] * 3
-    stalled = Observation(timestamp=0.0, lag_total=None, job_state="RESTARTING",
-                          errors=("flink: job restarting",))
-    app = make(Path(tempfile.mkdtemp(prefix="af-autoscale-schemathesis-")),
-               FakeObserver([*lagging, stalled]), FakeDriver(count=1), clock)
+    lagging = [
+        replace(running(60_000), records_out_per_s=218.0, checkpointed_since_restore=True)
+    ] * 3
+    stalled = Observation(
+        timestamp=0.0, lag_total=None, job_state="RESTARTING", errors=("flink: job restarting",)
+    )
+    app = make(
+        Path(tempfile.mkdtemp(prefix="af-autoscale-schemathesis-")),
+        FakeObserver([*lagging, stalled]),
+        FakeDriver(count=1),
+        clock,
+    )
     loop = loop_of(app)
     for _ in range(5):
         loop.step()
@@ -77,23 +83,29 @@ def test_put_examples_of_the_spec_are_accepted() -> None:
     client = _APP.test_client()
     content = autoscaler_spec("1")["paths"]["/api/v1/scaling"]["put"]["requestBody"]["content"]
     loop = loop_of(_APP)
-    for media_type, body in [("application/yaml", content["application/yaml"]["example"]),
-                             ("application/json", content["application/json"]["example"])]:
+    for media_type, body in [
+        ("application/yaml", content["application/yaml"]["example"]),
+        ("application/json", content["application/json"]["example"]),
+    ]:
         data = body if isinstance(body, str) else json.dumps(body)
         before = loop.policy_version
-        response = client.put("/api/v1/scaling", data=data,
-                              headers={**OPS, "Content-Type": media_type})
+        response = client.put(
+            "/api/v1/scaling", data=data, headers={**OPS, "Content-Type": media_type}
+        )
         assert response.status_code == 200, response.get_json()
         assert response.get_json()["policy_version"] == before + 1
         assert response.get_json()["policy"] == POLICY.to_dict()
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck),
-          derandomize=True)
-def test_api_matches_spec(case) -> None:  # noqa: ANN001
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+def test_api_matches_spec(case) -> None:
     case.call_and_validate(
         headers={**(case.headers or {}), **OPS},
-        checks=[not_a_server_error, status_code_conformance, content_type_conformance,
-                response_schema_conformance],
+        checks=[
+            not_a_server_error,
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+        ],
     )

@@ -39,9 +39,16 @@ POLICY = load_policy_file(DEFAULT_POLICY_FILE)  # sustain 3, cooldown 30 s up / 
 
 
 def running(lag: int | None) -> Observation:
-    return Observation(timestamp=0.0, lag_total=lag, job_state="RUNNING", parallelism=2,
-                       tasks_running=2, tasks_total=2, backpressure_max_ms_per_s=0.0,
-                       taskmanagers=1)
+    return Observation(
+        timestamp=0.0,
+        lag_total=lag,
+        job_state="RUNNING",
+        parallelism=2,
+        tasks_running=2,
+        tasks_total=2,
+        backpressure_max_ms_per_s=0.0,
+        taskmanagers=1,
+    )
 
 
 class FakeObserver:
@@ -96,13 +103,21 @@ class Clock:
         return self.now
 
 
-def make(tmp_path: Path, observer: FakeObserver | None = None, driver: FakeDriver | None = None,
-         clock: Clock | None = None, **config: Any) -> Flask:
-    cfg = AutoscalerConfig(api_keys=parse_api_keys("alice-secret-1:alice:user,"
-                                                   "ops-secret-333:ops:admin"),
-                           audit_log=tmp_path / "audit.jsonl", **config)
-    return create_app(POLICY, observer or FakeObserver(), driver or FakeDriver(), cfg,
-                      clock=clock or Clock())
+def make(
+    tmp_path: Path,
+    observer: FakeObserver | None = None,
+    driver: FakeDriver | None = None,
+    clock: Clock | None = None,
+    **config: Any,
+) -> Flask:
+    cfg = AutoscalerConfig(
+        api_keys=parse_api_keys("alice-secret-1:alice:user,ops-secret-333:ops:admin"),
+        audit_log=tmp_path / "audit.jsonl",
+        **config,
+    )
+    return create_app(
+        POLICY, observer or FakeObserver(), driver or FakeDriver(), cfg, clock=clock or Clock()
+    )
 
 
 @pytest.fixture
@@ -149,16 +164,23 @@ def test_loop_scales_up_then_down_with_the_policy(tmp_path: Path) -> None:
     assert [d.taskmanager for d in loop.decisions() if d.action != "hold"] == ["tm-2", "tm-2"]
     assert driver.tms == [TaskManager("tm-1", "small")]
     up = next(d for d in loop.decisions() if d.action == "up")
-    assert up.reason == ("lag 12,000 > 5,000 for 3 observations; adding a small TaskManager "
-                         "(1 -> 2)")
+    assert up.reason == (
+        "lag 12,000 > 5,000 for 3 observations; adding a small TaskManager (1 -> 2)"
+    )
     assert up.observation is not None and up.observation.lag_total == 12_000
 
 
-def loaded(rate: float | None, parallelism: int = 2, fresh: bool = True,
-           state: str = "RUNNING") -> Observation:
+def loaded(
+    rate: float | None, parallelism: int = 2, fresh: bool = True, state: str = "RUNNING"
+) -> Observation:
     """12,000 alerts behind, processing ``rate`` alerts/s; checkpointed since any restore."""
-    return replace(running(12_000), records_out_per_s=rate, parallelism=parallelism,
-                   checkpointed_since_restore=fresh, job_state=state)
+    return replace(
+        running(12_000),
+        records_out_per_s=rate,
+        parallelism=parallelism,
+        checkpointed_since_restore=fresh,
+        job_state=state,
+    )
 
 
 def test_an_ineffective_scale_up_is_shown_and_blocks_the_next(tmp_path: Path) -> None:
@@ -169,38 +191,63 @@ def test_an_ineffective_scale_up_is_shown_and_blocks_the_next(tmp_path: Path) ->
         loaded(None, parallelism=0, state="RESTARTING"),
         loaded(0.0, parallelism=4, fresh=False),  # running, but the lag is stale
         loaded(1_800.0, parallelism=4),  # the first checkpoint since the restore: not counted
-        loaded(200.0, parallelism=4), loaded(203.0, parallelism=4),
+        loaded(200.0, parallelism=4),
+        loaded(203.0, parallelism=4),
         loaded(206.0, parallelism=4),  # the verdict (t=1040)
-        *[loaded(203.0, parallelism=4)] * 5]
+        *[loaded(203.0, parallelism=4)] * 5,
+    ]
     driver = FakeDriver(1)
     app = make(tmp_path, FakeObserver(script), driver, clock)
     loop = loop_of(app)
     assert steps(loop, clock, len(script)) == ["hold", "hold", "up"] + ["hold"] * 11
     assert len(driver.tms) == 2
     reasons = [d.reason for d in loop.decisions()]
-    assert reasons[4] == ("restored from a checkpoint and none completed since: the committed "
-                          "offsets, and so the lag, are stale")
-    verdict = ("the last scale-up (1 -> 2 TaskManagers) took throughput from 218 to 203 "
-               "alerts/s (< +10%): no scale-up for 600 s")
+    assert reasons[4] == (
+        "restored from a checkpoint and none completed since: the committed "
+        "offsets, and so the lag, are stale"
+    )
+    verdict = (
+        "the last scale-up (1 -> 2 TaskManagers) took throughput from 218 to 203 "
+        "alerts/s (< +10%): no scale-up for 600 s"
+    )
     assert reasons[8] == f"lag 12,000 > 5,000 for 4 observations, but {verdict} (600 s left)"
     assert reasons[-1] == f"lag 12,000 > 5,000 for 9 observations, but {verdict} (575 s left)"
     body = app.test_client().get("/api/v1/scaling").get_json()
     validate(autoscaler_spec("1"), "Scaling", body)
     assert body["last_scale_up"] == {
-        "decided_at": 1010.0, "taskmanagers_before": 1, "taskmanagers_after": 2,
-        "parallelism_before": 2, "min_gain": 0.1, "rate_before_per_s": 218.0,
-        "rate_after_per_s": 203.0, "observations_after": 3, "verdict": "ineffective",
-        "reason": verdict, "judged_at": 1040.0, "blocked_until": 1640.0}
+        "decided_at": 1010.0,
+        "taskmanagers_before": 1,
+        "taskmanagers_after": 2,
+        "parallelism_before": 2,
+        "min_gain": 0.1,
+        "rate_before_per_s": 218.0,
+        "rate_after_per_s": 203.0,
+        "observations_after": 3,
+        "verdict": "ineffective",
+        "reason": verdict,
+        "judged_at": 1040.0,
+        "blocked_until": 1640.0,
+    }
     assert body["observation"]["checkpointed_since_restore"] is True
 
 
-@pytest.mark.parametrize(("fail", "reason_part"), [
-    ("add", "the driver failed to scale up: OSError: flink-taskmanager-2 did not become healthy"),
-    ("list", "cannot list the TaskManagers: DriverError: deployment "
-             "alertflow-taskmanager-small: Kubernetes answered 403"),
-])
+@pytest.mark.parametrize(
+    ("fail", "reason_part"),
+    [
+        (
+            "add",
+            "the driver failed to scale up: OSError: flink-taskmanager-2 did not become healthy",
+        ),
+        (
+            "list",
+            "cannot list the TaskManagers: DriverError: deployment "
+            "alertflow-taskmanager-small: Kubernetes answered 403",
+        ),
+    ],
+)
 def test_driver_errors_are_decisions_and_the_loop_goes_on(
-        tmp_path: Path, fail: str, reason_part: str) -> None:
+    tmp_path: Path, fail: str, reason_part: str
+) -> None:
     clock = Clock()
     driver = FakeDriver(1, fail=fail)
     app = make(tmp_path, FakeObserver([running(20_000)] * 10), driver, clock)
@@ -278,7 +325,9 @@ def test_put_policy_yaml_and_json(tmp_path: Path, client: FlaskClient) -> None:
     assert response.get_json()["policy"]["sustain"] == 5
     audit = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert [(a["user"], a["action"], a["old_version"], a["new_version"]) for a in audit] == [
-        ("ops", "scaling.policy.put", 1, 2), ("ops", "scaling.policy.put", 2, 3)]
+        ("ops", "scaling.policy.put", 1, 2),
+        ("ops", "scaling.policy.put", 2, 3),
+    ]
     assert audit[1]["policy"]["sustain"] == 5
 
 
@@ -294,8 +343,9 @@ def test_put_policy_yaml_and_json(tmp_path: Path, client: FlaskClient) -> None:
         (b"\xff\xfe", YAML, 400, "bad_request"),
     ],
 )
-def test_put_policy_errors(client: FlaskClient, body: Any, headers: dict[str, str],
-                           status: int, error: str) -> None:
+def test_put_policy_errors(
+    client: FlaskClient, body: Any, headers: dict[str, str], status: int, error: str
+) -> None:
     if body is None:
         body = DEFAULT_POLICY_FILE.read_text().replace("sustain: 3", "sustian: 3")
     response = client.put("/api/v1/scaling", data=body, headers={**OPS, **headers})
@@ -308,15 +358,23 @@ def test_put_policy_issue_has_line_and_column(client: FlaskClient) -> None:
     line = text.splitlines().index(next(x for x in text.splitlines() if x.startswith("sustian")))
     response = client.put("/api/v1/scaling", data=text, headers={**OPS, **YAML})
     [issue] = response.get_json()["details"]["issues"]
-    assert issue == {"line": line + 1, "column": 1, "path": "sustian",
-                     "message": "unknown key 'sustian'; did you mean 'sustain'?"}
+    assert issue == {
+        "line": line + 1,
+        "column": 1,
+        "path": "sustian",
+        "message": "unknown key 'sustian'; did you mean 'sustain'?",
+    }
 
 
 def test_put_policy_needs_an_admin_token(client: FlaskClient) -> None:
     text = DEFAULT_POLICY_FILE.read_text()
     assert client.put("/api/v1/scaling", data=text, headers=YAML).status_code == 401
-    assert client.put("/api/v1/scaling", data=text,
-                      headers={**YAML, "Authorization": "Bearer wrong-token"}).status_code == 401
+    assert (
+        client.put(
+            "/api/v1/scaling", data=text, headers={**YAML, "Authorization": "Bearer wrong-token"}
+        ).status_code
+        == 401
+    )
     assert client.put("/api/v1/scaling", data=text, headers={**ALICE, **YAML}).status_code == 403
 
 
@@ -334,17 +392,25 @@ def test_common_api(tmp_path: Path) -> None:
     app = make(tmp_path, observer)
     client = app.test_client()
     assert client.get("/health").get_json() == {"status": "ok"}
-    assert client.get("/ready").get_json() == {"ready": True, "reasons": {},
-                                              "checks": {"kafka": True, "flink": True}}
+    assert client.get("/ready").get_json() == {
+        "ready": True,
+        "reasons": {},
+        "checks": {"kafka": True, "flink": True},
+    }
     observer.ready = False
     down = client.get("/ready")
     assert down.status_code == 503
-    assert down.get_json() == {"ready": False, "checks": {"kafka": False, "flink": True},
-                               "reasons": {"kafka": "kafka at kafka:9092 does not answer "
-                                                    "within 2 s: (test)"}}
+    assert down.get_json() == {
+        "ready": False,
+        "checks": {"kafka": False, "flink": True},
+        "reasons": {"kafka": "kafka at kafka:9092 does not answer within 2 s: (test)"},
+    }
     status = client.get("/api/v1/status").get_json()
     assert (status["kind"], status["state"], status["policy_version"]) == (
-        "autoscaler", "running", 1)
+        "autoscaler",
+        "running",
+        1,
+    )
     config = client.get("/api/v1/config").get_json()["config"]
     assert config["group_id"] == "alertflow-broker"
     assert "secret" not in json.dumps(config)
@@ -357,8 +423,11 @@ def test_start_stop_actions_pause_the_loop(client: FlaskClient) -> None:
     loop = loop_of(client.application)
     assert client.post("/api/v1/actions/stop").status_code == 401
     response = client.post("/api/v1/actions/stop", headers=OPS)
-    assert response.get_json() == {"action": "stop", "state": "stopped",
-                                   "result": {"scaling": False}}
+    assert response.get_json() == {
+        "action": "stop",
+        "state": "stopped",
+        "result": {"scaling": False},
+    }
     assert loop.paused
     assert client.get("/api/v1/scaling").get_json()["state"] == "paused"
     client.post("/api/v1/actions/start", headers=OPS)
@@ -378,9 +447,9 @@ def test_metrics(tmp_path: Path) -> None:
 
 def test_config_is_validated() -> None:
     with pytest.raises(ConfigError) as caught:
-        AutoscalerConfig(port=70000, topics=(), history=0,
-                         api_keys=(ApiKey("short", "x", "root"),))
-    assert [name for name, _ in caught.value.problems] == ["port", "topics", "history",
-                                                           "api_keys"]
+        AutoscalerConfig(port=70000, topics=(), history=0, api_keys=(ApiKey("short", "x", "root"),))
+    assert [name for name, _ in caught.value.problems] == ["port", "topics", "history", "api_keys"]
     assert parse_api_keys("tok-12345:ops:admin, tok-67890:bob") == (
-        ApiKey("tok-12345", "ops", "admin"), ApiKey("tok-67890", "bob", "user"))
+        ApiKey("tok-12345", "ops", "admin"),
+        ApiKey("tok-67890", "bob", "user"),
+    )

@@ -9,8 +9,21 @@ from fastavro import schemaless_writer
 
 from transforms.avro_binary import encode_long, read_long
 
-EDGES = [0, 1, -1, 63, -64, 64, 2**31 - 1, -(2**31), 2**62 - 1, 2**62, -(2**62) - 1,
-         2**63 - 1, -(2**63)]
+EDGES = [
+    0,
+    1,
+    -1,
+    63,
+    -64,
+    64,
+    2**31 - 1,
+    -(2**31),
+    2**62 - 1,
+    2**62,
+    -(2**62) - 1,
+    2**63 - 1,
+    -(2**63),
+]
 
 
 def fastavro_long(value: int) -> bytes:

@@ -43,7 +43,11 @@ def test_every_counter_in_the_components_table_is_created_by_a_stage(
     created = created_counters(monkeypatch)
     table = stages(created)
     assert [s.stage for s in table] == [
-        "ingest", "decode", *(f"annotate.{a}" for a in Annotator), "filters", "publish",
+        "ingest",
+        "decode",
+        *(f"annotate.{a}" for a in Annotator),
+        "filters",
+        "publish",
         "deadletters",
     ]
     for stage in table:

@@ -20,8 +20,8 @@ from flask.testing import FlaskClient
 from control_service.app import create_app
 from control_service.config import ConfigError, load_config
 from control_service.filters_api import ReferenceAlerts
-from flink_deploy.flink_rest import FlinkRest
 from control_service.store import SNAPSHOT_KEY, AuditLog, FilterStore, MemorySnapshotLog
+from flink_deploy.flink_rest import FlinkRest
 from tests.datapaths import shared_data
 from tests.unit.test_filter_cli import run_cli
 from transforms.annotate.crossmatch import catalog_dir
@@ -38,7 +38,9 @@ KEYS = [
 ]
 
 
-def doc(name: str = "bright", owner: str = "alice", where: str = "mag < 18.5 and reliability > 0.8") -> str:
+def doc(
+    name: str = "bright", owner: str = "alice", where: str = "mag < 18.5 and reliability > 0.8"
+) -> str:
     return (
         "apiVersion: alertflow/v1\nkind: Filter\n"
         f"metadata:\n  name: {name}\n  owner: {owner}\n"
@@ -52,11 +54,14 @@ class Logs:
         self.inactive: list[tuple[bytes, bytes | None]] = []
 
     def snapshots(self, which: str = "active") -> list[dict[str, Any]]:
-        return [json.loads(v) for k, v in getattr(self, which) if k == SNAPSHOT_KEY and v is not None]
+        return [
+            json.loads(v) for k, v in getattr(self, which) if k == SNAPSHOT_KEY and v is not None
+        ]
 
 
-def make_app(tmp_path: Path, logs: Logs, flink: FlinkRest | None = None, submit: Any = None,
-             **overrides: Any) -> tuple[Flask, FilterStore]:
+def make_app(
+    tmp_path: Path, logs: Logs, flink: FlinkRest | None = None, submit: Any = None, **overrides: Any
+) -> tuple[Flask, FilterStore]:
     cfg = load_config(
         env={},
         api_keys=KEYS,
@@ -65,7 +70,11 @@ def make_app(tmp_path: Path, logs: Logs, flink: FlinkRest | None = None, submit:
         savepoint_dir=str(tmp_path / "savepoints"),
         **overrides,
     )
-    store = FilterStore(MemorySnapshotLog("config", logs.active), MemorySnapshotLog("inactive", logs.inactive), AuditLog(cfg.audit_log))
+    store = FilterStore(
+        MemorySnapshotLog("config", logs.active),
+        MemorySnapshotLog("inactive", logs.inactive),
+        AuditLog(cfg.audit_log),
+    )
     return create_app(cfg, store=store, flink=flink, submit=submit), store
 
 
@@ -96,12 +105,29 @@ def error_of(response: Any) -> tuple[int, str]:
 def test_health_ready_status(client: FlaskClient) -> None:
     assert client.get("/health").get_json() == {"status": "ok"}
     assert client.get("/ready").get_json() == {
-        "ready": True, "checks": {"config_topic": True}, "reasons": {}}
-    status = client.get("/api/v1/status").get_json()
-    assert {k: status[k] for k in ("id", "kind", "state", "config_version", "filter_set_version")} == {
-        "id": "control", "kind": "control-service", "state": "running", "config_version": 1, "filter_set_version": 0,
+        "ready": True,
+        "checks": {"config_topic": True},
+        "reasons": {},
     }
-    assert set(status) >= {"id", "kind", "version", "state", "started_at", "config_version", "links"}
+    status = client.get("/api/v1/status").get_json()
+    assert {
+        k: status[k] for k in ("id", "kind", "state", "config_version", "filter_set_version")
+    } == {
+        "id": "control",
+        "kind": "control-service",
+        "state": "running",
+        "config_version": 1,
+        "filter_set_version": 0,
+    }
+    assert set(status) >= {
+        "id",
+        "kind",
+        "version",
+        "state",
+        "started_at",
+        "config_version",
+        "links",
+    }
 
 
 def test_ready_is_503_when_the_store_is_not_loaded(client: FlaskClient, app: Flask) -> None:
@@ -118,29 +144,52 @@ def test_config_get_hides_tokens(client: FlaskClient) -> None:
 
 
 def test_config_put_needs_admin_and_is_whole(client: FlaskClient, tmp_path: Path) -> None:
-    assert error_of(client.put("/api/v1/config", json={"open_reads": False})) == (401, "unauthorized")
-    assert error_of(client.put("/api/v1/config", json={"open_reads": False}, headers=ALICE)) == (403, "forbidden")
-    rejected = client.put("/api/v1/config", json={"max_test_matches": 5, "port": 1, "nope": 1}, headers=OPS)
+    assert error_of(client.put("/api/v1/config", json={"open_reads": False})) == (
+        401,
+        "unauthorized",
+    )
+    assert error_of(client.put("/api/v1/config", json={"open_reads": False}, headers=ALICE)) == (
+        403,
+        "forbidden",
+    )
+    rejected = client.put(
+        "/api/v1/config", json={"max_test_matches": 5, "port": 1, "nope": 1}, headers=OPS
+    )
     assert error_of(rejected) == (422, "validation_failed")
     assert {i["field"] for i in rejected.get_json()["details"]["issues"]} == {"port", "nope"}
-    assert client.get("/api/v1/config").get_json()["config"]["max_test_matches"] == 100  # nothing changed
+    assert (
+        client.get("/api/v1/config").get_json()["config"]["max_test_matches"] == 100
+    )  # nothing changed
     ok = client.put("/api/v1/config", json={"open_reads": False}, headers=OPS)
     assert ok.status_code == 200 and ok.get_json()["config_version"] == 2
     assert error_of(client.get("/api/v1/filters")) == (401, "unauthorized")  # reads closed now
     assert client.get("/api/v1/filters", headers=BOB).status_code == 200
-    assert error_of(client.put("/api/v1/config", data="x", headers={**OPS, "Content-Type": "text/plain"})) == (415, "unsupported_media_type")
-    assert error_of(client.put("/api/v1/config", data="{x", headers={**OPS, "Content-Type": "application/json"})) == (400, "bad_request")
+    assert error_of(
+        client.put("/api/v1/config", data="x", headers={**OPS, "Content-Type": "text/plain"})
+    ) == (415, "unsupported_media_type")
+    assert error_of(
+        client.put("/api/v1/config", data="{x", headers={**OPS, "Content-Type": "application/json"})
+    ) == (400, "bad_request")
     audit = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
-    assert audit[-1]["action"] == "config.put" and audit[-1]["user"] == "ops" and (audit[-1]["old_version"], audit[-1]["new_version"]) == (1, 2)
+    assert (
+        audit[-1]["action"] == "config.put"
+        and audit[-1]["user"] == "ops"
+        and (audit[-1]["old_version"], audit[-1]["new_version"]) == (1, 2)
+    )
 
 
 def test_actions(client: FlaskClient) -> None:
     assert error_of(client.post("/api/v1/actions/stop")) == (401, "unauthorized")
     assert error_of(client.post("/api/v1/actions/stop", headers=ALICE)) == (403, "forbidden")
     unknown = client.post("/api/v1/actions/explode", headers=OPS)
-    assert error_of(unknown) == (404, "not_found") and unknown.get_json()["details"]["supported"] == ["reload", "start", "stop"]
+    assert error_of(unknown) == (404, "not_found") and unknown.get_json()["details"][
+        "supported"
+    ] == ["reload", "start", "stop"]
     assert client.post("/api/v1/actions/stop", headers=OPS).get_json()["state"] == "stopped"
-    assert error_of(client.post("/api/v1/filters", data=doc(), headers={**ALICE, **YAML})) == (503, "unavailable")
+    assert error_of(client.post("/api/v1/filters", data=doc(), headers={**ALICE, **YAML})) == (
+        503,
+        "unavailable",
+    )
     assert client.post("/api/v1/actions/start", headers=OPS).get_json()["state"] == "running"
     assert client.post("/api/v1/filters", data=doc(), headers={**ALICE, **YAML}).status_code == 201
     assert client.post("/api/v1/actions/reload", headers=OPS).get_json()["result"] == {"version": 1}
@@ -151,14 +200,21 @@ def test_metrics_prometheus_text(client: FlaskClient) -> None:
     text = client.get("/metrics").get_data(as_text=True)
     assert 'alertflow_filters{state="active"} 1' in text
     assert "alertflow_filter_set_version 1" in text
-    assert 'alertflow_http_requests_total{method="POST",route="/api/v1/filters",status="201"} 1' in text
+    assert (
+        'alertflow_http_requests_total{method="POST",route="/api/v1/filters",status="201"} 1'
+        in text
+    )
     assert "# TYPE alertflow_http_requests_total counter" in text
 
 
 def test_openapi_lists_every_route(client: FlaskClient, app: Flask) -> None:
     spec = client.get("/api/v1/openapi.json").get_json()
     assert spec["openapi"].startswith("3.")
-    routes = {r.rule.replace("<", "{").replace(">", "}") for r in app.url_map.iter_rules() if r.endpoint != "static"}
+    routes = {
+        r.rule.replace("<", "{").replace(">", "}")
+        for r in app.url_map.iter_rules()
+        if r.endpoint != "static"
+    }
     documented = set(spec["paths"])
     assert {r.replace("{action}", "{action}") for r in routes} - documented == set()
 
@@ -175,7 +231,9 @@ def test_unexpected_error_is_500_without_a_stack_trace(app: Flask) -> None:
 
     response = app.test_client().get("/boom")
     assert error_of(response) == (500, "internal")
-    assert "secret" not in response.get_data(as_text=True) and "Traceback" not in response.get_data(as_text=True)
+    assert "secret" not in response.get_data(as_text=True) and "Traceback" not in response.get_data(
+        as_text=True
+    )
 
 
 # --- filters --------------------------------------------------------------------------------
@@ -185,29 +243,58 @@ def test_apply_publishes_whole_snapshots(client: FlaskClient, logs: Logs, tmp_pa
     created = client.post("/api/v1/filters", data=doc(), headers={**ALICE, **YAML})
     assert created.status_code == 201
     assert created.get_json()["version"] == 1 and created.get_json()["created"] == ["bright"]
-    updated = client.put("/api/v1/filters/bright", data=doc(where="mag < 17"), headers={**ALICE, **YAML})
+    updated = client.put(
+        "/api/v1/filters/bright", data=doc(where="mag < 17"), headers={**ALICE, **YAML}
+    )
     assert updated.status_code == 200 and updated.get_json()["updated"] == ["bright"]
-    second = client.post("/api/v1/filters", json={"apiVersion": "alertflow/v1", "kind": "Filter", "metadata": {"name": "faint", "owner": "bob"}, "spec": {"where": "mag > 20"}}, headers=BOB)
+    second = client.post(
+        "/api/v1/filters",
+        json={
+            "apiVersion": "alertflow/v1",
+            "kind": "Filter",
+            "metadata": {"name": "faint", "owner": "bob"},
+            "spec": {"where": "mag > 20"},
+        },
+        headers=BOB,
+    )
     assert second.status_code == 201
     snaps = logs.snapshots()
     assert [s["version"] for s in snaps] == [1, 2, 3]
-    assert [[f["metadata"]["name"] for f in s["filters"]] for s in snaps] == [["bright"], ["bright"], ["bright", "faint"]]
+    assert [[f["metadata"]["name"] for f in s["filters"]] for s in snaps] == [
+        ["bright"],
+        ["bright"],
+        ["bright", "faint"],
+    ]
     assert snaps[1]["filters"][0]["spec"]["where"] == "mag < 17"
     listing = client.get("/api/v1/filters").get_json()
-    assert listing["version"] == 3 and [f["name"] for f in listing["filters"]] == ["bright", "faint"]
-    assert [f["name"] for f in client.get("/api/v1/filters?owner=bob").get_json()["filters"]] == ["faint"]
+    assert listing["version"] == 3 and [f["name"] for f in listing["filters"]] == [
+        "bright",
+        "faint",
+    ]
+    assert [f["name"] for f in client.get("/api/v1/filters?owner=bob").get_json()["filters"]] == [
+        "faint"
+    ]
     assert error_of(client.get("/api/v1/filters?active=maybe")) == (400, "bad_request")
     one = client.get("/api/v1/filters/bright").get_json()
-    assert (one["owner"], one["active"], one["version"], one["document"]["spec"]["where"]) == ("alice", True, 3, "mag < 17")
+    assert (one["owner"], one["active"], one["version"], one["document"]["spec"]["where"]) == (
+        "alice",
+        True,
+        3,
+        "mag < 17",
+    )
     as_yaml = client.get("/api/v1/filters/bright", headers={"Accept": "application/yaml"})
-    assert as_yaml.mimetype == "application/yaml" and "where: mag < 17" in as_yaml.get_data(as_text=True)
+    assert as_yaml.mimetype == "application/yaml" and "where: mag < 17" in as_yaml.get_data(
+        as_text=True
+    )
     deleted = client.delete("/api/v1/filters/bright", headers=ALICE)
     assert deleted.get_json() == {"version": 4, "deleted": "bright"}
     assert [f["metadata"]["name"] for f in logs.snapshots()[-1]["filters"]] == ["faint"]
     assert error_of(client.get("/api/v1/filters/bright")) == (404, "not_found")
     assert error_of(client.delete("/api/v1/filters/bright", headers=ALICE)) == (404, "not_found")
     audit = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
-    assert [(a["user"], a["action"], a["target"], a["old_version"], a["new_version"]) for a in audit] == [
+    assert [
+        (a["user"], a["action"], a["target"], a["old_version"], a["new_version"]) for a in audit
+    ] == [
         ("alice", "filter.create", "bright", 0, 1),
         ("alice", "filter.update", "bright", 1, 2),
         ("bob", "filter.create", "faint", 2, 3),
@@ -228,11 +315,18 @@ def test_activate_and_deactivate(client: FlaskClient, logs: Logs) -> None:
     assert logs.snapshots()[-1] == {"version": 2, "filters": []}
     assert [f["metadata"]["name"] for f in logs.snapshots("inactive")[-1]["filters"]] == ["bright"]
     assert client.get("/api/v1/filters?active=false").get_json()["filters"][0]["name"] == "bright"
-    assert client.post("/api/v1/filters/bright/deactivate", headers=ALICE).get_json()["version"] == 2  # no-op
+    assert (
+        client.post("/api/v1/filters/bright/deactivate", headers=ALICE).get_json()["version"] == 2
+    )  # no-op
     on = client.post("/api/v1/filters/bright/activate", headers=ALICE).get_json()
-    assert on["version"] == 3 and [f["metadata"]["name"] for f in logs.snapshots()[-1]["filters"]] == ["bright"]
+    assert on["version"] == 3 and [
+        f["metadata"]["name"] for f in logs.snapshots()[-1]["filters"]
+    ] == ["bright"]
     assert logs.snapshots("inactive")[-1]["filters"] == []
-    assert error_of(client.post("/api/v1/filters/nope/activate", headers=ALICE)) == (404, "not_found")
+    assert error_of(client.post("/api/v1/filters/nope/activate", headers=ALICE)) == (
+        404,
+        "not_found",
+    )
 
 
 def test_restart_recovers_filters_and_version(tmp_path: Path, logs: Logs) -> None:
@@ -240,10 +334,18 @@ def test_restart_recovers_filters_and_version(tmp_path: Path, logs: Logs) -> Non
     c = app.test_client()
     c.post("/api/v1/filters", data=doc() + "---\n" + doc("quiet"), headers={**ALICE, **YAML})
     c.post("/api/v1/filters/quiet/deactivate", headers=ALICE)
-    again, store = make_app(tmp_path, logs)
+    again, _ = make_app(tmp_path, logs)
     listing = again.test_client().get("/api/v1/filters").get_json()
-    assert listing["version"] == 2 and [(f["name"], f["active"]) for f in listing["filters"]] == [("bright", True), ("quiet", False)]
-    assert again.test_client().post("/api/v1/filters", data=doc("third"), headers={**ALICE, **YAML}).get_json()["version"] == 3
+    assert listing["version"] == 2 and [(f["name"], f["active"]) for f in listing["filters"]] == [
+        ("bright", True),
+        ("quiet", False),
+    ]
+    assert (
+        again.test_client()
+        .post("/api/v1/filters", data=doc("third"), headers={**ALICE, **YAML})
+        .get_json()["version"]
+        == 3
+    )
 
 
 def test_restart_after_deactivating_every_filter(tmp_path: Path, logs: Logs) -> None:
@@ -263,22 +365,42 @@ def test_failed_publish_changes_nothing(tmp_path: Path, logs: Logs) -> None:
     app, store = make_app(tmp_path, logs)
     c = app.test_client()
     c.post("/api/v1/filters", data=doc(), headers={**ALICE, **YAML})
-    store._active_log.fail_next = True  # noqa: SLF001
-    assert error_of(c.post("/api/v1/filters", data=doc("second"), headers={**ALICE, **YAML})) == (503, "unavailable")
+    store._active_log.fail_next = True
+    assert error_of(c.post("/api/v1/filters", data=doc("second"), headers={**ALICE, **YAML})) == (
+        503,
+        "unavailable",
+    )
     assert [f["name"] for f in c.get("/api/v1/filters").get_json()["filters"]] == ["bright"]
-    assert c.post("/api/v1/filters", data=doc("second"), headers={**ALICE, **YAML}).get_json()["version"] == 2
+    assert (
+        c.post("/api/v1/filters", data=doc("second"), headers={**ALICE, **YAML}).get_json()[
+            "version"
+        ]
+        == 2
+    )
     assert [s["version"] for s in logs.snapshots()] == [1, 2]
 
 
 def test_dry_run_on_reference_alerts(client: FlaskClient) -> None:
-    client.post("/api/v1/filters", data=doc("lsst-any", where="survey == 'lsst'"), headers={**ALICE, **YAML})
+    client.post(
+        "/api/v1/filters", data=doc("lsst-any", where="survey == 'lsst'"), headers={**ALICE, **YAML}
+    )
     client.post("/api/v1/filters", data=doc("none", where="mag < -100"), headers={**ALICE, **YAML})
     result = client.post("/api/v1/filters/lsst-any/test").get_json()
     n = result["evaluated"]
-    assert n > 100 and result["matched"] == n and result["fraction"] == 1.0 and result["errors"] == 0
+    assert (
+        n > 100 and result["matched"] == n and result["fraction"] == 1.0 and result["errors"] == 0
+    )
     assert len(result["matches"]) == 100 and result["truncated"] is True
-    assert set(result["matches"][0]) == {"filter", "owner", "filter_set_version", "alert_id", "survey",
-                                         "object_id", "fields", "annotations"}
+    assert set(result["matches"][0]) == {
+        "filter",
+        "owner",
+        "filter_set_version",
+        "alert_id",
+        "survey",
+        "object_id",
+        "fields",
+        "annotations",
+    }
     assert result["matches"][0]["survey"] == "lsst"
     none = client.post("/api/v1/filters/none/test").get_json()
     assert (none["matched"], none["fraction"], none["matches"]) == (0, 0.0, [])
@@ -289,21 +411,30 @@ def test_dry_run_runs_the_annotators_the_filter_names(client: FlaskClient, tmp_p
     """A dust cut matched nothing here while it matched offline and in the broker: the REST dry
     run skipped the annotators. Its matches now equal a direct healpy lookup of the dust map at
     astropy's Galactic coordinates, and the offline dry run's (``filters test -f``)."""
-    text = ("apiVersion: alertflow/v1\nkind: Filter\nmetadata: {name: low-dust, owner: alice}\n"
-            "spec:\n  annotations: [dust]\n  where: dust.ebv < 0.0107\n")  # fmt: skip
+    text = (
+        "apiVersion: alertflow/v1\nkind: Filter\nmetadata: {name: low-dust, owner: alice}\n"
+        "spec:\n  annotations: [dust]\n  where: dust.ebv < 0.0107\n"
+    )
     assert client.post("/api/v1/filters", data=text, headers={**ALICE, **YAML}).status_code == 201
     result = client.post("/api/v1/filters/low-dust/test").get_json()
     reference = ReferenceAlerts([shared_data() / "lsst" / "alerts"], 2000).alerts()
     gal = SkyCoord([a.ra for a in reference] * u.deg, [a.dec for a in reference] * u.deg).galactic
-    ebv = hp.read_map(str(catalog_dir() / DUST_MAPS["SFD"]))[hp.ang2pix(64, gal.l.deg, gal.b.deg, lonlat=True)]
-    expected = {a.alert_id for a, value in zip(reference, ebv) if value < 0.0107}
+    ebv = hp.read_map(str(catalog_dir() / DUST_MAPS["SFD"]))[
+        hp.ang2pix(64, gal.l.deg, gal.b.deg, lonlat=True)
+    ]
+    expected = {a.alert_id for a, value in zip(reference, ebv, strict=True) if value < 0.0107}
     assert 10 < len(expected) < len(reference)
     assert (result["evaluated"], result["rejected"], result["errors"]) == (len(reference), 0, 0)
-    assert result["matched"] == len(expected) and {m["alert_id"] for m in result["matches"]} == expected
+    assert (
+        result["matched"] == len(expected)
+        and {m["alert_id"] for m in result["matches"]} == expected
+    )
     assert all(m["annotations"]["dust"]["ebv"] < 0.0107 for m in result["matches"])
     doc_file = tmp_path / "low-dust.yaml"
     doc_file.write_text(text)
-    files = sorted(p for p in (shared_data() / "lsst" / "alerts").rglob("*") if p.suffix in (".avro", ".bin"))
+    files = sorted(
+        p for p in (shared_data() / "lsst" / "alerts").rglob("*") if p.suffix in (".avro", ".bin")
+    )
     code, out, _ = run_cli("filters", "test", "-f", str(doc_file), "--alerts", *map(str, files))
     assert code == 0 and {json.loads(line)["alert_id"] for line in out.splitlines()} == expected
 
@@ -312,7 +443,11 @@ def test_dry_run_runs_the_annotators_the_filter_names(client: FlaskClient, tmp_p
 
 
 def test_bad_yaml_is_422_with_line_and_column(client: FlaskClient, logs: Logs) -> None:
-    response = client.post("/api/v1/filters", data="apiVersion: alertflow/v1\nkind: [Filter\nmetadata: {}\n", headers={**ALICE, **YAML})
+    response = client.post(
+        "/api/v1/filters",
+        data="apiVersion: alertflow/v1\nkind: [Filter\nmetadata: {}\n",
+        headers={**ALICE, **YAML},
+    )
     assert error_of(response) == (422, "validation_failed")
     issue = response.get_json()["details"]["issues"][0]
     assert issue["path"] == "<yaml>" and issue["line"] >= 2 and issue["column"] >= 1
@@ -320,13 +455,23 @@ def test_bad_yaml_is_422_with_line_and_column(client: FlaskClient, logs: Logs) -
 
 
 def test_unknown_field_is_422_with_line_and_column(client: FlaskClient, logs: Logs) -> None:
-    body = "apiVersion: alertflow/v1\nkind: Filter\nmetadata: {name: bad, owner: alice}\nspec:\n  where: |\n    mag < 18 and\n    reliabilty > 0.5\n"
+    body = (
+        "apiVersion: alertflow/v1\nkind: Filter\nmetadata: {name: bad, owner: alice}\n"
+        "spec:\n  where: |\n    mag < 18 and\n    reliabilty > 0.5\n"
+    )
     response = client.post("/api/v1/filters", data=body, headers={**ALICE, **YAML})
     assert error_of(response) == (422, "validation_failed")
     assert response.get_json()["details"]["issues"] == [
-        {"line": 7, "column": 5, "path": "spec.where", "message": "unknown field 'reliabilty'; did you mean 'reliability'?"}
+        {
+            "line": 7,
+            "column": 5,
+            "path": "spec.where",
+            "message": "unknown field 'reliabilty'; did you mean 'reliability'?",
+        }
     ]
-    unknown_key = client.post("/api/v1/filters", data=doc() + "  colour: red\n", headers={**ALICE, **YAML})
+    unknown_key = client.post(
+        "/api/v1/filters", data=doc() + "  colour: red\n", headers={**ALICE, **YAML}
+    )
     issue = unknown_key.get_json()["details"]["issues"][0]
     assert (issue["line"], issue["column"], issue["path"]) == (8, 3, "spec.colour")
     assert logs.snapshots() == []
@@ -334,22 +479,47 @@ def test_unknown_field_is_422_with_line_and_column(client: FlaskClient, logs: Lo
 
 def test_no_token_and_bad_token(client: FlaskClient, logs: Logs) -> None:
     no_token = client.post("/api/v1/filters", data=doc(), headers=YAML)
-    assert error_of(no_token) == (401, "unauthorized") and no_token.headers["WWW-Authenticate"].startswith("Bearer")
-    assert error_of(client.post("/api/v1/filters", data=doc(), headers={**YAML, "Authorization": "Bearer wrong-token"})) == (401, "unauthorized")
-    assert error_of(client.post("/api/v1/filters", data=doc(), headers={**YAML, "Authorization": "Basic abc"})) == (401, "unauthorized")
-    for method, path in (("delete", "/api/v1/filters/x"), ("put", "/api/v1/filters/x"), ("post", "/api/v1/filters/x/activate"), ("post", "/api/v1/filters/x/deactivate")):
+    assert error_of(no_token) == (401, "unauthorized") and no_token.headers[
+        "WWW-Authenticate"
+    ].startswith("Bearer")
+    assert error_of(
+        client.post(
+            "/api/v1/filters", data=doc(), headers={**YAML, "Authorization": "Bearer wrong-token"}
+        )
+    ) == (401, "unauthorized")
+    assert error_of(
+        client.post("/api/v1/filters", data=doc(), headers={**YAML, "Authorization": "Basic abc"})
+    ) == (401, "unauthorized")
+    for method, path in (
+        ("delete", "/api/v1/filters/x"),
+        ("put", "/api/v1/filters/x"),
+        ("post", "/api/v1/filters/x/activate"),
+        ("post", "/api/v1/filters/x/deactivate"),
+    ):
         assert error_of(getattr(client, method)(path)) == (401, "unauthorized")
     assert logs.snapshots() == []
 
 
 def test_another_users_filter_is_403_but_admin_may(client: FlaskClient, logs: Logs) -> None:
     client.post("/api/v1/filters", data=doc(), headers={**ALICE, **YAML})
-    assert error_of(client.put("/api/v1/filters/bright", data=doc(owner="bob"), headers={**BOB, **YAML})) == (403, "forbidden")
-    assert error_of(client.post("/api/v1/filters", data=doc(owner="alice"), headers={**BOB, **YAML})) == (403, "forbidden")
+    assert error_of(
+        client.put("/api/v1/filters/bright", data=doc(owner="bob"), headers={**BOB, **YAML})
+    ) == (403, "forbidden")
+    assert error_of(
+        client.post("/api/v1/filters", data=doc(owner="alice"), headers={**BOB, **YAML})
+    ) == (403, "forbidden")
     assert error_of(client.delete("/api/v1/filters/bright", headers=BOB)) == (403, "forbidden")
-    assert error_of(client.post("/api/v1/filters/bright/deactivate", headers=BOB)) == (403, "forbidden")
+    assert error_of(client.post("/api/v1/filters/bright/deactivate", headers=BOB)) == (
+        403,
+        "forbidden",
+    )
     assert [s["version"] for s in logs.snapshots()] == [1]
-    assert client.put("/api/v1/filters/bright", data=doc(where="mag < 10"), headers={**OPS, **YAML}).status_code == 200
+    assert (
+        client.put(
+            "/api/v1/filters/bright", data=doc(where="mag < 10"), headers={**OPS, **YAML}
+        ).status_code
+        == 200
+    )
     assert client.delete("/api/v1/filters/bright", headers=OPS).get_json()["version"] == 3
 
 
@@ -357,8 +527,13 @@ def test_oversized_body_is_413(tmp_path: Path, logs: Logs) -> None:
     app, _ = make_app(tmp_path, logs, max_body_bytes=4096, max_yaml_bytes=2048)
     c = app.test_client()
     padding = "# " + "x" * 3000 + "\n"
-    assert error_of(c.post("/api/v1/filters", data=padding + doc(), headers={**ALICE, **YAML})) == (413, "payload_too_large")
-    assert error_of(c.post("/api/v1/filters", data=padding * 3 + doc(), headers={**ALICE, **YAML})) == (413, "payload_too_large")
+    assert error_of(c.post("/api/v1/filters", data=padding + doc(), headers={**ALICE, **YAML})) == (
+        413,
+        "payload_too_large",
+    )
+    assert error_of(
+        c.post("/api/v1/filters", data=padding * 3 + doc(), headers={**ALICE, **YAML})
+    ) == (413, "payload_too_large")
     assert logs.snapshots() == []
 
 
@@ -370,18 +545,42 @@ def test_yaml_alias_bomb_is_rejected(client: FlaskClient, logs: Logs) -> None:
     response = client.post("/api/v1/filters", data=bomb, headers={**ALICE, **YAML})
     assert error_of(response) == (422, "validation_failed")
     issue = response.get_json()["details"]["issues"][0]
-    assert (issue["message"], issue["line"]) == ("too many aliases (limit 16)", 11)  # the 17th alias is on a2
+    assert (issue["message"], issue["line"]) == (
+        "too many aliases (limit 16)",
+        11,
+    )  # the 17th alias is on a2
     deep = doc() + "x: " + "[" * 50 + "]" * 50 + "\n"
-    assert client.post("/api/v1/filters", data=deep, headers={**ALICE, **YAML}).get_json()["details"]["issues"][0]["message"] == "nested too deep (limit 20)"
+    assert (
+        client.post("/api/v1/filters", data=deep, headers={**ALICE, **YAML}).get_json()["details"][
+            "issues"
+        ][0]["message"]
+        == "nested too deep (limit 20)"
+    )
     assert logs.snapshots() == []
 
 
 def test_bad_bodies(client: FlaskClient) -> None:
-    assert error_of(client.post("/api/v1/filters", data=doc(), headers={**ALICE, "Content-Type": "application/xml"})) == (415, "unsupported_media_type")
-    assert error_of(client.post("/api/v1/filters", data="", headers={**ALICE, **YAML})) == (400, "bad_request")
-    assert error_of(client.post("/api/v1/filters", data="{", headers={**ALICE, "Content-Type": "application/json"})) == (400, "bad_request")
-    assert error_of(client.post("/api/v1/filters", json=[1, 2], headers=ALICE)) == (400, "bad_request")
-    assert error_of(client.post("/api/v1/filters", data=b"\xff\xfe", headers={**ALICE, **YAML})) == (400, "bad_request")
+    assert error_of(
+        client.post(
+            "/api/v1/filters", data=doc(), headers={**ALICE, "Content-Type": "application/xml"}
+        )
+    ) == (415, "unsupported_media_type")
+    assert error_of(client.post("/api/v1/filters", data="", headers={**ALICE, **YAML})) == (
+        400,
+        "bad_request",
+    )
+    assert error_of(
+        client.post(
+            "/api/v1/filters", data="{", headers={**ALICE, "Content-Type": "application/json"}
+        )
+    ) == (400, "bad_request")
+    assert error_of(client.post("/api/v1/filters", json=[1, 2], headers=ALICE)) == (
+        400,
+        "bad_request",
+    )
+    assert error_of(
+        client.post("/api/v1/filters", data=b"\xff\xfe", headers={**ALICE, **YAML})
+    ) == (400, "bad_request")
 
 
 # --- configuration ----------------------------------------------------------------------------
@@ -389,14 +588,22 @@ def test_bad_bodies(client: FlaskClient) -> None:
 
 def test_config_from_yaml_and_env(tmp_path: Path) -> None:
     path = tmp_path / "control.yaml"
-    path.write_text("port: 5050\napi_keys:\n  - {token: from-yaml-token, user: carol, role: admin}\n")
-    cfg = load_config(path, env={"ALERTFLOW_CONTROL_PORT": "6000", "ALERTFLOW_CONTROL_OPEN_READS": "false"})
+    path.write_text(
+        "port: 5050\napi_keys:\n  - {token: from-yaml-token, user: carol, role: admin}\n"
+    )
+    cfg = load_config(
+        path, env={"ALERTFLOW_CONTROL_PORT": "6000", "ALERTFLOW_CONTROL_OPEN_READS": "false"}
+    )
     assert (cfg.port, cfg.open_reads, cfg.api_keys[0].user) == (6000, False, "carol")
-    env_keys = load_config(env={"ALERTFLOW_CONTROL_API_KEYS": "longtoken1:dave:admin,longtoken2:erin"})
+    env_keys = load_config(
+        env={"ALERTFLOW_CONTROL_API_KEYS": "longtoken1:dave:admin,longtoken2:erin"}
+    )
     assert [(k.user, k.role) for k in env_keys.api_keys] == [("dave", "admin"), ("erin", "user")]
     path.write_text("port: x\ncolour: red\n")
     with pytest.raises(ConfigError, match="colour: unknown field"):
         load_config(path, env={})
     with pytest.raises(ConfigError) as problems:
-        load_config(env={"ALERTFLOW_CONTROL_PORT": "x", "ALERTFLOW_CONTROL_API_KEYS": "short:u:root"})
+        load_config(
+            env={"ALERTFLOW_CONTROL_PORT": "x", "ALERTFLOW_CONTROL_API_KEYS": "short:u:root"}
+        )
     assert {f for f, _ in problems.value.problems} == {"port", "api_keys"}

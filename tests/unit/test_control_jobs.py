@@ -1,4 +1,5 @@
-"""``/api/v1/jobs`` and ``/api/v1/components`` against a Flink REST stand-in with Flink's JSON shapes,
+"""``/api/v1/jobs`` and ``/api/v1/components`` against a Flink REST stand-in with Flink's JSON
+shapes,
 plus the real Flink when the local stack is up (skipped otherwise).
 
 The stand-in's vertex name and metric ids are copied from a broker job on Flink 1.19 / Beam 2.62
@@ -52,8 +53,13 @@ SUMS = {
 
 def not_found(path: str) -> FlinkRestError:
     """What the client raises when Flink answers 404."""
-    return FlinkRestError(f"Flink answered 404 to GET {path}", method="GET",
-                          url="http://flink.invalid" + path, path=path, status=404)
+    return FlinkRestError(
+        f"Flink answered 404 to GET {path}",
+        method="GET",
+        url="http://flink.invalid" + path,
+        path=path,
+        status=404,
+    )
 
 
 class FakeFlink(FlinkRest):
@@ -61,8 +67,15 @@ class FakeFlink(FlinkRest):
 
     def __init__(self) -> None:
         super().__init__("http://flink.invalid")
-        self.jobs_running = [{"jid": JOB, "name": "alertflow-broker", "state": "RUNNING",
-                              "start-time": 1, "duration": 5}]  # fmt: skip
+        self.jobs_running = [
+            {
+                "jid": JOB,
+                "name": "alertflow-broker",
+                "state": "RUNNING",
+                "start-time": 1,
+                "duration": 5,
+            }
+        ]
         self.calls: list[tuple[str, str]] = []
         self.metric_queries: list[str] = []
         self.restored: dict[str, Any] = {}
@@ -81,9 +94,18 @@ class FakeFlink(FlinkRest):
         if path == base:
             if method == "PATCH":
                 return {}
-            return {**job, "vertices": [{"id": VERTEX, "name": VERTEX_NAME, "status": "RUNNING",
-                                         "parallelism": 2,
-                                         "metrics": {"read-records": 0, "write-records": 0}}]}
+            return {
+                **job,
+                "vertices": [
+                    {
+                        "id": VERTEX,
+                        "name": VERTEX_NAME,
+                        "status": "RUNNING",
+                        "parallelism": 2,
+                        "metrics": {"read-records": 0, "write-records": 0},
+                    }
+                ],
+            }
         if path == f"{base}/vertices/{VERTEX}/metrics":
             return [{"id": f"{subtask}.{name}"} for subtask in (0, 1) for name in SUMS]
         if path == f"{base}/vertices/{VERTEX}/subtasks/metrics":
@@ -96,8 +118,10 @@ class FakeFlink(FlinkRest):
         if path == f"/jobs/{JOB}/stop":
             return {"request-id": "r1"}
         if path == f"/jobs/{JOB}/savepoints/r1":
-            return {"status": {"id": "COMPLETED"},
-                    "operation": {"location": "file:/sp/savepoint-1"}}  # fmt: skip
+            return {
+                "status": {"id": "COMPLETED"},
+                "operation": {"location": "file:/sp/savepoint-1"},
+            }
         raise not_found(path)
 
 
@@ -121,12 +145,23 @@ def test_components_are_the_pipeline_stages(tmp_path: Path) -> None:
     }
     decode = next(x for x in components if x["stage"] == "decode")
     assert decode == {
-        "id": f"{JOB}.decode", "job_id": JOB, "job_name": "alertflow-broker", "stage": "decode",
-        "label": "DecodeAlerts", "state": "RUNNING", "parallelism": 2, "elements_in": 529,
-        "elements_out": 523, "errors": 6,
-        "metrics": {"DecodeAlerts_alerts_decoded": 523, "DecodeAlerts_dead_letters_framing": 4,
-                    "DecodeAlerts_dead_letters_schema": 2, "DecodeAlerts_messages": 529},
-    }  # fmt: skip
+        "id": f"{JOB}.decode",
+        "job_id": JOB,
+        "job_name": "alertflow-broker",
+        "stage": "decode",
+        "label": "DecodeAlerts",
+        "state": "RUNNING",
+        "parallelism": 2,
+        "elements_in": 529,
+        "elements_out": 523,
+        "errors": 6,
+        "metrics": {
+            "DecodeAlerts_alerts_decoded": 523,
+            "DecodeAlerts_dead_letters_framing": 4,
+            "DecodeAlerts_dead_letters_schema": 2,
+            "DecodeAlerts_messages": 529,
+        },
+    }
     # Only the stage counters and record counts are read, never the runner's own metrics.
     assert all("metric_element_count" not in q for q in flink.metric_queries)
     assert c.get(f"/api/v1/components/{JOB}.annotate.sky").get_json()["errors"] == 1
@@ -176,15 +211,23 @@ def test_upgrade_resumes_from_the_savepoint(tmp_path: Path) -> None:
 
     def submit(argv: list[str]) -> None:
         submitted.append(list(argv))
-        flink.jobs_running = [*flink.jobs_running,
-                              {"jid": "d" * 32, "name": "alertflow-broker", "state": "RUNNING"}]
-        flink.restored["d" * 32] = {"id": 3, "is_savepoint": True,
-                                    "external_path": "file:/sp/savepoint-1"}  # fmt: skip
+        flink.jobs_running = [
+            *flink.jobs_running,
+            {"jid": "d" * 32, "name": "alertflow-broker", "state": "RUNNING"},
+        ]
+        flink.restored["d" * 32] = {
+            "id": 3,
+            "is_savepoint": True,
+            "external_path": "file:/sp/savepoint-1",
+        }
 
     app, _ = make_app(tmp_path, Logs(), flink=flink, submit=submit)
     body = app.test_client().post(f"/api/v1/jobs/{JOB}/upgrade", json={}, headers=OPS).get_json()
-    assert (body["id"], body["previous"], body["savepoint"]) == ("d" * 32, JOB,
-                                                                 "file:/sp/savepoint-1")
+    assert (body["id"], body["previous"], body["savepoint"]) == (
+        "d" * 32,
+        JOB,
+        "file:/sp/savepoint-1",
+    )
     assert body["restored"]["external_path"] == "file:/sp/savepoint-1"
     assert submitted == [["--savepoint_path=file:/sp/savepoint-1"]]
 
@@ -193,8 +236,10 @@ def test_upgrade_that_does_not_restore_says_where_the_savepoint_is(tmp_path: Pat
     flink = FakeFlink()
 
     def submit(argv: list[str]) -> None:
-        flink.jobs_running = [*flink.jobs_running,
-                              {"jid": "d" * 32, "name": "alertflow-broker", "state": "FAILED"}]
+        flink.jobs_running = [
+            *flink.jobs_running,
+            {"jid": "d" * 32, "name": "alertflow-broker", "state": "FAILED"},
+        ]
 
     app, _ = make_app(tmp_path, Logs(), flink=flink, submit=submit)
     answer = app.test_client().post(f"/api/v1/jobs/{JOB}/upgrade", json={}, headers=OPS)
@@ -214,7 +259,10 @@ def test_missing_broker_pipeline_is_503(tmp_path: Path, monkeypatch: pytest.Monk
     # A deployment without the pipeline package: its import fails (None in sys.modules does it).
     monkeypatch.setitem(sys.modules, "pipelines.broker", None)
     app, _ = make_app(tmp_path, Logs(), flink=FakeFlink())
-    assert error_of(app.test_client().post("/api/v1/jobs", json={}, headers=OPS)) == (503, "unavailable")
+    assert error_of(app.test_client().post("/api/v1/jobs", json={}, headers=OPS)) == (
+        503,
+        "unavailable",
+    )
 
 
 def _real_flink() -> str | None:

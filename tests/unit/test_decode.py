@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import fastavro
 import pytest
@@ -246,8 +246,13 @@ ZTF1_SOURCES = (
     "v4.0x_2023-2025/2752190655615010047.avro",
 )
 # Before 1.8 the closest PS1 source's fields had these names (1.8 added the second and third).
-_PS1_NAMES_BEFORE_1_8 = {"sgmag": "sgmag1", "srmag": "srmag1", "simag": "simag1",
-                         "szmag": "szmag1", "sgscore": "sgscore1"}  # fmt: skip
+_PS1_NAMES_BEFORE_1_8 = {
+    "sgmag": "sgmag1",
+    "srmag": "srmag1",
+    "simag": "simag1",
+    "szmag": "szmag1",
+    "sgscore": "sgscore1",
+}
 _OCF_HEADER = {
     "type": "record",
     "name": "org.apache.avro.file.Header",
@@ -300,8 +305,10 @@ def _conform(value: Any, kind: Any, named: dict[str, Any]) -> Any:
         return value
     if isinstance(kind, dict) and kind["type"] == "record":
         named[f"{kind['namespace']}.{kind['name']}"] = kind
-        value = {**{old: value[new] for old, new in _PS1_NAMES_BEFORE_1_8.items()
-                    if new in value}, **value}  # fmt: skip
+        value = {
+            **{old: value[new] for old, new in _PS1_NAMES_BEFORE_1_8.items() if new in value},
+            **value,
+        }
         return {
             f["name"]: _conform(value[f["name"]], f["type"], named)
             if f["name"] in value
@@ -340,16 +347,24 @@ def _expected_history(rows: list[dict[str, Any]] | None) -> tuple[Detection, ...
         band = {1: "g", 2: "r", 3: "i"}[row["fid"]]
         mjd = row["jd"] - 2400000.5
         if row["candid"] is None or row["magpsf"] is None:
-            history.append(Detection(DetectionKind.UPPER_LIMIT, mjd, band,
-                                     limiting_mag=row["diffmaglim"]))  # fmt: skip
+            history.append(
+                Detection(DetectionKind.UPPER_LIMIT, mjd, band, limiting_mag=row["diffmaglim"])
+            )
             continue
         history.append(
             Detection(
-                DetectionKind.DETECTION, mjd, band, mag=row["magpsf"], mag_err=row["sigmapsf"],
-                limiting_mag=row["diffmaglim"], is_positive=row["isdiffpos"] in ("t", "1"),
-                source_id=row["candid"], ra=row["ra"], dec=row["dec"],
+                DetectionKind.DETECTION,
+                mjd,
+                band,
+                mag=row["magpsf"],
+                mag_err=row["sigmapsf"],
+                limiting_mag=row["diffmaglim"],
+                is_positive=row["isdiffpos"] in ("t", "1"),
+                source_id=row["candid"],
+                ra=row["ra"],
+                dec=row["dec"],
             )
-        )  # fmt: skip
+        )
     return tuple(history)
 
 
@@ -379,8 +394,11 @@ def test_ztf_1x_packet_decodes_with_the_writer_schema_version(version: str, sour
     assert alert.alert_id == alert.source_id == record["candid"] == cand["candid"]
     assert alert.object_id == record["objectId"]
     assert (alert.ra, alert.dec, alert.mag, alert.mag_err) == (
-        cand["ra"], cand["dec"], cand["magpsf"], cand["sigmapsf"],
-    )  # fmt: skip
+        cand["ra"],
+        cand["dec"],
+        cand["magpsf"],
+        cand["sigmapsf"],
+    )
     assert alert.mjd == cand["jd"] - 2400000.5
     assert alert.band == {1: "g", 2: "r", 3: "i"}[cand["fid"]]
     assert "drb" not in cand and alert.reliability == cand["rb"]
@@ -389,9 +407,10 @@ def test_ztf_1x_packet_decodes_with_the_writer_schema_version(version: str, sour
         assert alert.solar_system is None
     else:
         assert alert.solar_system == SolarSystemObject(
-            name=cand["ssnamenr"], distance_arcsec=_sentinel(cand["ssdistnr"]),
+            name=cand["ssnamenr"],
+            distance_arcsec=_sentinel(cand["ssdistnr"]),
             mag=_sentinel(cand["ssmagnr"]),
-        )  # fmt: skip
+        )
     score, r_mag = ("sgscore1", "srmag1") if version == "1.8" else ("sgscore", "srmag")
     assert alert.nearest_star == NearestStar(
         star_galaxy_score=_sentinel(cand[score]),
@@ -631,10 +650,10 @@ def test_null_lsst_flux_gives_no_mag_and_no_sign() -> None:
 
 
 class _Registry(BaseHTTPRequestHandler):
-    schemas: dict[int, str] = {}
-    hits: list[str] = []
+    schemas: ClassVar[dict[int, str]] = {}
+    hits: ClassVar[list[str]] = []
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         self.hits.append(self.path)
         schema_id = (
             int(self.path.rsplit("/", 1)[-1]) if self.path.startswith("/schemas/ids/") else -1

@@ -53,7 +53,7 @@ def test_random_bytes_are_dead_letters(value: bytes) -> None:
 
 
 @FUZZ
-@given(st.sampled_from(sorted(SCHEMAS.known_ids()) + [0, 9999]), st.binary(max_size=4096))
+@given(st.sampled_from([*sorted(SCHEMAS.known_ids()), 0, 9999]), st.binary(max_size=4096))
 def test_random_bodies_under_every_schema_id_are_dead_letters(schema_id: int, body: bytes) -> None:
     assert isinstance(_decode(b"\x00" + schema_id.to_bytes(4, "big") + body), DeadLetter)
 

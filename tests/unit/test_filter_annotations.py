@@ -25,14 +25,20 @@ spec:
 """
 
 CASES = {
-    "high-latitude": ("sky.gal_b > 30 or sky.gal_b < -30",
-                      lambda a: (b := get_path(a, "sky.gal_b")) is not None and abs(b) > 30),
-    "solar-system-tag": ("tags.solar_system",
-                         lambda a: "solar_system" in a.tags.names),
-    "not-variable": ("not tags.variable_star and dust.ebv < 0.1",
-                     lambda a: "variable_star" not in a.tags.names
-                     and (e := get_path(a, "dust.ebv")) is not None and e < 0.1),
-}  # fmt: skip
+    "high-latitude": (
+        "sky.gal_b > 30 or sky.gal_b < -30",
+        lambda a: (b := get_path(a, "sky.gal_b")) is not None and abs(b) > 30,
+    ),
+    "solar-system-tag": ("tags.solar_system", lambda a: "solar_system" in a.tags.names),
+    "not-variable": (
+        "not tags.variable_star and dust.ebv < 0.1",
+        lambda a: (
+            "variable_star" not in a.tags.names
+            and (e := get_path(a, "dust.ebv")) is not None
+            and e < 0.1
+        ),
+    ),
+}
 
 
 @pytest.fixture(scope="module")
@@ -41,10 +47,12 @@ def annotated():
     schemas = LsstSchemas()
     alerts = [
         alert
-        for path in [*sorted((data / "ztf" / "alerts").glob("*/*.avro")),
-                     *sorted((data / "lsst" / "alerts").glob("*.avro"))]
+        for path in [
+            *sorted((data / "ztf" / "alerts").glob("*/*.avro")),
+            *sorted((data / "lsst" / "alerts").glob("*.avro")),
+        ]
         for alert in decode_message(path.read_bytes(), schemas)
-    ]  # fmt: skip
+    ]
     results = annotate_batch(alerts, load_annotators(AnnotateConfig()))
     pairs = [(r.alert, r.annotations) for r in results if hasattr(r, "annotations")]
     assert len(pairs) == len(alerts)

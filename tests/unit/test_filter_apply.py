@@ -40,7 +40,8 @@ def lsst_alerts() -> tuple[Alert, ...]:
     path = shared_data() / "lsst" / "alerts" / "hsc_cosmos_precursor_v9_0.avro"
     # Cutouts and original bytes are not needed here and only slow the local runner down.
     return tuple(
-        dataclasses.replace(a, cutouts=None, original=b"") for a in decode_message(path.read_bytes(), schemas)
+        dataclasses.replace(a, cutouts=None, original=b"")
+        for a in decode_message(path.read_bytes(), schemas)
     )
 
 
@@ -55,8 +56,10 @@ def test_select_snapshot_prefers_the_highest_valid_version() -> None:
     good = [snapshot(3, "solar-system-objects"), snapshot(4, "target-list-cones")]
     chosen, rejected = select_snapshot([good[0], snapshot_from_json(bad), good[1]])
     assert chosen == good[1]
-    reason = ("<snapshot>:0:0: filters[0].spec.where: syntax error: expected a value, field, "
-              "function or '(', found end of expression")
+    reason = (
+        "<snapshot>:0:0: filters[0].spec.where: syntax error: expected a value, field, "
+        "function or '(', found end of expression"
+    )
     assert rejected == [RejectedSnapshot(9, reason)]
     reports = [rejection_report(r) for r in rejected]
     assert reports == [FilterErrorReport(SNAPSHOT_FILTER_NAME, 9, 0, 0, reason)]
@@ -70,15 +73,20 @@ def test_config_topic_values_decode_to_a_set_or_a_rejection_with_the_reason() ->
     assert decode_snapshot(b"[1]") == RejectedSnapshot(None, "not an object")
     assert decode_snapshot(b"{") == RejectedSnapshot(
         None,
-        "not JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)")
+        "not JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
+    )
     assert decode_snapshot(b'{"filters":[]}') == RejectedSnapshot(
-        None, "<snapshot>:0:0: version: must be an integer")
+        None, "<snapshot>:0:0: version: must be an integer"
+    )
     assert decode_snapshot(b'{"version":5,"filters":{}}') == RejectedSnapshot(
-        5, "<snapshot>:0:0: filters: must be a list")
+        5, "<snapshot>:0:0: filters: must be a list"
+    )
     unversioned = RejectedSnapshot(None, "not an object")
     assert select_snapshot([unversioned, filters]) == (filters, [])
     assert select_snapshot([unversioned, RejectedSnapshot(3, "x")]) == (
-        None, [RejectedSnapshot(3, "x"), unversioned])
+        None,
+        [RejectedSnapshot(3, "x"), unversioned],
+    )
     expected = FilterErrorReport(SNAPSHOT_FILTER_NAME, -1, 0, 0, "not an object")
     assert rejection_report(unversioned) == expected
 
@@ -91,15 +99,32 @@ def test_apply_filters_emits_every_match_with_identity_and_reports_errors() -> N
         for a in alerts
         if any(
             _within(a, ra, dec, radius)
-            for ra, dec, radius in [(0.814293, 16.1456989, 5.0), (149.7994394, 2.2793876, 3.5), (150.1191, 2.2058, 10.0)]
+            for ra, dec, radius in [
+                (0.814293, 16.1456989, 5.0),
+                (149.7994394, 2.2793876, 3.5),
+                (150.1191, 2.2058, 10.0),
+            ]
         )
     )
     assert expected_cone_ids
     with test_pipeline.TestPipeline() as p:
-        snapshots = p | "Snapshots" >> beam.Create([snapshot(1, "solar-system-objects"), snapshot(2, "target-list-cones", "nuclear-transients")])
-        outputs = p | "Alerts" >> beam.Create(list(alerts)) | ApplyFilters(snapshots, max_batch_size=50)
-        matches = outputs[MATCHES] | "MatchKey" >> beam.Map(lambda m: (m.filter_name, m.owner, m.topic, m.filter_set_version, m.alert.alert_id))
-        errors = outputs[ERRORS] | "ErrorKey" >> beam.Map(lambda e: (e.filter_name, e.filter_set_version)) | beam.combiners.Count.PerElement()
+        snapshots = p | "Snapshots" >> beam.Create(
+            [
+                snapshot(1, "solar-system-objects"),
+                snapshot(2, "target-list-cones", "nuclear-transients"),
+            ]
+        )
+        outputs = (
+            p | "Alerts" >> beam.Create(list(alerts)) | ApplyFilters(snapshots, max_batch_size=50)
+        )
+        matches = outputs[MATCHES] | "MatchKey" >> beam.Map(
+            lambda m: (m.filter_name, m.owner, m.topic, m.filter_set_version, m.alert.alert_id)
+        )
+        errors = (
+            outputs[ERRORS]
+            | "ErrorKey" >> beam.Map(lambda e: (e.filter_name, e.filter_set_version))
+            | beam.combiners.Count.PerElement()
+        )
         errors_total = (
             outputs[ERRORS]
             | "Errors" >> beam.Map(lambda e: e.errors if isinstance(e, FilterErrorReport) else 0)
@@ -107,12 +132,22 @@ def test_apply_filters_emits_every_match_with_identity_and_reports_errors() -> N
         )
         assert_that(
             matches,
-            equal_to([("target-list-cones", "carol", cones.output.topic, 2, i) for i in expected_cone_ids]),
+            equal_to(
+                [
+                    ("target-list-cones", "carol", cones.output.topic, 2, i)
+                    for i in expected_cone_ids
+                ]
+            ),
             label="matches",
         )
-        # nuclear-transients needs annotations the pipeline does not provide yet: every alert errors.
+        # nuclear-transients needs annotations the pipeline does not provide yet: every alert
+        # errors.
         assert_that(errors_total, equal_to([len(alerts)]), label="error-count")
-        assert_that(errors | "Names" >> beam.Keys(), equal_to([("nuclear-transients", 2)]), label="error-names")
+        assert_that(
+            errors | "Names" >> beam.Keys(),
+            equal_to([("nuclear-transients", 2)]),
+            label="error-names",
+        )
 
 
 def _within(alert: Alert, ra: float, dec: float, radius: float) -> bool:

@@ -41,12 +41,16 @@ def test_check_reports_line_and_column(tmp_path: Path) -> None:
     )
     code, out, err = run_cli("filters", "check", str(bad))
     assert code == 1 and out == ""
-    assert err == f"{bad}:7:5: spec.where: unknown field 'reliabilty'; did you mean 'reliability'?\n"
+    assert (
+        err == f"{bad}:7:5: spec.where: unknown field 'reliabilty'; did you mean 'reliability'?\n"
+    )
 
 
 def test_check_missing_file(tmp_path: Path) -> None:
     code, _, err = run_cli("filters", "check", str(tmp_path / "nope.yaml"))
-    assert code == 1 and err == f"{tmp_path / 'nope.yaml'}: cannot read: No such file or directory\n"
+    assert (
+        code == 1 and err == f"{tmp_path / 'nope.yaml'}: cannot read: No such file or directory\n"
+    )
 
 
 def test_test_prints_matches_and_summary() -> None:
@@ -57,7 +61,12 @@ def test_test_prints_matches_and_summary() -> None:
     schemas = LsstSchemas(DEFAULT_LSST_SCHEMA_DIR)
     alerts = [a for path in files for a in decode_message(path.read_bytes(), schemas)]
     code, out, err = run_cli(
-        "filters", "test", "-f", str(EXAMPLES / "target-list-cones.yaml"), "--alerts", *map(str, files)
+        "filters",
+        "test",
+        "-f",
+        str(EXAMPLES / "target-list-cones.yaml"),
+        "--alerts",
+        *map(str, files),
     )
     assert code == 0
     records = [json.loads(line) for line in out.splitlines()]
@@ -65,7 +74,9 @@ def test_test_prints_matches_and_summary() -> None:
     assert records and all(r["fields"]["ra"] is not None for r in records)
     matched = len(records)
     summary = err.splitlines()
-    assert summary[0].startswith(f"{len(alerts)} alerts from {len(files)} file(s), 1 filter(s); per-alert cost p50 ")
+    assert summary[0].startswith(
+        f"{len(alerts)} alerts from {len(files)} file(s), 1 filter(s); per-alert cost p50 "
+    )
     assert summary[1] == (
         f"target-list-cones: evaluated {len(alerts)}, matched {matched}, "
         f"fraction {matched / len(alerts):.2%}, errors 0"
@@ -97,8 +108,9 @@ def test_test_runs_the_annotators_a_filter_needs(tmp_path: Path) -> None:
 def test_test_bad_alert_file_is_reported(tmp_path: Path) -> None:
     junk = tmp_path / "junk.avro"
     junk.write_bytes(b"not an alert")
-    code, out, err = run_cli("filters", "test", "-f", str(EXAMPLES / "solar-system-objects.yaml"),
-                             "--alerts", str(junk))
+    code, out, err = run_cli(
+        "filters", "test", "-f", str(EXAMPLES / "solar-system-objects.yaml"), "--alerts", str(junk)
+    )
     assert code == 1 and out == ""
     assert err.splitlines()[0].startswith(f"{junk}: ")
 

@@ -40,7 +40,9 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "filters"
 def real_alerts() -> tuple[Alert, ...]:
     data = shared_data()
     schemas = LsstSchemas(DEFAULT_LSST_SCHEMA_DIR)
-    files = sorted((data / "ztf" / "alerts").glob("*/*.avro")) + sorted((data / "lsst" / "alerts").glob("*.avro"))
+    files = sorted((data / "ztf" / "alerts").glob("*/*.avro")) + sorted(
+        (data / "lsst" / "alerts").glob("*.avro")
+    )
     alerts: list[Alert] = []
     for path in files:
         alerts.extend(decode_message(path.read_bytes(), schemas))
@@ -106,14 +108,19 @@ def fast_riser(a: Alert) -> bool:
     earlier = [
         h
         for h in a.history
-        if h.kind is DetectionKind.DETECTION and h.band == a.band and h.mag is not None
-        and not math.isnan(h.mag) and h.mjd < a.mjd
+        if h.kind is DetectionKind.DETECTION
+        and h.band == a.band
+        and h.mag is not None
+        and not math.isnan(h.mag)
+        and h.mjd < a.mjd
     ]
     if not earlier or a.mag is None or a.is_positive is not True:
         return False
     latest = max(earlier, key=lambda h: h.mjd)
     rate = (latest.mag - a.mag) / (a.mjd - latest.mjd)
-    snr_ok = a.flux is None or (a.flux_err is not None and a.flux_err != 0 and a.flux / a.flux_err > 5)
+    snr_ok = a.flux is None or (
+        a.flux_err is not None and a.flux_err != 0 and a.flux / a.flux_err > 5
+    )
     return rate > 0.1 and a.mag_err is not None and a.mag_err < 0.2 and snr_ok
 
 
@@ -130,9 +137,17 @@ def expected_cones(alerts: tuple[Alert, ...]) -> np.ndarray:
 
 
 def expected_cosmos(alerts: tuple[Alert, ...]) -> np.ndarray:
-    pix = healpy.ang2pix(64, [a.ra for a in alerts], [a.dec for a in alerts], lonlat=True, nest=True)
+    pix = healpy.ang2pix(
+        64, [a.ra for a in alerts], [a.dec for a in alerts], lonlat=True, nest=True
+    )
     return np.array(
-        [p in COSMOS_PIXELS and a.survey == "lsst" and a.reliability is not None and a.reliability > 0.5 for p, a in zip(pix, alerts)]
+        [
+            p in COSMOS_PIXELS
+            and a.survey == "lsst"
+            and a.reliability is not None
+            and a.reliability > 0.5
+            for p, a in zip(pix, alerts, strict=True)
+        ]
     )
 
 
@@ -220,14 +235,21 @@ def test_ang2pix_nest_against_healpy(nside: int) -> None:
     rng = np.random.default_rng(nside)
     ra = np.concatenate([rng.uniform(0, 360, 20000), [0.0, 90.0, 180.0, 359.9999999, 45.0, 0.0]])
     dec = np.concatenate(
-        [np.degrees(np.arcsin(rng.uniform(-1, 1, 20000))), [90.0, -90.0, 41.8103149, -41.8103149, 0.0, 89.9999999]]
+        [
+            np.degrees(np.arcsin(rng.uniform(-1, 1, 20000))),
+            [90.0, -90.0, 41.8103149, -41.8103149, 0.0, 89.9999999],
+        ]
     )
-    assert np.array_equal(ang2pix_nest(nside, ra, dec), healpy.ang2pix(nside, ra, dec, lonlat=True, nest=True))
+    assert np.array_equal(
+        ang2pix_nest(nside, ra, dec), healpy.ang2pix(nside, ra, dec, lonlat=True, nest=True)
+    )
 
 
 def test_healpix_in_against_healpy() -> None:
     alerts = real_alerts()
-    pix = healpy.ang2pix(256, [a.ra for a in alerts], [a.dec for a in alerts], lonlat=True, nest=True)
+    pix = healpy.ang2pix(
+        256, [a.ra for a in alerts], [a.dec for a in alerts], lonlat=True, nest=True
+    )
     chosen = sorted(set(pix.tolist()))[::3]
     flt = filter_doc(f"healpix_in(256, {chosen})")
     assert evaluate(flt).tolist() == [p in set(chosen) for p in pix]
@@ -248,7 +270,10 @@ SEMANTICS = [
     ("band not in ['g', 'i']", lambda a: a.band not in ("g", "i")),
     ("mag not between 17 and 19", lambda a: a.mag is not None and not 17 <= a.mag <= 19),
     ("is_positive == false", lambda a: a.is_positive is False),
-    ("survey == 'lsst' and flux < 0", lambda a: a.survey == "lsst" and a.flux is not None and a.flux < 0),
+    (
+        "survey == 'lsst' and flux < 0",
+        lambda a: a.survey == "lsst" and a.flux is not None and a.flux < 0,
+    ),
     ("alert_id == 1642404680815015001", lambda a: a.alert_id == 1642404680815015001),
     ("abs(dec) < 10 and min(ra, 100) == ra", lambda a: abs(a.dec) < 10 and a.ra <= 100),
     ("object_id >= 'ZTF21'", lambda a: a.object_id is not None and a.object_id >= "ZTF21"),
@@ -264,18 +289,29 @@ def test_null_safe_semantics(where: str, predicate: Any) -> None:
 def test_per_alert_errors_count_against_the_filter_only() -> None:
     alerts = real_alerts()
     divide = filter_doc("1 / (history.n_detections - 1) > 0", name="divide")
-    guarded = filter_doc("history.n_detections != 1 and 1 / (history.n_detections - 1) > 0", name="guarded")
+    guarded = filter_doc(
+        "history.n_detections != 1 and 1 / (history.n_detections - 1) > 0", name="guarded"
+    )
     log = filter_doc("log10(flux) > 3", name="log")
     plain = filter_doc("mag < 18", name="plain")
-    result = compile_filter_set(FilterSet(2, (divide, guarded, log, plain)), max_error_fraction=0.05).evaluate(alerts)
-    one = np.array([sum(h.kind is DetectionKind.DETECTION and h.mjd < a.mjd for h in a.history) == 1 for a in alerts])
+    result = compile_filter_set(
+        FilterSet(2, (divide, guarded, log, plain)), max_error_fraction=0.05
+    ).evaluate(alerts)
+    one = np.array(
+        [
+            sum(h.kind is DetectionKind.DETECTION and h.mjd < a.mjd for h in a.history) == 1
+            for a in alerts
+        ]
+    )
     nonpositive = np.array([a.flux is not None and a.flux <= 0 for a in alerts])
     assert result.outcomes["divide"].error_mask.tolist() == one.tolist()
     assert result.outcomes["guarded"].errors == 0
     assert result.outcomes["guarded"].matches.tolist() == result.outcomes["divide"].matches.tolist()
     assert result.outcomes["log"].error_mask.tolist() == nonpositive.tolist()
     assert result.outcomes["plain"].matches.tolist() == evaluate(plain).tolist()
-    expected_flagged = tuple(n for n, m in (("divide", one), ("log", nonpositive)) if m.sum() > 0.05 * len(alerts))
+    expected_flagged = tuple(
+        n for n, m in (("divide", one), ("log", nonpositive)) if m.sum() > 0.05 * len(alerts)
+    )
     assert result.flagged == expected_flagged and "log" in expected_flagged
 
 
@@ -299,8 +335,12 @@ def test_annotation_columns_accept_masked_and_object_arrays() -> None:
     )
     ann = {
         "tags.kilonova": np.array([True, True, None, True, True, False], dtype=object),
-        "crossmatch.gcvs.class": np.array(["SN Ia", None, "SN Ia", "SN Ia", "SN Ia", "SN Ia"], dtype=object),
-        "sky.gal_b": np.ma.MaskedArray([20.0, 20.0, 20.0, 20.0, 5.0, 20.0], mask=[0, 0, 0, 1, 0, 0]),
+        "crossmatch.gcvs.class": np.array(
+            ["SN Ia", None, "SN Ia", "SN Ia", "SN Ia", "SN Ia"], dtype=object
+        ),
+        "sky.gal_b": np.ma.MaskedArray(
+            [20.0, 20.0, 20.0, 20.0, 5.0, 20.0], mask=[0, 0, 0, 1, 0, 0]
+        ),
     }
     assert evaluate(flt, alerts, ann).tolist() == [True, False, False, False, False, False]
 
@@ -321,8 +361,19 @@ def test_empty_batch() -> None:
 
 # --- property: random expressions agree with the per-alert interpreter -----------------------
 
-_NUM_FIELDS = ["mag", "mag_err", "reliability", "flux", "flux_err", "ra", "dec", "history.rise_rate",
-               "nearest_star.star_galaxy_score", "history.n_detections", "solar_system.distance_arcsec"]
+_NUM_FIELDS = [
+    "mag",
+    "mag_err",
+    "reliability",
+    "flux",
+    "flux_err",
+    "ra",
+    "dec",
+    "history.rise_rate",
+    "nearest_star.star_galaxy_score",
+    "history.n_detections",
+    "solar_system.distance_arcsec",
+]
 _STR_FIELDS = ["band", "survey", "object_id"]
 _NUMBERS = st.sampled_from(["0", "1", "2", "0.5", "18", "-3", "1e3", "150", "0.0"])
 
@@ -334,9 +385,13 @@ def _num(depth: int) -> st.SearchStrategy[str]:
     sub = _num(depth - 1)
     return st.one_of(
         leaf,
-        st.builds(lambda a, op, b: f"({a} {op} {b})", sub, st.sampled_from(["+", "-", "*", "/", "%"]), sub),
+        st.builds(
+            lambda a, op, b: f"({a} {op} {b})", sub, st.sampled_from(["+", "-", "*", "/", "%"]), sub
+        ),
         st.builds(lambda f, a: f"{f}({a})", st.sampled_from(["abs", "log10", "sqrt"]), sub),
-        st.builds(lambda f, a, b: f"{f}({a}, {b})", st.sampled_from(["min", "max", "coalesce"]), sub, sub),
+        st.builds(
+            lambda f, a, b: f"{f}({a}, {b})", st.sampled_from(["min", "max", "coalesce"]), sub, sub
+        ),
         st.builds(lambda a: f"-{a}", sub),
     )
 
@@ -344,14 +399,45 @@ def _num(depth: int) -> st.SearchStrategy[str]:
 def _cond(depth: int) -> st.SearchStrategy[str]:
     num = _num(1)
     leaf = st.one_of(
-        st.builds(lambda a, op, b: f"{a} {op} {b}", num, st.sampled_from(["<", "<=", ">", ">=", "==", "!="]), num),
-        st.builds(lambda f, neg: f"{f} is {'not ' if neg else ''}null", st.sampled_from(_NUM_FIELDS + _STR_FIELDS), st.booleans()),
-        st.builds(lambda f, items, neg: f"{f} {'not ' if neg else ''}in [{', '.join(items)}]",
-                  st.just("band"), st.lists(st.sampled_from(["'g'", "'r'", "'z'"]), min_size=1, max_size=3), st.booleans()),
-        st.builds(lambda a, lo, hi, neg: f"{a} {'not ' if neg else ''}between {lo} and {hi}", num, num, num, st.booleans()),
-        st.builds(lambda ra, dec, r: f"cone({ra}, {dec}, {r})", st.sampled_from(["0.8143", "149.8", "ra + 0.001"]),
-                  st.sampled_from(["16.1457", "2.28", "dec"]), st.sampled_from(["5", "3600", "mag"])),
-        st.sampled_from(["is_positive", "is_positive == false", "true", "false", "healpix_in(64, [27258, 19697])"]),
+        st.builds(
+            lambda a, op, b: f"{a} {op} {b}",
+            num,
+            st.sampled_from(["<", "<=", ">", ">=", "==", "!="]),
+            num,
+        ),
+        st.builds(
+            lambda f, neg: f"{f} is {'not ' if neg else ''}null",
+            st.sampled_from(_NUM_FIELDS + _STR_FIELDS),
+            st.booleans(),
+        ),
+        st.builds(
+            lambda f, items, neg: f"{f} {'not ' if neg else ''}in [{', '.join(items)}]",
+            st.just("band"),
+            st.lists(st.sampled_from(["'g'", "'r'", "'z'"]), min_size=1, max_size=3),
+            st.booleans(),
+        ),
+        st.builds(
+            lambda a, lo, hi, neg: f"{a} {'not ' if neg else ''}between {lo} and {hi}",
+            num,
+            num,
+            num,
+            st.booleans(),
+        ),
+        st.builds(
+            lambda ra, dec, r: f"cone({ra}, {dec}, {r})",
+            st.sampled_from(["0.8143", "149.8", "ra + 0.001"]),
+            st.sampled_from(["16.1457", "2.28", "dec"]),
+            st.sampled_from(["5", "3600", "mag"]),
+        ),
+        st.sampled_from(
+            [
+                "is_positive",
+                "is_positive == false",
+                "true",
+                "false",
+                "healpix_in(64, [27258, 19697])",
+            ]
+        ),
     )
     if depth <= 0:
         return leaf
@@ -363,8 +449,13 @@ def _cond(depth: int) -> st.SearchStrategy[str]:
     )
 
 
-@settings(derandomize=True, database=None, max_examples=120, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    derandomize=True,
+    database=None,
+    max_examples=120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 @given(st.lists(_cond(3), min_size=1, max_size=4))
 def test_random_filters_agree_with_per_alert_interpreter(wheres: list[str]) -> None:
     alerts = real_alerts()

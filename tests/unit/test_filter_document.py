@@ -66,7 +66,10 @@ INVALID = [
         GOOD.replace("alertflow/v1", "alertflow/v2"),
         [(1, 13, "apiVersion", "must be 'alertflow/v1', got 'alertflow/v2'")],
     ),
-    (GOOD.replace("kind: Filter", "kind: Filtr"), [(2, 7, "kind", "must be 'Filter', got 'Filtr'")]),
+    (
+        GOOD.replace("kind: Filter", "kind: Filtr"),
+        [(2, 7, "kind", "must be 'Filter', got 'Filtr'")],
+    ),
     (
         GOOD.replace("  owner: alice\n", ""),
         [(4, 3, "metadata", "missing required key 'owner'")],
@@ -108,7 +111,12 @@ INVALID = [
             "where: |\n    mag < 18\n      and sky.gal_b > 10\n      and band in ['g', 2]",
         ),
         [
-            (9, 11, "spec.where", "field 'sky.gal_b' needs the 'sky' annotator; add 'sky' to spec.annotations"),
+            (
+                9,
+                11,
+                "spec.where",
+                "field 'sky.gal_b' needs the 'sky' annotator; add 'sky' to spec.annotations",
+            ),
             (10, 25, "spec.where", "list item is a number but the value tested is a string"),
         ],
     ),
@@ -117,24 +125,59 @@ INVALID = [
         [(9, 5, "spec.where", "unknown field 'magg'; did you mean 'mag'?")],
     ),
     (
-        GOOD.replace("where: mag < 18", "where: mag < 18\n  surveys: [ztf, rubin]\n  annotations: [sky, skyy]"),
+        GOOD.replace(
+            "where: mag < 18",
+            "where: mag < 18\n  surveys: [ztf, rubin]\n  annotations: [sky, skyy]",
+        ),
         [
             (8, 18, "spec.surveys", "unknown value 'rubin' (allowed: ztf, lsst)"),
-            (9, 22, "spec.annotations", "unknown value 'skyy' (allowed: sky, crossmatch, dust, lightcurve, tags)"),
+            (
+                9,
+                22,
+                "spec.annotations",
+                "unknown value 'skyy' (allowed: sky, crossmatch, dust, lightcurve, tags)",
+            ),
         ],
     ),
     (
-        GOOD + "  output:\n    format: fat\n    topic: 'bad topic'\n    fields: [mag, sky.gal_l, magnitud]\n",
+        GOOD
+        + "  output:\n    format: fat\n    topic: 'bad topic'\n"
+        + "    fields: [mag, sky.gal_l, magnitud]\n",
         [
             (10, 12, "spec.output.topic", "'bad topic' is not a valid Kafka topic name"),
             (9, 13, "spec.output.format", "must be one of lite, full, got 'fat'"),
-            (11, 19, "spec.output.fields", "field 'sky.gal_l' needs the 'sky' annotator in spec.annotations"),
-            (11, 30, "spec.output.fields", "unknown field 'magnitud'; did you mean 'mag', 'solar_system.mag', 'crossmatch.ngc.mag'?"),
+            (
+                11,
+                19,
+                "spec.output.fields",
+                "field 'sky.gal_l' needs the 'sky' annotator in spec.annotations",
+            ),
+            (
+                11,
+                30,
+                "spec.output.fields",
+                "unknown field 'magnitud'; did you mean 'mag', 'solar_system.mag', "
+                "'crossmatch.ngc.mag'?",
+            ),
         ],
     ),
     (GOOD.replace("where: mag < 18", "where: 18"), [(7, 10, "spec.where", "must be a string")]),
-    (GOOD.replace("spec:\n  where: mag < 18\n", "spec: [1]\n"), [(6, 7, "spec", "must be a mapping")]),
-    ("kind: [", [(1, 8, "<yaml>", "invalid YAML: while parsing a flow node expected the node content, but found '<stream end>'")]),
+    (
+        GOOD.replace("spec:\n  where: mag < 18\n", "spec: [1]\n"),
+        [(6, 7, "spec", "must be a mapping")],
+    ),
+    (
+        "kind: [",
+        [
+            (
+                1,
+                8,
+                "<yaml>",
+                "invalid YAML: while parsing a flow node expected the node content, but found "
+                "'<stream end>'",
+            )
+        ],
+    ),
     ("# nothing\n", [(1, 1, "<document>", "no filter document found")]),
     (
         GOOD + "---\n" + GOOD,
@@ -144,12 +187,16 @@ INVALID = [
 
 
 @pytest.mark.parametrize(("text", "expected"), INVALID, ids=[str(i) for i in range(len(INVALID))])
-def test_validation_errors_with_line_and_column(text: str, expected: list[tuple[int, int, str, str]]) -> None:
+def test_validation_errors_with_line_and_column(
+    text: str, expected: list[tuple[int, int, str, str]]
+) -> None:
     with pytest.raises(FilterValidationError) as info:
         load_filters(text, source="f.yaml")
     assert [(i.line, i.column, i.path, i.message) for i in info.value.issues] == expected
     first = expected[0]
-    assert str(info.value).splitlines()[0] == f"f.yaml:{first[0]}:{first[1]}: {first[2]}: {first[3]}"
+    assert (
+        str(info.value).splitlines()[0] == f"f.yaml:{first[0]}:{first[1]}: {first[2]}: {first[3]}"
+    )
 
 
 def test_snapshot_with_a_bad_filter_is_rejected_whole() -> None:
@@ -161,16 +208,25 @@ def test_snapshot_with_a_bad_filter_is_rejected_whole() -> None:
         FilterSet.from_snapshot({"version": 3, "filters": [flt.to_document(), document, None, 7]})
     # JSON has no lines: the positions are 0 and the paths start at the snapshot.
     assert [(i.line, i.column, i.path, i.message) for i in info.value.issues] == [
-        (0, 0, "filters[1].metadata.colour",
-         "unknown key 'colour' (allowed: name, owner, description, labels)"),
-        (0, 0, "filters[1].spec.where",
-         "syntax error: expected a value, field, function or '(', found end of expression"),
+        (
+            0,
+            0,
+            "filters[1].metadata.colour",
+            "unknown key 'colour' (allowed: name, owner, description, labels)",
+        ),
+        (
+            0,
+            0,
+            "filters[1].spec.where",
+            "syntax error: expected a value, field, function or '(', found end of expression",
+        ),
         (0, 0, "filters[2]", "must be a mapping"),
         (0, 0, "filters[3]", "must be a mapping"),
     ]
     assert str(info.value).splitlines()[0] == (
         "<snapshot>:0:0: filters[1].metadata.colour: unknown key 'colour' "
-        "(allowed: name, owner, description, labels)")
+        "(allowed: name, owner, description, labels)"
+    )
 
 
 def test_snapshot_with_no_filters_is_an_empty_set() -> None:

@@ -43,17 +43,29 @@ GRAMMAR = [
     ("mag >= 1e1", Binary(">=", M, Literal(10.0))),
     ("band == 'r'", Binary("==", B, Literal("r"))),
     ('band == "r"', Binary("==", B, Literal("r"))),
-    ("mag < 18 AND reliability > 0.5", Logical("and", (Binary("<", M, Literal(18)), Binary(">", R, Literal(0.5))))),
+    (
+        "mag < 18 AND reliability > 0.5",
+        Logical("and", (Binary("<", M, Literal(18)), Binary(">", R, Literal(0.5)))),
+    ),
     (
         "mag < 18 or mag > 20 and reliability > 0.5",
-        Logical("or", (Binary("<", M, Literal(18)), Logical("and", (Binary(">", M, Literal(20)), Binary(">", R, Literal(0.5)))))),
+        Logical(
+            "or",
+            (
+                Binary("<", M, Literal(18)),
+                Logical("and", (Binary(">", M, Literal(20)), Binary(">", R, Literal(0.5)))),
+            ),
+        ),
     ),
     ("not is_positive", Unary("not", Field("is_positive"))),
     ("not not is_positive", Unary("not", Unary("not", Field("is_positive")))),
     ("band in ['g', 'r']", In(B, ListExpr((Literal("g"), Literal("r"))), False)),
     ("band not in ['g']", In(B, ListExpr((Literal("g"),)), True)),
     ("mag between 15 and 18", Between(M, Literal(15), Literal(18), False)),
-    ("mag not between -1 and 2 * 3", Between(M, Literal(-1), Binary("*", Literal(2), Literal(3)), True)),
+    (
+        "mag not between -1 and 2 * 3",
+        Between(M, Literal(-1), Binary("*", Literal(2), Literal(3)), True),
+    ),
     ("mag is null", IsNull(M, False)),
     ("mag IS NOT NULL", IsNull(M, True)),
     ("a + b * c", Binary("+", Field("a"), Binary("*", Field("b"), Field("c")))),
@@ -64,7 +76,10 @@ GRAMMAR = [
     ("a % 2 / 3", Binary("/", Binary("%", Field("a"), Literal(2)), Literal(3))),
     ("cone(10, -20.5, 3)", Call("cone", (Literal(10), Literal(-20.5), Literal(3)))),
     ("CONE(1, 2, 3)", Call("cone", (Literal(1), Literal(2), Literal(3)))),
-    ("healpix_in(64, [1, 2])", Call("healpix_in", (Literal(64), ListExpr((Literal(1), Literal(2))))),),
+    (
+        "healpix_in(64, [1, 2])",
+        Call("healpix_in", (Literal(64), ListExpr((Literal(1), Literal(2))))),
+    ),
     ("max()", Call("max", ())),
     ("crossmatch.ngc.sep_arcsec < 1", Binary("<", Field("crossmatch.ngc.sep_arcsec"), Literal(1))),
     ("true", Literal(True)),
@@ -97,11 +112,17 @@ SYNTAX_ERRORS = [
     ("[1, 2", 5, "expected ']', found end of expression"),
     ("a ! b", 2, "unexpected character '!'"),
     ("(" * 70 + "1" + ")" * 70, 64, "expression nested deeper than 64 levels"),
-    ("1" + " + 1" * 250, 0, "expression is more than 200 levels deep; split long arithmetic chains"),
+    (
+        "1" + " + 1" * 250,
+        0,
+        "expression is more than 200 levels deep; split long arithmetic chains",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("text", "offset", "message"), SYNTAX_ERRORS, ids=[t[:30] for t, _, _ in SYNTAX_ERRORS])
+@pytest.mark.parametrize(
+    ("text", "offset", "message"), SYNTAX_ERRORS, ids=[t[:30] for t, _, _ in SYNTAX_ERRORS]
+)
 def test_syntax_errors(text: str, offset: int, message: str) -> None:
     with pytest.raises(ExprSyntaxError) as info:
         parse(text)
@@ -117,7 +138,11 @@ def test_long_target_lists_stay_shallow() -> None:
 
 TYPE_ERRORS = [
     ("mag", 0, "a filter's 'where' must be a condition (bool), got a number"),
-    ("magnitude < 18", 0, "unknown field 'magnitude'; did you mean 'mag', 'solar_system.mag', 'crossmatch.ngc.mag'?"),
+    (
+        "magnitude < 18",
+        0,
+        "unknown field 'magnitude'; did you mean 'mag', 'solar_system.mag', 'crossmatch.ngc.mag'?",
+    ),
     ("reliabilty > 0.5", 0, "unknown field 'reliabilty'; did you mean 'reliability'?"),
     ("mag.__class__ < 1", 0, "unknown field 'mag.__class__'"),
     ("band == 3", 5, "cannot compare a string with a number using '=='"),
@@ -135,16 +160,32 @@ TYPE_ERRORS = [
     ("healpix_in(63, [1])", 11, "healpix_in() nside must be a power of 2 from 1 to 536870912"),
     ("healpix_in(1, [12])", 15, "pixel 12 does not exist at nside 1 (max 11)"),
     ("healpix_in(1, mag)", 14, "healpix_in() needs a non-empty list of pixel numbers"),
-    ("conee(1, 2, 3)", 0, "unknown function 'conee'; did you mean cone(), coalesce()? (known: cone, healpix_in, abs, min, max, log10, sqrt, coalesce)"),
-    ("__import__('os') == 1", 0, "unknown function '__import__' (known: cone, healpix_in, abs, min, max, log10, sqrt, coalesce)"),
-    ("sky.gal_b > 10", 0, "field 'sky.gal_b' needs the 'sky' annotator; add 'sky' to spec.annotations"),
+    (
+        "conee(1, 2, 3)",
+        0,
+        "unknown function 'conee'; did you mean cone(), coalesce()? "
+        "(known: cone, healpix_in, abs, min, max, log10, sqrt, coalesce)",
+    ),
+    (
+        "__import__('os') == 1",
+        0,
+        "unknown function '__import__' "
+        "(known: cone, healpix_in, abs, min, max, log10, sqrt, coalesce)",
+    ),
+    (
+        "sky.gal_b > 10",
+        0,
+        "field 'sky.gal_b' needs the 'sky' annotator; add 'sky' to spec.annotations",
+    ),
     ("tags.Bad-name", 0, "unknown field 'tags.Bad'"),
     ("[1] == 1", 0, "a list is only allowed after 'in' or as healpix_in's pixels"),
     ("coalesce(mag, band) == 1", 0, "coalesce() arguments must all have the same type"),
 ]
 
 
-@pytest.mark.parametrize(("text", "offset", "message"), TYPE_ERRORS, ids=[t for t, _, _ in TYPE_ERRORS])
+@pytest.mark.parametrize(
+    ("text", "offset", "message"), TYPE_ERRORS, ids=[t for t, _, _ in TYPE_ERRORS]
+)
 def test_type_errors(text: str, offset: int, message: str) -> None:
     issues = check_expression(parse(text), annotators=()).issues
     assert [(i.offset, i.message) for i in issues][:1] == [(offset, message)]
@@ -162,9 +203,46 @@ def test_annotation_fields_are_typed_when_their_annotator_is_listed() -> None:
 # --- fuzzing --------------------------------------------------------------------------------
 
 _PIECES = [
-    "mag", "band", "ra", "(", ")", "[", "]", ",", "and", "or", "not", "in", "between", "is",
-    "null", "true", "<", "<=", "==", "!=", "+", "-", "*", "/", "%", "'r'", '"g', "1", "2.5",
-    "1e3", "cone", "healpix_in", ".", "__class__", "lambda", ";", "\\", "'", "\x00", "é",
+    "mag",
+    "band",
+    "ra",
+    "(",
+    ")",
+    "[",
+    "]",
+    ",",
+    "and",
+    "or",
+    "not",
+    "in",
+    "between",
+    "is",
+    "null",
+    "true",
+    "<",
+    "<=",
+    "==",
+    "!=",
+    "+",
+    "-",
+    "*",
+    "/",
+    "%",
+    "'r'",
+    '"g',
+    "1",
+    "2.5",
+    "1e3",
+    "cone",
+    "healpix_in",
+    ".",
+    "__class__",
+    "lambda",
+    ";",
+    "\\",
+    "'",
+    "\x00",
+    "é",
 ]
 
 

@@ -9,8 +9,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.flink import RUNNER_FLAGS_FILTER, ClusterEndpoints, flink_args
 
-ENDPOINTS = ClusterEndpoints("127.0.0.1:9092", "127.0.0.1:8099", "127.0.0.1:8097",
-                             "localhost:50000", "http://127.0.0.1:8081")  # fmt: skip
+ENDPOINTS = ClusterEndpoints(
+    "127.0.0.1:9092", "127.0.0.1:8099", "127.0.0.1:8097", "localhost:50000", "http://127.0.0.1:8081"
+)
 LOGGER = "apache_beam.options.pipeline_options"
 
 

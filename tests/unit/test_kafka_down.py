@@ -62,14 +62,20 @@ FILTER_CALLS = [
 
 
 def control_app(tmp_path: Path, bootstrap: str, timeout_s: float) -> Flask:
-    config = load_config(env={}, bootstrap_servers=bootstrap, kafka_timeout_s=timeout_s,
-                         api_keys=KEYS, audit_log=tmp_path / "audit.jsonl",
-                         flink_rest_url=f"http://{bootstrap}")
+    config = load_config(
+        env={},
+        bootstrap_servers=bootstrap,
+        kafka_timeout_s=timeout_s,
+        api_keys=KEYS,
+        audit_log=tmp_path / "audit.jsonl",
+        flink_rest_url=f"http://{bootstrap}",
+    )
     return create_app(config)
 
 
 def test_control_service_starts_without_kafka_and_refuses_filter_calls(
-        tmp_path: Path, closed_port: int) -> None:
+    tmp_path: Path, closed_port: int
+) -> None:
     bootstrap = f"127.0.0.1:{closed_port}"
     app = control_app(tmp_path, bootstrap, 0.5)  # before the fix: raised KafkaException
     try:
@@ -77,9 +83,14 @@ def test_control_service_starts_without_kafka_and_refuses_filter_calls(
         why = down(bootstrap, 0.5)
         assert client.get("/health").get_json() == {"status": "ok"}
         ready = client.get("/ready")
-        assert (ready.status_code, ready.get_json()) == (503, {
-            "ready": False, "checks": {"config_topic": False},
-            "reasons": {"config_topic": f"the filter topics are not read yet: {why}"}})
+        assert (ready.status_code, ready.get_json()) == (
+            503,
+            {
+                "ready": False,
+                "checks": {"config_topic": False},
+                "reasons": {"config_topic": f"the filter topics are not read yet: {why}"},
+            },
+        )
         for method, path, body in FILTER_CALLS:
             response = client.open(path, method=method, data=body, headers={**ALICE, **YAML})
             assert error_of(response) == (503, "unavailable"), (method, path)
@@ -97,9 +108,18 @@ def test_control_service_starts_without_kafka_and_refuses_filter_calls(
 def test_control_service_becomes_ready_once_its_topics_can_be_read(tmp_path: Path) -> None:
     """Not ready while the topics cannot be read; then, with no restart, the store loads what
     the topics hold (version 3 here) before it serves reads and changes."""
-    active = MemorySnapshotLog("alertflow.config", [(SNAPSHOT_KEY, (
-        b'{"version":3,"filters":[{"apiVersion":"alertflow/v1","kind":"Filter",'
-        b'"metadata":{"name":"faint","owner":"alice"},"spec":{"where":"mag > 20"}}]}'))])
+    active = MemorySnapshotLog(
+        "alertflow.config",
+        [
+            (
+                SNAPSHOT_KEY,
+                (
+                    b'{"version":3,"filters":[{"apiVersion":"alertflow/v1","kind":"Filter",'
+                    b'"metadata":{"name":"faint","owner":"alice"},"spec":{"where":"mag > 20"}}]}'
+                ),
+            )
+        ],
+    )
     inactive = MemorySnapshotLog("alertflow.config.inactive")
     active.down = inactive.down = "kafka at 127.0.0.1:9092 does not answer (test)"
     store = FilterStore(active, inactive, AuditLog(tmp_path / "audit.jsonl"))
@@ -109,9 +129,12 @@ def test_control_service_becomes_ready_once_its_topics_can_be_read(tmp_path: Pat
         client = app.test_client()
         assert client.get("/ready").get_json()["reasons"] == {
             "config_topic": "the filter topics are not read yet: "
-                            "kafka at 127.0.0.1:9092 does not answer (test)"}
-        assert error_of(client.post("/api/v1/filters", data=doc(), headers={**ALICE, **YAML})) \
-            == (503, "unavailable")
+            "kafka at 127.0.0.1:9092 does not answer (test)"
+        }
+        assert error_of(client.post("/api/v1/filters", data=doc(), headers={**ALICE, **YAML})) == (
+            503,
+            "unavailable",
+        )
         active.down = inactive.down = None  # Kafka is back
         wait_until(lambda: client.get("/ready").status_code == 200, 15, 0.1, "/ready to say 200")
         assert client.get("/api/v1/status").get_json()["filter_set_version"] == 3
@@ -127,14 +150,22 @@ def test_serve_starts_while_kafka_is_down(tmp_path: Path, closed_port: int) -> N
     """``alertflow serve`` listens, answers /health and /ready (503, why), stops on SIGTERM,
     and librdkafka's retries (about 40 lines per second) reach stderr as a line or two."""
     bootstrap = f"127.0.0.1:{closed_port}"
-    env = {**os.environ, "ALERTFLOW_CONTROL_BOOTSTRAP_SERVERS": bootstrap,
-           "ALERTFLOW_CONTROL_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
-           "ALERTFLOW_RUN_DIR": str(tmp_path / "run")}
+    env = {
+        **os.environ,
+        "ALERTFLOW_CONTROL_BOOTSTRAP_SERVERS": bootstrap,
+        "ALERTFLOW_CONTROL_AUDIT_LOG": str(tmp_path / "audit.jsonl"),
+        "ALERTFLOW_RUN_DIR": str(tmp_path / "run"),
+    }
     stderr = tmp_path / "serve.err"
     with stderr.open("w") as err:
         process = subprocess.Popen(
-            [sys.executable, "-m", "control_service.cli", "serve", "--port", "0"], cwd=REPO_ROOT,
-            env=env, stdout=subprocess.PIPE, stderr=err, text=True)
+            [sys.executable, "-m", "control_service.cli", "serve", "--port", "0"],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+        )
     assert process.stdout is not None
     stdout = process.stdout
     try:
@@ -143,14 +174,16 @@ def test_serve_starts_while_kafka_is_down(tmp_path: Path, closed_port: int) -> N
         reader.start()
         reader.join(60)
         # Before the fix: no banner; the process exited 1 with "cannot start".
-        assert lines and lines[0].startswith("alertflow control service on http://"), \
+        assert lines and lines[0].startswith("alertflow control service on http://"), (
             stderr.read_text()[-2000:]
+        )
         url = lines[0].split(" on ", 1)[1].strip()
         assert requests.get(f"{url}/health", timeout=10).status_code == 200
         ready = requests.get(f"{url}/ready", timeout=10)
         assert ready.status_code == 503
         assert ready.json()["reasons"]["config_topic"] == (
-            f"the filter topics are not read yet: {down(bootstrap, 2)}")
+            f"the filter topics are not read yet: {down(bootstrap, 2)}"
+        )
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
     finally:
@@ -168,13 +201,16 @@ def test_serve_starts_while_kafka_is_down(tmp_path: Path, closed_port: int) -> N
 
 
 def test_replay_service_starts_without_kafka_and_refuses_to_start_a_replay(
-        tmp_path: Path, closed_port: int) -> None:
+    tmp_path: Path, closed_port: int
+) -> None:
     bootstrap = f"127.0.0.1:{closed_port}"
     factory = Factory()
     app = create_replay_app(
         ReplayServiceConfig(api_keys=REPLAY_KEYS, audit_log=tmp_path / "audit.jsonl"),
         settings_from({"files": [str(LSST_BATCH)], "bootstrap_servers": bootstrap}),
-        producer_factory=factory, kafka_check=functools.partial(kafka_problem, timeout_s=0.5))
+        producer_factory=factory,
+        kafka_check=functools.partial(kafka_problem, timeout_s=0.5),
+    )
     client: FlaskClient = app.test_client()
     why = down(bootstrap, 0.5)
     assert client.get("/health").status_code == 200
@@ -194,12 +230,16 @@ def test_replay_service_starts_without_kafka_and_refuses_to_start_a_replay(
 
 
 def test_autoscaler_starts_without_kafka_and_flink_and_says_why(
-        tmp_path: Path, closed_port: int) -> None:
+    tmp_path: Path, closed_port: int
+) -> None:
     bootstrap, flink = f"127.0.0.1:{closed_port}", f"http://127.0.0.1:{closed_port}"
     observer = Observer(bootstrap, "alertflow-broker", ["alerts.ztf"], flink, timeout_s=0.5)
-    config = AutoscalerConfig(api_keys=parse_api_keys("ops-secret-333:ops:admin"),
-                              bootstrap_servers=bootstrap, flink_rest_url=flink,
-                              audit_log=tmp_path / "audit.jsonl")
+    config = AutoscalerConfig(
+        api_keys=parse_api_keys("ops-secret-333:ops:admin"),
+        bootstrap_servers=bootstrap,
+        flink_rest_url=flink,
+        audit_log=tmp_path / "audit.jsonl",
+    )
     app = create_autoscaler_app(POLICY, observer, FakeDriver(), config)
     loop = app.extensions["alertflow.scaling"]
     try:
@@ -209,8 +249,9 @@ def test_autoscaler_starts_without_kafka_and_flink_and_says_why(
         reasons = ready.get_json()["reasons"]
         assert ready.status_code == 503 and set(reasons) == {"kafka", "flink"}
         assert reasons["kafka"] == down(bootstrap, 0.5)
-        assert reasons["flink"].startswith(f"the Flink REST API at {flink} does not answer "
-                                           "GET /overview (ConnectionError")
+        assert reasons["flink"].startswith(
+            f"the Flink REST API at {flink} does not answer GET /overview (ConnectionError"
+        )
         loop.step()  # the loop goes on, with what it could not see in the observation
         errors = loop.latest.errors
         assert [e.split(":")[0] for e in errors] == ["kafka", "flink job", "flink cluster"]

@@ -43,14 +43,17 @@ from flink_deploy.stack.services import APPLICATION_SCHEDULER, APPLICATION_SETTI
 K8S = REPO_ROOT / "flink_deploy" / "kubernetes"
 FOLDERS = ("application", "operator")
 DEFAULT_POLICY = load_policy_file(DEFAULT_POLICY_FILE)
-WORKER_POOL_PORT = next(f.default for f in dataclasses.fields(StackConfig)
-                        if f.name == "worker_pool_port")
+WORKER_POOL_PORT = next(
+    f.default for f in dataclasses.fields(StackConfig) if f.name == "worker_pool_port"
+)
 WORKER_POOL_MODULE = "apache_beam.runners.worker.worker_pool_main"
 FLINK_MAIN_CONTAINER = "flink-main-container"  # the operator's name for the Flink container
 VERBS = {"GET": "get", "PATCH": "patch"}
 # /apis/<group>/<version>/namespaces/<namespace>/<resource>/<name>[/<subresource>]
-API_PATH = re.compile(r"/apis/(?P<group>[^/]+)/(?P<version>[^/]+)/namespaces/(?P<namespace>[^/]+)"
-                      r"/(?P<resource>[^/]+)/(?P<name>[^/]+)(?:/(?P<sub>[^/]+))?")
+API_PATH = re.compile(
+    r"/apis/(?P<group>[^/]+)/(?P<version>[^/]+)/namespaces/(?P<namespace>[^/]+)"
+    r"/(?P<resource>[^/]+)/(?P<name>[^/]+)(?:/(?P<sub>[^/]+))?"
+)
 
 
 # --- reading the manifests --------------------------------------------------------------------
@@ -121,8 +124,10 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def reactive_settings() -> dict[str, Any]:
     """What the local application mode adds to Flink's config (flink_deploy/stack/services.py)."""
-    return {**flatten(APPLICATION_SETTINGS),
-            **flatten({"jobmanager": {"adaptive-scheduler": APPLICATION_SCHEDULER}})}
+    return {
+        **flatten(APPLICATION_SETTINGS),
+        **flatten({"jobmanager": {"adaptive-scheduler": APPLICATION_SCHEDULER}}),
+    }
 
 
 def memory_bytes(quantity: str) -> int:
@@ -154,8 +159,7 @@ def mounted_policy(folder: str) -> Policy:
     pod = deployment["spec"]["template"]["spec"]
     [container] = pod["containers"]
     path = PurePosixPath(args.policy)
-    [mount] = [m for m in container["volumeMounts"] if PurePosixPath(m["mountPath"]) ==
-               path.parent]
+    [mount] = [m for m in container["volumeMounts"] if PurePosixPath(m["mountPath"]) == path.parent]
     [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
     config_map = one(folder, "ConfigMap", volume["configMap"]["name"])
     return load_policy(config_map["data"][path.name], source=f"{folder}: {path}")
@@ -186,10 +190,16 @@ def driver_calls(folder: str) -> list[dict[str, Any]]:
     assert args.driver == "kubernetes"
     policy = mounted_policy(folder)
     session = FakeKubernetes()
-    driver = KubernetesDriver(policy.profiles, mode=args.k8s_mode, name=args.k8s_name,
-                              namespace=args.namespace or deployment["metadata"]["namespace"],
-                              api_url="https://kubernetes.test", token="t", ca_cert=False,
-                              session=session)  # type: ignore[arg-type]
+    driver = KubernetesDriver(
+        policy.profiles,
+        mode=args.k8s_mode,
+        name=args.k8s_name,
+        namespace=args.namespace or deployment["metadata"]["namespace"],
+        api_url="https://kubernetes.test",
+        token="t",
+        ca_cert=False,
+        session=session,
+    )  # type: ignore[arg-type]
     driver.taskmanagers()
     for profile in policy.profiles:
         driver.remove(driver.add(profile).name)
@@ -199,16 +209,26 @@ def driver_calls(folder: str) -> list[dict[str, Any]]:
         assert match, path
         part = match.groupdict()
         resource = part["resource"] + (f"/{part['sub']}" if part["sub"] else "")
-        calls.append({"verb": VERBS[method], "group": part["group"],
-                      "version": part["version"], "namespace": part["namespace"],
-                      "resource": resource, "name": part["name"], "body": body})
+        calls.append(
+            {
+                "verb": VERBS[method],
+                "group": part["group"],
+                "version": part["version"],
+                "namespace": part["namespace"],
+                "resource": resource,
+                "name": part["name"],
+                "body": body,
+            }
+        )
     return calls
 
 
 def targets(folder: str) -> set[tuple[str, str, str, str]]:
     """(apiVersion, plural resource without subresource, namespace, name) the driver acts on."""
-    return {(f"{c['group']}/{c['version']}", c["resource"].split("/")[0], c["namespace"],
-             c["name"]) for c in driver_calls(folder)}
+    return {
+        (f"{c['group']}/{c['version']}", c["resource"].split("/")[0], c["namespace"], c["name"])
+        for c in driver_calls(folder)
+    }
 
 
 PLURALS = {"Deployment": "deployments", "FlinkDeployment": "flinkdeployments"}
@@ -216,18 +236,30 @@ PLURALS = {"Deployment": "deployments", "FlinkDeployment": "flinkdeployments"}
 
 def manifest_object(folder: str, target: tuple[str, str, str, str]) -> dict[str, Any]:
     api_version, resource, namespace, name = target
-    found = [doc for doc in load(folder)
-             if (doc["apiVersion"], PLURALS.get(doc["kind"]), doc["metadata"].get("namespace"),
-                 doc["metadata"]["name"]) == target]
+    found = [
+        doc
+        for doc in load(folder)
+        if (
+            doc["apiVersion"],
+            PLURALS.get(doc["kind"]),
+            doc["metadata"].get("namespace"),
+            doc["metadata"]["name"],
+        )
+        == target
+    ]
     assert len(found) == 1, f"{folder}: no single {resource} {namespace}/{name} ({api_version})"
     return found[0]
 
 
 def taskmanager_deployments(folder: str) -> list[dict[str, Any]]:
     """Deployments whose pods run a Flink TaskManager (the image's `taskmanager` command)."""
-    return [doc for doc in objects(folder, "Deployment")
-            if any(argv(c)[:1] == ["taskmanager"]
-                   for c in doc["spec"]["template"]["spec"]["containers"])]
+    return [
+        doc
+        for doc in objects(folder, "Deployment")
+        if any(
+            argv(c)[:1] == ["taskmanager"] for c in doc["spec"]["template"]["spec"]["containers"]
+        )
+    ]
 
 
 # --- every manifest ---------------------------------------------------------------------------
@@ -255,7 +287,8 @@ def test_taskmanager_deployments_are_what_the_driver_scales() -> None:
     assert {t[:2] for t in scaled} == {("apps/v1", "deployments")}
     deployments = [manifest_object("application", t) for t in scaled]
     assert sorted(d["metadata"]["name"] for d in deployments) == sorted(
-        d["metadata"]["name"] for d in taskmanager_deployments("application"))
+        d["metadata"]["name"] for d in taskmanager_deployments("application")
+    )
     # ... through their scale subresource, with a merge-patch of spec.replicas.
     calls = driver_calls("application")
     assert {c["resource"] for c in calls} == {"deployments/scale"}
@@ -293,10 +326,12 @@ def test_the_role_grants_exactly_what_the_driver_uses(folder: str) -> None:
     account = deployment["spec"]["template"]["spec"]["serviceAccountName"]
     namespace = deployment["metadata"]["namespace"]
     assert one(folder, "ServiceAccount", account)["metadata"]["namespace"] == namespace
-    roles = [one(folder, binding["roleRef"]["kind"], binding["roleRef"]["name"])
-             for binding in objects(folder, "RoleBinding")
-             if {"kind": "ServiceAccount", "name": account, "namespace": namespace}
-             in binding["subjects"]]
+    roles = [
+        one(folder, binding["roleRef"]["kind"], binding["roleRef"]["name"])
+        for binding in objects(folder, "RoleBinding")
+        if {"kind": "ServiceAccount", "name": account, "namespace": namespace}
+        in binding["subjects"]
+    ]
     assert [role["kind"] for role in roles] == ["Role"]
     granted: set[tuple[str, str, str]] = set()
     named: dict[tuple[str, str], set[str] | None] = {}
@@ -322,8 +357,9 @@ def test_operator_policy_is_the_default_with_its_one_profile() -> None:
     [profile] = policy.profiles
     assert profile == DEFAULT_POLICY.profile(profile.name)
     assert policy.scale_up.profile == profile.name
-    unchanged = {k: v for k, v in DEFAULT_POLICY.to_dict().items()
-                 if k not in ("profiles", "scale_up")}
+    unchanged = {
+        k: v for k, v in DEFAULT_POLICY.to_dict().items() if k not in ("profiles", "scale_up")
+    }
     assert {k: v for k, v in policy.to_dict().items() if k in unchanged} == unchanged
 
 
@@ -344,8 +380,7 @@ def test_flinkdeployment_job_is_the_broker_jar() -> None:
     job = flink["spec"]["job"]
     assert job["entryClass"] == PIPELINE_RUNNER_CLASS
     assert job["jarURI"].startswith("local:///opt/flink/usrlib/")
-    assert flink["spec"]["flinkVersion"] == "v" + read_versions()["FLINK_MINOR"].replace(
-        ".", "_")
+    assert flink["spec"]["flinkVersion"] == "v" + read_versions()["FLINK_MINOR"].replace(".", "_")
 
 
 def flink_config() -> dict[str, Any]:
@@ -372,8 +407,10 @@ def test_flinkdeployment_config_has_the_application_mode_settings() -> None:
 def test_flink_pods_find_the_jobmanager_and_their_config() -> None:
     config = flink_config()
     rpc = one("application", "Service", config["jobmanager.rpc.address"])
-    assert {p["port"] for p in rpc["spec"]["ports"]} >= {config["jobmanager.rpc.port"],
-                                                         config["blob.server.port"]}
+    assert {p["port"] for p in rpc["spec"]["ports"]} >= {
+        config["jobmanager.rpc.port"],
+        config["blob.server.port"],
+    }
     jobmanager = one("application", "Deployment", "alertflow-jobmanager")
     labels = jobmanager["spec"]["template"]["metadata"]["labels"]
     rest = one("application", "Service", "alertflow-jobmanager-rest")
@@ -392,10 +429,14 @@ def test_flink_pods_find_the_jobmanager_and_their_config() -> None:
             [init] = pod["initContainers"]
             init_mounts = {m["name"]: m["mountPath"] for m in init["volumeMounts"]}
             assert init_mounts[mounts["/opt/flink/conf"]] == "/opt/flink/conf"
-            sources = [v for v in volumes.values()
-                       if v.get("configMap", {}).get("name") == "alertflow-flink-config"]
+            sources = [
+                v
+                for v in volumes.values()
+                if v.get("configMap", {}).get("name") == "alertflow-flink-config"
+            ]
             assert [init_mounts[v["name"]] + "/*" for v in sources] == [
-                shlex.split(argv(init)[-1])[1]], name
+                shlex.split(argv(init)[-1])[1]
+            ], name
 
 
 # --- TaskManager shapes and the worker pool ---------------------------------------------------
@@ -406,8 +447,11 @@ def test_taskmanager_slots_and_memory_are_the_policy_profiles() -> None:
     for deployment in taskmanager_deployments("application"):
         name = deployment["metadata"]["name"]
         profile = policy.profile(name.removeprefix("alertflow-taskmanager-"))
-        [container] = [c for c in deployment["spec"]["template"]["spec"]["containers"]
-                       if argv(c)[:1] == ["taskmanager"]]
+        [container] = [
+            c
+            for c in deployment["spec"]["template"]["spec"]["containers"]
+            if argv(c)[:1] == ["taskmanager"]
+        ]
         wanted = dynamic_properties(profile.dynamic_properties())
         given = dynamic_properties(argv(container))
         assert {key: given.get(key) for key in wanted} == wanted, name
@@ -428,7 +472,8 @@ def test_flinkdeployment_taskmanager_is_the_policy_profile() -> None:
 def runs_python_steps(owner: str, pod: dict[str, Any]) -> bool:
     """A TaskManager pod: the Flink image's `taskmanager`, or the operator's taskManager."""
     return owner.endswith("/taskManager") or any(
-        argv(c)[:1] == ["taskmanager"] for c in pod["containers"])
+        argv(c)[:1] == ["taskmanager"] for c in pod["containers"]
+    )
 
 
 @pytest.mark.parametrize("folder", FOLDERS)
@@ -464,8 +509,7 @@ def test_autoscaler_listens_where_its_service_points(folder: str) -> None:
     service = one(folder, "Service", "alertflow-autoscaler")
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
-    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [
-        (5001, args.port)]
+    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [(5001, args.port)]
     assert args.host == "0.0.0.0"
     assert deployment["spec"]["replicas"] == 1  # two autoscalers would both act
 

@@ -56,7 +56,7 @@ def test_lsst_batches_are_sent_as_confluent_wire_messages() -> None:
 def test_load_messages_refuses_any_bad_file(tmp_path: Path) -> None:
     bad = tmp_path / "bad.avro"
     bad.write_bytes(b"Obj\x01garbage")
-    with pytest.raises(ReplayError, match="bad.avro: framing"):
+    with pytest.raises(ReplayError, match=r"bad\.avro: framing"):
         load_messages([bad], SCHEMAS)
     with pytest.raises(ReplayError, match=r"bad.avro: framing: .* \(and 1 more bad file\)$"):
         load_messages([ZTF_FILES[0], bad, tmp_path / "missing.avro"], SCHEMAS)
@@ -264,8 +264,9 @@ class _RecordingProducer:
 def _run_cli(monkeypatch: pytest.MonkeyPatch, *argv: str) -> tuple[int, list[bytes], str, str]:
     """``alertflow replay ARGV`` with a recording producer: exit code, values sent, out, err."""
     producers: list[_RecordingProducer] = []
-    monkeypatch.setattr(replay, "kafka_producer", lambda _b: producers.append(_RecordingProducer())
-                        or producers[-1])  # fmt: skip
+    monkeypatch.setattr(
+        replay, "kafka_producer", lambda _b: producers.append(_RecordingProducer()) or producers[-1]
+    )
     out, err = io.StringIO(), io.StringIO()
     code = replay.run(_args(*argv, "--no-progress"), out=out, err=err)
     sent = [value for producer in producers for _topic, value in producer.produced]

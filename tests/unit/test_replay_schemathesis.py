@@ -27,8 +27,11 @@ from control_service.replay_service import replay_spec, settings_from  # noqa: E
 from tests.unit.test_replay_service import LSST_BATCH, OPS, Factory, make  # noqa: E402
 
 # 100 alerts at 1,000/s: a run ends on its own within a fraction of a second.
-_APP = make(Path(tempfile.mkdtemp(prefix="af-replay-schemathesis-")), Factory(),
-            settings_from({"files": [str(LSST_BATCH)], "rate": 1000, "count": 100}))
+_APP = make(
+    Path(tempfile.mkdtemp(prefix="af-replay-schemathesis-")),
+    Factory(),
+    settings_from({"files": [str(LSST_BATCH)], "rate": 1000, "count": 100}),
+)
 schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", _APP)
 
 
@@ -38,11 +41,14 @@ def test_served_spec_is_replay_spec() -> None:
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck),
-          derandomize=True)
-def test_api_matches_spec(case) -> None:  # noqa: ANN001
+@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+def test_api_matches_spec(case) -> None:
     case.call_and_validate(
         headers={**(case.headers or {}), **OPS},
-        checks=[not_a_server_error, status_code_conformance, content_type_conformance,
-                response_schema_conformance],
+        checks=[
+            not_a_server_error,
+            status_code_conformance,
+            content_type_conformance,
+            response_schema_conformance,
+        ],
     )

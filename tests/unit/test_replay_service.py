@@ -50,8 +50,9 @@ class FakeProducer:
         self.fail_every = fail_every
         self.flushes = 0
 
-    def produce(self, topic: str, value: bytes, timestamp: int,
-                on_delivery: Callable[[Any, Any], None]) -> None:
+    def produce(
+        self, topic: str, value: bytes, timestamp: int, on_delivery: Callable[[Any, Any], None]
+    ) -> None:
         assert timestamp > 0
         self.produced.append((topic, value))
         self.pending.append(on_delivery)
@@ -82,11 +83,19 @@ class Factory:
         return self.producers[-1]
 
 
-def make(tmp_path: Path, factory: Factory | None = None, settings: ReplaySettings | None = None,
-         kafka_up: bool = True) -> Flask:
+def make(
+    tmp_path: Path,
+    factory: Factory | None = None,
+    settings: ReplaySettings | None = None,
+    kafka_up: bool = True,
+) -> Flask:
     config = ReplayServiceConfig(api_keys=KEYS, audit_log=tmp_path / "audit.jsonl")
-    return create_app(config, settings, producer_factory=factory or Factory(),
-                      kafka_check=lambda _bootstrap: None if kafka_up else "kafka down (test)")
+    return create_app(
+        config,
+        settings,
+        producer_factory=factory or Factory(),
+        kafka_check=lambda _bootstrap: None if kafka_up else "kafka down (test)",
+    )
 
 
 def comp_of(app: Flask) -> ReplayComponent:
@@ -128,8 +137,9 @@ def error_of(response: Any) -> tuple[int, str]:
 
 def validate(schema: str, body: Any) -> None:
     spec = replay_spec("1")
-    jsonschema.validate(body, {"components": spec["components"],
-                               **spec["components"]["schemas"][schema]})
+    jsonschema.validate(
+        body, {"components": spec["components"], **spec["components"]["schemas"][schema]}
+    )
 
 
 def expected_ids(files: list[Path], count: int) -> list[int]:
@@ -145,7 +155,11 @@ def test_initial_status_and_config(client: FlaskClient) -> None:
     status = client.get("/api/v1/status").get_json()
     validate("ReplayStatus", status)
     assert (status["kind"], status["state"], status["accepting"], status["progress"]) == (
-        "replay", "stopped", True, None)
+        "replay",
+        "stopped",
+        True,
+        None,
+    )
     config = client.get("/api/v1/config").get_json()
     validate("ReplayConfig", config)
     assert config["config_version"] == 1
@@ -164,25 +178,29 @@ def test_put_config_validates_and_applies(client: FlaskClient) -> None:
     assert put(client, {"count": 5}).get_json()["config"]["topic"] == "replay.test"
 
 
-@pytest.mark.parametrize(("body", "fields"), [
-    ({"files": ["/nonexistent/alerts.avro"]}, ["files[0]"]),
-    ({"rate": -3}, ["rate"]),
-    ({"rate": "fast"}, ["rate"]),
-    ({"rate": True}, ["rate"]),
-    ({"colour": "blue"}, ["colour"]),
-    ({"visit_size": 10}, ["visit_interval"]),
-    ({"visit_size": 0, "visit_interval": -1}, ["visit_size", "visit_interval"]),
-    ({"count": 0, "visits": 0}, ["visits", "count"]),
-    ({"topic": "no spaces allowed"}, ["topic"]),
-    ({"topic": "a", "topics": {"lsst": "b"}}, ["topics"]),
-    ({"topics": {"hst": "x"}}, ["topics.hst"]),
-    ({"files": "one.avro"}, ["files"]),
-    ({"bootstrap_servers": ""}, ["bootstrap_servers"]),
-    ({"files": [str(LSST_BATCH)], "topics": {"ztf": "z"}}, ["topics"]),
-    ({"rate": 0, "colour": "blue", "files": ["/nonexistent"]}, ["colour", "rate"]),
-])
-def test_bad_config_is_rejected_whole(client: FlaskClient, body: dict[str, Any],
-                                      fields: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("body", "fields"),
+    [
+        ({"files": ["/nonexistent/alerts.avro"]}, ["files[0]"]),
+        ({"rate": -3}, ["rate"]),
+        ({"rate": "fast"}, ["rate"]),
+        ({"rate": True}, ["rate"]),
+        ({"colour": "blue"}, ["colour"]),
+        ({"visit_size": 10}, ["visit_interval"]),
+        ({"visit_size": 0, "visit_interval": -1}, ["visit_size", "visit_interval"]),
+        ({"count": 0, "visits": 0}, ["visits", "count"]),
+        ({"topic": "no spaces allowed"}, ["topic"]),
+        ({"topic": "a", "topics": {"lsst": "b"}}, ["topics"]),
+        ({"topics": {"hst": "x"}}, ["topics.hst"]),
+        ({"files": "one.avro"}, ["files"]),
+        ({"bootstrap_servers": ""}, ["bootstrap_servers"]),
+        ({"files": [str(LSST_BATCH)], "topics": {"ztf": "z"}}, ["topics"]),
+        ({"rate": 0, "colour": "blue", "files": ["/nonexistent"]}, ["colour", "rate"]),
+    ],
+)
+def test_bad_config_is_rejected_whole(
+    client: FlaskClient, body: dict[str, Any], fields: list[str]
+) -> None:
     before = client.get("/api/v1/config").get_json()
     response = put(client, body)
     assert error_of(response) == (422, "validation_failed")
@@ -201,7 +219,8 @@ def test_a_file_that_does_not_decode_is_named(client: FlaskClient, tmp_path: Pat
 
 
 def test_a_directory_is_its_alert_files_and_one_bad_file_refuses_it_whole(
-        client: FlaskClient, app: Flask, factory: Factory, tmp_path: Path) -> None:
+    client: FlaskClient, app: Flask, factory: Factory, tmp_path: Path
+) -> None:
     folder = tmp_path / "alerts"
     folder.mkdir()
     for path in ZTF_FILES:
@@ -216,7 +235,8 @@ def test_a_directory_is_its_alert_files_and_one_bad_file_refuses_it_whole(
     assert response.status_code == 422
     issues = response.get_json()["details"]["issues"]
     assert [(i["field"], i["message"]) for i in issues] == [
-        ("files[1]", f"{folder / 'bad.avro'}: framing: container header truncated or corrupt")]
+        ("files[1]", f"{folder / 'bad.avro'}: framing: container header truncated or corrupt")
+    ]
 
 
 def test_config_needs_an_admin_token_and_json(client: FlaskClient) -> None:
@@ -226,8 +246,9 @@ def test_config_needs_an_admin_token_and_json(client: FlaskClient) -> None:
     assert error_of(put(client, {"count": 5}, headers=wrong)) == (401, "unauthorized")
     response = client.put("/api/v1/config", data="count: 5", headers=OPS)
     assert error_of(response)[0] == 415
-    response = client.put("/api/v1/config", data="[1]", headers={
-        **OPS, "Content-Type": "application/json"})
+    response = client.put(
+        "/api/v1/config", data="[1]", headers={**OPS, "Content-Type": "application/json"}
+    )
     assert error_of(response) == (400, "bad_request")
     assert client.get("/api/v1/config").get_json()["config_version"] == 1
 
@@ -242,11 +263,19 @@ def test_initial_settings_are_validated(tmp_path: Path) -> None:
 # --- actions ----------------------------------------------------------------------------------
 
 
-def test_start_sends_every_alert_with_fresh_ids(client: FlaskClient, app: Flask,
-                                                factory: Factory) -> None:
+def test_start_sends_every_alert_with_fresh_ids(
+    client: FlaskClient, app: Flask, factory: Factory
+) -> None:
     files = [LSST_BATCH, *ZTF_FILES]  # 30 alerts, sent 70 times over: cycles 0-2
-    put(client, {"files": [str(f) for f in files], "topics": {"lsst": "l", "ztf": "z"},
-                 "count": 70, "bootstrap_servers": "kafka.example:9092"})
+    put(
+        client,
+        {
+            "files": [str(f) for f in files],
+            "topics": {"lsst": "l", "ztf": "z"},
+            "count": 70,
+            "bootstrap_servers": "kafka.example:9092",
+        },
+    )
     response = client.post("/api/v1/actions/start", headers=OPS)
     assert response.status_code == 200, response.get_json()
     body = response.get_json()
@@ -265,16 +294,43 @@ def test_start_sends_every_alert_with_fresh_ids(client: FlaskClient, app: Flask,
     progress = status["progress"]
     size = sum(len(v) for _, v in producer.produced)
     assert status["state"] == "stopped"
-    assert {k: progress[k] for k in ("run", "total", "sent", "delivered", "failed", "bytes",
-                                     "done", "stopped_early", "visit", "error")} == {
-        "run": 1, "total": 70, "sent": 70, "delivered": 70, "failed": 0, "bytes": size,
-        "done": True, "stopped_early": False, "visit": None, "error": None}
+    assert {
+        k: progress[k]
+        for k in (
+            "run",
+            "total",
+            "sent",
+            "delivered",
+            "failed",
+            "bytes",
+            "done",
+            "stopped_early",
+            "visit",
+            "error",
+        )
+    } == {
+        "run": 1,
+        "total": 70,
+        "sent": 70,
+        "delivered": 70,
+        "failed": 0,
+        "bytes": size,
+        "done": True,
+        "stopped_early": False,
+        "visit": None,
+        "error": None,
+    }
     assert progress["rate_per_s"] > 0
     metrics = client.get("/metrics").get_data(as_text=True)
-    for line in ["alertflow_replay_sent_total 70", "alertflow_replay_delivered_total 70",
-                 "alertflow_replay_failed_total 0", f"alertflow_replay_bytes_total {size}",
-                 "alertflow_replay_runs_total 1", "alertflow_replay_running 0",
-                 "# TYPE alertflow_replay_sent_total counter"]:
+    for line in [
+        "alertflow_replay_sent_total 70",
+        "alertflow_replay_delivered_total 70",
+        "alertflow_replay_failed_total 0",
+        f"alertflow_replay_bytes_total {size}",
+        "alertflow_replay_runs_total 1",
+        "alertflow_replay_running 0",
+        "# TYPE alertflow_replay_sent_total counter",
+    ]:
         assert line in metrics.splitlines()
     # A second run adds to the totals.
     assert client.post("/api/v1/actions/start", headers=OPS).status_code == 200
@@ -295,8 +351,9 @@ def test_delivery_failures_are_counted(tmp_path: Path) -> None:
 
 
 def test_visit_profile_reports_the_visit(tmp_path: Path) -> None:
-    settings = settings_from({"files": [str(LSST_BATCH)], "visit_size": 10,
-                              "visit_interval": 0, "visits": 3})
+    settings = settings_from(
+        {"files": [str(LSST_BATCH)], "visit_size": 10, "visit_interval": 0, "visits": 3}
+    )
     app = make(tmp_path, settings=settings)
     client = app.test_client()
     assert client.post("/api/v1/actions/start", headers=OPS).get_json()["result"]["total"] == 30
@@ -307,8 +364,9 @@ def test_visit_profile_reports_the_visit(tmp_path: Path) -> None:
 
 def paced(tmp_path: Path, factory: Factory) -> Flask:
     """A replay at 1 alert/s over 1000 alerts: it runs until stopped."""
-    return make(tmp_path, factory, settings_from({"files": [str(LSST_BATCH)], "rate": 1,
-                                                  "count": 1000}))
+    return make(
+        tmp_path, factory, settings_from({"files": [str(LSST_BATCH)], "rate": 1, "count": 1000})
+    )
 
 
 def test_start_twice_then_stop_then_stop_again(tmp_path: Path, factory: Factory) -> None:
@@ -361,8 +419,12 @@ def test_a_producer_that_cannot_be_made_is_503(tmp_path: Path) -> None:
         raise ValueError("bootstrap.servers is malformed")
 
     config = ReplayServiceConfig(api_keys=KEYS)
-    app = create_app(config, settings_from({"files": [str(LSST_BATCH)]}),
-                     producer_factory=broken, kafka_check=lambda _b: None)
+    app = create_app(
+        config,
+        settings_from({"files": [str(LSST_BATCH)]}),
+        producer_factory=broken,
+        kafka_check=lambda _b: None,
+    )
     response = app.test_client().post("/api/v1/actions/start", headers=OPS)
     assert error_of(response) == (503, "unavailable")
     assert comp_of(app).state == "stopped"
@@ -392,11 +454,16 @@ def test_a_failing_run_is_degraded_and_can_start_again(tmp_path: Path) -> None:
 
 def test_health_ready_and_openapi(tmp_path: Path, client: FlaskClient) -> None:
     assert client.get("/health").get_json() == {"status": "ok"}
-    assert client.get("/ready").get_json() == {"ready": True, "checks": {"kafka": True},
-                                              "reasons": {}}
+    assert client.get("/ready").get_json() == {
+        "ready": True,
+        "checks": {"kafka": True},
+        "reasons": {},
+    }
     down = make(tmp_path, kafka_up=False).test_client().get("/ready")
-    assert (down.status_code, down.get_json()) == (503, {
-        "ready": False, "checks": {"kafka": False}, "reasons": {"kafka": "kafka down (test)"}})
+    assert (down.status_code, down.get_json()) == (
+        503,
+        {"ready": False, "checks": {"kafka": False}, "reasons": {"kafka": "kafka down (test)"}},
+    )
     spec = client.get("/api/v1/openapi.json").get_json()
     assert spec == replay_spec(spec["info"]["version"])
     assert spec["info"]["title"] == "alertflow replay"
@@ -420,8 +487,9 @@ def test_one_shot_command_sends_through_the_shared_loop(monkeypatch: pytest.Monk
     monkeypatch.setattr(replay, "kafka_producer", factory)
     parser = argparse.ArgumentParser()
     replay.register(parser.add_subparsers())
-    args = parser.parse_args(["replay", str(LSST_BATCH), "--count", "40", "--no-progress",
-                              "--topic", "t"])
+    args = parser.parse_args(
+        ["replay", str(LSST_BATCH), "--count", "40", "--no-progress", "--topic", "t"]
+    )
     out = io.StringIO()
     assert replay.run(args, out=out) == 0
     assert len(factory.producers[0].produced) == 40
@@ -437,8 +505,10 @@ def test_serve_refuses_bad_initial_settings() -> None:
 
     parser = argparse.ArgumentParser()
     replay.register(parser.add_subparsers())
-    for argv, problem in [(["--rate", "-1"], "rate: a positive number"),
-                          (["/nonexistent.avro"], "files[0]: /nonexistent.avro: no such file")]:
+    for argv, problem in [
+        (["--rate", "-1"], "rate: a positive number"),
+        (["/nonexistent.avro"], "files[0]: /nonexistent.avro: no such file"),
+    ]:
         err = io.StringIO()
         assert replay.run(parser.parse_args(["replay", "--serve", *argv]), err=err) == 2
         assert problem in err.getvalue()
@@ -464,8 +534,9 @@ def serve() -> Iterator[Callable[[Flask], str]]:
         server.server_close()
 
 
-def test_one_client_speaks_to_every_service(tmp_path: Path, factory: Factory,
-                                            serve: Callable[[Flask], str]) -> None:
+def test_one_client_speaks_to_every_service(
+    tmp_path: Path, factory: Factory, serve: Callable[[Flask], str]
+) -> None:
     from tests.unit.test_autoscale_service import FakeDriver, FakeObserver
     from tests.unit.test_autoscale_service import make as make_autoscaler
     from tests.unit.test_control_api import Logs

@@ -21,12 +21,15 @@ def test_a_bundle_of_the_largest_alerts_fits_the_runners_output_queue() -> None:
 
 def test_bundle_messages_counts_whole_messages() -> None:
     # 128 elements of 2 MiB - 1 KiB each fill 128 messages of 2 MiB, plus the last one.
-    assert sizing.bundle_messages(sizing.FN_DATA_BUFFER_BYTES - sizing.RECORD_OVERHEAD_BYTES) \
-        == sizing.MAX_BUNDLE_SIZE + 1  # fmt: skip
+    assert (
+        sizing.bundle_messages(sizing.FN_DATA_BUFFER_BYTES - sizing.RECORD_OVERHEAD_BYTES)
+        == sizing.MAX_BUNDLE_SIZE + 1
+    )
 
 
-@pytest.mark.parametrize("profile", load_policy(DEFAULT_POLICY.read_text()).profiles,
-                         ids=lambda p: p.name)  # fmt: skip
+@pytest.mark.parametrize(
+    "profile", load_policy(DEFAULT_POLICY.read_text()).profiles, ids=lambda p: p.name
+)
 def test_profile_memory_adds_up(profile: sizing.TaskManagerProfile) -> None:
     settings = profile.memory_settings()
     fixed = ("jvm-metaspace.size", "network.max", "task.off-heap.size")
@@ -35,8 +38,10 @@ def test_profile_memory_adds_up(profile: sizing.TaskManagerProfile) -> None:
     heap_mib = profile.memory_mib * 0.9 - fixed_mib - 256
     assert heap_mib >= 512, settings
     per_slot = sizing.MAX_BUNDLE_SIZE * sizing.MAX_ALERT_BYTES / (1 << 20)
-    assert int(settings["taskmanager.memory.task.off-heap.size"].removesuffix("m")) \
-        >= profile.slots * per_slot  # fmt: skip
+    assert (
+        int(settings["taskmanager.memory.task.off-heap.size"].removesuffix("m"))
+        >= profile.slots * per_slot
+    )
 
 
 def test_profile_memory_parses_flinks_forms() -> None:

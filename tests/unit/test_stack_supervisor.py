@@ -27,9 +27,7 @@ def free_port() -> int:
 
 
 def python_service(tmp_path: Path, name: str, code: str, port: int, healthy=lambda: False):
-    return Service(
-        name, [sys.executable, "-c", code], port, tmp_path / f"{name}.log", healthy
-    )
+    return Service(name, [sys.executable, "-c", code], port, tmp_path / f"{name}.log", healthy)
 
 
 def test_port_in_use_names_the_service_and_port(tmp_path: Path) -> None:
@@ -55,8 +53,9 @@ def test_service_that_exits_names_its_log_and_shows_its_last_lines(tmp_path: Pat
 
 
 def test_service_that_never_gets_healthy_times_out_and_is_stopped(tmp_path: Path) -> None:
-    service = python_service(tmp_path, "beam-job-server", "import time; time.sleep(60)",
-                             free_port())  # fmt: skip
+    service = python_service(
+        tmp_path, "beam-job-server", "import time; time.sleep(60)", free_port()
+    )
     started = supervisor.spawn(service)
     with pytest.raises(StackError, match=r"beam-job-server: not healthy after 1 s"):
         supervisor.wait_healthy(service, started, timeout_s=1)
@@ -72,16 +71,21 @@ def test_stop_takes_the_whole_process_group(tmp_path: Path) -> None:
         "time.sleep(120)\n"
     )
     started = supervisor.spawn(python_service(tmp_path, "beam-workerpool", code, free_port()))
-    wait_until(lambda: len(supervisor.group_members(started.pid)) >= 2, 10, 0.05,
-               "the pool's child to start")  # fmt: skip
+    wait_until(
+        lambda: len(supervisor.group_members(started.pid)) >= 2,
+        10,
+        0.05,
+        "the pool's child to start",
+    )
     assert len(supervisor.group_members(started.pid)) == 2
     supervisor.stop(started)
     assert supervisor.group_members(started.pid) == []
 
 
 def test_a_recycled_pid_is_never_signalled(tmp_path: Path) -> None:
-    started = supervisor.spawn(python_service(tmp_path, "kafka", "import time; time.sleep(60)",
-                                         free_port()))  # fmt: skip
+    started = supervisor.spawn(
+        python_service(tmp_path, "kafka", "import time; time.sleep(60)", free_port())
+    )
     impostor = supervisor.Started("kafka", started.pid, started.create_time + 1, 0, "")
     assert not supervisor.is_running(impostor)
     supervisor.stop(impostor)
@@ -115,8 +119,9 @@ def test_a_service_that_does_not_come_up_is_stopped_and_forgotten(tmp_path: Path
     """A start into the running stack (an autoscaler, a TaskManager, the control service) that
     fails leaves no process and no record behind (issue 13: one was left with parent PID 1)."""
     cfg = StackConfig(run_dir=tmp_path, build_dir=tmp_path, java="java", start_timeout_s=1)
-    kafka = supervisor.spawn(python_service(tmp_path, "kafka", "import time; time.sleep(60)",
-                                       free_port()))  # fmt: skip
+    kafka = supervisor.spawn(
+        python_service(tmp_path, "kafka", "import time; time.sleep(60)", free_port())
+    )
     supervisor.RunState(tmp_path).save([kafka])
     pid_file = tmp_path / "autoscaler.pid"
     code = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
@@ -131,12 +136,14 @@ def test_a_service_that_does_not_come_up_is_stopped_and_forgotten(tmp_path: Path
 def test_one_process_at_a_time_holds_a_run_folder(tmp_path: Path) -> None:
     """A second `run` or `up` on a run folder is refused, naming the holder (issue 13)."""
     cfg = StackConfig(run_dir=tmp_path, build_dir=tmp_path, java="java")
-    code = ("import sys, time\nfrom pathlib import Path\n"
-            "from flink_deploy.stack import supervisor\n"
-            "from flink_deploy.stack.config import StackConfig\n"
-            f"cfg = StackConfig(run_dir=Path({str(tmp_path)!r}), build_dir=Path('.'), "
-            "java='java')\nwith supervisor.hold(cfg, 'alertflow run'):\n"
-            "    print('held', flush=True)\n    time.sleep(60)\n")  # fmt: skip
+    code = (
+        "import sys, time\nfrom pathlib import Path\n"
+        "from flink_deploy.stack import supervisor\n"
+        "from flink_deploy.stack.config import StackConfig\n"
+        f"cfg = StackConfig(run_dir=Path({str(tmp_path)!r}), build_dir=Path('.'), "
+        "java='java')\nwith supervisor.hold(cfg, 'alertflow run'):\n"
+        "    print('held', flush=True)\n    time.sleep(60)\n"
+    )
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
@@ -147,7 +154,7 @@ def test_one_process_at_a_time_holds_a_run_folder(tmp_path: Path) -> None:
             supervisor.up(cfg, log=lambda _: None)
     finally:
         holder.kill()
-        holder.wait()
+        holder.communicate()
     with supervisor.hold(cfg, "alertflow run"), supervisor.hold(cfg, "alertflow stack up"):
         assert "alertflow run" in (tmp_path / "lock").read_text()
 
@@ -155,12 +162,19 @@ def test_one_process_at_a_time_holds_a_run_folder(tmp_path: Path) -> None:
 def test_a_state_file_from_before_psutil_still_finds_its_processes(tmp_path: Path) -> None:
     """state.json written by the supervisor that read /proc/PID/stat recorded the start time in
     clock ticks since boot; ``down`` must still recognise (and stop) those processes."""
-    started = supervisor.spawn(python_service(tmp_path, "kafka", "import time; time.sleep(60)",
-                                              free_port()))  # fmt: skip
+    started = supervisor.spawn(
+        python_service(tmp_path, "kafka", "import time; time.sleep(60)", free_port())
+    )
     stat = Path(f"/proc/{started.pid}/stat").read_text()
     ticks = int(stat.rsplit(")", 1)[1].split()[19])
-    legacy = {"name": "kafka", "pid": started.pid, "start_ticks": ticks, "port": started.port,
-              "log": started.log, "profile": ""}  # fmt: skip
+    legacy = {
+        "name": "kafka",
+        "pid": started.pid,
+        "start_ticks": ticks,
+        "port": started.port,
+        "log": started.log,
+        "profile": "",
+    }
     (tmp_path / "state.json").write_text(json.dumps({"services": [legacy]}))
     assert supervisor.RunState(tmp_path).load() == [started]
     impostor = {**legacy, "start_ticks": ticks + 1}

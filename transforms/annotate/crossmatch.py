@@ -285,8 +285,17 @@ def load_catalog(spec: CatalogSpec) -> Catalog:
     """Read, filter and index one catalogue; raises ValueError naming a missing column."""
     table = _read_table(spec)
     wanted = [spec.ra_column, spec.dec_column, *spec.columns]
-    wanted += [c for c in (spec.id_column, spec.major_axis_column, spec.minor_axis_column,
-                           spec.pa_column, spec.type_column) if c is not None]
+    wanted += [
+        c
+        for c in (
+            spec.id_column,
+            spec.major_axis_column,
+            spec.minor_axis_column,
+            spec.pa_column,
+            spec.type_column,
+        )
+        if c is not None
+    ]
     missing = [c for c in wanted if c not in table.column_names]
     if missing:
         raise ValueError(
@@ -502,8 +511,7 @@ def annotate_crossmatch(
     for j, i in enumerate(good.tolist()):
         out[i] = CrossMatch(
             tuple(
-                (c.spec.name, matches[j])
-                for c, matches in zip(catalogs, per_catalog, strict=True)
+                (c.spec.name, matches[j]) for c, matches in zip(catalogs, per_catalog, strict=True)
             )
         )
     return out

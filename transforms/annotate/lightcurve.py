@@ -153,9 +153,7 @@ def annotate_lightcurves(alerts: Sequence[Alert], config: LightCurveConfig) -> l
     starts = np.flatnonzero(boundary)
     ends = np.append(starts[1:], len(t)) if len(t) else starts
     per_alert: list[list[BandFeatures]] = [[] for _ in alerts]
-    arrays: list[dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]]] = [
-        {} for _ in alerts
-    ]
+    arrays: list[dict[str, tuple[NDArray[np.float64], NDArray[np.float64]]]] = [{} for _ in alerts]
     first_mjd = np.full(len(alerts), np.inf)
     if len(t):
         np.minimum.at(first_mjd, group[starts], t[starts])

@@ -67,8 +67,10 @@ def _matches(annotations: Annotations, names: Sequence[str]) -> list[CatalogMatc
 
 def _describe(match: CatalogMatch) -> str:
     extra = ", ".join(f"{k}={v}" for k, v in match.columns if v is not None)
-    return f"{match.catalog} {match.id}" + (f" ({extra})" if extra else "") + (
-        f" at {match.sep_arcsec:.2f} arcsec"
+    return (
+        f"{match.catalog} {match.id}"
+        + (f" ({extra})" if extra else "")
+        + (f" at {match.sep_arcsec:.2f} arcsec")
     )
 
 

@@ -174,8 +174,9 @@ def running_annotators(loaded: LoadedAnnotators) -> tuple[Annotator, ...]:
     """The annotators :func:`annotate_batch` runs with ``loaded``, in order (dust only with its
     map loaded)."""
     on = loaded.config.enabled
-    return tuple(a for a in Annotator
-                 if a in on and (a != Annotator.DUST or loaded.dust_map is not None))  # fmt: skip
+    return tuple(
+        a for a in Annotator if a in on and (a != Annotator.DUST or loaded.dust_map is not None)
+    )
 
 
 def annotate_batch(
@@ -286,8 +287,9 @@ class _AnnotateBatchFn(beam.DoFn):
         # (newest snapshot version, or None: no snapshot has one; the subset it needs)
         self._active: tuple[int | None, LoadedAnnotators] | None = None
         self._annotated = Metrics.counter(COUNTER_NAMESPACE, ANNOTATED_COUNTER)
-        self._failed = {s: Metrics.counter(COUNTER_NAMESPACE, dead_letters_counter(s))
-                        for s in STAGES}  # fmt: skip
+        self._failed = {
+            s: Metrics.counter(COUNTER_NAMESPACE, dead_letters_counter(s)) for s in STAGES
+        }
         self._ran = {a: Metrics.counter(COUNTER_NAMESPACE, alerts_in_counter(a)) for a in Annotator}
 
     def setup(self) -> None:

@@ -6,7 +6,12 @@
 * ``compile``: the whole filter set compiled into one column-wise numpy evaluator.
 """
 
-from transforms.filters.compile import BatchResult, CompiledFilterSet, FilterOutcome, compile_filter_set
+from transforms.filters.compile import (
+    BatchResult,
+    CompiledFilterSet,
+    FilterOutcome,
+    compile_filter_set,
+)
 from transforms.filters.document import (
     Filter,
     FilterIssue,

@@ -108,9 +108,16 @@ def batch_reports(
     for flt in compiled.filters:
         outcome = result.outcomes[flt.name]
         for index in outcome.matches.nonzero()[0]:
-            yield FilterMatch(flt.name, flt.owner, flt.output.topic, flt.output.format, compiled.version,
-                              alerts[index], None if annotations is None else annotations[index],
-                              tuple(flt.output.fields))
+            yield FilterMatch(
+                flt.name,
+                flt.owner,
+                flt.output.topic,
+                flt.output.format,
+                compiled.version,
+                alerts[index],
+                None if annotations is None else annotations[index],
+                tuple(flt.output.fields),
+            )
         errors = outcome.errors
         if errors:
             reason = outcome.failure or "per-alert evaluation errors"
@@ -167,10 +174,16 @@ def _split(
 
 
 class ApplyFilters(beam.PTransform):
-    """Alerts -> ``matches`` (FilterMatch) and ``errors`` (FilterErrorReport); see the module doc."""
+    """Alerts -> ``matches`` (FilterMatch) and ``errors`` (FilterErrorReport); see the module
+    doc."""
 
-    def __init__(self, snapshots: beam.PCollection | None = None, max_batch_size: int = 2000,
-                 label: str | None = None, feed: SnapshotFeed | None = None) -> None:
+    def __init__(
+        self,
+        snapshots: beam.PCollection | None = None,
+        max_batch_size: int = 2000,
+        label: str | None = None,
+        feed: SnapshotFeed | None = None,
+    ) -> None:
         """Give the filter sets either as ``snapshots`` (a side input of decoded snapshots,
         ``FilterSet`` or ``RejectedSnapshot``) or as ``feed``
         (``transforms.filters.live.ConfigTopicFeed``)."""
@@ -186,5 +199,6 @@ class ApplyFilters(beam.PTransform):
         return (
             alerts
             | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._max_batch_size)
-            | "Evaluate" >> beam.ParDo(_ApplyFn(self._feed), *side).with_outputs(ERRORS, main=MATCHES)
+            | "Evaluate"
+            >> beam.ParDo(_ApplyFn(self._feed), *side).with_outputs(ERRORS, main=MATCHES)
         )

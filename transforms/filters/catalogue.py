@@ -103,7 +103,12 @@ def history_summary(alert: Alert) -> HistorySummary:
 
 def rise_rate(summary: HistorySummary, alert: Alert) -> float | None:
     """Brightening in mag/day since the latest earlier same-band detection (positive = rising)."""
-    if summary.previous_mag is None or summary.previous_mjd is None or alert.mag is None or not math.isfinite(alert.mag):
+    if (
+        summary.previous_mag is None
+        or summary.previous_mjd is None
+        or alert.mag is None
+        or not math.isfinite(alert.mag)
+    ):
         return None
     return (summary.previous_mag - alert.mag) / (alert.mjd - summary.previous_mjd)
 
@@ -136,10 +141,28 @@ _N, _S, _B = FieldType.NUMBER, FieldType.STRING, FieldType.BOOL
 
 ALERT_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("survey", _S, "'ztf' or 'lsst'", getter=lambda a: str(a.survey), dtype="U"),
-    FieldSpec("alert_id", _N, "unique alert id (ZTF candid, LSST alertId)", getter=lambda a: a.alert_id, dtype="i8"),
+    FieldSpec(
+        "alert_id",
+        _N,
+        "unique alert id (ZTF candid, LSST alertId)",
+        getter=lambda a: a.alert_id,
+        dtype="i8",
+    ),
     FieldSpec("source_id", _N, "triggering detection id", getter=lambda a: a.source_id, dtype="i8"),
-    FieldSpec("object_id", _S, "object id (ZTF objectId, LSST diaObjectId)", getter=lambda a: a.object_id, dtype="U"),
-    FieldSpec("schema_version", _S, "schema version of the packet", getter=lambda a: a.schema_version, dtype="U"),
+    FieldSpec(
+        "object_id",
+        _S,
+        "object id (ZTF objectId, LSST diaObjectId)",
+        getter=lambda a: a.object_id,
+        dtype="U",
+    ),
+    FieldSpec(
+        "schema_version",
+        _S,
+        "schema version of the packet",
+        getter=lambda a: a.schema_version,
+        dtype="U",
+    ),
     FieldSpec("ra", _N, "right ascension, degrees (ICRS)", getter=lambda a: a.ra),
     FieldSpec("dec", _N, "declination, degrees (ICRS)", getter=lambda a: a.dec),
     FieldSpec("mjd", _N, "time of the detection, MJD", getter=lambda a: a.mjd),
@@ -148,21 +171,89 @@ ALERT_FIELDS: tuple[FieldSpec, ...] = (
     FieldSpec("mag_err", _N, "magnitude error", getter=lambda a: a.mag_err),
     FieldSpec("flux", _N, "LSST psfFlux, nJy (null for ZTF)", getter=lambda a: a.flux),
     FieldSpec("flux_err", _N, "LSST psfFluxErr, nJy", getter=lambda a: a.flux_err),
-    FieldSpec("reliability", _N, "real/bogus score (ZTF drb or rb, LSST reliability)", getter=lambda a: a.reliability),
-    FieldSpec("is_positive", _B, "positive difference (brightening vs template)", getter=lambda a: a.is_positive, dtype="b"),
-    FieldSpec("solar_system.name", _S, "known solar-system object name (ZTF ssnamenr)", getter=_sso("name"), dtype="U"),
-    FieldSpec("solar_system.ss_object_id", _N, "LSST ssObjectId", getter=_sso("ss_object_id"), dtype="i8"),
-    FieldSpec("solar_system.distance_arcsec", _N, "distance to the known solar-system object", getter=_sso("distance_arcsec")),
-    FieldSpec("solar_system.mag", _N, "V magnitude of the known solar-system object", getter=_sso("mag")),
-    FieldSpec("nearest_star.star_galaxy_score", _N, "PS1 star/galaxy score of the nearest source (1 = star)", getter=_star("star_galaxy_score")),
-    FieldSpec("nearest_star.distance_arcsec", _N, "distance to the nearest PS1 source", getter=_star("distance_arcsec")),
-    FieldSpec("nearest_star.r_mag", _N, "r magnitude of the nearest PS1 source", getter=_star("r_mag")),
-    FieldSpec("history.n_detections", _N, "earlier detections in the history", getter=_history("history.n_detections")),
-    FieldSpec("history.first_mjd", _N, "MJD of the first detection (this one included)", getter=_history("history.first_mjd")),
-    FieldSpec("history.age_days", _N, "days since the first detection", getter=_history("history.age_days")),
-    FieldSpec("history.last_nondetection_mjd", _N, "MJD of the latest earlier upper limit", getter=_history("history.last_nondetection_mjd")),
-    FieldSpec("history.previous_mag", _N, "mag of the latest earlier same-band detection", getter=_history("history.previous_mag")),
-    FieldSpec("history.rise_rate", _N, "mag/day brightening since the latest earlier same-band detection", getter=_history("history.rise_rate")),
+    FieldSpec(
+        "reliability",
+        _N,
+        "real/bogus score (ZTF drb or rb, LSST reliability)",
+        getter=lambda a: a.reliability,
+    ),
+    FieldSpec(
+        "is_positive",
+        _B,
+        "positive difference (brightening vs template)",
+        getter=lambda a: a.is_positive,
+        dtype="b",
+    ),
+    FieldSpec(
+        "solar_system.name",
+        _S,
+        "known solar-system object name (ZTF ssnamenr)",
+        getter=_sso("name"),
+        dtype="U",
+    ),
+    FieldSpec(
+        "solar_system.ss_object_id", _N, "LSST ssObjectId", getter=_sso("ss_object_id"), dtype="i8"
+    ),
+    FieldSpec(
+        "solar_system.distance_arcsec",
+        _N,
+        "distance to the known solar-system object",
+        getter=_sso("distance_arcsec"),
+    ),
+    FieldSpec(
+        "solar_system.mag", _N, "V magnitude of the known solar-system object", getter=_sso("mag")
+    ),
+    FieldSpec(
+        "nearest_star.star_galaxy_score",
+        _N,
+        "PS1 star/galaxy score of the nearest source (1 = star)",
+        getter=_star("star_galaxy_score"),
+    ),
+    FieldSpec(
+        "nearest_star.distance_arcsec",
+        _N,
+        "distance to the nearest PS1 source",
+        getter=_star("distance_arcsec"),
+    ),
+    FieldSpec(
+        "nearest_star.r_mag", _N, "r magnitude of the nearest PS1 source", getter=_star("r_mag")
+    ),
+    FieldSpec(
+        "history.n_detections",
+        _N,
+        "earlier detections in the history",
+        getter=_history("history.n_detections"),
+    ),
+    FieldSpec(
+        "history.first_mjd",
+        _N,
+        "MJD of the first detection (this one included)",
+        getter=_history("history.first_mjd"),
+    ),
+    FieldSpec(
+        "history.age_days",
+        _N,
+        "days since the first detection",
+        getter=_history("history.age_days"),
+    ),
+    FieldSpec(
+        "history.last_nondetection_mjd",
+        _N,
+        "MJD of the latest earlier upper limit",
+        getter=_history("history.last_nondetection_mjd"),
+    ),
+    FieldSpec(
+        "history.previous_mag",
+        _N,
+        "mag of the latest earlier same-band detection",
+        getter=_history("history.previous_mag"),
+    ),
+    FieldSpec(
+        "history.rise_rate",
+        _N,
+        "mag/day brightening since the latest earlier same-band detection",
+        getter=_history("history.rise_rate"),
+    ),
 )
 
 #: Annotators a filter may ask for in ``spec.annotations``.
@@ -201,27 +292,51 @@ _LIGHTCURVE_BAND_FIELDS: tuple[tuple[str, str], ...] = (
 
 def _annotation_fields() -> tuple[FieldSpec, ...]:
     specs = [
-        FieldSpec("sky.healpix", _N, "HEALPix pixel (nested) of the sky annotator's nside", "sky", dtype="i8"),
-        FieldSpec("sky.healpix_order", _N, "HEALPix order of sky.healpix (nside = 2**order)", "sky", dtype="i8"),
+        FieldSpec(
+            "sky.healpix",
+            _N,
+            "HEALPix pixel (nested) of the sky annotator's nside",
+            "sky",
+            dtype="i8",
+        ),
+        FieldSpec(
+            "sky.healpix_order",
+            _N,
+            "HEALPix order of sky.healpix (nside = 2**order)",
+            "sky",
+            dtype="i8",
+        ),
         FieldSpec("sky.gal_l", _N, "galactic longitude, degrees", "sky"),
         FieldSpec("sky.gal_b", _N, "galactic latitude, degrees", "sky"),
         FieldSpec("sky.ecl_lon", _N, "ecliptic longitude, degrees", "sky"),
         FieldSpec("sky.ecl_lat", _N, "ecliptic latitude, degrees", "sky"),
         FieldSpec("dust.ebv", _N, "Galactic E(B-V) at the position", "dust"),
         FieldSpec("lightcurve.n_det", _N, "detections in the light curve", "lightcurve"),
-        FieldSpec("lightcurve.days_since_first", _N, "days since the first detection", "lightcurve"),
-        FieldSpec("lightcurve.color", _N, "latest colour (bands in lightcurve.color_bands)", "lightcurve"),
-        FieldSpec("lightcurve.color_bands", _S, "bands of the colour, e.g. 'g-r'", "lightcurve", dtype="U"),
+        FieldSpec(
+            "lightcurve.days_since_first", _N, "days since the first detection", "lightcurve"
+        ),
+        FieldSpec(
+            "lightcurve.color", _N, "latest colour (bands in lightcurve.color_bands)", "lightcurve"
+        ),
+        FieldSpec(
+            "lightcurve.color_bands", _S, "bands of the colour, e.g. 'g-r'", "lightcurve", dtype="U"
+        ),
         FieldSpec("lightcurve.color_mjd", _N, "MJD of the colour measurement", "lightcurve"),
     ]
     for band in LIGHTCURVE_BANDS:
         for suffix, description in _LIGHTCURVE_BAND_FIELDS:
-            specs.append(FieldSpec(f"lightcurve.{band}.{suffix}", _N, f"{band}-band {description}", "lightcurve"))
+            specs.append(
+                FieldSpec(
+                    f"lightcurve.{band}.{suffix}", _N, f"{band}-band {description}", "lightcurve"
+                )
+            )
     for catalog in CROSSMATCH_CATALOGS:
         for suffix, ftype, description in _CROSSMATCH_FIELDS:
             dtype = {_S: "U", _B: "b"}.get(ftype, "f8")
             specs.append(
-                FieldSpec(f"crossmatch.{catalog}.{suffix}", ftype, description, "crossmatch", dtype=dtype)
+                FieldSpec(
+                    f"crossmatch.{catalog}.{suffix}", ftype, description, "crossmatch", dtype=dtype
+                )
             )
     return tuple(specs)
 
@@ -251,7 +366,8 @@ def closest_fields(name: str, limit: int = 3) -> list[str]:
         close = [
             n
             for n in names
-            if len(leaf) >= 3 and (n.rsplit(".", 1)[-1].startswith(leaf) or leaf.startswith(n.rsplit(".", 1)[-1]))
+            if len(leaf) >= 3
+            and (n.rsplit(".", 1)[-1].startswith(leaf) or leaf.startswith(n.rsplit(".", 1)[-1]))
         ][:limit]
     return close
 
@@ -269,14 +385,24 @@ class FunctionSpec:
 FUNCTIONS: Mapping[str, FunctionSpec] = {
     f.name: f
     for f in (
-        FunctionSpec("cone", "cone(ra_deg, dec_deg, radius_arcsec) -> bool", "alert within radius of the position"),
-        FunctionSpec("healpix_in", "healpix_in(nside, [pixels]) -> bool", "alert's nested HEALPix pixel is listed"),
+        FunctionSpec(
+            "cone",
+            "cone(ra_deg, dec_deg, radius_arcsec) -> bool",
+            "alert within radius of the position",
+        ),
+        FunctionSpec(
+            "healpix_in",
+            "healpix_in(nside, [pixels]) -> bool",
+            "alert's nested HEALPix pixel is listed",
+        ),
         FunctionSpec("abs", "abs(x) -> number", "absolute value"),
         FunctionSpec("min", "min(x, y, ...) -> number", "smallest argument (null if any is null)"),
         FunctionSpec("max", "max(x, y, ...) -> number", "largest argument (null if any is null)"),
         FunctionSpec("log10", "log10(x) -> number", "base-10 logarithm (error if x <= 0)"),
         FunctionSpec("sqrt", "sqrt(x) -> number", "square root (error if x < 0)"),
-        FunctionSpec("coalesce", "coalesce(x, y, ...) -> same type", "first argument that is not null"),
+        FunctionSpec(
+            "coalesce", "coalesce(x, y, ...) -> same type", "first argument that is not null"
+        ),
     )
 }
 MAX_NSIDE = 2**29
@@ -306,7 +432,11 @@ class _Checker:
         """Type of ``node``; None when unknown because of an error already reported."""
         match node:
             case Literal(value=None):
-                self.fail(node, "null is not a value here; test a missing value with 'is null' or 'is not null'")
+                self.fail(
+                    node,
+                    "null is not a value here; test a missing value with 'is null' or "
+                    "'is not null'",
+                )
                 return None
             case Literal(value=bool()):
                 return _B
@@ -351,7 +481,11 @@ class _Checker:
             hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             self.fail(node, f"unknown field {path!r}{hint}")
             return None
-        if spec.annotator is not None and self.annotators is not None and spec.annotator not in self.annotators:
+        if (
+            spec.annotator is not None
+            and self.annotators is not None
+            and spec.annotator not in self.annotators
+        ):
             self.fail(
                 node,
                 f"field {path!r} needs the {spec.annotator!r} annotator; "
@@ -415,7 +549,11 @@ class _Checker:
             for arg in args:
                 self.expect(arg, _N, "cone()")
             radius = args[2]
-            if isinstance(radius, Literal) and isinstance(radius.value, int | float) and not radius.value >= 0:
+            if (
+                isinstance(radius, Literal)
+                and isinstance(radius.value, int | float)
+                and not radius.value >= 0
+            ):
                 self.fail(radius, "cone() radius must be >= 0 arcsec")
             return _B
         if name == "healpix_in":
@@ -448,7 +586,12 @@ class _Checker:
             return
         nside_arg, pixels = args
         nside = nside_arg.value if isinstance(nside_arg, Literal) else None
-        if not (isinstance(nside, int) and not isinstance(nside, bool) and 0 < nside <= MAX_NSIDE and nside & (nside - 1) == 0):
+        if not (
+            isinstance(nside, int)
+            and not isinstance(nside, bool)
+            and 0 < nside <= MAX_NSIDE
+            and nside & (nside - 1) == 0
+        ):
             self.fail(nside_arg, f"healpix_in() nside must be a power of 2 from 1 to {MAX_NSIDE}")
             nside = None
         if not isinstance(pixels, ListExpr) or not pixels.items:
@@ -459,7 +602,10 @@ class _Checker:
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 self.fail(item, "healpix_in() pixels must be non-negative integers")
             elif nside is not None and value >= 12 * nside * nside:
-                self.fail(item, f"pixel {value} does not exist at nside {nside} (max {12 * nside * nside - 1})")
+                self.fail(
+                    item,
+                    f"pixel {value} does not exist at nside {nside} (max {12 * nside * nside - 1})",
+                )
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,7 +108,11 @@ def _err_or(*errs: Any) -> Any:
 
 
 def _float(values: Any) -> Any:
-    return values.astype(np.float64, copy=False) if isinstance(values, np.ndarray) else np.float64(values)
+    return (
+        values.astype(np.float64, copy=False)
+        if isinstance(values, np.ndarray)
+        else np.float64(values)
+    )
 
 
 def _is_int(values: Any) -> bool:
@@ -213,14 +217,17 @@ def alert_column(
     assert spec is not None and spec.getter is not None
     if summaries is not None and spec_name in HISTORY_VALUES:
         value = HISTORY_VALUES[spec_name]
-        raw = [value(h, a) for h, a in zip(summaries, alerts)]
+        raw = [value(h, a) for h, a in zip(summaries, alerts, strict=True)]
     else:
         raw = [spec.getter(a) for a in alerts]
     if spec.dtype == "U":
         valid = np.array([v is not None for v in raw], dtype=bool)
         return _Str(np.array([v if v is not None else "" for v in raw], dtype=str), valid)
     if spec.dtype == "b":
-        return _Bool(np.array([v is True for v in raw], dtype=bool), np.array([v is False for v in raw], dtype=bool))
+        return _Bool(
+            np.array([v is True for v in raw], dtype=bool),
+            np.array([v is False for v in raw], dtype=bool),
+        )
     if spec.dtype == "i8":
         valid = np.array([v is not None for v in raw], dtype=bool)
         return _Num(np.array([v if v is not None else 0 for v in raw], dtype=np.int64), valid)
@@ -233,12 +240,17 @@ def annotation_column(name: str, array: Any, n: int, ftype: FieldType) -> _Num |
     arr = np.asarray(array) if not isinstance(array, np.ma.MaskedArray) else array
     if arr.shape != (n,):
         raise _MissingColumn(f"annotation column {name!r} has shape {arr.shape}, expected ({n},)")
-    mask = np.ma.getmaskarray(arr) if isinstance(arr, np.ma.MaskedArray) else np.zeros(n, dtype=bool)
+    mask = (
+        np.ma.getmaskarray(arr) if isinstance(arr, np.ma.MaskedArray) else np.zeros(n, dtype=bool)
+    )
     data = np.ma.getdata(arr)
     if ftype is FieldType.NUMBER:
         if data.dtype == object:
             present = _none_mask(data) & ~mask
-            values = np.array([float(v) if p else np.nan for v, p in zip(data, present)], dtype=np.float64)
+            values = np.array(
+                [float(v) if p else np.nan for v, p in zip(data, present, strict=True)],
+                dtype=np.float64,
+            )
         elif data.dtype.kind in "iu":
             return _Num(data.astype(np.int64), ~mask)
         else:
@@ -247,10 +259,14 @@ def annotation_column(name: str, array: Any, n: int, ftype: FieldType) -> _Num |
         return _Num(values, ~np.isnan(values))
     if ftype is FieldType.STRING:
         present = (_none_mask(data) if data.dtype == object else np.ones(n, dtype=bool)) & ~mask
-        values = np.array([str(v) if p else "" for v, p in zip(data, present)], dtype=str)
+        values = np.array(
+            [str(v) if p else "" for v, p in zip(data, present, strict=True)], dtype=str
+        )
         return _Str(values, present)
     present = (_none_mask(data) if data.dtype == object else np.ones(n, dtype=bool)) & ~mask
-    truth = np.array([bool(v) if p else False for v, p in zip(data, present)], dtype=bool)
+    truth = np.array(
+        [bool(v) if p else False for v, p in zip(data, present, strict=True)], dtype=bool
+    )
     return _Bool(truth & present, ~truth & present)
 
 
@@ -273,7 +289,9 @@ class _Batch:
                 self.summaries = [history_summary(a) for a in self.alerts]
             return alert_column(path, self.alerts, self.summaries)
         if path not in self.annotations:
-            raise _MissingColumn(f"annotation column {path!r} was not provided (annotator {spec.annotator!r})")
+            raise _MissingColumn(
+                f"annotation column {path!r} was not provided (annotator {spec.annotator!r})"
+            )
         return annotation_column(path, self.annotations[path], self.n, spec.type)
 
 
@@ -392,7 +410,9 @@ def _eval_slot(node: Expr, args: Sequence[_Value], batch: _Batch) -> _Value:
             assert isinstance(a, _Num | _Str)
             constants = [item.value for item in items.items]  # type: ignore[union-attr]
             values = a.values
-            if isinstance(a, _Num) and not (_is_int(values) and all(isinstance(c, int) for c in constants)):
+            if isinstance(a, _Num) and not (
+                _is_int(values) and all(isinstance(c, int) for c in constants)
+            ):
                 values = _float(values)
                 constants = [float(c) for c in constants]
             hit = np.isin(values, np.array(constants))
@@ -467,7 +487,9 @@ def _call(node: Call, name: str, args: Sequence[_Value], batch: _Batch) -> _Valu
     return _Num(out, valid, err)
 
 
-def _in_fixed_cone(batch: _Batch, dec: np.ndarray, ra0: Any, dec0: Any, radius_arcsec: Any) -> np.ndarray:
+def _in_fixed_cone(
+    batch: _Batch, dec: np.ndarray, ra0: Any, dec0: Any, radius_arcsec: Any
+) -> np.ndarray:
     # A cone with a fixed centre only needs the alerts in its declination band: find them by
     # binary search in the batch sorted by declination, then test those exactly.
     if batch.dec_order is None:
@@ -476,12 +498,16 @@ def _in_fixed_cone(batch: _Batch, dec: np.ndarray, ra0: Any, dec0: Any, radius_a
     assert batch.unit_vectors is not None and batch.dec_sorted is not None
     inside = np.zeros(batch.n, dtype=bool)
     radius_deg = min(float(radius_arcsec) / 3600.0, 180.0) + 1e-9
-    lo, hi = np.searchsorted(batch.dec_sorted, [float(dec0) - radius_deg, float(dec0) + radius_deg], side="left")
+    lo, hi = np.searchsorted(
+        batch.dec_sorted, [float(dec0) - radius_deg, float(dec0) + radius_deg], side="left"
+    )
     hi = np.searchsorted(batch.dec_sorted, float(dec0) + radius_deg, side="right")
     candidates = batch.dec_order[lo:hi]
     if len(candidates):
         x, y, z = batch.unit_vectors
-        inside[candidates] = in_cone((x[candidates], y[candidates], z[candidates]), ra0, dec0, radius_arcsec)
+        inside[candidates] = in_cone(
+            (x[candidates], y[candidates], z[candidates]), ra0, dec0, radius_arcsec
+        )
     return inside
 
 
@@ -563,7 +589,9 @@ def scoped_expression(flt: Filter) -> Expr:
 class CompiledFilterSet:
     """A filter set compiled once per version; call :meth:`evaluate` on each batch of alerts."""
 
-    def __init__(self, filter_set: FilterSet, max_error_fraction: float = DEFAULT_MAX_ERROR_FRACTION) -> None:
+    def __init__(
+        self, filter_set: FilterSet, max_error_fraction: float = DEFAULT_MAX_ERROR_FRACTION
+    ) -> None:
         self.version = filter_set.version
         self.filters = filter_set.filters
         self.max_error_fraction = max_error_fraction
@@ -588,13 +616,15 @@ class CompiledFilterSet:
             self._inputs.append(inputs)
         return slot
 
-    def evaluate(self, alerts: Sequence[Alert], annotations: Mapping[str, Any] | None = None) -> BatchResult:
+    def evaluate(
+        self, alerts: Sequence[Alert], annotations: Mapping[str, Any] | None = None
+    ) -> BatchResult:
         """Evaluate every filter on ``alerts``; never raises for a filter's own failure."""
         n = len(alerts)
         batch = _Batch(alerts, annotations if annotations is not None else {}, n)
         values: list[_Value] = []
         with np.errstate(all="ignore"):
-            for node, inputs in zip(self._nodes, self._inputs):
+            for node, inputs in zip(self._nodes, self._inputs, strict=True):
                 args = [values[i] for i in inputs]
                 failed = next((a for a in args if isinstance(a, _Failed)), None)
                 if failed is not None:
@@ -608,13 +638,19 @@ class CompiledFilterSet:
                     values.append(_Failed(f"{type(error).__name__}: {error}"))
         outcomes: dict[str, FilterOutcome] = {}
         flagged: list[str] = []
-        for flt, root in zip(self.filters, self._roots):
+        for flt, root in zip(self.filters, self._roots, strict=True):
             value = values[root]
             if isinstance(value, _Failed):
-                outcome = FilterOutcome(flt.name, np.zeros(n, dtype=bool), np.ones(n, dtype=bool), value.reason)
+                outcome = FilterOutcome(
+                    flt.name, np.zeros(n, dtype=bool), np.ones(n, dtype=bool), value.reason
+                )
             else:
                 assert isinstance(value, _Bool)
-                err = np.zeros(n, dtype=bool) if value.err is None else np.broadcast_to(value.err, (n,)).copy()
+                err = (
+                    np.zeros(n, dtype=bool)
+                    if value.err is None
+                    else np.broadcast_to(value.err, (n,)).copy()
+                )
                 matches = np.broadcast_to(value.t, (n,)) & ~err
                 outcome = FilterOutcome(flt.name, matches, err, None)
             outcomes[flt.name] = outcome
@@ -624,7 +660,9 @@ class CompiledFilterSet:
         return BatchResult(self.version, n, outcomes, tuple(flagged))
 
 
-def compile_filter_set(filter_set: FilterSet, max_error_fraction: float = DEFAULT_MAX_ERROR_FRACTION) -> CompiledFilterSet:
+def compile_filter_set(
+    filter_set: FilterSet, max_error_fraction: float = DEFAULT_MAX_ERROR_FRACTION
+) -> CompiledFilterSet:
     """Compile ``filter_set`` (already validated) into one batch evaluator."""
     return CompiledFilterSet(filter_set, max_error_fraction)
 
@@ -705,7 +743,7 @@ def _row_arith(op: str, a: Any, b: Any) -> Any:
     return None if math.isnan(out) else out
 
 
-def _closure(node: Expr) -> _Fn:  # noqa: C901 - one case per node kind
+def _closure(node: Expr) -> _Fn:
     match node:
         case Literal(value=value):
             const = None if isinstance(value, float) and math.isnan(value) else value

@@ -95,7 +95,8 @@ class OutputSpec:
 
 @dataclass(frozen=True, slots=True)
 class Filter:
-    """A validated filter. ``expression`` is the parsed ``where``; ``fields`` are the fields it reads."""
+    """A validated filter. ``expression`` is the parsed ``where``; ``fields`` are the fields it
+    reads."""
 
     name: str
     owner: str
@@ -165,8 +166,9 @@ class FilterSet:
             raise FilterValidationError([issue], SNAPSHOT_SOURCE)
         documents = snapshot.get("filters")
         if not isinstance(documents, list):
-            raise FilterValidationError([FilterIssue(0, 0, "filters", "must be a list")],
-                                        SNAPSHOT_SOURCE)
+            raise FilterValidationError(
+                [FilterIssue(0, 0, "filters", "must be a list")], SNAPSHOT_SOURCE
+            )
         validator = _Validator(None)
         roots = [(_graph(document), f"filters[{i}].") for i, document in enumerate(documents)]
         return cls(version, _validate(validator, roots, SNAPSHOT_SOURCE))
@@ -274,7 +276,11 @@ class _Validator:
             where = f"{path}.{key}" if path else str(key)
             if key not in allowed:
                 close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
-                hint = f"; did you mean {close[0]!r}?" if close else f" (allowed: {', '.join(allowed)})"
+                hint = (
+                    f"; did you mean {close[0]!r}?"
+                    if close
+                    else f" (allowed: {', '.join(allowed)})"
+                )
                 self.fail(key_node, where, f"unknown key {key!r}{hint}")
             elif key in out:
                 self.fail(key_node, where, "duplicate key")
@@ -315,24 +321,48 @@ class _Validator:
 
     def document(self, root: Node) -> Filter | None:
         before = len(self.issues)
-        top = self.mapping(root, "", ("apiVersion", "kind", "metadata", "spec"), ("apiVersion", "kind", "metadata", "spec"))
+        top = self.mapping(
+            root,
+            "",
+            ("apiVersion", "kind", "metadata", "spec"),
+            ("apiVersion", "kind", "metadata", "spec"),
+        )
         if "apiVersion" in top:
             value = self.string(top["apiVersion"][1], "apiVersion")
             if value is not None and value != API_VERSION:
-                self.fail(top["apiVersion"][1], "apiVersion", f"must be {API_VERSION!r}, got {value!r}")
+                self.fail(
+                    top["apiVersion"][1], "apiVersion", f"must be {API_VERSION!r}, got {value!r}"
+                )
         if "kind" in top:
             value = self.string(top["kind"][1], "kind")
             if value is not None and value != KIND:
                 self.fail(top["kind"][1], "kind", f"must be {KIND!r}, got {value!r}")
-        name, owner, description, labels = self.metadata(top["metadata"][1]) if "metadata" in top else (None, None, "", ())
+        name, owner, description, labels = (
+            self.metadata(top["metadata"][1]) if "metadata" in top else (None, None, "", ())
+        )
         spec = self.spec(top["spec"][1], name) if "spec" in top else None
         if len(self.issues) > before or spec is None or name is None or owner is None:
             return None
         surveys, annotations, where, expression, fields, output = spec
-        return Filter(name, owner, description, labels, surveys, annotations, where, expression, fields, output)
+        return Filter(
+            name,
+            owner,
+            description,
+            labels,
+            surveys,
+            annotations,
+            where,
+            expression,
+            fields,
+            output,
+        )
 
-    def metadata(self, node: Node) -> tuple[str | None, str | None, str, tuple[tuple[str, str], ...]]:
-        meta = self.mapping(node, "metadata", ("name", "owner", "description", "labels"), ("name", "owner"))
+    def metadata(
+        self, node: Node
+    ) -> tuple[str | None, str | None, str, tuple[tuple[str, str], ...]]:
+        meta = self.mapping(
+            node, "metadata", ("name", "owner", "description", "labels"), ("name", "owner")
+        )
         name = owner = None
         if "name" in meta:
             name = self.string(meta["name"][1], "metadata.name")
@@ -364,12 +394,16 @@ class _Validator:
                         labels.append((key, value))
         return name, owner, description, tuple(sorted(labels))
 
-    def spec(self, node: Node, name: str | None):  # noqa: ANN201 - tuple of spec parts
+    def spec(self, node: Node, name: str | None):
         spec = self.mapping(node, "spec", ("surveys", "annotations", "where", "output"), ("where",))
         surveys = SURVEYS
         if "surveys" in spec:
             surveys = self.choices(spec["surveys"][1], "spec.surveys", SURVEYS)
-            if not surveys and isinstance(spec["surveys"][1], SequenceNode) and not spec["surveys"][1].value:
+            if (
+                not surveys
+                and isinstance(spec["surveys"][1], SequenceNode)
+                and not spec["surveys"][1].value
+            ):
                 self.fail(spec["surveys"][1], "spec.surveys", "must list at least one survey")
         annotations: tuple[str, ...] = ()
         if "annotations" in spec:
@@ -383,9 +417,18 @@ class _Validator:
         output = self.output(spec["output"][1] if "output" in spec else None, name, annotations)
         if where is None or expression is None or fields is None or output is None:
             return None
-        return tuple(sorted(surveys, key=SURVEYS.index)), annotations, where, expression, fields, output
+        return (
+            tuple(sorted(surveys, key=SURVEYS.index)),
+            annotations,
+            where,
+            expression,
+            fields,
+            output,
+        )
 
-    def where(self, node: ScalarNode, where: str, annotations: Iterable[str]) -> tuple[Expr | None, frozenset[str] | None]:
+    def where(
+        self, node: ScalarNode, where: str, annotations: Iterable[str]
+    ) -> tuple[Expr | None, frozenset[str] | None]:
         try:
             expression = parse(where)
         except ExprSyntaxError as error:
@@ -400,7 +443,9 @@ class _Validator:
             return None, None
         return expression, result.fields
 
-    def output(self, node: Node | None, name: str | None, annotations: Iterable[str]) -> OutputSpec | None:
+    def output(
+        self, node: Node | None, name: str | None, annotations: Iterable[str]
+    ) -> OutputSpec | None:
         default_topic = filter_topic(name) if name else None
         if node is None:
             if default_topic is None:
@@ -411,15 +456,22 @@ class _Validator:
         if "topic" in out:
             topic = self.string(out["topic"][1], "spec.output.topic")
             if topic is not None and not _TOPIC_RE.fullmatch(topic):
-                self.fail(out["topic"][1], "spec.output.topic", f"{topic!r} is not a valid Kafka topic name")
+                self.fail(
+                    out["topic"][1],
+                    "spec.output.topic",
+                    f"{topic!r} is not a valid Kafka topic name",
+                )
                 topic = None
         fmt = OutputFormat.LITE
         if "format" in out:
             value = self.string(out["format"][1], "spec.output.format")
             if value is not None and value not in tuple(OutputFormat):
                 allowed = ", ".join(OutputFormat)
-                self.fail(out["format"][1], "spec.output.format",
-                          f"must be one of {allowed}, got {value!r}")
+                self.fail(
+                    out["format"][1],
+                    "spec.output.format",
+                    f"must be one of {allowed}, got {value!r}",
+                )
             elif value is not None:
                 fmt = OutputFormat(value)
         fields = DEFAULT_OUTPUT_FIELDS
@@ -433,7 +485,12 @@ class _Validator:
                     hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
                     self.fail(item, "spec.output.fields", f"unknown field {value!r}{hint}")
                 elif spec.annotator is not None and spec.annotator not in allowed:
-                    self.fail(item, "spec.output.fields", f"field {value!r} needs the {spec.annotator!r} annotator in spec.annotations")
+                    self.fail(
+                        item,
+                        "spec.output.fields",
+                        f"field {value!r} needs the {spec.annotator!r} annotator in "
+                        "spec.annotations",
+                    )
                 else:
                     chosen.append(value)
             fields = tuple(chosen)
@@ -451,12 +508,18 @@ def load_filters(text: str, source: str = "<filter>") -> tuple[Filter, ...]:
         mark = error.problem_mark or error.context_mark
         line, column = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
         message = " ".join(part for part in (error.context, error.problem) if part)
-        raise FilterValidationError([FilterIssue(line, column, "<yaml>", f"invalid YAML: {message}")], source) from None
+        raise FilterValidationError(
+            [FilterIssue(line, column, "<yaml>", f"invalid YAML: {message}")], source
+        ) from None
     except yaml.YAMLError as error:
-        raise FilterValidationError([FilterIssue(0, 0, "<yaml>", f"invalid YAML: {error}")], source) from None
+        raise FilterValidationError(
+            [FilterIssue(0, 0, "<yaml>", f"invalid YAML: {error}")], source
+        ) from None
     roots = [root for root in roots if root is not None]
     if not roots:
-        raise FilterValidationError([FilterIssue(1, 1, "<document>", "no filter document found")], source)
+        raise FilterValidationError(
+            [FilterIssue(1, 1, "<document>", "no filter document found")], source
+        )
     return _validate(validator, [(root, "") for root in roots], source)
 
 
@@ -473,7 +536,9 @@ def _validate(
         if parsed is None:
             continue
         if parsed.name in seen:
-            validator.fail(root, "metadata.name", f"filter {parsed.name!r} is defined twice in this file")
+            validator.fail(
+                root, "metadata.name", f"filter {parsed.name!r} is defined twice in this file"
+            )
             continue
         seen[parsed.name] = parsed
         filters.append(parsed)

@@ -241,7 +241,9 @@ class _Parser:
         return "end of expression" if tok.kind == "end" else repr(tok.text)
 
     def error(self, expected: str) -> ExprSyntaxError:
-        return ExprSyntaxError(f"expected {expected}, found {self._describe(self.tok)}", self.tok.pos)
+        return ExprSyntaxError(
+            f"expected {expected}, found {self._describe(self.tok)}", self.tok.pos
+        )
 
     def at_keyword(self, *words: str) -> bool:
         return self.tok.kind == "keyword" and self.tok.text in words

@@ -32,10 +32,15 @@ class _Feed:
 
         self._lock = threading.Lock()
         self._snapshots: dict[int | None, Snapshot] = {}  # by version
-        self._consumer = Consumer(kafka_config(bootstrap, {
-            "group.id": f"alertflow-filter-feed-{uuid.uuid4().hex}",
-            "enable.auto.commit": False,
-        }))  # fmt: skip
+        self._consumer = Consumer(
+            kafka_config(
+                bootstrap,
+                {
+                    "group.id": f"alertflow-filter-feed-{uuid.uuid4().hex}",
+                    "enable.auto.commit": False,
+                },
+            )
+        )
         partition = TopicPartition(topic, 0)
         _, high = self._consumer.get_watermark_offsets(partition, timeout=30)
         self._consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
