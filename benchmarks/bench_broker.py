@@ -31,15 +31,15 @@ from confluent_kafka.admin import AdminClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from control_service.commands.replay import id_template, load_messages
+from control_service.replay_engine import id_template, load_messages
 from control_service.snapshots import publish_snapshot
 from flink_deploy.stack.config import REPO_ROOT, StackConfig
 from pipelines import broker
 from tests.datapaths import shared_data
 from transforms.decode import decode_message
 from transforms.filters.document import FilterSet, load_filter_file, load_filters
-from transforms.filters.local import LocalRunner
 from transforms.kafka_clients import COMPACTED, Topic, ensure_topics
+from transforms.local import LocalRunner
 from transforms.publish import lite_message
 from transforms.schemas import LsstSchemas
 

@@ -50,8 +50,8 @@ from tests.backlog import Backlog, backlog_filters, catch_all, job_restarts, pre
 from tests.e2e.test_broker_pipeline import pairs_on
 from transforms.decode import decode_message
 from transforms.filters.document import FilterSet
-from transforms.filters.local import LocalRunner
 from transforms.kafka_clients import ensure_topic
+from transforms.local import LocalRunner
 from transforms.publish import lite_message
 from transforms.schemas import LsstSchemas
 from transforms.topics import ALERT_TOPICS, CONFIG_TOPIC

@@ -25,6 +25,7 @@ from confluent_kafka.admin import AdminClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from control_service import replay_engine
 from control_service.cli import build_parser
 from control_service.commands import replay
 from flink_deploy.stack.config import StackConfig
@@ -92,8 +93,8 @@ def main() -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     files = sorted(str(p) for p in (shared_data() / "lsst" / "alerts").glob("*.avro"))
     schemas = LsstSchemas(DEFAULT_LSST_SCHEMA_DIR)
-    messages = replay.load_messages([Path(f) for f in files], schemas)
-    values = list(replay.cycled_messages(messages, opts.count, schemas))
+    messages = replay_engine.load_messages([Path(f) for f in files], schemas)
+    values = list(replay_engine.cycled_messages(messages, opts.count, schemas))
     mean_kb = statistics.mean(len(v) for v in values) / 1024
     base, ours = [], []
     for _ in range(opts.repeats):

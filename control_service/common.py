@@ -15,6 +15,7 @@ the body-size limit and bearer-token checks come with it.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -23,6 +24,7 @@ from importlib import metadata
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from werkzeug.serving import BaseWSGIServer
 
 from control_service.auth import EXTENSION as AUTH_EXTENSION
 from control_service.auth import Authenticator, Principal, require_admin, require_read
@@ -322,3 +324,18 @@ def iter_issue_dicts(issues: Iterable[Any]) -> list[dict[str, Any]]:
 
 
 __all__ = ["ApiError", "Component", "Metrics", "control", "install_common", "json_body"]
+
+
+def _interrupt(*_: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def serve_until_stopped(server: BaseWSGIServer) -> None:
+    """Serve until Ctrl-C or SIGTERM (both stop it the same way), then close the socket."""
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

@@ -8,7 +8,7 @@
 * ``DELETE /api/v1/filters/<name>``; ``POST .../activate``, ``POST .../deactivate``;
 * ``POST /api/v1/filters/<name>/test``: a dry run of the stored filter on the reference alerts,
   with the annotators it names, by the runner of every dry run
-  (:class:`transforms.filters.local.LocalRunner`): the matches as the ``lite`` output shows
+  (:class:`transforms.local.LocalRunner`): the matches as the ``lite`` output shows
   them, and the fraction. Changes nothing, so it needs no token.
 
 Every change needs a bearer token; a user changes only filters it owns (``metadata.owner`` is
@@ -45,7 +45,7 @@ from transforms.annotate.transform import AnnotateConfig, LoadedAnnotators, load
 from transforms.decode import DecodeError, decode_message
 from transforms.filters.apply import FilterMatch, batch_reports
 from transforms.filters.document import Filter, FilterSet, FilterValidationError, load_filters
-from transforms.filters.local import LocalRunner
+from transforms.local import LocalRunner
 from transforms.publish import lite_record
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
 

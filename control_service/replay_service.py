@@ -6,7 +6,7 @@ control API (:func:`control_service.common.install_common`), kind ``replay``:
 - ``GET``/``PUT /api/v1/config`` (PUT: admin): the replay settings, :data:`SETTINGS`. A PUT
   merges its keys over the current settings and validates the result whole (unknown keys, types,
   ranges, every file, or the alert files under a directory, read and decoded with
-  :func:`.commands.replay.load_files`, fresh ids possible if cycling is needed); 422 listing
+  :func:`.replay_engine.load_files`, fresh ids possible if cycling is needed); 422 listing
   every problem, else applied from the next start.
 - ``POST /api/v1/actions/start``: sends with the current settings on a background thread
   (state ``starting``, then ``running``, then ``stopped`` when done); 409 if a replay runs, if no
@@ -24,7 +24,7 @@ control API (:func:`control_service.common.install_common`), kind ``replay``:
 - ``GET /ready``: Kafka answers at the configured bootstrap servers (else 503 with the reason).
   Each call asks anew, so the service is ready as soon as Kafka is; it starts without Kafka.
 
-The sending itself is :class:`.commands.replay.Sender`, the loop the one-shot command runs.
+The sending itself is :class:`.replay_engine.Sender`, the loop the one-shot command runs.
 """
 
 from __future__ import annotations
@@ -44,7 +44,10 @@ from typing import Any, TextIO
 from flask import Flask
 
 from control_service.auth import ApiKey, Authenticator, Principal, api_key_problems
-from control_service.commands.replay import (
+from control_service.common import Component, install_common, package_version, serve_until_stopped
+from control_service.config import ConfigError
+from control_service.errors import conflict, unavailable
+from control_service.replay_engine import (
     DEFAULT_TOPICS,
     ReplayError,
     ReplayMessage,
@@ -55,9 +58,6 @@ from control_service.commands.replay import (
     load_files,
     plan_count,
 )
-from control_service.common import Component, install_common, package_version
-from control_service.config import ConfigError
-from control_service.errors import conflict, unavailable
 from control_service.store import AuditLog
 from transforms.alert_model import Survey
 from transforms.kafka_clients import DEFAULT_KAFKA_PORT, kafka_problem
@@ -607,7 +607,6 @@ def serve(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | Non
     from werkzeug.serving import make_server
 
     from control_service.auth import parse_api_keys
-    from control_service.commands.serve import serve_until_stopped
 
     out = out or sys.stdout
     err = err or sys.stderr

@@ -2,7 +2,7 @@
 
 The sample LSST alerts are cycled with fresh ids (``alertflow replay --count N`` does the same)
 onto a topic before the broker starts. The expected (filter, alert_id) pairs are computed on the
-way by the local reference (:class:`transforms.filters.local.LocalRunner`), in batches, so a
+way by the local reference (:class:`transforms.local.LocalRunner`), in batches, so a
 40,000-alert backlog (~4.4 GB) is never held in memory at once.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from control_service.commands.replay import cycled_messages, kafka_producer, load_messages
+from control_service.replay_engine import cycled_messages, kafka_producer, load_messages
 from flink_deploy.flink_rest import FlinkRest
 from flink_deploy.stack.config import REPO_ROOT, StackConfig
 from pipelines import broker
@@ -23,8 +23,8 @@ from tests.datapaths import shared_data
 from tests.e2e.test_smoke_pipeline import running_job_id, wait_for
 from transforms.decode import decode_message
 from transforms.filters.document import Filter, FilterSet, load_filter_file, load_filters
-from transforms.filters.local import LocalRunner
 from transforms.kafka_clients import COMPACTED, Topic, ensure_topics
+from transforms.local import LocalRunner
 from transforms.polling import wait_until
 from transforms.schemas import LsstSchemas
 

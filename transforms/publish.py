@@ -21,7 +21,7 @@ import fastavro
 from apache_beam.metrics import Metrics
 
 from transforms.alert_model import Alert, to_json_dict
-from transforms.annotate.record import to_json_dict as annotations_json
+from transforms.annotation_model import to_json_dict as annotations_json
 from transforms.decode import DeadLetter, KafkaRecord
 from transforms.filters.apply import FilterMatch
 from transforms.filters.catalogue import lookup

@@ -21,7 +21,7 @@ from typing import Any
 
 from werkzeug.serving import make_server
 
-from control_service.commands.serve import serve_until_stopped
+from control_service.common import serve_until_stopped
 from flink_deploy.stack.config import HOST
 from transforms.topics import ALERT_TOPICS
 

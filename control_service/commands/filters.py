@@ -8,7 +8,7 @@ Offline, on files (nothing is sent anywhere):
 * ``alertflow filters test -f FILE.yaml --alerts ALERTS...`` decodes the alert files (ZTF Avro,
   Rubin Avro containers or wire-format messages, as ``alertflow inspect`` reads them), runs the
   annotators the filters name, evaluates all the filters of FILE.yaml together, exactly as the
-  pipeline does (:class:`transforms.filters.local.LocalRunner`, the runner of every dry run),
+  pipeline does (:class:`transforms.local.LocalRunner`, the runner of every dry run),
   and prints every match, filter by filter, as one JSON line on stdout, as the ``lite`` output
   shows it (identity, the fields of ``spec.output.fields``, the annotations). Then it prints a
   summary per filter on stderr: alerts evaluated, matched, fraction, errors, the per-alert
@@ -49,7 +49,7 @@ from transforms.alert_model import Alert
 from transforms.decode import DecodeError, decode_message
 from transforms.filters.apply import FilterMatch, batch_reports
 from transforms.filters.document import Filter, FilterSet, FilterValidationError, load_filter_file
-from transforms.filters.local import LocalRunner
+from transforms.local import LocalRunner
 from transforms.publish import lite_record
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
 

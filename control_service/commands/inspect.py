@@ -7,7 +7,7 @@ line of JSON (the alert model without cutout and original bytes, see
 with its stage and reason, the other files are still printed, and the exit code is 1.
 
 ``--annotate`` runs the annotators on each file's alerts as the broker does and adds their
-record to each line as ``"annotations"`` (``transforms.annotate.record.to_json_dict``); all of
+record to each line as ``"annotations"`` (``transforms.annotation_model.to_json_dict``); all of
 them, or those of ``--annotators sky,dust``. An alert that an annotator rejects is reported on
 stderr with the stage and reason, and the exit code is 1.
 """
@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from transforms.alert_model import Alert, to_json_dict
-from transforms.annotate.record import to_json_dict as annotations_json
 from transforms.annotate.transform import AnnotateConfig, Annotator, annotate_batch, load_annotators
+from transforms.annotation_model import to_json_dict as annotations_json
 from transforms.decode import DeadLetter, DecodeError, decode_message
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
 

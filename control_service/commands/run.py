@@ -33,8 +33,8 @@ from flink_deploy.stack.services import ADMIN_TOKEN_FILE, local_admin_token
 from pipelines import broker
 from transforms.decode import decode_message
 from transforms.filters.document import FilterSet, load_filter_file
-from transforms.filters.local import match_locally
 from transforms.kafka_clients import kafka_config
+from transforms.local import match_locally
 from transforms.schemas import LsstSchemas
 from transforms.topics import LSST_TOPIC, ZTF_TOPIC
 
@@ -176,9 +176,9 @@ def _run(args: argparse.Namespace, cfg: StackConfig) -> int:
 
 def replay_arguments(cfg: StackConfig, topic: str, files: list[Path]) -> argparse.Namespace:
     """``alertflow replay`` of ``files`` onto ``topic`` of this stack, as parsed arguments."""
-    from control_service.cli import build_parser  # the cli module imports this one
-
-    return build_parser().parse_args(
+    parser = argparse.ArgumentParser(prog="alertflow")
+    replay.register(parser.add_subparsers())
+    return parser.parse_args(
         [
             "replay",
             "--bootstrap",

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.serving import make_server
 
+from control_service.common import serve_until_stopped
 from control_service.config import ConfigError, load_config
 
 
@@ -31,10 +31,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument("--port", type=int, help="port (default 5000)")
     parser.set_defaults(func=run)
     return parser
-
-
-def _interrupt(*_: Any) -> None:
-    raise KeyboardInterrupt
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,14 +54,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"alertflow control service on http://{config.host}:{server.server_port}", flush=True)
     serve_until_stopped(server)
     return 0
-
-
-def serve_until_stopped(server: BaseWSGIServer) -> None:
-    """Serve until Ctrl-C or SIGTERM (both stop it the same way), then close the socket."""
-    signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()

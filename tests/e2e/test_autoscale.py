@@ -18,7 +18,7 @@ import requests
 from confluent_kafka import Producer
 from werkzeug.serving import make_server
 
-from control_service.commands.replay import cycled_messages, load_messages
+from control_service.replay_engine import cycled_messages, load_messages
 from control_service.snapshots import publish_snapshot
 from flink_deploy.autoscaler.local import LocalDriver
 from flink_deploy.autoscaler.observe import Observer
@@ -32,7 +32,7 @@ from tests.e2e.test_smoke_pipeline import wait_for
 from transforms.alert_model import Survey
 from transforms.decode import decode_message
 from transforms.filters.document import FilterSet, load_filter_file
-from transforms.filters.local import match_locally
+from transforms.local import match_locally
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
 from transforms.topics import ALERT_TOPICS
 

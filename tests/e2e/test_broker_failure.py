@@ -21,7 +21,7 @@ from tests.e2e.test_ingest_pipeline import real_messages
 from tests.e2e.test_smoke_pipeline import running_job_id, wait_for
 from transforms.decode import decode_message
 from transforms.filters.document import FilterSet, load_filter_file
-from transforms.filters.local import match_locally
+from transforms.local import match_locally
 from transforms.schemas import LsstSchemas
 
 pytestmark = pytest.mark.e2e

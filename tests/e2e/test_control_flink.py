@@ -28,7 +28,7 @@ from tests.e2e.test_ingest_pipeline import bad_messages, real_messages
 from tests.e2e.test_smoke_pipeline import wait_for
 from transforms.decode import decode_message
 from transforms.filters.document import FilterSet
-from transforms.filters.local import match_locally
+from transforms.local import match_locally
 from transforms.schemas import LsstSchemas
 
 pytestmark = pytest.mark.e2e

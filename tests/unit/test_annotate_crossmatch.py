@@ -21,7 +21,7 @@ from transforms.annotate.crossmatch import (
     load_catalogs,
     nearest_matches,
 )
-from transforms.annotate.record import AnnotationFailure, CrossMatch
+from transforms.annotation_model import AnnotationFailure, CrossMatch
 
 MAS_ARCSEC = 1e-3
 

@@ -11,7 +11,7 @@ from astropy.coordinates import SkyCoord
 from tests.unit.test_annotate_sky import real_alerts
 from transforms.annotate.crossmatch import catalog_dir
 from transforms.annotate.dust import DUST_MAPS, DustConfig, annotate_dust, load_dust_map
-from transforms.annotate.record import AnnotationFailure, Dust
+from transforms.annotation_model import AnnotationFailure, Dust
 
 
 @pytest.mark.parametrize("map_name", ["SFD", "Planck13"])

@@ -10,7 +10,7 @@ import pytest
 from tests.unit.test_annotate_sky import real_alerts
 from transforms.alert_model import Alert, DetectionKind
 from transforms.annotate.lightcurve import LightCurveConfig, annotate_lightcurves
-from transforms.annotate.record import LightCurve
+from transforms.annotation_model import LightCurve
 
 
 def _points(alert: Alert) -> dict[str, list[tuple[float, float]]]:

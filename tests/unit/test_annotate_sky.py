@@ -12,8 +12,8 @@ from astropy.coordinates import SkyCoord
 
 from tests.datapaths import shared_data
 from transforms.alert_model import Alert
-from transforms.annotate.record import AnnotationFailure, Sky
 from transforms.annotate.sky import SkyConfig, annotate_sky, ecliptic, galactic
+from transforms.annotation_model import AnnotationFailure, Sky
 from transforms.decode import decode_container, decode_message
 from transforms.schemas import LsstSchemas
 

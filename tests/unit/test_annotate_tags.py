@@ -11,7 +11,9 @@ import pytest
 from tests.datapaths import lsst_index, ztf_index
 from tests.unit.test_annotate_sky import real_alerts
 from transforms.alert_model import Alert, NearestStar, SolarSystemObject, Survey
-from transforms.annotate.record import (
+from transforms.annotate.tags import TAG_NAMES, TagsConfig, tag_alert
+from transforms.annotate.transform import AnnotateConfig, annotate_batch, load_annotators
+from transforms.annotation_model import (
     Annotations,
     BandFeatures,
     CatalogMatch,
@@ -19,8 +21,6 @@ from transforms.annotate.record import (
     LightCurve,
     Tags,
 )
-from transforms.annotate.tags import TAG_NAMES, TagsConfig, tag_alert
-from transforms.annotate.transform import AnnotateConfig, annotate_batch, load_annotators
 
 CONFIG = TagsConfig()
 

@@ -26,8 +26,8 @@ from transforms.annotate import (
     load_annotators,
 )
 from transforms.annotate.crossmatch import catalog_fields
-from transforms.annotate.record import to_json_dict
 from transforms.annotate.transform import only
+from transforms.annotation_model import to_json_dict
 from transforms.decode import DeadLetter
 
 

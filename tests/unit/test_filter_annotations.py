@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tests.datapaths import shared_data
-from transforms.annotate.record import get_path
 from transforms.annotate.transform import AnnotateConfig, annotate_batch, load_annotators
+from transforms.annotation_model import get_path
 from transforms.decode import decode_message
 from transforms.filters.annotations import AnnotationColumns
 from transforms.filters.compile import compile_filter_set

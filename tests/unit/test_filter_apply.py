@@ -162,7 +162,7 @@ def test_apply_filters_counts_alerts_matches_and_errors() -> None:
     """The counters /api/v1/components reports for the filters stage, against the reference."""
     from apache_beam.metrics.metric import MetricsFilter
 
-    from transforms.filters.local import match_locally
+    from transforms.local import match_locally
 
     alerts = lsst_alerts()
     filters = FilterSet(1, load_filter_file(str(EXAMPLES / "target-list-cones.yaml")))

@@ -10,8 +10,9 @@ from typing import Any
 import fastavro
 import pytest
 
+from control_service import replay_engine
 from control_service.commands import replay
-from control_service.commands.replay import (
+from control_service.replay_engine import (
     ID_STRIDE,
     ReplayError,
     Schedule,
@@ -85,22 +86,22 @@ def _folder(tmp_path: Path) -> Path:
 
 def test_a_directory_stands_for_the_alert_files_under_it_sorted(tmp_path: Path) -> None:
     folder = _folder(tmp_path)
-    assert replay.alert_files(folder) == [
+    assert replay_engine.alert_files(folder) == [
         folder / "a.bin",
         folder / "b.avro",
         folder / "c_bad.avro",
         folder / "d_empty.avro",
         folder / "night2" / "a.avro",
     ]
-    assert replay.alert_files(ZTF_FILES[0]) == [ZTF_FILES[0]]
+    assert replay_engine.alert_files(ZTF_FILES[0]) == [ZTF_FILES[0]]
     shared = DATA / "ztf" / "alerts" / "official_samples_multiversion"
-    assert replay.alert_files(shared) == sorted(shared.glob("*.avro"))
+    assert replay_engine.alert_files(shared) == sorted(shared.glob("*.avro"))
 
 
 def test_load_files_keeps_the_good_files_and_names_each_bad_one(tmp_path: Path) -> None:
     folder = _folder(tmp_path)
     (tmp_path / "empty").mkdir()
-    loaded = replay.load_files(
+    loaded = replay_engine.load_files(
         [folder, tmp_path / "missing.avro", tmp_path / "empty", ZTF_FILES[2]], SCHEMAS
     )
     good = [folder / "a.bin", folder / "b.avro", folder / "night2" / "a.avro", ZTF_FILES[2]]
@@ -312,7 +313,7 @@ def test_cli_exits_2_and_sends_nothing_when_no_file_is_good(
 
 
 def test_summary_and_progress_lines() -> None:
-    assert replay.format_summary(2200, 242_000_000, 2.0, 0) == (
+    assert replay_engine.format_summary(2200, 242_000_000, 2.0, 0) == (
         "replay: sent 2200 alerts, 242000000 bytes in 2.00 s: 1,100 alerts/s, 121.0 MB/s; "
         "0 delivery failures"
     )

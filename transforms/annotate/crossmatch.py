@@ -33,14 +33,14 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 from numpy.typing import NDArray
 
-from transforms.annotate.record import (
+from transforms.annotate.sky import position_failure, unit_vectors, valid_positions
+from transforms.annotation_model import (
     AnnotationFailure,
     CatalogFields,
     CatalogMatch,
     CatalogValue,
     CrossMatch,
 )
-from transforms.annotate.sky import position_failure, unit_vectors, valid_positions
 
 STAGE = "annotate.crossmatch"
 MAX_RADIUS_ARCSEC = 3600.0

@@ -17,8 +17,8 @@ from astropy.io import fits
 from numpy.typing import NDArray
 
 from transforms.annotate.crossmatch import catalog_dir
-from transforms.annotate.record import AnnotationFailure, Dust
 from transforms.annotate.sky import galactic, position_failure, valid_positions
+from transforms.annotation_model import AnnotationFailure, Dust
 
 STAGE = "annotate.dust"
 DUST_MAPS = {

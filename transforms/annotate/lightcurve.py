@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from transforms.alert_model import Alert, DetectionKind
-from transforms.annotate.record import BANDS, BandFeatures, LightCurve
+from transforms.annotation_model import BANDS, BandFeatures, LightCurve
 
 STAGE = "annotate.lightcurve"
 _BAND_INDEX = {band: i for i, band in enumerate(BANDS)}

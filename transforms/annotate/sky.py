@@ -16,7 +16,7 @@ import healpy as hp
 import numpy as np
 from numpy.typing import NDArray
 
-from transforms.annotate.record import AnnotationFailure, Sky
+from transforms.annotation_model import AnnotationFailure, Sky
 
 STAGE = "annotate.sky"
 MAX_ORDER = 29

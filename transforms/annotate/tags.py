@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from transforms.alert_model import Alert
-from transforms.annotate.record import Annotations, CatalogMatch, Tag, Tags
+from transforms.annotation_model import Annotations, CatalogMatch, Tag, Tags
 
 STAGE = "annotate.tags"
 

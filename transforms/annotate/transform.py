@@ -25,7 +25,7 @@ from transforms.annotate import dust as _dust
 from transforms.annotate import lightcurve as _lightcurve
 from transforms.annotate import sky as _sky
 from transforms.annotate import tags as _tags
-from transforms.annotate.record import AnnotationFailure, Annotations
+from transforms.annotation_model import AnnotatedAlert, AnnotationFailure, Annotations
 from transforms.decode import DeadLetter
 from transforms.filters.document import FilterSet
 from transforms.filters.snapshot import Snapshot, SnapshotFeed, newest_version, select_snapshot
@@ -112,14 +112,6 @@ class AnnotateConfig:
             tags=_tags.TagsConfig(**tag_cfg),
             max_batch_size=int(data.get("max_batch_size", 1000)),
         )
-
-
-@dataclass(frozen=True, slots=True)
-class AnnotatedAlert:
-    """An alert and its annotations; the alert is unchanged."""
-
-    alert: Alert
-    annotations: Annotations
 
 
 @dataclass(frozen=True, slots=True, eq=False)

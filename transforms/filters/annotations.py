@@ -1,7 +1,7 @@
 """Annotation records seen column-wise by the filter evaluator.
 
 The evaluator reads annotation fields as one array per dotted path; the annotators produce one
-:class:`~transforms.annotate.record.Annotations` record per alert. :class:`AnnotationColumns`
+:class:`~transforms.annotation_model.Annotations` record per alert. :class:`AnnotationColumns`
 bridges the two: it is the ``annotations`` mapping for ``CompiledFilterSet.evaluate`` and
 builds a column only when a filter reads that path, once per batch. A value whose annotator did
 not run is None, which the evaluator treats as null.
@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from transforms.annotate.record import Annotations, get_path
+from transforms.annotation_model import Annotations, get_path
 
 
 class AnnotationColumns(Mapping[str, np.ndarray]):

@@ -31,8 +31,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import AsList, TaggedOutput
 
 from transforms.alert_model import Alert
-from transforms.annotate.record import Annotations
-from transforms.annotate.transform import AnnotatedAlert
+from transforms.annotation_model import AnnotatedAlert, Annotations
 from transforms.filters.annotations import AnnotationColumns
 from transforms.filters.compile import BatchResult, CompiledFilterSet, compile_filter_set
 from transforms.filters.document import OutputFormat

@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from transforms.alert_model import Alert
+
 #: Every band a survey publishes, in wavelength order (ZTF uses g, r, i).
 BANDS: tuple[str, ...] = ("u", "g", "r", "i", "z", "y")
 
@@ -302,3 +304,11 @@ def to_json_dict(annotations: Annotations) -> dict[str, Any]:
             **{band.band: asdict(band) for band in lc.bands},
         }
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class AnnotatedAlert:
+    """An alert and its annotations; the alert is unchanged."""
+
+    alert: Alert
+    annotations: Annotations

@@ -12,10 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from transforms.alert_model import Alert
-from transforms.annotate.record import Annotations
 from transforms.annotate.transform import (
     AnnotateConfig,
-    AnnotatedAlert,
     LoadedAnnotators,
     annotate_batch,
     for_filters,
@@ -23,6 +21,7 @@ from transforms.annotate.transform import (
     needed_annotators,
     running_annotators,
 )
+from transforms.annotation_model import AnnotatedAlert, Annotations
 from transforms.decode import DeadLetter
 from transforms.filters.annotations import AnnotationColumns
 from transforms.filters.apply import FilterErrorReport, FilterMatch, batch_reports
