@@ -13,7 +13,7 @@ FLINK_STAMP := $(BUILD)/flink-$(FLINK_VERSION)/.installed
 VENV_STAMP := $(VENV)/.installed
 POMS := flink_deploy/pom.xml $(wildcard flink_deploy/maven/*/pom.xml) flink_deploy/versions.env
 
-.PHONY: install system-deps run stop test test-unit test-e2e clean
+.PHONY: install system-deps run stop test test-unit test-e2e lint clean
 
 install: system-deps $(VENV_STAMP) $(JARS_STAMP) $(FLINK_STAMP)
 
@@ -51,6 +51,14 @@ stop:
 
 test: install
 	$(BIN)/python -m pytest
+
+# Style, the layers and the types: ruff (pyproject's rules and its format), the import-linter
+# contracts in pyproject.toml, and mypy in strict mode.
+lint: $(VENV_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 test-unit: install
 	$(BIN)/python -m pytest tests/unit
