@@ -389,7 +389,9 @@ def format_progress(done: int, total: int, elapsed: float, width: int = 30) -> s
 # --------------------------------------------------------------------------------------------
 
 
-def register(subparsers: Any) -> argparse.ArgumentParser:
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     """Add the ``replay`` subcommand to an argparse subparsers object."""
     parser = subparsers.add_parser(
         "replay",

@@ -22,7 +22,9 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from control_service.config import ConfigError, load_config
 
 
-def register(subparsers: Any) -> argparse.ArgumentParser:
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "serve", help="run the control service (REST API)", description=__doc__
     )

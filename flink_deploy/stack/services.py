@@ -183,7 +183,7 @@ def write_flink_conf(cfg: StackConfig) -> Path:
     conf = cfg.run_dir / "flink" / "conf"
     conf.mkdir(parents=True, exist_ok=True)
     flink = cfg.run_dir / "flink"
-    settings = {
+    settings: dict[str, Any] = {
         "jobmanager": {
             "bind-host": HOST,
             "rpc": {"address": HOST, "port": cfg.flink_rpc_port},

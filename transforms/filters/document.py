@@ -274,7 +274,7 @@ class _Validator:
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, ScalarNode) else None
             where = f"{path}.{key}" if path else str(key)
-            if key not in allowed:
+            if key is None or key not in allowed:
                 close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
                 hint = (
                     f"; did you mean {close[0]!r}?"
