@@ -200,7 +200,7 @@ class _PublishFn(beam.DoFn):
             )
 
 
-class PublishMatches(beam.PTransform):
+class PublishMatches(beam.PTransform[beam.PCollection[FilterMatch], beam.PCollection[Any]]):
     """FilterMatch -> each filter's own Kafka topic, in the filter's format (lite or full).
 
     Input: ``PCollection[FilterMatch]``, any windowing. No output. The topic is created (with
@@ -216,5 +216,8 @@ class PublishMatches(beam.PTransform):
         self._bootstrap = bootstrap_servers
         self._partitions = partitions
 
-    def expand(self, matches: beam.PCollection) -> beam.PCollection:
-        return matches | "Produce" >> beam.ParDo(_PublishFn(self._bootstrap, self._partitions))
+    def expand(self, matches: beam.PCollection[FilterMatch]) -> beam.PCollection[Any]:
+        published: beam.PCollection[Any] = matches | "Produce" >> beam.ParDo(
+            _PublishFn(self._bootstrap, self._partitions)
+        )
+        return published

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import apache_beam as beam
 import numpy as np
+import numpy.typing as npt
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import PCollection, TaggedOutput
 
@@ -164,7 +165,9 @@ def _guarded(
     return out
 
 
-def _positions(alerts: Sequence[Alert]) -> tuple[np.ndarray, np.ndarray]:
+def _positions(
+    alerts: Sequence[Alert],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     ra = np.fromiter((a.ra for a in alerts), np.float64, len(alerts))
     dec = np.fromiter((a.dec for a in alerts), np.float64, len(alerts))
     return ra, dec
@@ -322,7 +325,7 @@ class _AnnotateBatchFn(beam.DoFn):
         return self._active[1]
 
 
-class AnnotateAlerts(beam.PTransform):
+class AnnotateAlerts(beam.PTransform[PCollection[Alert], beam.pvalue.DoOutputsTuple]):
     """Alert -> AnnotatedAlert, with failures on the ``dead_letters`` output.
 
     Input: ``PCollection[Alert]``, bounded or not, any windowing (batches are formed within a
@@ -352,7 +355,7 @@ class AnnotateAlerts(beam.PTransform):
     def __init__(
         self,
         config: AnnotateConfig | None = None,
-        snapshots: PCollection | None = None,
+        snapshots: PCollection[Snapshot] | None = None,
         label: str | None = None,
         feed: SnapshotFeed | None = None,
     ) -> None:
@@ -361,9 +364,9 @@ class AnnotateAlerts(beam.PTransform):
         self._snapshots = snapshots
         self._feed = feed
 
-    def expand(self, alerts: PCollection) -> beam.pvalue.DoOutputsTuple:
+    def expand(self, alerts: PCollection[Alert]) -> beam.pvalue.DoOutputsTuple:
         side = [] if self._snapshots is None else [beam.pvalue.AsList(self._snapshots)]
-        return (
+        outputs: beam.pvalue.DoOutputsTuple = (
             alerts
             | "Batch"
             >> beam.BatchElements(min_batch_size=1, max_batch_size=self._config.max_batch_size)
@@ -372,6 +375,7 @@ class AnnotateAlerts(beam.PTransform):
                 self.DEAD_LETTERS, main=self.ANNOTATED
             )
         )
+        return outputs
 
 
 def only(config: AnnotateConfig, *names: Annotator) -> AnnotateConfig:

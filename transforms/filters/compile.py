@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from transforms.alert_model import Alert
 from transforms.filters.catalogue import (
@@ -148,7 +149,7 @@ def in_cone(vectors: tuple[Any, Any, Any], ra0: Any, dec0: Any, radius_arcsec: A
     return dx * dx + dy * dy + dz * dz <= chord2_limit(radius_arcsec)
 
 
-def _spread_bits(v: np.ndarray) -> np.ndarray:
+def _spread_bits(v: npt.NDArray[Any]) -> npt.NDArray[Any]:
     # Interleave: bit k of v goes to bit 2k (v < 2**29).
     v = v.astype(np.uint64)
     v = (v | (v << np.uint64(16))) & np.uint64(0x0000FFFF0000FFFF)
@@ -159,7 +160,7 @@ def _spread_bits(v: np.ndarray) -> np.ndarray:
     return v
 
 
-def ang2pix_nest(nside: int, ra_deg: Any, dec_deg: Any) -> np.ndarray:
+def ang2pix_nest(nside: int, ra_deg: Any, dec_deg: Any) -> npt.NDArray[Any]:
     """HEALPix NESTED pixel index of positions in degrees (Gorski et al. 2005, as in healpy)."""
     ra = np.asarray(ra_deg, dtype=np.float64)
     dec = np.asarray(dec_deg, dtype=np.float64)
@@ -195,7 +196,8 @@ def ang2pix_nest(nside: int, ra_deg: Any, dec_deg: Any) -> np.ndarray:
     ix = np.where(polar, ix_p, ix_eq)
     iy = np.where(polar, iy_p, iy_eq)
     sub = _spread_bits(ix) | (_spread_bits(iy) << np.uint64(1))
-    return face.astype(np.int64) * ns * ns + sub.astype(np.int64)
+    pixels: npt.NDArray[Any] = face.astype(np.int64) * ns * ns + sub.astype(np.int64)
+    return pixels
 
 
 # --- batch context --------------------------------------------------------------------------
@@ -205,7 +207,7 @@ class _MissingColumn(Exception):
     pass
 
 
-def _none_mask(values: np.ndarray) -> np.ndarray:
+def _none_mask(values: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
     return np.fromiter((v is not None for v in values), dtype=bool, count=len(values))
 
 
@@ -275,11 +277,11 @@ class _Batch:
     alerts: Sequence[Alert]
     annotations: Mapping[str, Any]
     n: int
-    healpix: dict[int, np.ndarray] = field(default_factory=dict)
-    unit_vectors: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    healpix: dict[int, npt.NDArray[Any]] = field(default_factory=dict)
+    unit_vectors: tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]] | None = None
     summaries: list[HistorySummary] | None = None
-    dec_order: np.ndarray | None = None
-    dec_sorted: np.ndarray | None = None
+    dec_order: npt.NDArray[Any] | None = None
+    dec_sorted: npt.NDArray[Any] | None = None
 
     def column(self, path: str) -> _Num | _Str | _Bool:
         spec = lookup(path)
@@ -488,8 +490,8 @@ def _call(node: Call, name: str, args: Sequence[_Value], batch: _Batch) -> _Valu
 
 
 def _in_fixed_cone(
-    batch: _Batch, dec: np.ndarray, ra0: Any, dec0: Any, radius_arcsec: Any
-) -> np.ndarray:
+    batch: _Batch, dec: npt.NDArray[Any], ra0: Any, dec0: Any, radius_arcsec: Any
+) -> npt.NDArray[Any]:
     # A cone with a fixed centre only needs the alerts in its declination band: find them by
     # binary search in the batch sorted by declination, then test those exactly.
     if batch.dec_order is None:
@@ -551,8 +553,8 @@ class FilterOutcome:
     """One filter on one batch: which alerts matched, which errored, and a whole-batch failure."""
 
     name: str
-    matches: np.ndarray
-    error_mask: np.ndarray
+    matches: npt.NDArray[Any]
+    error_mask: npt.NDArray[Any]
     failure: str | None
 
     @property
