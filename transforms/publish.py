@@ -131,7 +131,9 @@ def full_message(match: FilterMatch, processed_at_ms: int) -> tuple[bytes, bytes
 
 def read_full_message(value: bytes) -> dict[str, Any]:
     """Decode a ``full`` match (what a consumer does)."""
-    return fastavro.schemaless_reader(io.BytesIO(value), FULL_SCHEMA)
+    record = fastavro.schemaless_reader(io.BytesIO(value), FULL_SCHEMA)
+    assert isinstance(record, dict), "FULL_SCHEMA is a record"
+    return record
 
 
 FORMATS = {OutputFormat.LITE: lite_message, OutputFormat.FULL: full_message}

@@ -101,7 +101,7 @@ class AnnotateConfig:
         lc_cfg = dict(data.get("lightcurve", {}))
         if "color_pairs" in lc_cfg:
             lc_cfg["color_pairs"] = tuple(tuple(p) for p in lc_cfg["color_pairs"])
-        tag_cfg = {
+        tag_cfg: dict[str, Any] = {
             k: tuple(v) if isinstance(v, list) else v for k, v in data.get("tags", {}).items()
         }
         return cls(

@@ -94,7 +94,8 @@ class _Failed:
     reason: str
 
 
-_Value = _Num | _Str | _Bool | _Failed
+_Column = _Num | _Str | _Bool
+_Value = _Column | _Failed
 _TRUE = np.bool_(True)
 _FALSE = np.bool_(False)
 
@@ -326,7 +327,7 @@ def _comparable(a: Any, b: Any) -> tuple[Any, Any]:
     return _float(a), _float(b)
 
 
-def _known(value: _Value) -> Any:
+def _known(value: _Column) -> Any:
     if isinstance(value, _Bool):
         return value.t | value.f
     return value.valid
@@ -377,7 +378,7 @@ def _apply_logical(op: str, items: Sequence[_Bool]) -> _Bool:
     return _Bool(t, f, err)
 
 
-def _eval_slot(node: Expr, args: Sequence[_Value], batch: _Batch) -> _Value:
+def _eval_slot(node: Expr, args: Sequence[_Column], batch: _Batch) -> _Value:
     match node:
         case Literal(value=value):
             return _literal(value)
@@ -410,7 +411,8 @@ def _eval_slot(node: Expr, args: Sequence[_Value], batch: _Batch) -> _Value:
         case In(items=items, negated=negated):
             (a,) = args
             assert isinstance(a, _Num | _Str)
-            constants = [item.value for item in items.items]  # type: ignore[union-attr]
+            # The checker admits number and string literals only.
+            constants: list[Any] = [item.value for item in items.items]  # type: ignore[union-attr]
             values = a.values
             if isinstance(a, _Num) and not (
                 _is_int(values) and all(isinstance(c, int) for c in constants)
@@ -432,14 +434,14 @@ def _eval_slot(node: Expr, args: Sequence[_Value], batch: _Batch) -> _Value:
         case IsNull(negated=negated):
             (a,) = args
             known = _known(a)
-            err = a.err  # type: ignore[union-attr]
+            err = a.err
             return _Bool(known, ~known, err) if negated else _Bool(~known, known, err)
         case Call(name=name):
             return _call(node, name, args, batch)
     raise AssertionError(f"unhandled node {node!r}")
 
 
-def _call(node: Call, name: str, args: Sequence[_Value], batch: _Batch) -> _Value:
+def _call(node: Call, name: str, args: Sequence[_Column], batch: _Batch) -> _Value:
     if name == "cone":
         ra, dec, ra0, dec0, radius = args
         assert all(isinstance(a, _Num) for a in args)
@@ -451,7 +453,7 @@ def _call(node: Call, name: str, args: Sequence[_Value], batch: _Batch) -> _Valu
         else:
             inside = in_cone(batch.unit_vectors, *centre)
         valid = ra.valid & dec.valid & ra0.valid & dec0.valid & radius.valid  # type: ignore[union-attr]
-        err = _err_or(*(a.err for a in args))  # type: ignore[union-attr]
+        err = _err_or(*(a.err for a in args))
         return _Bool(valid & inside, valid & ~inside, err)
     if name == "healpix_in":
         ra, dec = args
@@ -513,8 +515,8 @@ def _in_fixed_cone(
     return inside
 
 
-def _coalesce(args: Sequence[_Value]) -> _Value:
-    err = _err_or(*(a.err for a in args))  # type: ignore[union-attr]
+def _coalesce(args: Sequence[_Column]) -> _Value:
+    err = _err_or(*(a.err for a in args))
     last = args[-1]
     if isinstance(last, _Bool):
         t, f = last.t, last.f
@@ -524,11 +526,11 @@ def _coalesce(args: Sequence[_Value]) -> _Value:
             t = np.where(known, a.t, t)
             f = np.where(known, a.f, f)
         return _Bool(t, f, err)
-    values, valid = last.values, last.valid  # type: ignore[union-attr]
+    values, valid = last.values, last.valid
     for a in reversed(args[:-1]):
         values = np.where(a.valid, a.values, values)  # type: ignore[union-attr]
         valid = a.valid | valid  # type: ignore[union-attr]
-    return type(last)(values, valid, err)  # type: ignore[call-arg, operator]
+    return type(last)(values, valid, err)
 
 
 def _slot_inputs(node: Expr) -> tuple[Expr, ...]:
@@ -632,8 +634,9 @@ class CompiledFilterSet:
                 if failed is not None:
                     values.append(failed)
                     continue
+                columns = [a for a in args if not isinstance(a, _Failed)]  # all of them
                 try:
-                    values.append(_eval_slot(node, args, batch))
+                    values.append(_eval_slot(node, columns, batch))
                 except _MissingColumn as error:
                     values.append(_Failed(str(error)))
                 except _SLOT_ERRORS as error:
@@ -779,7 +782,8 @@ def _closure(node: Expr) -> _Fn:
             return lambda row: _row_compare(op, lf(row), rf(row))
         case In(operand=operand, items=items, negated=negated):
             inner = _closure(operand)
-            constants = [item.value for item in items.items]  # type: ignore[union-attr]
+            # The checker admits number and string literals only.
+            constants: list[Any] = [item.value for item in items.items]  # type: ignore[union-attr]
 
             def member(row: _Row) -> Any:
                 v = inner(row)
