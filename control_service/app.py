@@ -72,7 +72,8 @@ class ControlComponent(Component):
 
     @property
     def config(self) -> ControlConfig:
-        return self.app.extensions[CONFIG_EXTENSION]
+        config: ControlConfig = self.app.extensions[CONFIG_EXTENSION]
+        return config
 
     def _start(self, _principal: Principal) -> Mapping[str, Any]:
         self.state = "running"

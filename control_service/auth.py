@@ -90,14 +90,16 @@ class Authenticator:
 
 
 def _authenticator() -> Authenticator:
-    return current_app.extensions[EXTENSION]
+    authenticator: Authenticator = current_app.extensions[EXTENSION]
+    return authenticator
 
 
 def current_principal() -> Principal | None:
     """The caller, if it sent a valid token (cached per request)."""
     if "principal" not in g:
         g.principal = _authenticator().identify(request.headers.get("Authorization"))
-    return g.principal
+    principal: Principal | None = g.principal
+    return principal
 
 
 def require_token() -> Principal:

@@ -59,10 +59,15 @@ class ControlClient:
                 ) from None
         return response.json() if expect_json else response.text
 
+    def _object(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        """``request`` on a route that answers a JSON object."""
+        body: dict[str, Any] = self.request(method, path, **kwargs)
+        return body
+
     # --- the common control API ------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        return self.request("GET", "/health")
+        return self._object("GET", "/health")
 
     def ready(self) -> bool:
         try:
@@ -73,22 +78,23 @@ class ControlClient:
             raise
 
     def status(self) -> dict[str, Any]:
-        return self.request("GET", "/api/v1/status")
+        return self._object("GET", "/api/v1/status")
 
     def get_config(self) -> dict[str, Any]:
-        return self.request("GET", "/api/v1/config")
+        return self._object("GET", "/api/v1/config")
 
     def put_config(self, changes: dict[str, Any]) -> dict[str, Any]:
-        return self.request("PUT", "/api/v1/config", json=changes)
+        return self._object("PUT", "/api/v1/config", json=changes)
 
     def action(self, name: str) -> dict[str, Any]:
-        return self.request("POST", f"/api/v1/actions/{name}")
+        return self._object("POST", f"/api/v1/actions/{name}")
 
     def metrics(self) -> str:
-        return self.request("GET", "/metrics", expect_json=False)
+        text: str = self.request("GET", "/metrics", expect_json=False)
+        return text
 
     def openapi(self) -> dict[str, Any]:
-        return self.request("GET", "/api/v1/openapi.json")
+        return self._object("GET", "/api/v1/openapi.json")
 
     # --- filters (control service) ---------------------------------------------------------
 
@@ -101,7 +107,7 @@ class ControlClient:
             }.items()
             if v is not None
         }
-        return self.request("GET", "/api/v1/filters", params=params)
+        return self._object("GET", "/api/v1/filters", params=params)
 
     def get_filter(self, name: str, yaml_text: bool = False) -> Any:
         if yaml_text:
@@ -114,7 +120,7 @@ class ControlClient:
         return self.request("GET", f"/api/v1/filters/{name}")
 
     def apply_filters(self, yaml_text: str) -> dict[str, Any]:
-        return self.request(
+        return self._object(
             "POST",
             "/api/v1/filters",
             data=yaml_text.encode(),
@@ -122,7 +128,7 @@ class ControlClient:
         )
 
     def put_filter(self, name: str, yaml_text: str) -> dict[str, Any]:
-        return self.request(
+        return self._object(
             "PUT",
             f"/api/v1/filters/{name}",
             data=yaml_text.encode(),
@@ -130,31 +136,31 @@ class ControlClient:
         )
 
     def delete_filter(self, name: str) -> dict[str, Any]:
-        return self.request("DELETE", f"/api/v1/filters/{name}")
+        return self._object("DELETE", f"/api/v1/filters/{name}")
 
     def set_active(self, name: str, active: bool) -> dict[str, Any]:
-        return self.request(
+        return self._object(
             "POST", f"/api/v1/filters/{name}/{'activate' if active else 'deactivate'}"
         )
 
     def test_filter(self, name: str) -> dict[str, Any]:
-        return self.request("POST", f"/api/v1/filters/{name}/test")
+        return self._object("POST", f"/api/v1/filters/{name}/test")
 
     # --- jobs and components ---------------------------------------------------------------
 
     def jobs(self) -> dict[str, Any]:
-        return self.request("GET", "/api/v1/jobs")
+        return self._object("GET", "/api/v1/jobs")
 
     def submit_job(self, args: list[str] | None = None) -> dict[str, Any]:
-        return self.request("POST", "/api/v1/jobs", json={"args": args or []})
+        return self._object("POST", "/api/v1/jobs", json={"args": args or []})
 
     def stop_job(self, job_id: str, savepoint: bool = True) -> dict[str, Any]:
-        return self.request(
+        return self._object(
             "DELETE", f"/api/v1/jobs/{job_id}", params={"savepoint": str(savepoint).lower()}
         )
 
     def upgrade_job(self, job_id: str, args: list[str] | None = None) -> dict[str, Any]:
-        return self.request("POST", f"/api/v1/jobs/{job_id}/upgrade", json={"args": args or []})
+        return self._object("POST", f"/api/v1/jobs/{job_id}/upgrade", json={"args": args or []})
 
     def components(self) -> dict[str, Any]:
-        return self.request("GET", "/api/v1/components")
+        return self._object("GET", "/api/v1/components")

@@ -162,7 +162,8 @@ def package_version() -> str:
 
 
 def component() -> Component:
-    return current_app.extensions[COMPONENT_EXTENSION]
+    found: Component = current_app.extensions[COMPONENT_EXTENSION]
+    return found
 
 
 def json_body(kind: type = dict) -> Any:

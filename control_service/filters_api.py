@@ -109,7 +109,8 @@ class ReferenceAlerts:
 
 
 def _store() -> FilterStore:
-    return current_app.extensions[STORE_EXTENSION]
+    store: FilterStore = current_app.extensions[STORE_EXTENSION]
+    return store
 
 
 def _settings() -> Any:

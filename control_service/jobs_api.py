@@ -66,7 +66,8 @@ def submit_broker(argv: Sequence[str]) -> Any:
 
 
 def _flink() -> FlinkRest:
-    return current_app.extensions[FLINK_EXTENSION]
+    flink: FlinkRest = current_app.extensions[FLINK_EXTENSION]
+    return flink
 
 
 def job_view(job: dict[str, Any]) -> dict[str, Any]:

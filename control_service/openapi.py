@@ -11,7 +11,7 @@ from typing import Any
 
 from transforms.filters.document import OutputFormat
 
-BEARER = [{"bearerAuth": []}]
+BEARER: list[dict[str, Any]] = [{"bearerAuth": []}]
 OPTIONAL_BEARER: list[dict[str, Any]] = [{}, {"bearerAuth": []}]
 
 

@@ -222,7 +222,10 @@ class KafkaSnapshotLog:
                     continue
                 if message.error():
                     raise OSError(f"{self.name}: {message.error()}")
-                position = message.offset() + 1
+                offset = message.offset()
+                if offset is None:  # set on every consumed message
+                    raise OSError(f"{self.name}: a consumed message has no offset")
+                position = offset + 1
                 if message.key() == SNAPSHOT_KEY:
                     values.append(message.value())
             return _highest(values, self.name)

@@ -49,4 +49,5 @@ def check_yaml_limits(text: str, max_aliases: int, max_depth: int) -> None:
 
 def _exceeded(event: yaml.Event, summary: str, message: str) -> YamlLimitExceeded:
     mark = event.start_mark
+    assert mark is not None, "the parser marks every event it emits"
     return YamlLimitExceeded(mark.line + 1, mark.column + 1, summary, message)

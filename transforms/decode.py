@@ -725,7 +725,7 @@ class _DecodeFn(beam.DoFn):
         yield from result
 
 
-class DecodeAlerts(beam.PTransform):
+class DecodeAlerts(beam.PTransform[PCollection[KafkaRecord], beam.pvalue.DoOutputsTuple]):
     """KafkaRecord -> Alert, with failures on the ``dead_letters`` output.
 
     Input: ``PCollection[KafkaRecord]``, bounded or not, any windowing (element-wise; windows and
@@ -750,10 +750,11 @@ class DecodeAlerts(beam.PTransform):
         super().__init__(label)
         self._schemas = schemas if schemas is not None else LsstSchemas()
 
-    def expand(self, records: PCollection) -> beam.pvalue.DoOutputsTuple:
-        return records | "Decode" >> beam.ParDo(_DecodeFn(self._schemas)).with_outputs(
-            self.DEAD_LETTERS, main=self.ALERTS
-        )
+    def expand(self, records: PCollection[KafkaRecord]) -> beam.pvalue.DoOutputsTuple:
+        outputs: beam.pvalue.DoOutputsTuple = records | "Decode" >> beam.ParDo(
+            _DecodeFn(self._schemas)
+        ).with_outputs(self.DEAD_LETTERS, main=self.ALERTS)
+        return outputs
 
 
 __all__ = [

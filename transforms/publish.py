@@ -131,7 +131,9 @@ def full_message(match: FilterMatch, processed_at_ms: int) -> tuple[bytes, bytes
 
 def read_full_message(value: bytes) -> dict[str, Any]:
     """Decode a ``full`` match (what a consumer does)."""
-    return fastavro.schemaless_reader(io.BytesIO(value), FULL_SCHEMA)
+    record = fastavro.schemaless_reader(io.BytesIO(value), FULL_SCHEMA)
+    assert isinstance(record, dict), "FULL_SCHEMA is a record"
+    return record
 
 
 FORMATS = {OutputFormat.LITE: lite_message, OutputFormat.FULL: full_message}
@@ -200,7 +202,7 @@ class _PublishFn(beam.DoFn):
             )
 
 
-class PublishMatches(beam.PTransform):
+class PublishMatches(beam.PTransform[beam.PCollection[FilterMatch], beam.PCollection[Any]]):
     """FilterMatch -> each filter's own Kafka topic, in the filter's format (lite or full).
 
     Input: ``PCollection[FilterMatch]``, any windowing. No output. The topic is created (with
@@ -216,5 +218,8 @@ class PublishMatches(beam.PTransform):
         self._bootstrap = bootstrap_servers
         self._partitions = partitions
 
-    def expand(self, matches: beam.PCollection) -> beam.PCollection:
-        return matches | "Produce" >> beam.ParDo(_PublishFn(self._bootstrap, self._partitions))
+    def expand(self, matches: beam.PCollection[FilterMatch]) -> beam.PCollection[Any]:
+        published: beam.PCollection[Any] = matches | "Produce" >> beam.ParDo(
+            _PublishFn(self._bootstrap, self._partitions)
+        )
+        return published

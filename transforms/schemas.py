@@ -586,13 +586,16 @@ class LsstSchemas:
                 f"{', '.join(map(str, self.known_ids())) or 'none'}) and no schema registry "
                 "configured; add the schema folder or set a registry URL"
             )
+        record_name = _record_name(writer)
+        assert isinstance(writer, dict), "_record_name accepts only a record"
         return CompiledSchema(
-            name=_record_name(writer),
+            name=record_name,
             writer=writer,
             reader=compile_projection(writer, LSST_PROJECTION),
         )
 
-    def _fetch(self, schema_id: int) -> dict[str, Any]:
+    def _fetch(self, schema_id: int) -> Any:
+        """The schema the registry has under ``schema_id``, as JSON data (not checked here)."""
         url = f"{self.registry_url}/schemas/ids/{schema_id}"
         try:
             with urllib.request.urlopen(url, timeout=self.timeout_s) as response:

@@ -26,7 +26,9 @@ from flink_deploy.stack.config import HOST
 from transforms.topics import ALERT_TOPICS
 
 
-def register(subparsers: Any) -> argparse.ArgumentParser:
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "autoscale",
         help="run the autoscaler service",

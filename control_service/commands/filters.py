@@ -59,7 +59,9 @@ WARN_MATCH_FRACTION = 0.05
 MAX_TIMED_ALERTS = 2000
 
 
-def register(subparsers: Any) -> argparse.ArgumentParser:
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     """Add the ``filters`` subcommand: offline ``check``/``test -f``, and the REST actions."""
     parser = subparsers.add_parser(
         "filters",

@@ -19,7 +19,7 @@ import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from transforms.alert_model import Alert, to_json_dict
 from transforms.annotate.transform import AnnotateConfig, Annotator, annotate_batch, load_annotators
@@ -28,7 +28,9 @@ from transforms.decode import DeadLetter, DecodeError, decode_message
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
 
 
-def register(subparsers: Any) -> argparse.ArgumentParser:
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     """Add the ``inspect`` subcommand to an argparse subparsers object."""
     parser = subparsers.add_parser(
         "inspect",

@@ -14,7 +14,9 @@ from flink_deploy.stack.config import StackConfig
 TIMEOUT_S = 10.0
 
 
-def register(subparsers: Any) -> argparse.ArgumentParser:
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     parser = subparsers.add_parser("jobs", help="list or cancel the Flink jobs")
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="one JSON line per job: id, name, state, start")

@@ -25,7 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
 from control_service.replay_engine import (
     DEFAULT_TOPICS,
@@ -51,7 +51,9 @@ def format_progress(done: int, total: int, elapsed: float, width: int = 30) -> s
     return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} alerts, {rate:,.0f} alerts/s"
 
 
-def register(subparsers: Any) -> argparse.ArgumentParser:
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     """Add the ``replay`` subcommand to an argparse subparsers object."""
     parser = subparsers.add_parser(
         "replay",

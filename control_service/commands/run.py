@@ -18,7 +18,6 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -32,7 +31,7 @@ from flink_deploy.stack.config import HOST, REPO_ROOT, StackConfig, StackError, 
 from flink_deploy.stack.services import ADMIN_TOKEN_FILE, local_admin_token
 from pipelines import broker
 from transforms.decode import decode_message
-from transforms.filters.document import FilterSet, load_filter_file
+from transforms.filters.document import Filter, FilterSet, load_filter_file
 from transforms.kafka_clients import kafka_config
 from transforms.local import match_locally
 from transforms.schemas import LsstSchemas
@@ -42,7 +41,9 @@ EXAMPLES = REPO_ROOT / "examples" / "filters"
 JOB_NAME = "alertflow-broker"
 
 
-def register(subparsers: Any) -> argparse.ArgumentParser:
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "run",
         help="run the broker locally until Ctrl-C",
@@ -191,7 +192,7 @@ def replay_arguments(cfg: StackConfig, topic: str, files: list[Path]) -> argpars
     )
 
 
-def expected_matches(filters: tuple) -> Counter:
+def expected_matches(filters: tuple[Filter, ...]) -> Counter[str]:
     """Matches per filter on the sample alerts, computed in this process."""
     schemas = LsstSchemas()
     alerts = [
@@ -206,8 +207,12 @@ def expected_matches(filters: tuple) -> Counter:
 
 
 def wait_for_matches(
-    bootstrap: str, filters: tuple, before: Counter, expected: Counter, deadline_s: float = 180.0
-) -> Counter:
+    bootstrap: str,
+    filters: tuple[Filter, ...],
+    before: Counter[str],
+    expected: Counter[str],
+    deadline_s: float = 180.0,
+) -> Counter[str]:
     """New messages per filter topic, once each has at least the expected count or at the
     deadline (writes are at least once, so more is possible)."""
     end = time.monotonic() + deadline_s
@@ -224,11 +229,11 @@ def wait_for_matches(
         time.sleep(1)
 
 
-def topic_counts(bootstrap: str, topics: list[str]) -> Counter:
+def topic_counts(bootstrap: str, topics: list[str]) -> Counter[str]:
     """Messages in each topic (0 for one that does not exist yet)."""
     metadata = AdminClient(kafka_config(bootstrap)).list_topics(timeout=10).topics
     consumer = Consumer(kafka_config(bootstrap, {"group.id": "alertflow-run-counts"}))
-    counts: Counter = Counter()
+    counts: Counter[str] = Counter()
     for topic in topics:
         for partition in metadata[topic].partitions if topic in metadata else ():
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)

@@ -14,7 +14,6 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Any
 
 from werkzeug.serving import make_server
 
@@ -22,7 +21,9 @@ from control_service.common import serve_until_stopped
 from control_service.config import ConfigError, load_config
 
 
-def register(subparsers: Any) -> argparse.ArgumentParser:
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "serve", help="run the control service (REST API)", description=__doc__
     )

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
 
 from pipelines import broker, ingest, smoke
 
 PIPELINES = {"broker": broker.run, "ingest": ingest.run, "smoke": smoke.run}
 
 
-def register(subparsers: Any) -> argparse.ArgumentParser:
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
         "submit", help="submit a pipeline to the local Flink cluster", description=__doc__
     )

@@ -253,6 +253,7 @@ def _status_message(response: requests.Response) -> str:
         data = response.json()
     except ValueError:
         return response.text[:200] or response.reason or ""
-    if isinstance(data, dict) and isinstance(data.get("message"), str):
-        return data["message"]
+    message = data.get("message") if isinstance(data, dict) else None
+    if isinstance(message, str):
+        return message
     return str(data)[:200]

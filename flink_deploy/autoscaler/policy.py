@@ -223,7 +223,7 @@ class _Checker:
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, ScalarNode) else None
             where = f"{path}.{key}" if path else str(key)
-            if key not in allowed:
+            if key is None or key not in allowed:
                 close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
                 hint = (
                     f"; did you mean {close[0]!r}?"
@@ -343,7 +343,8 @@ def _profiles(check: _Checker, entry: tuple[Node, Any]) -> dict[str, tuple[Node,
 
 
 def _value_node(mapping: MappingNode, key_node: Node) -> Node:
-    for k, v in mapping.value:
+    pairs: list[tuple[Node, Node]] = mapping.value
+    for k, v in pairs:
         if k is key_node:
             return v
     raise KeyError(key_node)
@@ -564,7 +565,7 @@ def load_policy(text: str, source: str = "<policy>") -> Policy:
                 _check_numbers(root)
             data = loader.construct_document(root) if root is not None else None
         finally:
-            loader.dispose()  # type: ignore[no-untyped-call]
+            loader.dispose()
     except PolicyError as error:
         raise PolicyError(error.issues, source) from None
     except yaml.MarkedYAMLError as error:

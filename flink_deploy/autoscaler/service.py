@@ -395,7 +395,8 @@ scaling_bp = Blueprint("scaling", __name__, url_prefix="/api/v1/scaling")
 
 
 def _loop() -> ScalingLoop:
-    return current_app.extensions[LOOP_EXTENSION]
+    loop: ScalingLoop = current_app.extensions[LOOP_EXTENSION]
+    return loop
 
 
 def scaling_view(loop: ScalingLoop, limit: int | None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from transforms.kafka_clients import DEFAULT_KAFKA_PORT
 
@@ -248,7 +249,7 @@ def java_major(java: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def describe(cfg: StackConfig) -> dict:
+def describe(cfg: StackConfig) -> dict[str, Any]:
     """What clients need to reach the stack, written to stack.json in the run folder."""
     return {
         "mode": cfg.mode,

@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from typing import Any
 
 from flink_deploy.flink_rest import FlinkRest, FlinkRestError
 from flink_deploy.stack.config import HOST, StackConfig, StackError
@@ -29,7 +30,7 @@ def port_in_use(port: int) -> bool:
         return sock.connect_ex((HOST, port)) == 0
 
 
-def http_json(url: str, timeout: float = HEALTH_TIMEOUT_S) -> dict | list | None:
+def http_json(url: str, timeout: float = HEALTH_TIMEOUT_S) -> dict[str, Any] | list[Any] | None:
     """GET ``url`` and decode its JSON body, or None if it does not answer with 200."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:

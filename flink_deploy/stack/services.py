@@ -20,6 +20,7 @@ import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import KafkaException
 
@@ -183,7 +184,7 @@ def write_flink_conf(cfg: StackConfig) -> Path:
     conf = cfg.run_dir / "flink" / "conf"
     conf.mkdir(parents=True, exist_ok=True)
     flink = cfg.run_dir / "flink"
-    settings = {
+    settings: dict[str, Any] = {
         "jobmanager": {
             "bind-host": HOST,
             "rpc": {"address": HOST, "port": cfg.flink_rpc_port},

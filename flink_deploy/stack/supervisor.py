@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -146,7 +147,7 @@ class RunState:
         tmp.replace(self.path)
 
 
-def _upgrade(entry: dict) -> dict:
+def _upgrade(entry: dict[str, Any]) -> dict[str, Any]:
     """A state.json entry of a stack started before the supervisor used psutil, which recorded
     the start time in clock ticks since boot: converted as psutil converts them, so that
     ``down`` still stops that stack."""
@@ -415,7 +416,7 @@ def stop_taskmanager(cfg: StackConfig, name: str) -> None:
     stop_service(cfg, name)
 
 
-def status(cfg: StackConfig) -> dict:
+def status(cfg: StackConfig) -> dict[str, Any]:
     """Each recorded service with its PID, port, log, whether it runs and whether it is healthy."""
     checks = {
         "kafka": kafka_healthy(cfg.bootstrap_servers),
@@ -426,7 +427,7 @@ def status(cfg: StackConfig) -> dict:
         "alertflow-autoscaler": port_open(cfg.autoscaler_port),
         "alertflow-control": control_healthy(cfg.control_url),
     }
-    services = []
+    services: list[dict[str, Any]] = []
     for proc in RunState(cfg.run_dir).load():
         running = is_running(proc)
         check = checks.get(proc.name) or flink_taskmanager_healthy(cfg.flink_rest_url, proc.name)

@@ -364,7 +364,8 @@ def separation_arcsec(a: FloatArray, b: FloatArray) -> FloatArray:
     """Angular separation in arcsec between rows of two (n, 3) unit-vector arrays."""
     cross = np.linalg.norm(np.cross(a, b), axis=-1)
     dot = np.einsum("ij,ij->i", a, b)
-    return np.arctan2(cross, dot) * _ARCSEC_PER_RAD
+    separation: FloatArray = np.arctan2(cross, dot) * _ARCSEC_PER_RAD
+    return separation
 
 
 def nearest_matches(
@@ -452,7 +453,8 @@ def inside_ellipse(
     delta = theta - np.radians(np.where(circle, 0.0, pa_deg))
     with np.errstate(divide="ignore", invalid="ignore"):
         value = (rho * np.cos(delta) / a) ** 2 + (rho * np.sin(delta) / b) ** 2
-    return np.isfinite(major_arcmin) & (major_arcmin > 0) & (value <= 1.0)
+    inside: NDArray[np.bool_] = np.isfinite(major_arcmin) & (major_arcmin > 0) & (value <= 1.0)
+    return inside
 
 
 def match_catalog(

@@ -72,7 +72,8 @@ def ebv_at(
     """E(B-V) of the map pixel containing each (valid) position."""
     gal_l, gal_b = galactic(ra_deg, dec_deg)
     pixels = hp.ang2pix(dust.nside, gal_l, gal_b, nest=dust.nest, lonlat=True)
-    return dust.values[pixels]
+    ebv: NDArray[np.float64] = dust.values[pixels]
+    return ebv
 
 
 def annotate_dust(

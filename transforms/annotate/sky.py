@@ -107,7 +107,10 @@ def healpix_nested(ra_deg: FloatArray, dec_deg: FloatArray, order: int) -> IntAr
 
 def valid_positions(ra_deg: FloatArray, dec_deg: FloatArray) -> NDArray[np.bool_]:
     """True where the position is finite with -90 <= dec <= 90 (ra is taken modulo 360)."""
-    return np.isfinite(ra_deg) & np.isfinite(dec_deg) & (np.abs(dec_deg) <= 90.0)
+    valid: NDArray[np.bool_] = (
+        np.isfinite(ra_deg) & np.isfinite(dec_deg) & (np.abs(dec_deg) <= 90.0)
+    )
+    return valid
 
 
 def position_failure(stage: str, ra: float, dec: float) -> AnnotationFailure:

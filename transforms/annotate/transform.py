@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import apache_beam as beam
 import numpy as np
+import numpy.typing as npt
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import PCollection, TaggedOutput
 
@@ -100,7 +101,7 @@ class AnnotateConfig:
         lc_cfg = dict(data.get("lightcurve", {}))
         if "color_pairs" in lc_cfg:
             lc_cfg["color_pairs"] = tuple(tuple(p) for p in lc_cfg["color_pairs"])
-        tag_cfg = {
+        tag_cfg: dict[str, Any] = {
             k: tuple(v) if isinstance(v, list) else v for k, v in data.get("tags", {}).items()
         }
         return cls(
@@ -156,7 +157,9 @@ def _guarded(
     return out
 
 
-def _positions(alerts: Sequence[Alert]) -> tuple[np.ndarray, np.ndarray]:
+def _positions(
+    alerts: Sequence[Alert],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     ra = np.fromiter((a.ra for a in alerts), np.float64, len(alerts))
     dec = np.fromiter((a.dec for a in alerts), np.float64, len(alerts))
     return ra, dec
@@ -314,7 +317,7 @@ class _AnnotateBatchFn(beam.DoFn):
         return self._active[1]
 
 
-class AnnotateAlerts(beam.PTransform):
+class AnnotateAlerts(beam.PTransform[PCollection[Alert], beam.pvalue.DoOutputsTuple]):
     """Alert -> AnnotatedAlert, with failures on the ``dead_letters`` output.
 
     Input: ``PCollection[Alert]``, bounded or not, any windowing (batches are formed within a
@@ -344,7 +347,7 @@ class AnnotateAlerts(beam.PTransform):
     def __init__(
         self,
         config: AnnotateConfig | None = None,
-        snapshots: PCollection | None = None,
+        snapshots: PCollection[Snapshot] | None = None,
         label: str | None = None,
         feed: SnapshotFeed | None = None,
     ) -> None:
@@ -353,9 +356,9 @@ class AnnotateAlerts(beam.PTransform):
         self._snapshots = snapshots
         self._feed = feed
 
-    def expand(self, alerts: PCollection) -> beam.pvalue.DoOutputsTuple:
+    def expand(self, alerts: PCollection[Alert]) -> beam.pvalue.DoOutputsTuple:
         side = [] if self._snapshots is None else [beam.pvalue.AsList(self._snapshots)]
-        return (
+        outputs: beam.pvalue.DoOutputsTuple = (
             alerts
             | "Batch"
             >> beam.BatchElements(min_batch_size=1, max_batch_size=self._config.max_batch_size)
@@ -364,6 +367,7 @@ class AnnotateAlerts(beam.PTransform):
                 self.DEAD_LETTERS, main=self.ANNOTATED
             )
         )
+        return outputs
 
 
 def only(config: AnnotateConfig, *names: Annotator) -> AnnotateConfig:

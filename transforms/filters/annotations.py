@@ -12,11 +12,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 
 import numpy as np
+import numpy.typing as npt
 
 from transforms.annotation_model import Annotations, get_path
 
 
-class AnnotationColumns(Mapping[str, np.ndarray]):
+class AnnotationColumns(Mapping[str, npt.NDArray[np.object_]]):
     """``path -> object array`` over a batch of annotation records, computed on first use.
 
     ``tags.<name>`` is True where the tags annotator set that tag, False where it ran and did
@@ -26,9 +27,9 @@ class AnnotationColumns(Mapping[str, np.ndarray]):
 
     def __init__(self, records: Sequence[Annotations]) -> None:
         self._records = records
-        self._columns: dict[str, np.ndarray] = {}
+        self._columns: dict[str, npt.NDArray[np.object_]] = {}
 
-    def __getitem__(self, path: str) -> np.ndarray:
+    def __getitem__(self, path: str) -> npt.NDArray[np.object_]:
         if path not in self._columns:
             self._columns[path] = self._column(path)
         return self._columns[path]
@@ -48,7 +49,7 @@ class AnnotationColumns(Mapping[str, np.ndarray]):
     def __len__(self) -> int:
         return len(self._columns)
 
-    def _column(self, path: str) -> np.ndarray:
+    def _column(self, path: str) -> npt.NDArray[np.object_]:
         column = np.empty(len(self._records), dtype=object)
         head, _, tag = path.partition(".")
         if head == "tags" and tag:

@@ -172,13 +172,15 @@ def _split(
     return [i.alert for i in annotated], [i.annotations for i in annotated]
 
 
-class ApplyFilters(beam.PTransform):
+class ApplyFilters(
+    beam.PTransform[beam.PCollection[Alert | AnnotatedAlert], beam.pvalue.DoOutputsTuple]
+):
     """Alerts -> ``matches`` (FilterMatch) and ``errors`` (FilterErrorReport); see the module
     doc."""
 
     def __init__(
         self,
-        snapshots: beam.PCollection | None = None,
+        snapshots: beam.PCollection[Snapshot] | None = None,
         max_batch_size: int = 2000,
         label: str | None = None,
         feed: SnapshotFeed | None = None,
@@ -193,11 +195,14 @@ class ApplyFilters(beam.PTransform):
         self._feed = feed
         self._max_batch_size = max_batch_size
 
-    def expand(self, alerts: beam.PCollection) -> beam.pvalue.DoOutputsTuple:
+    def expand(
+        self, alerts: beam.PCollection[Alert | AnnotatedAlert]
+    ) -> beam.pvalue.DoOutputsTuple:
         side = [] if self._snapshots is None else [AsList(self._snapshots)]
-        return (
+        outputs: beam.pvalue.DoOutputsTuple = (
             alerts
             | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._max_batch_size)
             | "Evaluate"
             >> beam.ParDo(_ApplyFn(self._feed), *side).with_outputs(ERRORS, main=MATCHES)
         )
+        return outputs

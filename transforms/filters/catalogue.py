@@ -538,8 +538,8 @@ class _Checker:
         if name not in FUNCTIONS:
             close = difflib.get_close_matches(name, list(FUNCTIONS), n=3, cutoff=0.6)
             hint = f"; did you mean {', '.join(c + '()' for c in close)}?" if close else ""
-            known = ", ".join(FUNCTIONS)
-            self.fail(node, f"unknown function {name!r}{hint} (known: {known})")
+            names = ", ".join(FUNCTIONS)
+            self.fail(node, f"unknown function {name!r}{hint} (known: {names})")
             return None
         signature = FUNCTIONS[name].signature
         if name == "cone":

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from transforms.alert_model import Alert
 from transforms.filters.catalogue import (
@@ -93,7 +94,8 @@ class _Failed:
     reason: str
 
 
-_Value = _Num | _Str | _Bool | _Failed
+_Column = _Num | _Str | _Bool
+_Value = _Column | _Failed
 _TRUE = np.bool_(True)
 _FALSE = np.bool_(False)
 
@@ -148,7 +150,7 @@ def in_cone(vectors: tuple[Any, Any, Any], ra0: Any, dec0: Any, radius_arcsec: A
     return dx * dx + dy * dy + dz * dz <= chord2_limit(radius_arcsec)
 
 
-def _spread_bits(v: np.ndarray) -> np.ndarray:
+def _spread_bits(v: npt.NDArray[Any]) -> npt.NDArray[Any]:
     # Interleave: bit k of v goes to bit 2k (v < 2**29).
     v = v.astype(np.uint64)
     v = (v | (v << np.uint64(16))) & np.uint64(0x0000FFFF0000FFFF)
@@ -159,7 +161,7 @@ def _spread_bits(v: np.ndarray) -> np.ndarray:
     return v
 
 
-def ang2pix_nest(nside: int, ra_deg: Any, dec_deg: Any) -> np.ndarray:
+def ang2pix_nest(nside: int, ra_deg: Any, dec_deg: Any) -> npt.NDArray[Any]:
     """HEALPix NESTED pixel index of positions in degrees (Gorski et al. 2005, as in healpy)."""
     ra = np.asarray(ra_deg, dtype=np.float64)
     dec = np.asarray(dec_deg, dtype=np.float64)
@@ -195,7 +197,8 @@ def ang2pix_nest(nside: int, ra_deg: Any, dec_deg: Any) -> np.ndarray:
     ix = np.where(polar, ix_p, ix_eq)
     iy = np.where(polar, iy_p, iy_eq)
     sub = _spread_bits(ix) | (_spread_bits(iy) << np.uint64(1))
-    return face.astype(np.int64) * ns * ns + sub.astype(np.int64)
+    pixels: npt.NDArray[Any] = face.astype(np.int64) * ns * ns + sub.astype(np.int64)
+    return pixels
 
 
 # --- batch context --------------------------------------------------------------------------
@@ -205,7 +208,7 @@ class _MissingColumn(Exception):
     pass
 
 
-def _none_mask(values: np.ndarray) -> np.ndarray:
+def _none_mask(values: npt.NDArray[Any]) -> npt.NDArray[np.bool_]:
     return np.fromiter((v is not None for v in values), dtype=bool, count=len(values))
 
 
@@ -275,11 +278,11 @@ class _Batch:
     alerts: Sequence[Alert]
     annotations: Mapping[str, Any]
     n: int
-    healpix: dict[int, np.ndarray] = field(default_factory=dict)
-    unit_vectors: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+    healpix: dict[int, npt.NDArray[Any]] = field(default_factory=dict)
+    unit_vectors: tuple[npt.NDArray[Any], npt.NDArray[Any], npt.NDArray[Any]] | None = None
     summaries: list[HistorySummary] | None = None
-    dec_order: np.ndarray | None = None
-    dec_sorted: np.ndarray | None = None
+    dec_order: npt.NDArray[Any] | None = None
+    dec_sorted: npt.NDArray[Any] | None = None
 
     def column(self, path: str) -> _Num | _Str | _Bool:
         spec = lookup(path)
@@ -324,7 +327,7 @@ def _comparable(a: Any, b: Any) -> tuple[Any, Any]:
     return _float(a), _float(b)
 
 
-def _known(value: _Value) -> Any:
+def _known(value: _Column) -> Any:
     if isinstance(value, _Bool):
         return value.t | value.f
     return value.valid
@@ -375,7 +378,7 @@ def _apply_logical(op: str, items: Sequence[_Bool]) -> _Bool:
     return _Bool(t, f, err)
 
 
-def _eval_slot(node: Expr, args: Sequence[_Value], batch: _Batch) -> _Value:
+def _eval_slot(node: Expr, args: Sequence[_Column], batch: _Batch) -> _Value:
     match node:
         case Literal(value=value):
             return _literal(value)
@@ -408,7 +411,8 @@ def _eval_slot(node: Expr, args: Sequence[_Value], batch: _Batch) -> _Value:
         case In(items=items, negated=negated):
             (a,) = args
             assert isinstance(a, _Num | _Str)
-            constants = [item.value for item in items.items]  # type: ignore[union-attr]
+            # The checker admits number and string literals only.
+            constants: list[Any] = [item.value for item in items.items]  # type: ignore[union-attr]
             values = a.values
             if isinstance(a, _Num) and not (
                 _is_int(values) and all(isinstance(c, int) for c in constants)
@@ -430,14 +434,14 @@ def _eval_slot(node: Expr, args: Sequence[_Value], batch: _Batch) -> _Value:
         case IsNull(negated=negated):
             (a,) = args
             known = _known(a)
-            err = a.err  # type: ignore[union-attr]
+            err = a.err
             return _Bool(known, ~known, err) if negated else _Bool(~known, known, err)
         case Call(name=name):
             return _call(node, name, args, batch)
     raise AssertionError(f"unhandled node {node!r}")
 
 
-def _call(node: Call, name: str, args: Sequence[_Value], batch: _Batch) -> _Value:
+def _call(node: Call, name: str, args: Sequence[_Column], batch: _Batch) -> _Value:
     if name == "cone":
         ra, dec, ra0, dec0, radius = args
         assert all(isinstance(a, _Num) for a in args)
@@ -449,7 +453,7 @@ def _call(node: Call, name: str, args: Sequence[_Value], batch: _Batch) -> _Valu
         else:
             inside = in_cone(batch.unit_vectors, *centre)
         valid = ra.valid & dec.valid & ra0.valid & dec0.valid & radius.valid  # type: ignore[union-attr]
-        err = _err_or(*(a.err for a in args))  # type: ignore[union-attr]
+        err = _err_or(*(a.err for a in args))
         return _Bool(valid & inside, valid & ~inside, err)
     if name == "healpix_in":
         ra, dec = args
@@ -488,8 +492,8 @@ def _call(node: Call, name: str, args: Sequence[_Value], batch: _Batch) -> _Valu
 
 
 def _in_fixed_cone(
-    batch: _Batch, dec: np.ndarray, ra0: Any, dec0: Any, radius_arcsec: Any
-) -> np.ndarray:
+    batch: _Batch, dec: npt.NDArray[Any], ra0: Any, dec0: Any, radius_arcsec: Any
+) -> npt.NDArray[Any]:
     # A cone with a fixed centre only needs the alerts in its declination band: find them by
     # binary search in the batch sorted by declination, then test those exactly.
     if batch.dec_order is None:
@@ -511,8 +515,8 @@ def _in_fixed_cone(
     return inside
 
 
-def _coalesce(args: Sequence[_Value]) -> _Value:
-    err = _err_or(*(a.err for a in args))  # type: ignore[union-attr]
+def _coalesce(args: Sequence[_Column]) -> _Value:
+    err = _err_or(*(a.err for a in args))
     last = args[-1]
     if isinstance(last, _Bool):
         t, f = last.t, last.f
@@ -522,11 +526,11 @@ def _coalesce(args: Sequence[_Value]) -> _Value:
             t = np.where(known, a.t, t)
             f = np.where(known, a.f, f)
         return _Bool(t, f, err)
-    values, valid = last.values, last.valid  # type: ignore[union-attr]
+    values, valid = last.values, last.valid
     for a in reversed(args[:-1]):
         values = np.where(a.valid, a.values, values)  # type: ignore[union-attr]
         valid = a.valid | valid  # type: ignore[union-attr]
-    return type(last)(values, valid, err)  # type: ignore[call-arg, operator]
+    return type(last)(values, valid, err)
 
 
 def _slot_inputs(node: Expr) -> tuple[Expr, ...]:
@@ -551,8 +555,8 @@ class FilterOutcome:
     """One filter on one batch: which alerts matched, which errored, and a whole-batch failure."""
 
     name: str
-    matches: np.ndarray
-    error_mask: np.ndarray
+    matches: npt.NDArray[Any]
+    error_mask: npt.NDArray[Any]
     failure: str | None
 
     @property
@@ -630,8 +634,9 @@ class CompiledFilterSet:
                 if failed is not None:
                     values.append(failed)
                     continue
+                columns = [a for a in args if not isinstance(a, _Failed)]  # all of them
                 try:
-                    values.append(_eval_slot(node, args, batch))
+                    values.append(_eval_slot(node, columns, batch))
                 except _MissingColumn as error:
                     values.append(_Failed(str(error)))
                 except _SLOT_ERRORS as error:
@@ -777,7 +782,8 @@ def _closure(node: Expr) -> _Fn:
             return lambda row: _row_compare(op, lf(row), rf(row))
         case In(operand=operand, items=items, negated=negated):
             inner = _closure(operand)
-            constants = [item.value for item in items.items]  # type: ignore[union-attr]
+            # The checker admits number and string literals only.
+            constants: list[Any] = [item.value for item in items.items]  # type: ignore[union-attr]
 
             def member(row: _Row) -> Any:
                 v = inner(row)

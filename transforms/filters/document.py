@@ -46,7 +46,7 @@ from transforms.topics import filter_topic
 
 API_VERSION = "alertflow/v1"
 KIND = "Filter"
-SURVEYS = ("ztf", "lsst")
+SURVEYS: tuple[str, ...] = ("ztf", "lsst")
 
 
 class OutputFormat(StrEnum):
@@ -57,7 +57,16 @@ class OutputFormat(StrEnum):
     FULL = "full"
 
 
-DEFAULT_OUTPUT_FIELDS = ("survey", "alert_id", "object_id", "ra", "dec", "mjd", "band", "mag")
+DEFAULT_OUTPUT_FIELDS: tuple[str, ...] = (
+    "survey",
+    "alert_id",
+    "object_id",
+    "ra",
+    "dec",
+    "mjd",
+    "band",
+    "mag",
+)
 _NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
 #: ``FilterValidationError.source`` of a snapshot's errors.
@@ -274,7 +283,7 @@ class _Validator:
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, ScalarNode) else None
             where = f"{path}.{key}" if path else str(key)
-            if key not in allowed:
+            if key is None or key not in allowed:
                 close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
                 hint = (
                     f"; did you mean {close[0]!r}?"
@@ -295,7 +304,8 @@ class _Validator:
         if not isinstance(node, ScalarNode) or node.tag != "tag:yaml.org,2002:str":
             self.fail(node, path, "must be a string")
             return None
-        return node.value
+        value: str = node.value  # a str-tagged scalar
+        return value
 
     def string_list(self, node: Node, path: str) -> list[tuple[Node, str]]:
         if not isinstance(node, SequenceNode):
@@ -394,7 +404,9 @@ class _Validator:
                         labels.append((key, value))
         return name, owner, description, tuple(sorted(labels))
 
-    def spec(self, node: Node, name: str | None):
+    def spec(
+        self, node: Node, name: str | None
+    ) -> tuple[tuple[str, ...], tuple[str, ...], str, Expr, frozenset[str], OutputSpec] | None:
         spec = self.mapping(node, "spec", ("surveys", "annotations", "where", "output"), ("where",))
         surveys = SURVEYS
         if "surveys" in spec:
@@ -412,7 +424,8 @@ class _Validator:
         if "where" in spec:
             where_node = spec["where"][1]
             where = self.string(where_node, "spec.where")
-            if where is not None:
+            # string() answers only for a scalar node
+            if where is not None and isinstance(where_node, ScalarNode):
                 expression, fields = self.where(where_node, where, annotations)
         output = self.output(spec["output"][1] if "output" in spec else None, name, annotations)
         if where is None or expression is None or fields is None or output is None:
@@ -466,11 +479,11 @@ class _Validator:
         if "format" in out:
             value = self.string(out["format"][1], "spec.output.format")
             if value is not None and value not in tuple(OutputFormat):
-                allowed = ", ".join(OutputFormat)
+                formats = ", ".join(OutputFormat)
                 self.fail(
                     out["format"][1],
                     "spec.output.format",
-                    f"must be one of {allowed}, got {value!r}",
+                    f"must be one of {formats}, got {value!r}",
                 )
             elif value is not None:
                 fmt = OutputFormat(value)

@@ -51,7 +51,10 @@ class _Feed:
                 raise TimeoutError(f"reading {topic} stalled at offset {position} of {high}")
             if msg.error() is None:
                 self._apply(msg.value())
-                position = msg.offset() + 1
+                offset = msg.offset()
+                if offset is None:  # set on every consumed message
+                    raise OSError(f"{topic}: a consumed message has no offset")
+                position = offset + 1
         threading.Thread(target=self._follow, name=f"filter-feed-{topic}", daemon=True).start()
 
     def _apply(self, value: bytes | None) -> None:
