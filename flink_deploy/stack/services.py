@@ -124,24 +124,25 @@ def kafka_service(cfg: StackConfig) -> Service:
         raise StackError(f"kafka: jars missing in {cfg.kafka_jars}; run `make install`")
     if not (data / "meta.properties").exists():
         fmt_log = home / "format.log"
-        result = subprocess.run(
-            [
-                cfg.java,
-                "-cp",
-                classpath,
-                "kafka.tools.StorageTool",
-                "format",
-                "--standalone",
-                "-t",
-                str(uuid.uuid4()),
-                "-c",
-                str(props),
-            ],
-            stdout=open(fmt_log, "wb"),
-            stderr=subprocess.STDOUT,
-            timeout=120,
-            check=False,
-        )
+        with open(fmt_log, "wb") as out:
+            result = subprocess.run(
+                [
+                    cfg.java,
+                    "-cp",
+                    classpath,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--standalone",
+                    "-t",
+                    str(uuid.uuid4()),
+                    "-c",
+                    str(props),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=120,
+                check=False,
+            )
         if result.returncode != 0:
             raise StackError(f"kafka: storage format failed; see {fmt_log}:\n{tail(fmt_log)}")
     argv = [
