@@ -70,7 +70,7 @@ def replay_service(stack: StackConfig, tmp_path: Path) -> Iterator[str]:
             yield line.strip().rsplit(" ", 1)[-1]
         finally:
             proc.terminate()
-            proc.wait(30)
+            proc.communicate(timeout=30)
 
 
 def expected_ids() -> list[tuple[Survey, int]]:
