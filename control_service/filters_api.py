@@ -42,7 +42,7 @@ from control_service.store import FilterStore, StoredFilter
 from control_service.yaml_limits import YamlLimitExceeded, check_yaml_limits
 from transforms.alert_model import Alert
 from transforms.annotate.transform import AnnotateConfig, LoadedAnnotators, load_annotators
-from transforms.decode import DecodeError, decode_message
+from transforms.decode import DecodeError, alert_files, decode_message
 from transforms.filters.apply import FilterMatch, batch_reports
 from transforms.filters.document import Filter, FilterSet, FilterValidationError, load_filters
 from transforms.local import LocalRunner
@@ -86,13 +86,7 @@ class ReferenceAlerts:
 
     def _load(self) -> tuple[Alert, ...]:
         schemas = LsstSchemas(DEFAULT_LSST_SCHEMA_DIR)
-        files: list[Path] = []
-        for path in self.paths:
-            files += (
-                [path]
-                if path.is_file()
-                else sorted(p for p in path.rglob("*") if p.suffix in (".avro", ".bin"))
-            )
+        files = [file for path in self.paths for file in alert_files(path)]
         alerts: list[Alert] = []
         for path in files:
             if len(alerts) >= self.max_alerts:

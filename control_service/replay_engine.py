@@ -23,8 +23,10 @@ from typing import Any
 from transforms.alert_model import Survey
 from transforms.avro_binary import encode_long
 from transforms.decode import (
+    ALERT_FILE_SUFFIXES,
     OCF_MAGIC,
     DecodeError,
+    alert_files,
     decode_message,
     parse_container_header,
     read_long,
@@ -60,9 +62,6 @@ class ReplayMessage:
 
 #: What a directory argument expands to: the alert files under it, at any depth (ZTF and LSST
 #: Avro containers, and Confluent wire-format messages as shared/data keeps them).
-ALERT_FILE_SUFFIXES = (".avro", ".bin")
-
-
 @dataclass(frozen=True, slots=True)
 class FileProblem:
     """A file (or directory) given to replay that has nothing to send, and why."""
@@ -87,13 +86,6 @@ class LoadedFiles:
     def total_files(self) -> int:
         """Files tried: the good ones and the bad ones (an empty directory counts as one)."""
         return len(self.files) + len(self.problems)
-
-
-def alert_files(path: Path) -> list[Path]:
-    """``path`` itself if it is not a directory, else the alert files under it, sorted."""
-    if not path.is_dir():
-        return [path]
-    return sorted(p for p in path.rglob("*") if p.suffix in ALERT_FILE_SUFFIXES and p.is_file())
 
 
 def _file_messages(path: Path, schemas: LsstSchemas) -> list[ReplayMessage]:

@@ -670,6 +670,17 @@ def decode_message(value: bytes | None, schemas: LsstSchemas) -> tuple[Alert, ..
     )
 
 
+#: The endings of alert files: Avro object containers, and Confluent wire-format messages.
+ALERT_FILE_SUFFIXES = (".avro", ".bin")
+
+
+def alert_files(path: Path) -> list[Path]:
+    """``path`` itself if it is not a directory, else the alert files under it, sorted."""
+    if not path.is_dir():
+        return [path]
+    return sorted(p for p in path.rglob("*") if p.suffix in ALERT_FILE_SUFFIXES and p.is_file())
+
+
 def dead_letter(record: KafkaRecord, error: DecodeError) -> DeadLetter:
     """The dead letter for a record that failed to decode."""
     return DeadLetter(

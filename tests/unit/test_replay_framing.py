@@ -24,7 +24,7 @@ from control_service.replay_engine import (
 )
 from tests.datapaths import shared_data
 from transforms.alert_model import Survey
-from transforms.decode import decode_lsst_wire, decode_message, decode_ztf
+from transforms.decode import alert_files, decode_lsst_wire, decode_message, decode_ztf
 from transforms.schemas import LsstSchemas
 
 DATA = shared_data()
@@ -86,16 +86,16 @@ def _folder(tmp_path: Path) -> Path:
 
 def test_a_directory_stands_for_the_alert_files_under_it_sorted(tmp_path: Path) -> None:
     folder = _folder(tmp_path)
-    assert replay_engine.alert_files(folder) == [
+    assert alert_files(folder) == [
         folder / "a.bin",
         folder / "b.avro",
         folder / "c_bad.avro",
         folder / "d_empty.avro",
         folder / "night2" / "a.avro",
     ]
-    assert replay_engine.alert_files(ZTF_FILES[0]) == [ZTF_FILES[0]]
+    assert alert_files(ZTF_FILES[0]) == [ZTF_FILES[0]]
     shared = DATA / "ztf" / "alerts" / "official_samples_multiversion"
-    assert replay_engine.alert_files(shared) == sorted(shared.glob("*.avro"))
+    assert alert_files(shared) == sorted(shared.glob("*.avro"))
 
 
 def test_load_files_keeps_the_good_files_and_names_each_bad_one(tmp_path: Path) -> None:
