@@ -163,6 +163,15 @@ class Action(StrEnum):
     ERROR = auto()
 
 
+class Verdict(StrEnum):
+    """The effectiveness check of the last scale-up (rule 8); values as :class:`Action`'s."""
+
+    MEASURING = auto()
+    EFFECTIVE = auto()
+    INEFFECTIVE = auto()
+    UNKNOWN = auto()
+
+
 @dataclass(frozen=True)
 class Decision:
     """What to do, and why.
@@ -191,15 +200,6 @@ class Decision:
             "taskmanagers": [tm.to_dict() for tm in self.taskmanagers],
             "observation": self.observation.to_dict() if self.observation else None,
         }
-
-
-class Verdict(StrEnum):
-    """The effectiveness check of the last scale-up (rule 8); values as :class:`Action`'s."""
-
-    MEASURING = auto()
-    EFFECTIVE = auto()
-    INEFFECTIVE = auto()
-    UNKNOWN = auto()
 
 
 @dataclass(frozen=True)
