@@ -69,44 +69,56 @@ class FlinkRest:
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         """The decoded JSON answer to ``method path`` (``{}`` for an empty body)."""
-        url = self.base_url + path
         try:
-            response = self.session.request(method, url, timeout=self.timeout_s, **kwargs)
+            response = self.session.request(
+                method, self.base_url + path, timeout=self.timeout_s, **kwargs
+            )
         except requests.RequestException as error:
-            raise FlinkRestError(
+            raise self._error(
                 f"the Flink REST API at {self.base_url} does not answer {method} {path} "
                 f"({type(error).__name__}: {error})",
-                method=method,
-                url=url,
-                path=path,
-                details={"reason": type(error).__name__},
+                path,
+                method,
+                reason=type(error).__name__,
             ) from None
-        if response.status_code >= 400:
-            raise FlinkRestError(
-                f"Flink at {self.base_url} answered {response.status_code} to {method} {path}",
-                method=method,
-                url=url,
-                path=path,
-                status=response.status_code,
-                details={"flink_errors": _flink_errors(response)},
+        status = response.status_code
+        if status >= 400:
+            raise self._error(
+                f"Flink at {self.base_url} answered {status} to {method} {path}",
+                path,
+                method,
+                status,
+                flink_errors=_flink_errors(response),
             )
         if not response.content:
             return {}
         try:
             return response.json()
         except ValueError:
-            raise FlinkRestError(
+            raise self._error(
                 f"the answer of Flink at {self.base_url} to {method} {path} is not JSON",
-                method=method,
-                url=url,
-                path=path,
-                status=response.status_code,
+                path,
+                method,
+                status,
             ) from None
 
-    def _failure(self, message: str, path: str, **details: Any) -> FlinkRestError:
-        """An operation Flink answered but did not carry out (a savepoint, a restore)."""
+    def _error(
+        self,
+        message: str,
+        path: str,
+        method: str = "GET",
+        status: int | None = None,
+        **details: Any,
+    ) -> FlinkRestError:
+        """The error of ``method path``; with the defaults, an operation Flink answered but did
+        not carry out (a savepoint, a restore)."""
         return FlinkRestError(
-            message, method="GET", url=self.base_url + path, path=path, details=details
+            message,
+            method=method,
+            url=self.base_url + path,
+            path=path,
+            status=status,
+            details=details,
         )
 
     # --- the cluster --------------------------------------------------------------------------
@@ -225,13 +237,11 @@ class FlinkRest:
                 if "location" in operation:
                     return str(operation["location"])
                 cause = str(operation.get("failure-cause", {}).get("class", "unknown"))
-                raise self._failure(
+                raise self._error(
                     "Flink could not take the savepoint; the job goes on", path, cause=cause
                 )
             self._sleep(poll_s)
-        raise self._failure(
-            f"the savepoint of {job_id} did not complete in {deadline_s:.0f}s", path
-        )
+        raise self._error(f"the savepoint of {job_id} did not complete in {deadline_s:.0f}s", path)
 
     def restored_from(
         self, job_id: str, savepoint: str, deadline_s: float = 180.0, poll_s: float = 1.0
@@ -245,7 +255,7 @@ class FlinkRest:
         while time.monotonic() < deadline:
             state = self.job(job_id).get("state")
             if state in TERMINAL_STATES:
-                raise self._failure(
+                raise self._error(
                     f"the resubmitted job {job_id} is {state} before restoring from {savepoint}",
                     f"/jobs/{job_id}",
                     job=job_id,
@@ -256,7 +266,7 @@ class FlinkRest:
             if restored:
                 found = str(restored.get("external_path", "")).removeprefix("file:").lstrip("/")
                 if found != wanted:
-                    raise self._failure(
+                    raise self._error(
                         f"job {job_id} restored from "
                         f"{restored.get('external_path')}, not from {savepoint}",
                         path,
@@ -265,7 +275,7 @@ class FlinkRest:
                     )
                 return dict(restored)
             self._sleep(poll_s)
-        raise self._failure(
+        raise self._error(
             f"job {job_id} did not report a restore from {savepoint} in {deadline_s:.0f}s",
             path,
             job=job_id,

@@ -1,9 +1,11 @@
 """The decision engine: from an observation and the current TaskManagers to up, down or hold.
 
-Pure: no I/O and no clock of its own (``now`` is passed in). :class:`Autoscaler` keeps the
-hysteresis state (how many consecutive observations agreed on "up" or on "down", and when the
-last scaling action was decided) and the effectiveness check of the last scale-up
-(:class:`ScaleUpCheck`).
+Pure: no I/O and no clock of its own (``now`` is passed in); the records it reads and makes
+(:class:`~.model.Observation`, :class:`~.model.Decision`, ...) are in :mod:`.model`, and an
+import-linter contract keeps both free of I/O. :class:`Autoscaler` keeps the hysteresis state
+(how many consecutive observations agreed on "up" or on "down", and when the last scaling
+action was decided) and the effectiveness check of the last scale-up
+(:class:`~.model.ScaleUpCheck`).
 
 Rules, in order, once the JobManager answers (while it does not, nothing is scaled: a
 TaskManager added then would have no cluster to join, as when the stack is gone):
@@ -61,128 +63,20 @@ driver is retried once per cooldown, not on every observation.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from enum import StrEnum
-from typing import Any
+from dataclasses import replace
 
-from flink_deploy.autoscaler.observe import Observation
-from flink_deploy.autoscaler.policy import Policy
+from flink_deploy.autoscaler.model import (
+    Action,
+    Decision,
+    Observation,
+    Policy,
+    ScaleUpCheck,
+    TaskManager,
+    Verdict,
+)
 
-
-class Action(StrEnum):
-    """What a decision does: add or remove a TaskManager, nothing, or (set by the loop) the
-    driver failed."""
-
-    UP = "up"
-    DOWN = "down"
-    HOLD = "hold"
-    ERROR = "error"
-
-
-class Verdict(StrEnum):
-    """The effectiveness check of the last scale-up (rule 8)."""
-
-    MEASURING = "measuring"
-    EFFECTIVE = "effective"
-    INEFFECTIVE = "ineffective"
-    UNKNOWN = "unknown"
-
-
-@dataclass(frozen=True, slots=True)
-class TaskManager:
-    """One TaskManager the driver manages: its name (unique per driver) and profile name."""
-
-    name: str
-    profile: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {"name": self.name, "profile": self.profile}
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What to do, and why.
-
-    ``action``: up, down, hold (or error, set by the loop when the driver failed);
-    ``profile``: the profile added (up) or removed (down); ``taskmanager``: the one removed
-    (down) or, once applied, added (up); ``current_count`` -> ``target_count`` TaskManagers;
-    ``observation``: the inputs the decision saw.
-    """
-
-    action: Action
-    target_count: int
-    reason: str
-    timestamp: float
-    current_count: int
-    profile: str | None = None
-    taskmanager: str | None = None
-    observation: Observation | None = None
-    taskmanagers: tuple[TaskManager, ...] = field(default=())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "timestamp": self.timestamp,
-            "action": self.action.value,
-            "reason": self.reason,
-            "profile": self.profile,
-            "taskmanager": self.taskmanager,
-            "current_count": self.current_count,
-            "target_count": self.target_count,
-            "taskmanagers": [tm.to_dict() for tm in self.taskmanagers],
-            "observation": self.observation.to_dict() if self.observation else None,
-        }
-
-
-@dataclass(frozen=True)
-class ScaleUpCheck:
-    """Whether a scale-up decided on the load raised the throughput (rule 8).
-
-    ``taskmanagers_before`` -> ``taskmanagers_after`` and ``parallelism_before``: the cluster
-    and the job when it was decided, at ``decided_at``; ``rate_before``: mean alerts/s over
-    its up-streak (None if no rate counted); ``rates_after``: the rates counted since;
-    ``verdict``: a :class:`Verdict` (``measuring`` until ``judged_at``); ``reason``: the
-    verdict in words; ``blocked_until``: no load-driven scale-up before then (ineffective).
-    """
-
-    decided_at: float
-    taskmanagers_before: int
-    taskmanagers_after: int
-    parallelism_before: int
-    min_gain: float
-    rate_before: float | None
-    rates_after: tuple[float, ...] = ()
-    verdict: Verdict = Verdict.MEASURING
-    reason: str = ""
-    judged_at: float | None = None
-    blocked_until: float | None = None
-
-    @property
-    def rate_after(self) -> float | None:
-        """The mean of ``rates_after`` (None before the first)."""
-        return sum(self.rates_after) / len(self.rates_after) if self.rates_after else None
-
-    @property
-    def label(self) -> str:
-        return (
-            f"the last scale-up ({self.taskmanagers_before} -> {self.taskmanagers_after} "
-            "TaskManagers)"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "decided_at": self.decided_at,
-            "taskmanagers_before": self.taskmanagers_before,
-            "taskmanagers_after": self.taskmanagers_after,
-            "parallelism_before": self.parallelism_before,
-            "min_gain": self.min_gain,
-            "rate_before_per_s": self.rate_before,
-            "rate_after_per_s": self.rate_after,
-            "observations_after": len(self.rates_after),
-            "verdict": self.verdict.value,
-            "reason": self.reason,
-            "judged_at": self.judged_at,
-            "blocked_until": self.blocked_until,
-        }
+# The records a decision is made of are defined in .model; callers may take them from here.
+__all__ = ["Action", "Autoscaler", "Decision", "ScaleUpCheck", "TaskManager", "Verdict"]
 
 
 def _rate(value: float) -> str:
@@ -244,6 +138,7 @@ class Autoscaler:
     # --- the rules ----------------------------------------------------------------------------
 
     def _up_triggers(self, obs: Observation) -> list[str]:
+        """The up triggers that hold (rule 5), in words."""
         up = self.policy.scale_up
         out = []
         if up.lag_above is not None and obs.lag_total is not None and obs.lag_total > up.lag_above:
@@ -264,7 +159,7 @@ class Autoscaler:
         return out
 
     def _down_conditions(self, obs: Observation) -> list[str] | None:
-        """Why the load is low enough to scale down, or None if it is not."""
+        """Why the load is low enough to scale down (rule 5), or None if it is not."""
         down = self.policy.scale_down
         if obs.lag_total is None or obs.lag_total >= down.lag_below:
             return None
@@ -277,6 +172,7 @@ class Autoscaler:
         return out
 
     def _up_profile(self, obs: Observation) -> str:
+        """The profile to add (rule 9)."""
         up = self.policy.scale_up
         if (
             up.large_profile is not None
@@ -388,6 +284,7 @@ class Autoscaler:
         return reason
 
     def _to_remove(self, taskmanagers: Sequence[TaskManager]) -> TaskManager:
+        """The TaskManager to remove (rule 9)."""
         if self.policy.scale_down.remove == "largest":
             slots = {p.name: p.slots for p in self.policy.profiles}
             most = max(slots.get(tm.profile, 0) for tm in taskmanagers)
@@ -421,7 +318,7 @@ class Autoscaler:
                 base,
                 reason=f"the JobManager does not answer ({why}); nothing is scaled until it does",
             )
-        if n < policy.min_taskmanagers or n > policy.max_taskmanagers:
+        if n < policy.min_taskmanagers or n > policy.max_taskmanagers:  # rule 1
             up = n < policy.min_taskmanagers
             cooldown = policy.cooldown_up_s if up else policy.cooldown_down_s
             bound = (
@@ -451,7 +348,7 @@ class Autoscaler:
                 victim.profile,
                 victim.name,
             )
-        if not observation.job_running:
+        if not observation.job_running:  # rule 2
             self._reset_streaks()
             state = observation.job_state or "not running"
             if observation.job_state == "RUNNING" and observation.parallelism > 0:
@@ -464,14 +361,14 @@ class Autoscaler:
                 reason=f"job {state} (parallelism {observation.parallelism}); "
                 "waiting for it to run before judging the load",
             )
-        if observation.checkpointed_since_restore is False:
+        if observation.checkpointed_since_restore is False:  # rule 3
             self._reset_streaks()
             return replace(
                 base,
                 reason="restored from a checkpoint and none completed since: "
                 "the committed offsets, and so the lag, are stale",
             )
-        if (
+        if (  # rule 4
             observation.lag_total is None
             and observation.busy_max_ms_per_s is None
             and observation.backpressure_max_ms_per_s is None
@@ -532,18 +429,18 @@ class Autoscaler:
             )
         if triggers:
             why = ", ".join(triggers)
-            if self.up_streak < policy.sustain:
+            if self.up_streak < policy.sustain:  # rule 6
                 return hold(f"{why} ({self.up_streak} of {policy.sustain} observations)")
             why = f"{why} for {_observations(self.up_streak)}"
-            if n >= policy.max_taskmanagers:
+            if n >= policy.max_taskmanagers:  # rule 7
                 return hold(f"{why}, but already at max_taskmanagers {policy.max_taskmanagers}")
-            blocked = self._blocked(now)
+            blocked = self._blocked(now)  # rule 8
             if blocked is not None:
                 assert blocked.blocked_until is not None
                 return hold(
                     f"{why}, but {blocked.reason} ({blocked.blocked_until - now:.0f} s left)"
                 )
-            measuring = self._measuring()
+            measuring = self._measuring()  # rule 8
             if measuring is not None:
                 progress = (
                     f"{len(measuring.rates_after)} of {_observations(policy.sustain)}"
@@ -551,7 +448,7 @@ class Autoscaler:
                     else f"the job not rescaled yet: parallelism {observation.parallelism}"
                 )
                 return hold(f"{why}, but waiting for the verdict on {measuring.label}: {progress}")
-            if since is not None and since < policy.cooldown_up_s:
+            if since is not None and since < policy.cooldown_up_s:  # rule 7
                 return hold(
                     f"{why}, but cooling down ({since:.0f} s of "
                     f"{policy.cooldown_up_s:.0f} s since the last scaling)"
@@ -564,12 +461,12 @@ class Autoscaler:
 
         assert calm is not None
         why = ", ".join(calm)
-        if self.down_streak < policy.sustain:
+        if self.down_streak < policy.sustain:  # rule 6
             return hold(f"{why} ({self.down_streak} of {policy.sustain} observations)")
         why = f"{why} for {_observations(self.down_streak)}"
-        if n <= policy.min_taskmanagers:
+        if n <= policy.min_taskmanagers:  # rule 7
             return hold(f"{why}, already at min_taskmanagers {policy.min_taskmanagers}")
-        if since is not None and since < policy.cooldown_down_s:
+        if since is not None and since < policy.cooldown_down_s:  # rule 7
             return hold(
                 f"{why}, but cooling down ({since:.0f} s of "
                 f"{policy.cooldown_down_s:.0f} s since the last scaling)"

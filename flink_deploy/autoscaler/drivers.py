@@ -14,8 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import requests
 
-from flink_deploy.autoscaler.decide import TaskManager
-from flink_deploy.autoscaler.policy import Profile
+from flink_deploy.autoscaler.model import Profile, TaskManager
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 DEPLOYMENT_PREFIX = "alertflow-taskmanager-"

@@ -14,9 +14,8 @@ workers without a pool of its own. On Kubernetes each TaskManager pod has its po
 
 from __future__ import annotations
 
-from flink_deploy.autoscaler.decide import TaskManager
 from flink_deploy.autoscaler.drivers import DriverError
-from flink_deploy.autoscaler.policy import Profile
+from flink_deploy.autoscaler.model import Profile, TaskManager
 from flink_deploy.sizing import DEFAULT_PROFILE
 from flink_deploy.stack import supervisor
 from flink_deploy.stack.config import StackConfig, StackError

@@ -33,59 +33,29 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import requests
 from confluent_kafka import KafkaException
 
+from flink_deploy.autoscaler.model import Observation
 from flink_deploy.flink_rest import TERMINAL_STATES, FlinkRest, FlinkRestError
 from transforms.kafka_clients import PROBE_TIMEOUT_S, kafka_config, kafka_problem
 
 METRICS = ("busyTimeMsPerSecond", "backPressuredTimeMsPerSecond")
 
-
-@dataclass(frozen=True)
-class Observation:
-    """What the autoscaler saw at ``timestamp`` (seconds since the epoch).
-
-    None means "not known" (see ``errors``); rates are None on the first observation.
-    """
-
-    timestamp: float
-    lag_total: int | None = None
-    lag_by_topic: Mapping[str, int] = field(default_factory=dict)
-    records_in_per_s: float | None = None
-    records_out_per_s: float | None = None
-    busy_max_ms_per_s: float | None = None
-    backpressure_max_ms_per_s: float | None = None
-    job_id: str | None = None
-    job_state: str | None = None
-    parallelism: int = 0
-    tasks_running: int = 0
-    tasks_total: int = 0
-    taskmanagers: int | None = None
-    slots_total: int | None = None
-    slots_available: int | None = None
-    checkpointed_since_restore: bool | None = None
-    errors: tuple[str, ...] = ()
-
-    @property
-    def job_running(self) -> bool:
-        """RUNNING with every task running: after a TaskManager is lost Flink keeps the job
-        RUNNING while its tasks wait for slots (``tasks_running < tasks_total``)."""
-        return (
-            self.job_state == "RUNNING"
-            and self.parallelism > 0
-            and 0 < self.tasks_total == self.tasks_running
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["lag_by_topic"] = dict(self.lag_by_topic)
-        out["errors"] = list(self.errors)
-        return out
+# Observation is defined in .model (a pure record, for the decision engine); callers may take it
+# from here with the Observer.
+__all__ = [
+    "METRICS",
+    "KafkaOffsets",
+    "Observation",
+    "Observer",
+    "checkpointed_since_restore",
+    "kafka_consumer",
+]
 
 
 class KafkaOffsets(Protocol):

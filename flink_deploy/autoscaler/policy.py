@@ -1,4 +1,4 @@
-"""The scaling policy: validated YAML, turned into immutable dataclasses.
+"""The scaling policy: validated YAML, turned into the immutable records of :mod:`.model`.
 
 Example (``default-policy.yaml`` beside this module is the shipped default)::
 
@@ -42,7 +42,7 @@ import difflib
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +50,15 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode
 
 from control_service.yaml_limits import YamlLimitExceeded, check_yaml_limits
-from flink_deploy.sizing import MEMORY_RE, MIN_PROCESS_MIB, TaskManagerProfile
+from flink_deploy.autoscaler.model import (
+    DEFAULT_INEFFECTIVE_HOLD_S,
+    REMOVE_RULES,
+    Policy,
+    Profile,
+    ScaleDown,
+    ScaleUp,
+)
+from flink_deploy.sizing import MEMORY_RE, MIN_PROCESS_MIB
 from transforms.filters.document import FilterIssue as PolicyIssue
 
 DEFAULT_POLICY_FILE = Path(__file__).resolve().parent / "default-policy.yaml"
@@ -60,8 +68,19 @@ MAX_DEPTH = 8
 MAX_INTERVAL_S = 3600
 MAX_NUMBER_CHARS = 100
 MAX_COOLDOWN_S = 86400
-REMOVE_RULES = ("newest", "largest")
 _NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?")
+
+# The policy's records are defined in .model; callers may take them from here with the loader.
+__all__ = [
+    "DEFAULT_POLICY_FILE",
+    "MAX_POLICY_BYTES",
+    "Policy",
+    "PolicyError",
+    "Profile",
+    "load_policy",
+    "load_policy_data",
+    "load_policy_file",
+]
 
 
 class PolicyError(ValueError):
@@ -74,124 +93,14 @@ class PolicyError(ValueError):
         super().__init__("\n".join(f"{source}:{issue}" for issue in self.issues))
 
 
-@dataclass(frozen=True)
-class Profile(TaskManagerProfile):
-    """A TaskManager shape named in the policy: ``slots`` task slots and Flink's
-    ``process_memory`` (e.g. 3072m); the stack starts TaskManagers of it as they are."""
-
-
-@dataclass(frozen=True, slots=True)
-class ScaleUp:
-    """Scale up when any set trigger holds; ``None`` switches a trigger off.
-
-    ``min_gain``: a scale-up must raise the measured throughput by at least this fraction
-    (0.1 = 10%), else it was ineffective and scale-ups wait ``ineffective_hold_s`` seconds;
-    ``None`` switches the check off.
-    """
-
-    lag_above: int | None
-    busy_above_ms_per_s: float | None
-    backpressure_above_ms_per_s: float | None
-    profile: str
-    large_profile: str | None
-    large_lag_above: int | None
-    min_gain: float | None = None
-    ineffective_hold_s: float = 600.0
-
-
-@dataclass(frozen=True, slots=True)
-class ScaleDown:
-    """Scale down when every set condition holds (``lag_below`` always is)."""
-
-    lag_below: int
-    busy_below_ms_per_s: float | None
-    remove: str
-
-
-@dataclass(frozen=True, slots=True)
-class Policy:
-    """The whole validated policy. ``profiles`` keep the order of the YAML."""
-
-    interval_s: float
-    min_taskmanagers: int
-    max_taskmanagers: int
-    sustain: int
-    cooldown_up_s: float
-    cooldown_down_s: float
-    profiles: tuple[Profile, ...]
-    scale_up: ScaleUp
-    scale_down: ScaleDown
-
-    def profile(self, name: str) -> Profile:
-        """The profile called ``name``; KeyError if the policy has none."""
-        for profile in self.profiles:
-            if profile.name == name:
-                return profile
-        raise KeyError(name)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The policy as plain data, in the YAML's shape (``load_policy`` accepts it back)."""
-        up, down = self.scale_up, self.scale_down
-        return {
-            "interval_s": self.interval_s,
-            "min_taskmanagers": self.min_taskmanagers,
-            "max_taskmanagers": self.max_taskmanagers,
-            "sustain": self.sustain,
-            "cooldown_up_s": self.cooldown_up_s,
-            "cooldown_down_s": self.cooldown_down_s,
-            "profiles": {
-                p.name: {"slots": p.slots, "process_memory": p.process_memory}
-                for p in self.profiles
-            },
-            "scale_up": {
-                "lag_above": up.lag_above,
-                "busy_above_ms_per_s": up.busy_above_ms_per_s,
-                "backpressure_above_ms_per_s": up.backpressure_above_ms_per_s,
-                "profile": up.profile,
-                "large_profile": up.large_profile,
-                "large_lag_above": up.large_lag_above,
-                "min_gain": up.min_gain,
-                "ineffective_hold_s": up.ineffective_hold_s,
-            },
-            "scale_down": {
-                "lag_below": down.lag_below,
-                "busy_below_ms_per_s": down.busy_below_ms_per_s,
-                "remove": down.remove,
-            },
-        }
-
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-
 # --- validation over the YAML nodes ---------------------------------------------------------
 
-_TOP = (
-    "interval_s",
-    "min_taskmanagers",
-    "max_taskmanagers",
-    "sustain",
-    "cooldown_up_s",
-    "cooldown_down_s",
-    "profiles",
-    "scale_up",
-    "scale_down",
-)
+_TOP = tuple(f.name for f in fields(Policy))
 _TOP_REQUIRED = ("min_taskmanagers", "max_taskmanagers", "profiles", "scale_up", "scale_down")
-_UP = (
-    "lag_above",
-    "busy_above_ms_per_s",
-    "backpressure_above_ms_per_s",
-    "profile",
-    "large_profile",
-    "large_lag_above",
-    "min_gain",
-    "ineffective_hold_s",
-)
+_UP = tuple(f.name for f in fields(ScaleUp))
 _TRIGGERS = ("lag_above", "busy_above_ms_per_s", "backpressure_above_ms_per_s")
-_DOWN = ("lag_below", "busy_below_ms_per_s", "remove")
+_DOWN = tuple(f.name for f in fields(ScaleDown))
 _DEFAULTS = {"interval_s": 5.0, "sustain": 3, "cooldown_up_s": 30.0, "cooldown_down_s": 120.0}
-DEFAULT_INEFFECTIVE_HOLD_S = 600.0
 MAX_MIN_GAIN = 10.0
 
 
@@ -381,8 +290,18 @@ def _validate(root: Node, data: Any) -> Policy | None:
     if not top and not isinstance(root, MappingNode):
         raise PolicyError(check.issues)
 
+    def number(
+        section: Mapping[str, tuple[Node, Any]],
+        prefix: str,
+        key: str,
+        default: Any = None,
+        **kwargs: Any,
+    ) -> Any:
+        """``section[key]`` checked by :meth:`_Checker.number`, or ``default`` if not given."""
+        return check.number(section[key], prefix + key, **kwargs) if key in section else default
+
     def num(key: str, **kwargs: Any) -> Any:
-        return check.number(top[key], key, **kwargs) if key in top else _DEFAULTS.get(key)
+        return number(top, "", key, _DEFAULTS.get(key), **kwargs)
 
     # Bounded: the loop waits interval_s, and a wait beyond threading.TIMEOUT_MAX (or a
     # number too large for a float) raises instead of waiting.
@@ -404,9 +323,7 @@ def _validate(root: Node, data: Any) -> Policy | None:
     up = check.mapping(*top["scale_up"], "scale_up", _UP, ("profile",)) if "scale_up" in top else {}
 
     def up_num(key: str, **kwargs: Any) -> Any:
-        return (
-            check.number(up[key], f"scale_up.{key}", optional=True, **kwargs) if key in up else None
-        )
+        return number(up, "scale_up.", key, optional=True, **kwargs)
 
     lag_above = up_num("lag_above", integer=True)
     busy_above = up_num("busy_above_ms_per_s", maximum=1000)
@@ -415,13 +332,7 @@ def _validate(root: Node, data: Any) -> Policy | None:
     large_profile = _check_profile_name(check, up, "large_profile", declared, optional=True)
     large_lag = up_num("large_lag_above", integer=True)
     min_gain = up_num("min_gain", inclusive=True, maximum=MAX_MIN_GAIN)
-    hold = (
-        check.number(
-            up["ineffective_hold_s"], "scale_up.ineffective_hold_s", maximum=MAX_COOLDOWN_S
-        )
-        if "ineffective_hold_s" in up
-        else None
-    )
+    hold = number(up, "scale_up.", "ineffective_hold_s", maximum=MAX_COOLDOWN_S)
 
     def given(key: str) -> bool:
         return key in up and up[key][1] is not None
@@ -448,21 +359,8 @@ def _validate(root: Node, data: Any) -> Policy | None:
         if "scale_down" in top
         else {}
     )
-    lag_below = (
-        check.number(down["lag_below"], "scale_down.lag_below", integer=True)
-        if "lag_below" in down
-        else None
-    )
-    busy_below = (
-        check.number(
-            down["busy_below_ms_per_s"],
-            "scale_down.busy_below_ms_per_s",
-            maximum=1000,
-            optional=True,
-        )
-        if "busy_below_ms_per_s" in down
-        else None
-    )
+    lag_below = number(down, "scale_down.", "lag_below", integer=True)
+    busy_below = number(down, "scale_down.", "busy_below_ms_per_s", maximum=1000, optional=True)
     remove = "newest"
     if "remove" in down:
         remove = check.string(down["remove"], "scale_down.remove") or "newest"

@@ -60,6 +60,18 @@ class Service:
     profile: str = ""
 
 
+def _listening(
+    cfg: StackConfig,
+    name: str,
+    argv: list[str],
+    port: int,
+    log: str,
+    env: dict[str, str] | None = None,
+) -> Service:
+    """A service that is healthy once it listens on ``port``; ``log`` is in the run folder."""
+    return Service(name, argv, port, cfg.run_dir / log, port_open(port), env or {})
+
+
 KAFKA_LOG4J = """\
 rootLogger.level = INFO
 rootLogger.appenderRef.file.ref = File
@@ -345,13 +357,8 @@ def worker_pool_service(cfg: StackConfig) -> Service:
         # The pipeline's own packages (transforms/, pipelines/) must import in the workers.
         "PYTHONPATH": f"{REPO_ROOT}:{os.environ.get('PYTHONPATH', '')}".rstrip(":"),
     }
-    return Service(
-        "beam-workerpool",
-        argv,
-        cfg.worker_pool_port,
-        cfg.run_dir / "beam" / "workerpool.log",
-        port_open(cfg.worker_pool_port),
-        env,
+    return _listening(
+        cfg, "beam-workerpool", argv, cfg.worker_pool_port, "beam/workerpool.log", env
     )
 
 
@@ -367,12 +374,8 @@ def expansion_service(cfg: StackConfig) -> Service:
         "--defaultEnvironmentType=EMBEDDED",
         "--experiments=use_deprecated_read",
     ]
-    return Service(
-        "beam-expansion-service",
-        argv,
-        cfg.expansion_port,
-        cfg.run_dir / "beam" / "expansion-service.log",
-        port_open(cfg.expansion_port),
+    return _listening(
+        cfg, "beam-expansion-service", argv, cfg.expansion_port, "beam/expansion-service.log"
     )
 
 
@@ -394,13 +397,7 @@ def job_server_service(cfg: StackConfig) -> Service:
         f"--artifact-port={cfg.artifact_port}",
         f"--expansion-port={cfg.job_server_expansion_port}",
     ]
-    return Service(
-        "beam-job-server",
-        argv,
-        cfg.job_port,
-        cfg.run_dir / "beam" / "job-server.log",
-        port_open(cfg.job_port),
-    )
+    return _listening(cfg, "beam-job-server", argv, cfg.job_port, "beam/job-server.log")
 
 
 def autoscaler_service(cfg: StackConfig, policy: Path) -> Service:
@@ -419,13 +416,8 @@ def autoscaler_service(cfg: StackConfig, policy: Path) -> Service:
         "--flink-rest-url",
         cfg.flink_rest_url,
     ]
-    return Service(
-        "alertflow-autoscaler",
-        argv,
-        cfg.autoscaler_port,
-        cfg.run_dir / "autoscaler.log",
-        port_open(cfg.autoscaler_port),
-        cfg.environment(),
+    return _listening(
+        cfg, "alertflow-autoscaler", argv, cfg.autoscaler_port, "autoscaler.log", cfg.environment()
     )
 
 

@@ -12,9 +12,8 @@ from typing import Any
 import pytest
 import requests
 
-from flink_deploy.autoscaler.decide import TaskManager
 from flink_deploy.autoscaler.drivers import Driver, DriverError, KubernetesDriver
-from flink_deploy.autoscaler.policy import Profile
+from flink_deploy.autoscaler.model import Profile, TaskManager
 
 SMALL = Profile("small", 2, "3072m")
 LARGE = Profile("large", 4, "5120m")

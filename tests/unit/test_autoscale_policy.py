@@ -3,8 +3,6 @@ line and column, all at once."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from flink_deploy.autoscaler.policy import (
@@ -44,6 +42,13 @@ def issues_of(text: str) -> list[tuple[int, int, str, str]]:
     with pytest.raises(PolicyError) as caught:
         load_policy(text)
     return [(i.line, i.column, i.path, i.message) for i in caught.value.issues]
+
+
+def problems(text: str) -> list[str]:
+    """The issues of ``text`` as PolicyError prints them: ``line:column: path: message``."""
+    with pytest.raises(PolicyError) as caught:
+        load_policy(text)
+    return [str(issue) for issue in caught.value.issues]
 
 
 def test_default_policy_file_loads_and_round_trips() -> None:
@@ -89,153 +94,101 @@ def test_good_policy_with_defaults() -> None:
 
 
 @pytest.mark.parametrize(
-    ("old", "new", "expected"),
+    ("line", "text", "expected"),
     [
-        ("interval_s: 2", "interval_s: 0", (1, 13, "interval_s", "must be > 0, got 0")),
-        ("interval_s: 2", "interval_s: fast", (1, 13, "interval_s", "must be a number")),
+        (1, "interval_s: 0", "1:13: interval_s: must be > 0, got 0"),
+        (1, "interval_s: fast", "1:13: interval_s: must be a number"),
         (
-            "interval_s: 2",
+            1,
             "intervall_s: 2",
-            (1, 1, "intervall_s", "unknown key 'intervall_s'; did you mean 'interval_s'?"),
+            "1:1: intervall_s: unknown key 'intervall_s'; did you mean 'interval_s'?",
         ),
-        ("sustain: 2", "sustain: 1.5", (4, 10, "sustain", "must be an integer")),
-        ("sustain: 2", "sustain: true", (4, 10, "sustain", "must be an integer")),
+        (3, "max_taskmanagers: 0", "3:19: max_taskmanagers: must be >= 1, got 0"),
+        (4, "sustain: 1.5", "4:10: sustain: must be an integer"),
+        (4, "sustain: true", "4:10: sustain: must be an integer"),
+        (4, "sustain: 2\nsustain: 3", "5:1: sustain: duplicate key"),
+        (5, "cooldown_up_s: -1", "5:16: cooldown_up_s: must be >= 0, got -1"),
         (
-            "max_taskmanagers: 3",
-            "max_taskmanagers: 0",
-            (3, 19, "max_taskmanagers", "must be >= 1, got 0"),
-        ),
-        (
-            "cooldown_up_s: 10",
-            "cooldown_up_s: -1",
-            (5, 16, "cooldown_up_s", "must be >= 0, got -1"),
+            8,
+            "  small: {slots: 2, process_memory: lots}",
+            "8:37: profiles.small.process_memory: 'lots' is not a memory size such as 3072m or 4g",
         ),
         (
-            "{slots: 2, process_memory: 3072m}",
-            "{slots: 2, process_memory: lots}",
-            (
-                8,
-                37,
-                "profiles.small.process_memory",
-                "'lots' is not a memory size such as 3072m or 4g",
-            ),
-        ),
-        (
-            "{slots: 2, process_memory: 3072m}",
-            "{slots: 2, memory_size: 3072m}",
+            8,
+            "  small: {slots: 2, memory_size: 3072m}",
             [
-                (
-                    8,
-                    21,
-                    "profiles.small.memory_size",
-                    "unknown key 'memory_size' (allowed: slots, process_memory)",
-                ),
-                (8, 10, "profiles.small", "missing required key 'process_memory'"),
+                "8:21: profiles.small.memory_size: unknown key 'memory_size' (allowed: slots, "
+                "process_memory)",
+                "8:10: profiles.small: missing required key 'process_memory'",
             ],
         ),
         (
-            "  profile: small",
-            "  profile: medium",
-            (12, 12, "scale_up.profile", "no profile 'medium' (defined: small, large)"),
-        ),
-        (
-            "  large_lag_above: 10000",
-            "  large_lag_above: 500",
-            (14, 20, "scale_up.large_lag_above", "must be > scale_up.lag_above (1000), got 500"),
-        ),
-        (
-            "  lag_below: 100",
-            "  lag_below: 1000",
-            (
-                16,
-                14,
-                "scale_down.lag_below",
-                "must be < scale_up.lag_above (1000) or the cluster would flap",
-            ),
-        ),
-        (
-            "  lag_below: 100",
-            "  lag_below: 100\n  remove: oldest",
-            (17, 11, "scale_down.remove", "must be one of newest, largest, got 'oldest'"),
-        ),
-        (
-            "  lag_above: 1000",
+            11,
             "  lag_above: null",
-            (
-                11,
-                3,
-                "scale_up",
-                "set at least one trigger: lag_above, busy_above_ms_per_s or "
-                "backpressure_above_ms_per_s",
-            ),
+            "11:3: scale_up: set at least one trigger: lag_above, busy_above_ms_per_s or "
+            "backpressure_above_ms_per_s",
         ),
-        ("sustain: 2", "sustain: 2\nsustain: 3", (5, 1, "sustain", "duplicate key")),
+        (
+            12,
+            "  profile: medium",
+            "12:12: scale_up.profile: no profile 'medium' (defined: small, large)",
+        ),
+        (
+            14,
+            "  large_lag_above: 500",
+            "14:20: scale_up.large_lag_above: must be > scale_up.lag_above (1000), got 500",
+        ),
+        (
+            16,
+            "  lag_below: 1000",
+            "16:14: scale_down.lag_below: must be < scale_up.lag_above (1000) or the cluster "
+            "would flap",
+        ),
+        (
+            16,
+            "  lag_below: 100\n  remove: oldest",
+            "17:11: scale_down.remove: must be one of newest, largest, got 'oldest'",
+        ),
         # Found by schemathesis-style probing of PUT /api/v1/scaling: each was a 500 or a
         # policy whose loop could not wait (and whose JSON had an Infinity).
-        ("interval_s: 2", "interval_s: .inf", (1, 13, "interval_s", "must be a number")),
-        ("interval_s: 2", "interval_s: 3601", (1, 13, "interval_s", "must be <= 3600, got 3601")),
+        (1, "interval_s: .inf", "1:13: interval_s: must be a number"),
+        (1, "interval_s: 3601", "1:13: interval_s: must be <= 3600, got 3601"),
+        (5, "cooldown_up_s: 1.0e+300", "5:16: cooldown_up_s: must be <= 86400, got 1e+300"),
+        (3, "max_taskmanagers: " + "9" * 101, "3:19: <yaml>: a number longer than 100 characters"),
+        (1, "interval_s: 0b" + "1" * 99, "1:13: <yaml>: a number longer than 100 characters"),
+    ],
+)
+def test_each_mistake_is_reported_at_its_position(
+    line: int, text: str, expected: str | list[str]
+) -> None:
+    lines = GOOD.splitlines()
+    lines[line - 1] = text  # line 1 is GOOD's first
+    wanted = expected if isinstance(expected, list) else [expected]
+    assert problems("\n".join(lines) + "\n") == wanted
+
+
+@pytest.mark.parametrize(
+    ("added", "expected"),
+    [
+        ("min_gain: -0.1", "15:13: scale_up.min_gain: must be >= 0, got -0.1"),
+        ("min_gain: 11", "15:13: scale_up.min_gain: must be <= 10, got 11"),
+        ("min_gain: 10%", "15:13: scale_up.min_gain: must be a number or null"),
+        ("min_gain: .nan", "15:13: scale_up.min_gain: must be a number or null"),
         (
-            "cooldown_up_s: 10",
-            "cooldown_up_s: 1.0e+300",
-            (5, 16, "cooldown_up_s", "must be <= 86400, got 1e+300"),
+            "min_gian: 0.1",
+            "15:3: scale_up.min_gian: unknown key 'min_gian'; did you mean 'min_gain'?",
         ),
+        ("ineffective_hold_s: 0", "15:23: scale_up.ineffective_hold_s: must be > 0, got 0"),
+        ("ineffective_hold_s: null", "15:23: scale_up.ineffective_hold_s: must be a number"),
         (
-            "max_taskmanagers: 3",
-            "max_taskmanagers: " + "9" * 101,
-            (3, 19, "<yaml>", "a number longer than 100 characters"),
-        ),
-        (
-            "interval_s: 2",
-            "interval_s: 0b" + "1" * 99,
-            (1, 13, "<yaml>", "a number longer than 100 characters"),
-        ),
-        # The scale-up effectiveness check (min_gain, ineffective_hold_s).
-        (
-            LARGE_LAG,
-            LARGE_LAG + "\n  min_gain: -0.1",
-            (15, 13, "scale_up.min_gain", "must be >= 0, got -0.1"),
-        ),
-        (
-            LARGE_LAG,
-            LARGE_LAG + "\n  min_gain: 11",
-            (15, 13, "scale_up.min_gain", "must be <= 10, got 11"),
-        ),
-        (
-            LARGE_LAG,
-            LARGE_LAG + "\n  min_gain: 10%",
-            (15, 13, "scale_up.min_gain", "must be a number or null"),
-        ),
-        (
-            LARGE_LAG,
-            LARGE_LAG + "\n  min_gain: .nan",
-            (15, 13, "scale_up.min_gain", "must be a number or null"),
-        ),
-        (
-            LARGE_LAG,
-            LARGE_LAG + "\n  min_gian: 0.1",
-            (15, 3, "scale_up.min_gian", "unknown key 'min_gian'; did you mean 'min_gain'?"),
-        ),
-        (
-            LARGE_LAG,
-            LARGE_LAG + "\n  ineffective_hold_s: 0",
-            (15, 23, "scale_up.ineffective_hold_s", "must be > 0, got 0"),
-        ),
-        (
-            LARGE_LAG,
-            LARGE_LAG + "\n  ineffective_hold_s: null",
-            (15, 23, "scale_up.ineffective_hold_s", "must be a number"),
-        ),
-        (
-            LARGE_LAG,
-            LARGE_LAG + "\n  ineffective_hold_s: 86401",
-            (15, 23, "scale_up.ineffective_hold_s", "must be <= 86400, got 86401"),
+            "ineffective_hold_s: 86401",
+            "15:23: scale_up.ineffective_hold_s: must be <= 86400, got 86401",
         ),
     ],
 )
-def test_each_mistake_is_reported_at_its_position(old: str, new: str, expected: Any) -> None:
-    assert old in GOOD
-    wanted = expected if isinstance(expected, list) else [expected]
-    assert issues_of(GOOD.replace(old, new, 1)) == wanted
+def test_each_effectiveness_mistake_is_reported_at_its_position(added: str, expected: str) -> None:
+    """The scale-up effectiveness check's keys (min_gain, ineffective_hold_s), as line 15."""
+    assert problems(GOOD.replace(LARGE_LAG + "\n", f"{LARGE_LAG}\n  {added}\n")) == [expected]
 
 
 def test_every_problem_at_once() -> None:

@@ -31,6 +31,7 @@ from flink_deploy.autoscaler.service import (
     create_app,
     parse_api_keys,
 )
+from tests.unit.autoscale_cases import ineffective_check, obs
 
 OPS = {"Authorization": "Bearer ops-secret-333"}
 ALICE = {"Authorization": "Bearer alice-secret-1"}
@@ -39,16 +40,8 @@ POLICY = load_policy_file(DEFAULT_POLICY_FILE)  # sustain 3, cooldown 30 s up / 
 
 
 def running(lag: int | None) -> Observation:
-    return Observation(
-        timestamp=0.0,
-        lag_total=lag,
-        job_state="RUNNING",
-        parallelism=2,
-        tasks_running=2,
-        tasks_total=2,
-        backpressure_max_ms_per_s=0.0,
-        taskmanagers=1,
-    )
+    """A job running at parallelism 2 on one TaskManager, with ``lag``."""
+    return obs(lag=lag)
 
 
 class FakeObserver:
@@ -214,20 +207,7 @@ def test_an_ineffective_scale_up_is_shown_and_blocks_the_next(tmp_path: Path) ->
     assert reasons[-1] == f"lag 12,000 > 5,000 for 9 observations, but {verdict} (575 s left)"
     body = app.test_client().get("/api/v1/scaling").get_json()
     validate(autoscaler_spec("1"), "Scaling", body)
-    assert body["last_scale_up"] == {
-        "decided_at": 1010.0,
-        "taskmanagers_before": 1,
-        "taskmanagers_after": 2,
-        "parallelism_before": 2,
-        "min_gain": 0.1,
-        "rate_before_per_s": 218.0,
-        "rate_after_per_s": 203.0,
-        "observations_after": 3,
-        "verdict": "ineffective",
-        "reason": verdict,
-        "judged_at": 1040.0,
-        "blocked_until": 1640.0,
-    }
+    assert body["last_scale_up"] == ineffective_check(1000.0)
     assert body["observation"]["checkpointed_since_restore"] is True
 
 
