@@ -43,6 +43,7 @@ from typing import Any, TextIO
 
 from flask import Flask
 
+from control_service.audit import AuditLog
 from control_service.auth import ApiKey, Authenticator, Principal, api_key_problems
 from control_service.common import Component, install_common, package_version, serve_until_stopped
 from control_service.config import ConfigError
@@ -58,7 +59,6 @@ from control_service.replay_engine import (
     load_files,
     plan_count,
 )
-from control_service.store import AuditLog
 from transforms.alert_model import Survey
 from transforms.kafka_clients import DEFAULT_KAFKA_PORT, kafka_problem
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas

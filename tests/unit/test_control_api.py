@@ -18,9 +18,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from control_service.app import create_app
+from control_service.audit import AuditLog
 from control_service.config import ConfigError, load_config
 from control_service.filters_api import ReferenceAlerts
-from control_service.store import SNAPSHOT_KEY, AuditLog, FilterStore, MemorySnapshotLog
+from control_service.snapshots import SNAPSHOT_KEY, MemorySnapshotLog
+from control_service.store import FilterStore
 from flink_deploy.flink_rest import FlinkRest
 from tests.datapaths import shared_data
 from tests.unit.test_filter_cli import run_cli

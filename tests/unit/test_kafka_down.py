@@ -23,11 +23,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from control_service.app import create_app
+from control_service.audit import AuditLog
 from control_service.config import load_config
 from control_service.filters_api import STORE_EXTENSION
 from control_service.replay_service import ReplayServiceConfig, settings_from
 from control_service.replay_service import create_app as create_replay_app
-from control_service.store import SNAPSHOT_KEY, AuditLog, FilterStore, MemorySnapshotLog
+from control_service.snapshots import SNAPSHOT_KEY, MemorySnapshotLog
+from control_service.store import FilterStore
 from flink_deploy.autoscaler.observe import Observer
 from flink_deploy.autoscaler.service import AutoscalerConfig, parse_api_keys
 from flink_deploy.autoscaler.service import create_app as create_autoscaler_app
