@@ -50,15 +50,12 @@ from control_service.config import ConfigError
 from control_service.errors import conflict, unavailable
 from control_service.replay_engine import (
     DEFAULT_TOPICS,
-    ReplayError,
-    ReplayMessage,
     Schedule,
     Sender,
-    check_fresh_ids,
     kafka_producer,
-    load_files,
     plan_count,
 )
+from control_service.replay_messages import ReplayError, ReplayMessage, check_fresh_ids, load_files
 from transforms.alert_model import Survey
 from transforms.kafka_clients import DEFAULT_KAFKA_PORT, kafka_problem
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas

@@ -15,9 +15,9 @@ containers and ``*.bin`` wire-format messages), in sorted order. A file that can
 decoded is not sent; the others are. Each bad file is named on stderr with its reason, with a
 count at the end, and the exit status is then 1 (2 if no file can be sent).
 
-The engine (loading, fresh ids, the schedule, the sending loop) is
-control_service/replay_engine.py; ``alertflow replay --serve`` runs the same engine as a service
-with the common control API (control_service/replay_service.py).
+The messages (loading, fresh ids) are control_service/replay_messages.py, the engine (the
+schedule, the sending loop) control_service/replay_engine.py; ``alertflow replay --serve`` runs
+the same engine as a service with the common control API (control_service/replay_service.py).
 """
 
 from __future__ import annotations
@@ -36,15 +36,13 @@ from control_service.commands import (
 )
 from control_service.replay_engine import (
     DEFAULT_TOPICS,
-    ReplayError,
     Schedule,
     Sender,
-    check_fresh_ids,
     format_summary,
     kafka_producer,
-    load_files,
     plan_count,
 )
+from control_service.replay_messages import ReplayError, check_fresh_ids, load_files
 from control_service.replay_service import serve
 from flink_deploy.stack.config import HOST
 from transforms.kafka_clients import DEFAULT_BOOTSTRAP

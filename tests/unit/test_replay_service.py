@@ -19,7 +19,7 @@ from werkzeug.serving import make_server
 from control_service.auth import ApiKey
 from control_service.client import ControlClient, ControlError
 from control_service.commands import replay
-from control_service.replay_engine import ID_STRIDE
+from control_service.replay_messages import ID_STRIDE
 from control_service.replay_service import (
     ReplayComponent,
     ReplayServiceConfig,
