@@ -20,7 +20,7 @@ from schemathesis.specs.openapi.checks import (  # noqa: E402
     status_code_conformance,
 )
 
-from tests.unit.test_control_api import OPS, Logs, make_app  # noqa: E402
+from tests.control_support import OPS, Logs, make_app  # noqa: E402
 from tests.unit.test_control_jobs import FakeFlink  # noqa: E402
 
 _APP, _ = make_app(
