@@ -40,6 +40,7 @@ import healpy as hp  # noqa: E402
 import numpy as np  # noqa: E402
 from astropy.coordinates import SkyCoord  # noqa: E402
 
+from tests.datapaths import real_alerts  # noqa: E402
 from transforms.alert_model import Alert  # noqa: E402
 from transforms.annotate import crossmatch, dust, lightcurve, sky, tags  # noqa: E402
 from transforms.annotate.transform import (  # noqa: E402
@@ -49,27 +50,8 @@ from transforms.annotate.transform import (  # noqa: E402
     load_annotators,
     only,
 )
-from transforms.decode import decode_container, decode_message  # noqa: E402
+from transforms.decode import decode_message  # noqa: E402
 from transforms.schemas import LsstSchemas  # noqa: E402
-
-
-def _default_data() -> Path:
-    env = os.environ.get("ALERTFLOW_SHARED_DATA")
-    return Path(env) if env else REPO.parent / "shared" / "data"
-
-
-def _real_alerts(data: Path, schemas: LsstSchemas) -> list[Alert]:
-    ztf = [
-        a
-        for p in sorted((data / "ztf" / "alerts").glob("*/*.avro"))
-        for a in decode_message(p.read_bytes(), schemas)
-    ]
-    lsst = [
-        a
-        for p in sorted((data / "lsst" / "alerts").glob("*.avro"))
-        for a in decode_container(p.read_bytes(), schemas)
-    ]
-    return ztf + lsst
 
 
 def _rate(fn: Callable[[], int]) -> float:
@@ -86,9 +68,9 @@ def _positions(batch: Sequence[Alert]) -> tuple[np.ndarray, np.ndarray]:
     return np.array([a.ra for a in batch]), np.array([a.dec for a in batch])
 
 
-def run(data: Path, n_alerts: int, n_naive: int, batch_size: int, repeats: int) -> str:
+def run(data: Path | None, n_alerts: int, n_naive: int, batch_size: int, repeats: int) -> str:
     schemas = LsstSchemas()
-    real = _real_alerts(data, schemas)
+    real = real_alerts(data)
     alerts = [real[i % len(real)] for i in range(n_alerts)]
     naive = alerts[:n_naive]
     originals = [a.original for a in real]
@@ -203,7 +185,7 @@ def run(data: Path, n_alerts: int, n_naive: int, batch_size: int, repeats: int) 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=_default_data())
+    parser.add_argument("--data", type=Path, default=None, help="default: the shared data folder")
     parser.add_argument("--alerts", type=int, default=10_000)
     parser.add_argument("--naive", type=int, default=300)
     parser.add_argument("--batch", type=int, default=1000)

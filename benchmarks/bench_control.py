@@ -21,8 +21,10 @@ import requests
 from werkzeug.serving import make_server
 
 from control_service.app import create_app
+from control_service.audit import AuditLog
 from control_service.config import load_config
-from control_service.store import AuditLog, FilterStore, MemorySnapshotLog
+from control_service.snapshots import MemorySnapshotLog
+from control_service.store import FilterStore
 
 TOKEN = "bench-admin-token"
 OUT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks_control.md"

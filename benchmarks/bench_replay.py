@@ -20,26 +20,17 @@ import time
 import uuid
 from pathlib import Path
 
-from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from control_service import replay_engine
+from control_service import replay_engine, replay_messages
 from control_service.cli import build_parser
 from control_service.commands import replay
 from flink_deploy.stack.config import StackConfig
 from tests.datapaths import shared_data
 from transforms.kafka_clients import ensure_topic
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
-
-PRODUCER_SETTINGS = {
-    "linger.ms": 5,
-    "batch.size": 4 * 1024 * 1024,
-    "queue.buffering.max.kbytes": 512 * 1024,
-    "message.max.bytes": 8 * 1024 * 1024,
-    "acks": "all",
-}
 
 
 def fresh_topic(bootstrap: str, admin: AdminClient) -> str:
@@ -49,7 +40,7 @@ def fresh_topic(bootstrap: str, admin: AdminClient) -> str:
 
 
 def bare_producer(bootstrap: str, topic: str, values: list[bytes]) -> float:
-    producer = Producer({"bootstrap.servers": bootstrap, **PRODUCER_SETTINGS})
+    producer = replay_engine.kafka_producer(bootstrap)  # replay's own producer settings
     start = time.monotonic()
     for value in values:
         while True:
@@ -93,8 +84,8 @@ def main() -> None:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     files = sorted(str(p) for p in (shared_data() / "lsst" / "alerts").glob("*.avro"))
     schemas = LsstSchemas(DEFAULT_LSST_SCHEMA_DIR)
-    messages = replay_engine.load_messages([Path(f) for f in files], schemas)
-    values = list(replay_engine.cycled_messages(messages, opts.count, schemas))
+    messages = replay_messages.load_messages([Path(f) for f in files], schemas)
+    values = list(replay_messages.cycled_messages(messages, opts.count, schemas))
     mean_kb = statistics.mean(len(v) for v in values) / 1024
     base, ours = [], []
     for _ in range(opts.repeats):

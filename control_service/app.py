@@ -18,6 +18,7 @@ from typing import Any
 
 from flask import Flask
 
+from control_service.audit import AuditLog
 from control_service.auth import Authenticator, Principal
 from control_service.common import Component, install_common, package_version
 from control_service.components_api import components_bp
@@ -35,7 +36,8 @@ from control_service.jobs_api import (
     register_flink_errors,
     submit_broker,
 )
-from control_service.store import AuditLog, FilterStore, KafkaSnapshotLog
+from control_service.snapshots import KafkaSnapshotLog
+from control_service.store import FilterStore
 from flink_deploy.flink_rest import FlinkRest
 
 CONFIG_EXTENSION = "alertflow.config"

@@ -1,7 +1,8 @@
 """The ``alertflow`` command: one entry point, a subcommand per task.
 
-Each module in control_service/commands adds its own subcommand through ``register`` and
-sets ``func``, which returns the exit code.
+Each module in control_service/commands adds its own subcommand through ``register``, which
+sets ``func``, the command's ``run``: it returns the exit code (control_service/commands/__init__.py
+holds what the subcommands share).
 """
 
 from __future__ import annotations

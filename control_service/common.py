@@ -26,6 +26,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
 from werkzeug.serving import BaseWSGIServer
 
+from control_service.audit import AuditLog
 from control_service.auth import EXTENSION as AUTH_EXTENSION
 from control_service.auth import Authenticator, Principal, require_admin, require_read
 from control_service.config import ConfigError
@@ -38,7 +39,6 @@ from control_service.errors import (
     unsupported_media_type,
     validation_failed,
 )
-from control_service.store import AuditLog
 
 COMPONENT_EXTENSION = "alertflow.component"
 STATES = ("starting", "running", "stopped", "draining", "degraded")

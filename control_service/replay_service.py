@@ -43,22 +43,19 @@ from typing import Any, TextIO
 
 from flask import Flask
 
+from control_service.audit import AuditLog
 from control_service.auth import ApiKey, Authenticator, Principal, api_key_problems
 from control_service.common import Component, install_common, package_version, serve_until_stopped
 from control_service.config import ConfigError
 from control_service.errors import conflict, unavailable
 from control_service.replay_engine import (
     DEFAULT_TOPICS,
-    ReplayError,
-    ReplayMessage,
     Schedule,
     Sender,
-    check_fresh_ids,
     kafka_producer,
-    load_files,
     plan_count,
 )
-from control_service.store import AuditLog
+from control_service.replay_messages import ReplayError, ReplayMessage, check_fresh_ids, load_files
 from transforms.alert_model import Survey
 from transforms.kafka_clients import DEFAULT_KAFKA_PORT, kafka_problem
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas

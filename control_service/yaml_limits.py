@@ -28,26 +28,26 @@ def check_yaml_limits(text: str, max_aliases: int, max_depth: int) -> None:
             if isinstance(event, yaml.AliasEvent):
                 aliases += 1
                 if aliases > max_aliases:
-                    raise _exceeded(
-                        event,
-                        f"the YAML uses more than {max_aliases} aliases",
-                        f"too many aliases (limit {max_aliases})",
-                    )
+                    raise _exceeded(event, "aliases", max_aliases)
             elif isinstance(event, yaml.CollectionStartEvent):
                 depth += 1
                 if depth > max_depth:
-                    raise _exceeded(
-                        event,
-                        f"the YAML nests deeper than {max_depth} levels",
-                        f"nested too deep (limit {max_depth})",
-                    )
+                    raise _exceeded(event, "depth", max_depth)
             elif isinstance(event, yaml.CollectionEndEvent):
                 depth -= 1
     except yaml.YAMLError:
         return
 
 
-def _exceeded(event: yaml.Event, summary: str, message: str) -> YamlLimitExceeded:
+#: Each limit's summary and message, by what it limits.
+_LIMITS = {
+    "aliases": ("the YAML uses more than {} aliases", "too many aliases (limit {})"),
+    "depth": ("the YAML nests deeper than {} levels", "nested too deep (limit {})"),
+}
+
+
+def _exceeded(event: yaml.Event, limit: str, value: int) -> YamlLimitExceeded:
     mark = event.start_mark
     assert mark is not None, "the parser marks every event it emits"
+    summary, message = (text.format(value) for text in _LIMITS[limit])
     return YamlLimitExceeded(mark.line + 1, mark.column + 1, summary, message)

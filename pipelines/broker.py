@@ -20,17 +20,15 @@ With no snapshot on the config topic no filter is active, and no alert matches.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
 import apache_beam as beam
-from apache_beam.io.kafka import ReadFromKafka, WriteToKafka
 from apache_beam.runners.runner import PipelineResult
 
-from pipelines.flink import ClusterEndpoints, kafka_consumer_config, submit
+from pipelines.flink import ClusterEndpoints, job_parser, read_from_kafka, submit, write_to_kafka
 from transforms.annotate.transform import AnnotateAlerts
 from transforms.decode import DecodeAlerts
 from transforms.filters.apply import ERRORS, MATCHES, ApplyFilters, FilterErrorReport
@@ -56,21 +54,12 @@ def build(
 ) -> None:
     """Wire the broker's stages (see the module doc)."""
     bootstrap = endpoints.bootstrap_servers
-    producer = {"bootstrap.servers": bootstrap}
-    expansion = endpoints.expansion_service
     # The live filter sets: each worker process follows the config topic itself (see
     # transforms/filters/live.py for why this is not a side input on Flink).
     feed = ConfigTopicFeed(bootstrap, config_topic)
     decoded = (
         p
-        | "ReadAlerts"
-        >> ReadFromKafka(
-            consumer_config=kafka_consumer_config(bootstrap, group_id),
-            topics=list(topics),
-            with_metadata=True,
-            commit_offset_in_finalize=True,
-            expansion_service=expansion,
-        )
+        | "ReadAlerts" >> read_from_kafka(endpoints, topics, group_id, with_metadata=True)
         | "ToKafkaRecord" >> beam.Map(kafka_record)
         | "DecodeAlerts" >> DecodeAlerts()
     )
@@ -81,30 +70,21 @@ def build(
         (decoded[DecodeAlerts.DEAD_LETTERS], annotated[AnnotateAlerts.DEAD_LETTERS])
         | "AllDeadLetters" >> beam.Flatten()
         | "DeadLetterToMessage" >> beam.Map(dead_letter_message).with_output_types(KV)
-        | "PublishDeadLetters"
-        >> WriteToKafka(
-            producer_config=producer, topic=deadletter_topic, expansion_service=expansion
-        )
+        | "PublishDeadLetters" >> write_to_kafka(endpoints, deadletter_topic)
     )
     (
         filtered[ERRORS]
         | "FilterErrorToMessage" >> beam.Map(filter_error_message).with_output_types(KV)
-        | "PublishFilterErrors"
-        >> WriteToKafka(
-            producer_config=producer, topic=FILTER_ERRORS_TOPIC, expansion_service=expansion
-        )
+        | "PublishFilterErrors" >> write_to_kafka(endpoints, FILTER_ERRORS_TOPIC)
     )
 
 
 def run(argv: Sequence[str] | None = None) -> PipelineResult:
     """Submit the broker to the stack's Flink cluster; returns once it is submitted."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = job_parser(__doc__, "alertflow-broker", parallelism=2)
     parser.add_argument("--topics", default=",".join(ALERT_TOPICS), help="comma-separated")
     parser.add_argument("--config-topic", default=CONFIG_TOPIC)
     parser.add_argument("--deadletter-topic", default=DEADLETTER_TOPIC)
-    parser.add_argument("--group-id", default="alertflow-broker")
-    parser.add_argument("--job-name", default="alertflow-broker")
-    parser.add_argument("--parallelism", type=int, default=2)
     parser.add_argument(
         "--output-partitions",
         type=int,

@@ -1,4 +1,6 @@
-"""How a pipeline reaches the Flink cluster: the stack's endpoints and the runner options.
+"""How a pipeline reaches the Flink cluster: the stack's endpoints, the runner options, the
+options every job's command line has (:func:`job_parser`), and KafkaIO on the stack's Kafka
+(:func:`read_from_kafka`, :func:`write_to_kafka`).
 
 Every pipeline is submitted through the Beam job server (PortableRunner) with the EXTERNAL
 environment (the worker pool beside the TaskManagers), in streaming mode with checkpointing on
@@ -7,6 +9,7 @@ and a fixed max parallelism, so that a later rescale restores keyed state.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import apache_beam as beam
+from apache_beam.io.kafka import ReadFromKafka, WriteToKafka
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineResult
 
@@ -127,6 +131,30 @@ def kafka_consumer_config(bootstrap_servers: str, group_id: str) -> dict[str, st
     }
 
 
+def read_from_kafka(
+    endpoints: ClusterEndpoints, topics: Sequence[str], group_id: str, *, with_metadata: bool
+) -> ReadFromKafka:
+    """KafkaIO over ``topics`` of the stack's Kafka as consumer group ``group_id``, its offsets
+    committed on checkpoint (:func:`kafka_consumer_config`); ``with_metadata``: each record
+    with its topic, partition and offset."""
+    return ReadFromKafka(
+        consumer_config=kafka_consumer_config(endpoints.bootstrap_servers, group_id),
+        topics=list(topics),
+        with_metadata=with_metadata,
+        commit_offset_in_finalize=True,
+        expansion_service=endpoints.expansion_service,
+    )
+
+
+def write_to_kafka(endpoints: ClusterEndpoints, topic: str) -> WriteToKafka:
+    """KafkaIO writing (key, value) byte pairs to ``topic`` of the stack's Kafka."""
+    return WriteToKafka(
+        producer_config={"bootstrap.servers": endpoints.bootstrap_servers},
+        topic=topic,
+        expansion_service=endpoints.expansion_service,
+    )
+
+
 def executable_args(
     endpoints: ClusterEndpoints,
     executable: Path,
@@ -151,6 +179,16 @@ def executable_args(
         f"--output_executable_path={executable}",
         *(a for a in session if not a.startswith(("--runner=", "--job_endpoint="))),
     ]
+
+
+def job_parser(description: str | None, job_name: str, parallelism: int) -> argparse.ArgumentParser:
+    """A pipeline's command line with the options every job has: ``--job-name`` and its
+    consumer ``--group-id`` (both ``job_name`` by default), and ``--parallelism``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--group-id", default=job_name)
+    parser.add_argument("--job-name", default=job_name)
+    parser.add_argument("--parallelism", type=int, default=parallelism)
+    return parser
 
 
 def submit(

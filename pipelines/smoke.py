@@ -12,16 +12,14 @@ worker that made it.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from collections.abc import Sequence
 
 import apache_beam as beam
-from apache_beam.io.kafka import ReadFromKafka, WriteToKafka
 from apache_beam.runners.runner import PipelineResult
 
-from pipelines.flink import ClusterEndpoints, kafka_consumer_config, submit
+from pipelines.flink import ClusterEndpoints, job_parser, read_from_kafka, submit, write_to_kafka
 
 
 def shout(record: tuple[bytes, bytes]) -> tuple[bytes, bytes]:
@@ -43,30 +41,17 @@ def build(
     (
         p
         | "ReadSmokeInput"
-        >> ReadFromKafka(
-            consumer_config=kafka_consumer_config(endpoints.bootstrap_servers, group_id),
-            topics=[input_topic],
-            commit_offset_in_finalize=True,
-            expansion_service=endpoints.expansion_service,
-        )
+        >> read_from_kafka(endpoints, [input_topic], group_id, with_metadata=False)
         | "ShoutInPython" >> beam.Map(shout).with_output_types(tuple[bytes, bytes])
-        | "WriteSmokeOutput"
-        >> WriteToKafka(
-            producer_config={"bootstrap.servers": endpoints.bootstrap_servers},
-            topic=output_topic,
-            expansion_service=endpoints.expansion_service,
-        )
+        | "WriteSmokeOutput" >> write_to_kafka(endpoints, output_topic)
     )
 
 
 def run(argv: Sequence[str] | None = None) -> PipelineResult:
     """Submit the smoke job to the stack's Flink cluster; returns once the job is submitted."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = job_parser(__doc__, "alertflow-smoke", parallelism=1)
     parser.add_argument("--input", default="smoke.in")
     parser.add_argument("--output", default="smoke.out")
-    parser.add_argument("--group-id", default="alertflow-smoke")
-    parser.add_argument("--job-name", default="alertflow-smoke")
-    parser.add_argument("--parallelism", type=int, default=1)
     args, beam_args = parser.parse_known_args(argv)
     return submit(
         lambda p, endpoints: build(p, endpoints, args.input, args.output, args.group_id),

@@ -15,7 +15,8 @@ from dataclasses import dataclass, replace
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from control_service.replay_engine import cycled_messages, kafka_producer, load_messages
+from control_service.replay_engine import kafka_producer
+from control_service.replay_messages import cycled_messages, load_messages
 from flink_deploy.flink_rest import FlinkRest
 from flink_deploy.stack.config import REPO_ROOT, StackConfig
 from pipelines import broker

@@ -1,4 +1,4 @@
-"""Where the shared alert data lives, for tests and benchmarks.
+"""Where the shared alert data lives, and its alerts decoded, for tests and benchmarks.
 
 The repository is cloned with ``shared/`` beside it (developers and CI alike), so the data is
 ``<clone>/../shared/data``; ``ALERTFLOW_SHARED_DATA`` points elsewhere when that is not so.
@@ -7,8 +7,13 @@ The repository is cloned with ``shared/`` beside it (developers and CI alike), s
 from __future__ import annotations
 
 import csv
+import functools
 import os
 from pathlib import Path
+
+from transforms.alert_model import Alert
+from transforms.decode import decode_message
+from transforms.schemas import LsstSchemas
 
 _SIBLING = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -22,6 +27,20 @@ def shared_data() -> Path:
         f"shared alert data not found at {_SIBLING}; clone the repository beside shared/ "
         "or set ALERTFLOW_SHARED_DATA to the data folder"
     )
+
+
+@functools.cache
+def real_alerts(data: Path | None = None) -> tuple[Alert, ...]:
+    """Every sample alert, decoded with the shipped schemas: the ZTF packets (ztf/alerts/*/),
+    then the LSST containers (lsst/alerts/), each folder in sorted order. ``data``: the shared
+    data folder (default :func:`shared_data`)."""
+    data = shared_data() if data is None else data
+    schemas = LsstSchemas()
+    files = [
+        *sorted((data / "ztf" / "alerts").glob("*/*.avro")),
+        *sorted((data / "lsst" / "alerts").glob("*.avro")),
+    ]
+    return tuple(alert for path in files for alert in decode_message(path.read_bytes(), schemas))
 
 
 def ztf_index() -> list[dict[str, str]]:

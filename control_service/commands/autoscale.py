@@ -13,7 +13,6 @@ policy. API keys: ``ALERTFLOW_AUTOSCALER_API_KEYS`` (else ``ALERTFLOW_CONTROL_AP
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
@@ -21,24 +20,17 @@ from typing import Any
 
 from werkzeug.serving import make_server
 
+from control_service.commands import Subparsers, add_command, add_listen_options, log_to_stderr
 from control_service.common import serve_until_stopped
 from flink_deploy.stack.config import HOST
 from transforms.topics import ALERT_TOPICS
 
 
-def register(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "autoscale",
-        help="run the autoscaler service",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def register(subparsers: Subparsers) -> argparse.ArgumentParser:
+    parser = add_command(subparsers, "autoscale", "run the autoscaler service", __doc__, run)
     parser.add_argument("--policy", type=Path, required=True, help="scaling policy (YAML)")
     parser.add_argument("--driver", choices=("local", "kubernetes"), default="local")
-    parser.add_argument("--host", default=HOST, help="address to listen on (default %(default)s)")
-    parser.add_argument("--port", type=int, default=5001, help="port (default %(default)s)")
+    add_listen_options(parser, HOST, 5001)
     parser.add_argument(
         "--group-id",
         default="alertflow-broker",
@@ -55,14 +47,11 @@ def register(
     k8s.add_argument("--k8s-name", default="alertflow", help="the FlinkDeployment's name")
     k8s.add_argument("--namespace", help="default: the pod's own")
     parser.add_argument("--audit-log", type=Path, help="JSON lines of policy changes")
-    parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    log_to_stderr()
     from control_service.auth import parse_api_keys
     from control_service.config import ConfigError
     from flink_deploy.autoscaler.drivers import DriverError, KubernetesDriver

@@ -6,22 +6,17 @@ import argparse
 import sys
 from pathlib import Path
 
+from control_service.commands import Subparsers, add_command
 from pipelines import backfill
 
 
-def register(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "backfill",
-        help="run filters over alert files in batch",
-        description=backfill.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def register(subparsers: Subparsers) -> argparse.ArgumentParser:
+    parser = add_command(
+        subparsers, "backfill", "run filters over alert files in batch", backfill.__doc__, run
     )
     parser.add_argument("--filters", type=Path, required=True, help="folder of filter YAML files")
     parser.add_argument("--alerts", nargs="+", required=True, metavar="FILE")
     parser.add_argument("--out", type=Path, required=True, help="folder for the results")
-    parser.set_defaults(func=run)
     return parser
 
 

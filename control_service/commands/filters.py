@@ -44,6 +44,13 @@ from typing import Any, TextIO
 import numpy as np
 
 from control_service.client import ControlClient, ControlError
+from control_service.commands import (
+    Subparsers,
+    add_actions,
+    add_command,
+    add_schema_options,
+    lsst_schemas,
+)
 from flink_deploy.stack.services import local_control_token
 from transforms.alert_model import Alert
 from transforms.decode import DecodeError, decode_message
@@ -51,7 +58,6 @@ from transforms.filters.apply import FilterMatch, batch_reports
 from transforms.filters.document import Filter, FilterSet, FilterValidationError, load_filter_file
 from transforms.local import LocalRunner
 from transforms.publish import lite_record
-from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
 
 #: A filter passing more than this fraction of alerts gets a warning (BOOM rejects above 5%).
 WARN_MATCH_FRACTION = 0.05
@@ -59,15 +65,14 @@ WARN_MATCH_FRACTION = 0.05
 MAX_TIMED_ALERTS = 2000
 
 
-def register(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse.ArgumentParser:
+def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     """Add the ``filters`` subcommand: offline ``check``/``test -f``, and the REST actions."""
-    parser = subparsers.add_parser(
+    parser = add_command(
+        subparsers,
         "filters",
-        help="check and test filter files; manage filters on the control service",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "check and test filter files; manage filters on the control service",
+        __doc__,
+        run,
     )
     service = argparse.ArgumentParser(add_help=False)
     service.add_argument(
@@ -81,7 +86,7 @@ def register(
         help="bearer token (default: $ALERTFLOW_TOKEN, else the local "
         "stack's admin token for its control service)",
     )
-    actions = parser.add_subparsers(dest="filters_action", required=True, metavar="ACTION")
+    actions = add_actions(parser, "filters_action")
     check = actions.add_parser("check", help="validate filter YAML files (offline)")
     check.add_argument("files", nargs="+", type=Path, metavar="FILE.yaml")
     test = actions.add_parser(
@@ -109,12 +114,7 @@ def register(
         metavar="ALERTS",
         help="alert files for -f (ZTF Avro, Rubin Avro or wire format)",
     )
-    test.add_argument(
-        "--schema-dir",
-        type=Path,
-        default=DEFAULT_LSST_SCHEMA_DIR,
-        help="directory of lsst.vX_Y schema folders (default: the schemas shipped with alertflow)",
-    )
+    add_schema_options(test)
     test.add_argument("--no-matches", action="store_true", help="-f: print only the summary")
     apply = actions.add_parser(
         "apply", parents=[service], help="create or replace the filters of a YAML file"
@@ -129,7 +129,6 @@ def register(
         ("deactivate", "deactivate a filter"),
     ):
         actions.add_parser(name, parents=[service], help=text).add_argument("name")
-    parser.set_defaults(func=run)
     return parser
 
 
@@ -238,7 +237,7 @@ def _test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     filters = _load(args.file, err)
     if filters is None:
         return 1
-    schemas = LsstSchemas(args.schema_dir)
+    schemas = lsst_schemas(args)
     alerts: list[Alert] = []
     failed = 0
     for path in args.alerts:

@@ -21,33 +21,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
+from control_service.commands import Subparsers, add_command, add_schema_options, lsst_schemas
 from transforms.alert_model import Alert, to_json_dict
 from transforms.annotate.transform import AnnotateConfig, Annotator, annotate_batch, load_annotators
 from transforms.annotation_model import to_json_dict as annotations_json
 from transforms.decode import DeadLetter, DecodeError, decode_message
-from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
+from transforms.schemas import LsstSchemas
 
 
-def register(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse.ArgumentParser:
-    """Add the ``inspect`` subcommand to an argparse subparsers object."""
-    parser = subparsers.add_parser(
-        "inspect",
-        help="print the decoded alerts of alert files as JSON lines",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def register(subparsers: Subparsers) -> argparse.ArgumentParser:
+    parser = add_command(
+        subparsers, "inspect", "print the decoded alerts of alert files as JSON lines", __doc__, run
     )
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE")
-    parser.add_argument(
-        "--schema-dir",
-        type=Path,
-        default=DEFAULT_LSST_SCHEMA_DIR,
-        help="directory of lsst.vX_Y schema folders (default: the schemas shipped with alertflow)",
-    )
-    parser.add_argument(
-        "--registry-url", default=None, help="Confluent-compatible schema registry for LSST ids"
-    )
+    add_schema_options(parser)
     parser.add_argument("--pretty", action="store_true", help="indent the JSON")
     parser.add_argument(
         "--annotate", action="store_true", help="add each alert's annotations, as the broker's"
@@ -59,7 +46,6 @@ def register(
         metavar="NAME,...",
         help=f"with --annotate, only these (and what they need): {', '.join(Annotator)}",
     )
-    parser.set_defaults(func=run)
     return parser
 
 
@@ -81,7 +67,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
     """Print every alert of ``args.files``; returns 0 if all decoded, 1 otherwise."""
     out = out or sys.stdout
     err = err or sys.stderr
-    schemas = LsstSchemas(args.schema_dir, registry_url=args.registry_url)
+    schemas = lsst_schemas(args)
     loaded = load_annotators(AnnotateConfig(enabled=args.annotators)) if args.annotate else None
     failed = 0
     for path in args.files:

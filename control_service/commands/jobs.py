@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Any
 
+from control_service.commands import Subparsers, add_actions, add_command
 from flink_deploy.flink_rest import TERMINAL_STATES, FlinkRest, FlinkRestError
 from flink_deploy.stack.config import StackConfig
 
@@ -14,16 +15,13 @@ from flink_deploy.stack.config import StackConfig
 TIMEOUT_S = 10.0
 
 
-def register(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("jobs", help="list or cancel the Flink jobs")
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+def register(subparsers: Subparsers) -> argparse.ArgumentParser:
+    parser = add_command(subparsers, "jobs", "list or cancel the Flink jobs", __doc__, run)
+    actions = add_actions(parser)
     listing = actions.add_parser("list", help="one JSON line per job: id, name, state, start")
     listing.add_argument("--all", action="store_true", help="finished and cancelled jobs too")
     cancel = actions.add_parser("cancel", help="cancel jobs by id or by name")
     cancel.add_argument("jobs", nargs="+", metavar="ID_OR_NAME")
-    parser.set_defaults(func=run)
     return parser
 
 

@@ -15,9 +15,9 @@ containers and ``*.bin`` wire-format messages), in sorted order. A file that can
 decoded is not sent; the others are. Each bad file is named on stderr with its reason, with a
 count at the end, and the exit status is then 1 (2 if no file can be sent).
 
-The engine (loading, fresh ids, the schedule, the sending loop) is
-control_service/replay_engine.py; ``alertflow replay --serve`` runs the same engine as a service
-with the common control API (control_service/replay_service.py).
+The messages (loading, fresh ids) are control_service/replay_messages.py, the engine (the
+schedule, the sending loop) control_service/replay_engine.py; ``alertflow replay --serve`` runs
+the same engine as a service with the common control API (control_service/replay_service.py).
 """
 
 from __future__ import annotations
@@ -27,20 +27,25 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from control_service.commands import (
+    Subparsers,
+    add_command,
+    add_listen_options,
+    add_schema_options,
+    lsst_schemas,
+)
 from control_service.replay_engine import (
     DEFAULT_TOPICS,
-    ReplayError,
     Schedule,
     Sender,
-    check_fresh_ids,
     format_summary,
     kafka_producer,
-    load_files,
     plan_count,
 )
+from control_service.replay_messages import ReplayError, check_fresh_ids, load_files
 from control_service.replay_service import serve
+from flink_deploy.stack.config import HOST
 from transforms.kafka_clients import DEFAULT_BOOTSTRAP
-from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
 from transforms.topics import LSST_TOPIC, ZTF_TOPIC
 
 
@@ -51,15 +56,9 @@ def format_progress(done: int, total: int, elapsed: float, width: int = 30) -> s
     return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total} alerts, {rate:,.0f} alerts/s"
 
 
-def register(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse.ArgumentParser:
-    """Add the ``replay`` subcommand to an argparse subparsers object."""
-    parser = subparsers.add_parser(
-        "replay",
-        help="publish alert files to Kafka in the survey's wire form",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+def register(subparsers: Subparsers) -> argparse.ArgumentParser:
+    parser = add_command(
+        subparsers, "replay", "publish alert files to Kafka in the survey's wire form", __doc__, run
     )
     parser.add_argument(
         "files",
@@ -79,8 +78,7 @@ def register(
     parser.add_argument(
         "--count", type=int, default=None, help="alerts to send (default: one pass, or all visits)"
     )
-    parser.add_argument("--schema-dir", type=Path, default=DEFAULT_LSST_SCHEMA_DIR)
-    parser.add_argument("--registry-url", default=None)
+    add_schema_options(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     service = parser.add_argument_group(
         "service",
@@ -88,10 +86,8 @@ def register(
         "initial config, changed with PUT /api/v1/config, sent with POST /api/v1/actions/start",
     )
     service.add_argument("--serve", action="store_true", help="run as a service")
-    service.add_argument("--host", default="127.0.0.1", help="address (default %(default)s)")
-    service.add_argument("--port", type=int, default=5002, help="port (default %(default)s)")
+    add_listen_options(service, HOST, 5002)
     service.add_argument("--audit-log", type=Path, help="JSON lines of config changes, actions")
-    parser.set_defaults(func=run)
     return parser
 
 
@@ -113,7 +109,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         return 2
     try:
         schedule = Schedule(args.rate, args.visit_size, args.visit_interval)
-        schemas = LsstSchemas(args.schema_dir, registry_url=args.registry_url)
+        schemas = lsst_schemas(args)
         loaded = load_files(args.files, schemas)
         for problem in loaded.problems:
             print(f"replay: {problem}", file=err)

@@ -23,7 +23,7 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from control_service.client import ControlClient, ControlError
-from control_service.commands import replay
+from control_service.commands import Subparsers, add_command, replay
 from control_service.commands.jobs import cancel_jobs
 from flink_deploy.autoscaler.policy import DEFAULT_POLICY_FILE
 from flink_deploy.stack import supervisor
@@ -41,15 +41,8 @@ EXAMPLES = REPO_ROOT / "examples" / "filters"
 JOB_NAME = "alertflow-broker"
 
 
-def register(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "run",
-        help="run the broker locally until Ctrl-C",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+def register(subparsers: Subparsers) -> argparse.ArgumentParser:
+    parser = add_command(subparsers, "run", "run the broker locally until Ctrl-C", __doc__, run)
     parser.add_argument("--taskmanagers", type=int, default=None, metavar="N")
     parser.add_argument(
         "--autoscale",
@@ -62,7 +55,6 @@ def register(
         action="store_true",
         help="leave the broker running and return instead of waiting",
     )
-    parser.set_defaults(func=run)
     return parser
 
 

@@ -11,33 +11,26 @@ background. librdkafka's own log goes through Python logging, rate-limited
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 from werkzeug.serving import make_server
 
+from control_service.commands import Subparsers, add_command, log_to_stderr
 from control_service.common import serve_until_stopped
 from control_service.config import ConfigError, load_config
 
 
-def register(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "serve", help="run the control service (REST API)", description=__doc__
-    )
+def register(subparsers: Subparsers) -> argparse.ArgumentParser:
+    parser = add_command(subparsers, "serve", "run the control service (REST API)", __doc__, run)
     parser.add_argument("--config", type=Path, help="YAML configuration file")
     parser.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (default 5000)")
-    parser.set_defaults(func=run)
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    log_to_stderr()
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     try:
         config = load_config(args.config, **overrides)

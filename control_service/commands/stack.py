@@ -6,15 +6,16 @@ import argparse
 import json
 import sys
 
+from control_service.commands import Subparsers, add_actions, add_command
 from flink_deploy.stack import supervisor
 from flink_deploy.stack.config import MODES, StackConfig, StackError
 
 
-def register(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser("stack", help="start, inspect and stop the local stack")
-    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+def register(subparsers: Subparsers) -> argparse.ArgumentParser:
+    parser = add_command(
+        subparsers, "stack", "start, inspect and stop the local stack", __doc__, run
+    )
+    actions = add_actions(parser)
     up = actions.add_parser("up", help="start Kafka, Flink and the Beam services; wait for health")
     up.add_argument(
         "--taskmanagers",
@@ -33,7 +34,6 @@ def register(
     )
     actions.add_parser("status", help="print each service, its PID, port and health as JSON")
     actions.add_parser("down", help="stop every process that `up` started")
-    parser.set_defaults(func=run)
     return parser
 
 

@@ -9,20 +9,18 @@ from __future__ import annotations
 import argparse
 import sys
 
+from control_service.commands import Subparsers, add_command
 from pipelines import broker, ingest, smoke
 
 PIPELINES = {"broker": broker.run, "ingest": ingest.run, "smoke": smoke.run}
 
 
-def register(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> argparse.ArgumentParser:
-    parser = subparsers.add_parser(
-        "submit", help="submit a pipeline to the local Flink cluster", description=__doc__
+def register(subparsers: Subparsers) -> argparse.ArgumentParser:
+    parser = add_command(
+        subparsers, "submit", "submit a pipeline to the local Flink cluster", __doc__, run
     )
     parser.add_argument("pipeline", choices=sorted(PIPELINES))
     parser.add_argument("pipeline_args", nargs=argparse.REMAINDER, metavar="...")
-    parser.set_defaults(func=run)
     return parser
 
 

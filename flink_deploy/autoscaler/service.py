@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
 
+from control_service.audit import AuditLog
 from control_service.auth import (
     ApiKey,
     Authenticator,
@@ -56,7 +57,6 @@ from control_service.common import (
 )
 from control_service.config import ConfigError
 from control_service.errors import bad_request, too_large, unsupported_media_type, validation_failed
-from control_service.store import AuditLog
 from flink_deploy.autoscaler.decide import (
     Action,
     Autoscaler,

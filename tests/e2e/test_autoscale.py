@@ -18,7 +18,7 @@ import requests
 from confluent_kafka import Producer
 from werkzeug.serving import make_server
 
-from control_service.replay_engine import cycled_messages, load_messages
+from control_service.replay_messages import cycled_messages, load_messages
 from control_service.snapshots import publish_snapshot
 from flink_deploy.autoscaler.local import LocalDriver
 from flink_deploy.autoscaler.observe import Observer

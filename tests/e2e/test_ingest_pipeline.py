@@ -13,7 +13,7 @@ import requests
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from control_service.replay_engine import load_messages
+from control_service.replay_messages import load_messages
 from flink_deploy.stack.config import StackConfig
 from pipelines import ingest
 from tests.datapaths import shared_data

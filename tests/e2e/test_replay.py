@@ -46,31 +46,31 @@ def read_all(bootstrap: str, topic: str, partitions: int) -> list:
     return messages
 
 
-def test_lsst_replay_cycles_with_fresh_ids(stack: StackConfig) -> None:
+def fresh_topic(stack: StackConfig, partitions: int) -> tuple[str, AdminClient]:
+    """A new topic of ``partitions`` partitions, and the admin client to delete it with."""
     topic = f"replay.{uuid.uuid4().hex[:8]}"
     admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
-    ensure_topic(stack.bootstrap_servers, topic, 4, admin=admin)
-    files = sorted(str(p) for p in (shared_data() / "lsst" / "alerts").glob("*.avro"))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "control_service.cli",
-            "replay",
-            "--bootstrap",
-            stack.bootstrap_servers,
-            "--topic",
-            topic,
-            "--count",
-            str(COUNT),
-            "--no-progress",
-            *files,
-        ],
+    ensure_topic(stack.bootstrap_servers, topic, partitions, admin=admin)
+    return topic, admin
+
+
+def replay(stack: StackConfig, topic: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``alertflow replay --bootstrap ... --topic TOPIC --no-progress ARGS`` in a process of its
+    own, as a user runs it; its output captured."""
+    command = ["replay", "--bootstrap", stack.bootstrap_servers, "--topic", topic, "--no-progress"]
+    return subprocess.run(
+        [sys.executable, "-m", "control_service.cli", *command, *args],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
+
+
+def test_lsst_replay_cycles_with_fresh_ids(stack: StackConfig) -> None:
+    topic, admin = fresh_topic(stack, 4)
+    files = sorted(str(p) for p in (shared_data() / "lsst" / "alerts").glob("*.avro"))
+    result = replay(stack, topic, "--count", str(COUNT), *files)
     assert result.returncode == 0, result.stderr
     print(result.stdout)  # the achieved rate, for the log
     assert re.search(rf"\b{COUNT}\b", result.stdout)
@@ -88,28 +88,9 @@ def test_lsst_replay_cycles_with_fresh_ids(stack: StackConfig) -> None:
 
 
 def test_ztf_replay_sends_each_packet_as_it_is(stack: StackConfig) -> None:
-    topic = f"replay.{uuid.uuid4().hex[:8]}"
-    admin = AdminClient({"bootstrap.servers": stack.bootstrap_servers})
-    ensure_topic(stack.bootstrap_servers, topic, 1, admin=admin)
+    topic, admin = fresh_topic(stack, 1)
     files = sorted((shared_data() / "ztf" / "alerts").glob("*/*.avro"))[:50]
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "control_service.cli",
-            "replay",
-            "--bootstrap",
-            stack.bootstrap_servers,
-            "--topic",
-            topic,
-            "--no-progress",
-            *map(str, files),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    result = replay(stack, topic, *map(str, files))
     assert result.returncode == 0, result.stderr
     messages = read_all(stack.bootstrap_servers, topic, 1)
     assert sorted(m.value() for m in messages) == sorted(p.read_bytes() for p in files)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
 
-from tests.unit.test_annotate_sky import real_alerts
+from tests.datapaths import real_alerts
 from transforms.annotate.crossmatch import (
     CatalogFormat,
     CatalogSpec,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
 
-from tests.unit.test_annotate_sky import real_alerts
+from tests.datapaths import real_alerts
 from transforms.annotate.crossmatch import catalog_dir
 from transforms.annotate.dust import DUST_MAPS, DustConfig, annotate_dust, load_dust_map
 from transforms.annotation_model import AnnotationFailure, Dust

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from tests.unit.test_annotate_sky import real_alerts
+from tests.datapaths import real_alerts
 from transforms.alert_model import Alert, DetectionKind
 from transforms.annotate.lightcurve import LightCurveConfig, annotate_lightcurves
 from transforms.annotation_model import LightCurve

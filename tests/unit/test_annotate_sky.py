@@ -2,39 +2,17 @@
 
 from __future__ import annotations
 
-from functools import cache
-
 import astropy.units as u
 import healpy as hp
 import numpy as np
 import pytest
 from astropy.coordinates import SkyCoord
 
-from tests.datapaths import shared_data
-from transforms.alert_model import Alert
+from tests.datapaths import real_alerts
 from transforms.annotate.sky import SkyConfig, annotate_sky, ecliptic, galactic
 from transforms.annotation_model import AnnotationFailure, Sky
-from transforms.decode import decode_container, decode_message
-from transforms.schemas import LsstSchemas
 
 MAS = 1.0 / 3.6e6  # degrees
-
-
-@cache
-def real_alerts() -> tuple[Alert, ...]:
-    data = shared_data()
-    schemas = LsstSchemas()
-    ztf = [
-        a
-        for p in sorted((data / "ztf" / "alerts").glob("*/*.avro"))
-        for a in decode_message(p.read_bytes(), schemas)
-    ]
-    lsst = [
-        a
-        for p in sorted((data / "lsst" / "alerts").glob("*.avro"))
-        for a in decode_container(p.read_bytes(), schemas)
-    ]
-    return tuple(ztf + lsst)
 
 
 def _angle_diff(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -8,8 +8,7 @@ from functools import cache
 
 import pytest
 
-from tests.datapaths import lsst_index, ztf_index
-from tests.unit.test_annotate_sky import real_alerts
+from tests.datapaths import lsst_index, real_alerts, ztf_index
 from transforms.alert_model import Alert, NearestStar, SolarSystemObject, Survey
 from transforms.annotate.tags import TAG_NAMES, TagsConfig, tag_alert
 from transforms.annotate.transform import AnnotateConfig, annotate_batch, load_annotators

@@ -12,7 +12,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from tests.unit.test_annotate_sky import real_alerts
+from tests.datapaths import real_alerts
 from transforms.alert_model import Detection, DetectionKind
 from transforms.annotate import (
     AnnotateAlerts,

@@ -14,20 +14,10 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
-
-schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, settings  # noqa: E402
-from schemathesis.checks import not_a_server_error  # noqa: E402
-from schemathesis.specs.openapi.checks import (  # noqa: E402
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
-
-from flink_deploy.autoscaler.observe import Observation  # noqa: E402
-from flink_deploy.autoscaler.service import autoscaler_spec  # noqa: E402
-from tests.unit.test_autoscale_service import (  # noqa: E402
+from flink_deploy.autoscaler.observe import Observation
+from flink_deploy.autoscaler.service import autoscaler_spec
+from tests.schemathesis_support import api_matches_spec
+from tests.unit.test_autoscale_service import (
     OPS,
     POLICY,
     Clock,
@@ -69,7 +59,6 @@ def _app():
 
 
 _APP = _app()
-schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", _APP)
 
 
 def test_served_spec_is_autoscaler_spec() -> None:
@@ -97,15 +86,4 @@ def test_put_examples_of_the_spec_are_accepted() -> None:
         assert response.get_json()["policy"] == POLICY.to_dict()
 
 
-@schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-def test_api_matches_spec(case) -> None:
-    case.call_and_validate(
-        headers={**(case.headers or {}), **OPS},
-        checks=[
-            not_a_server_error,
-            status_code_conformance,
-            content_type_conformance,
-            response_schema_conformance,
-        ],
-    )
+test_api_matches_spec = api_matches_spec(_APP, OPS)

@@ -16,7 +16,7 @@ import requests
 
 from flink_deploy.flink_rest import FlinkRest, FlinkRestError
 from flink_deploy.stack.config import HOST
-from tests.unit.test_control_api import ALICE, OPS, Logs, error_of, make_app
+from tests.control_support import ALICE, OPS, Logs, error_of, make_app
 
 JOB = "a" * 32
 VERTEX = "b" * 32

@@ -8,20 +8,11 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import Any
 
-import pytest
-
-schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, settings  # noqa: E402
-from schemathesis.checks import not_a_server_error  # noqa: E402
-from schemathesis.specs.openapi.checks import (  # noqa: E402
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
-
-from tests.unit.test_control_api import OPS, Logs, make_app  # noqa: E402
-from tests.unit.test_control_jobs import FakeFlink  # noqa: E402
+from tests.control_support import OPS, Logs, make_app
+from tests.schemathesis_support import api_matches_spec
+from tests.unit.test_control_jobs import FakeFlink
 
 _APP, _ = make_app(
     Path(tempfile.mkdtemp(prefix="af-schemathesis-")),
@@ -29,23 +20,15 @@ _APP, _ = make_app(
     flink=FakeFlink(),
     submit=lambda argv: None,
 )
-schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", _APP)
 
 
-@schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-def test_api_matches_spec(case) -> None:
+def _submits_a_pipeline(case: Any) -> str | None:
     if case.operation.method.upper() == "POST" and case.operation.path in (
         "/api/v1/jobs",
         "/api/v1/jobs/{job_id}/upgrade",
     ):
-        pytest.skip("submits a pipeline; covered by test_control_jobs")
-    case.call_and_validate(
-        headers={**(case.headers or {}), **OPS},
-        checks=[
-            not_a_server_error,
-            status_code_conformance,
-            content_type_conformance,
-            response_schema_conformance,
-        ],
-    )
+        return "submits a pipeline; covered by test_control_jobs"
+    return None
+
+
+test_api_matches_spec = api_matches_spec(_APP, OPS, skip=_submits_a_pipeline)

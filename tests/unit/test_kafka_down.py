@@ -23,17 +23,19 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from control_service.app import create_app
+from control_service.audit import AuditLog
 from control_service.config import load_config
 from control_service.filters_api import STORE_EXTENSION
 from control_service.replay_service import ReplayServiceConfig, settings_from
 from control_service.replay_service import create_app as create_replay_app
-from control_service.store import SNAPSHOT_KEY, AuditLog, FilterStore, MemorySnapshotLog
+from control_service.snapshots import SNAPSHOT_KEY, MemorySnapshotLog
+from control_service.store import FilterStore
 from flink_deploy.autoscaler.observe import Observer
 from flink_deploy.autoscaler.service import AutoscalerConfig, parse_api_keys
 from flink_deploy.autoscaler.service import create_app as create_autoscaler_app
 from flink_deploy.stack.config import REPO_ROOT
+from tests.control_support import ALICE, KEYS, OPS, YAML, doc, error_of
 from tests.unit.test_autoscale_service import POLICY, FakeDriver
-from tests.unit.test_control_api import ALICE, KEYS, OPS, YAML, doc, error_of
 from tests.unit.test_replay_service import KEYS as REPLAY_KEYS
 from tests.unit.test_replay_service import LSST_BATCH, Factory
 from transforms.kafka_clients import kafka_problem

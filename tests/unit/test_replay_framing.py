@@ -10,17 +10,16 @@ from typing import Any
 import fastavro
 import pytest
 
-from control_service import replay_engine
+from control_service import replay_engine, replay_messages
 from control_service.commands import replay
-from control_service.replay_engine import (
+from control_service.replay_engine import Schedule, plan_count
+from control_service.replay_messages import (
     ID_STRIDE,
     ReplayError,
-    Schedule,
     cycled_messages,
     fresh_id,
     id_template,
     load_messages,
-    plan_count,
 )
 from tests.datapaths import shared_data
 from transforms.alert_model import Survey
@@ -101,7 +100,7 @@ def test_a_directory_stands_for_the_alert_files_under_it_sorted(tmp_path: Path) 
 def test_load_files_keeps_the_good_files_and_names_each_bad_one(tmp_path: Path) -> None:
     folder = _folder(tmp_path)
     (tmp_path / "empty").mkdir()
-    loaded = replay_engine.load_files(
+    loaded = replay_messages.load_files(
         [folder, tmp_path / "missing.avro", tmp_path / "empty", ZTF_FILES[2]], SCHEMAS
     )
     good = [folder / "a.bin", folder / "b.avro", folder / "night2" / "a.avro", ZTF_FILES[2]]

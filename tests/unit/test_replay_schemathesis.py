@@ -12,19 +12,9 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-import pytest
-
-schemathesis = pytest.importorskip("schemathesis")
-from hypothesis import HealthCheck, settings  # noqa: E402
-from schemathesis.checks import not_a_server_error  # noqa: E402
-from schemathesis.specs.openapi.checks import (  # noqa: E402
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
-
-from control_service.replay_service import replay_spec, settings_from  # noqa: E402
-from tests.unit.test_replay_service import LSST_BATCH, OPS, Factory, make  # noqa: E402
+from control_service.replay_service import replay_spec, settings_from
+from tests.schemathesis_support import api_matches_spec
+from tests.unit.test_replay_service import LSST_BATCH, OPS, Factory, make
 
 # 100 alerts at 1,000/s: a run ends on its own within a fraction of a second.
 _APP = make(
@@ -32,7 +22,6 @@ _APP = make(
     Factory(),
     settings_from({"files": [str(LSST_BATCH)], "rate": 1000, "count": 100}),
 )
-schema = schemathesis.openapi.from_wsgi("/api/v1/openapi.json", _APP)
 
 
 def test_served_spec_is_replay_spec() -> None:
@@ -40,15 +29,4 @@ def test_served_spec_is_replay_spec() -> None:
     assert served == replay_spec(served["info"]["version"])
 
 
-@schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-def test_api_matches_spec(case) -> None:
-    case.call_and_validate(
-        headers={**(case.headers or {}), **OPS},
-        checks=[
-            not_a_server_error,
-            status_code_conformance,
-            content_type_conformance,
-            response_schema_conformance,
-        ],
-    )
+test_api_matches_spec = api_matches_spec(_APP, OPS)

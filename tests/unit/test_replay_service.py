@@ -19,7 +19,7 @@ from werkzeug.serving import make_server
 from control_service.auth import ApiKey
 from control_service.client import ControlClient, ControlError
 from control_service.commands import replay
-from control_service.replay_engine import ID_STRIDE
+from control_service.replay_messages import ID_STRIDE
 from control_service.replay_service import (
     ReplayComponent,
     ReplayServiceConfig,
@@ -537,10 +537,10 @@ def serve() -> Iterator[Callable[[Flask], str]]:
 def test_one_client_speaks_to_every_service(
     tmp_path: Path, factory: Factory, serve: Callable[[Flask], str]
 ) -> None:
+    from tests.control_support import Logs
+    from tests.control_support import make_app as make_control
     from tests.unit.test_autoscale_service import FakeDriver, FakeObserver
     from tests.unit.test_autoscale_service import make as make_autoscaler
-    from tests.unit.test_control_api import Logs
-    from tests.unit.test_control_api import make_app as make_control
 
     (tmp_path / "a").mkdir()
     (tmp_path / "c").mkdir()
