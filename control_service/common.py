@@ -15,6 +15,7 @@ the body-size limit and bearer-token checks come with it.
 
 from __future__ import annotations
 
+import logging
 import signal
 import threading
 import time
@@ -325,6 +326,14 @@ def iter_issue_dicts(issues: Iterable[Any]) -> list[dict[str, Any]]:
 
 
 __all__ = ["ApiError", "Component", "Metrics", "control", "install_common", "json_body"]
+
+
+def start_logging() -> None:
+    """Every service's log: INFO and up on stderr, timestamped, librdkafka's lines
+    (transforms/kafka_clients.py) among ours."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 def _interrupt(*_: Any) -> None:

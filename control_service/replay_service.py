@@ -31,20 +31,26 @@ from __future__ import annotations
 
 import argparse
 import copy
-import logging
-import os
 import re
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Annotated, Any, TextIO
 
 from flask import Flask
+from pydantic import AliasChoices, Field
+from pydantic_settings import SettingsConfigDict
 
-from control_service.auth import ApiKey, Authenticator, Principal, api_key_problems
-from control_service.common import Component, install_common, package_version, serve_until_stopped
+from control_service.auth import ApiKeys, Authenticator, Principal
+from control_service.common import (
+    Component,
+    install_common,
+    package_version,
+    serve_until_stopped,
+    start_logging,
+)
 from control_service.config import ConfigError
 from control_service.errors import conflict, unavailable
 from control_service.replay_engine import (
@@ -59,8 +65,10 @@ from control_service.replay_engine import (
     plan_count,
 )
 from control_service.store import AuditLog
+from flink_deploy.settings import NonEmpty, Port, Settings
+from flink_deploy.stack.config import HOST, StackPorts
 from transforms.alert_model import Survey
-from transforms.kafka_clients import DEFAULT_KAFKA_PORT, kafka_problem
+from transforms.kafka_clients import kafka_problem
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
 
 KIND = "replay"
@@ -81,8 +89,7 @@ MAX_BODY_BYTES = 256 * 1024
 
 
 def _default_bootstrap() -> str:
-    raw = os.environ.get("ALERTFLOW_KAFKA_PORT", "")
-    return f"127.0.0.1:{raw if raw.isdigit() else DEFAULT_KAFKA_PORT}"
+    return StackPorts.load().bootstrap_servers
 
 
 @dataclass(frozen=True)
@@ -237,30 +244,26 @@ def prepare(settings: ReplaySettings, schemas: LsstSchemas) -> Prepared | None:
     return Prepared(settings, messages, count, schedule, topics)
 
 
-@dataclass(frozen=True)
-class ReplayServiceConfig:
-    """The service's own settings (start-up only); the replay settings are separate."""
+class ReplayServiceConfig(Settings):
+    """The service's own settings (start-up only; ``ALERTFLOW_REPLAY_<FIELD>`` variables, the
+    API keys from ``ALERTFLOW_REPLAY_API_KEYS``, else ``ALERTFLOW_CONTROL_API_KEYS``); the
+    replay settings are separate."""
 
-    service_id: str = "replay"
-    host: str = "127.0.0.1"
-    port: int = 5002
+    model_config = SettingsConfigDict(env_prefix="ALERTFLOW_REPLAY_")
+
+    service_id: NonEmpty = "replay"
+    host: NonEmpty = HOST
+    port: Port = 5002
     schema_dir: Path = DEFAULT_LSST_SCHEMA_DIR
     registry_url: str | None = None
-    api_keys: tuple[ApiKey, ...] = ()
+    api_keys: ApiKeys = Field(
+        (),
+        validation_alias=AliasChoices("ALERTFLOW_REPLAY_API_KEYS", "ALERTFLOW_CONTROL_API_KEYS"),
+    )
     open_reads: bool = True
-    max_body_bytes: int = MAX_BODY_BYTES
-    flush_timeout_s: float = 60.0
+    max_body_bytes: Annotated[int, Field(ge=1)] = MAX_BODY_BYTES
+    flush_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     audit_log: Path | None = None
-
-    def __post_init__(self) -> None:
-        problems = []
-        if not 0 <= self.port <= 65535:
-            problems.append(("port", "must be 0-65535"))
-        if self.flush_timeout_s <= 0:
-            problems.append(("flush_timeout_s", "must be positive"))
-        problems += api_key_problems(self.api_keys)
-        if problems:
-            raise ConfigError(problems)
 
 
 COUNTERS = ("sent", "delivered", "failed", "bytes")
@@ -606,17 +609,9 @@ def serve(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | Non
     """``alertflow replay --serve``: the files and options given are the initial settings."""
     from werkzeug.serving import make_server
 
-    from control_service.auth import parse_api_keys
-
     out = out or sys.stdout
     err = err or sys.stderr
-    # As the other services do: librdkafka's log lines (transforms/kafka_clients.py) and ours.
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    keys = os.environ.get(
-        "ALERTFLOW_REPLAY_API_KEYS", os.environ.get("ALERTFLOW_CONTROL_API_KEYS", "")
-    )
+    start_logging()
     initial: dict[str, Any] = {
         "files": [str(f) for f in args.files],
         "topic": args.topic,
@@ -628,12 +623,11 @@ def serve(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | Non
         "bootstrap_servers": args.bootstrap,
     }
     try:
-        config = ReplayServiceConfig(
+        config = ReplayServiceConfig.load(
             host=args.host,
             port=args.port,
             schema_dir=args.schema_dir,
             registry_url=args.registry_url,
-            api_keys=parse_api_keys(keys),
             audit_log=args.audit_log,
         )
         app = create_app(config, settings_from(initial))

@@ -11,13 +11,12 @@ background. librdkafka's own log goes through Python logging, rate-limited
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 from werkzeug.serving import make_server
 
-from control_service.common import serve_until_stopped
+from control_service.common import serve_until_stopped, start_logging
 from control_service.config import ConfigError, load_config
 
 
@@ -35,12 +34,9 @@ def register(
 
 
 def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    start_logging()
     try:
-        config = load_config(args.config, **overrides)
+        config = load_config(args.config, host=args.host, port=args.port)
     except ConfigError as error:
         print(f"alertflow serve: bad configuration: {error}", file=sys.stderr)
         return 2

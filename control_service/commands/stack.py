@@ -7,7 +7,7 @@ import json
 import sys
 
 from flink_deploy.stack import supervisor
-from flink_deploy.stack.config import MODES, StackConfig, StackError
+from flink_deploy.stack.config import StackConfig, StackError, StackMode
 
 
 def register(
@@ -25,7 +25,8 @@ def register(
     )
     up.add_argument(
         "--mode",
-        choices=MODES,
+        type=StackMode,
+        choices=list(StackMode),
         default=None,
         help="session: jobs are submitted to the cluster (default, or "
         "ALERTFLOW_STACK_MODE); application: the broker runs as a reactive-mode "
