@@ -34,12 +34,13 @@ import copy
 import re
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, TextIO
 
 from flask import Flask
+from prometheus_client.metrics_core import Metric
 from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
@@ -53,6 +54,7 @@ from control_service.common import (
 )
 from control_service.config import ConfigError
 from control_service.errors import conflict, unavailable
+from control_service.metrics import counter, gauge
 from control_service.replay_engine import (
     DEFAULT_TOPICS,
     ReplayError,
@@ -266,7 +268,13 @@ class ReplayServiceConfig(Settings):
     audit_log: Path | None = None
 
 
-COUNTERS = ("sent", "delivered", "failed", "bytes")
+#: The sender's totals, summed over every run for /metrics, and what each counts.
+COUNTERS = {
+    "sent": "Alerts produced, over every run",
+    "delivered": "Alerts Kafka acknowledged, over every run",
+    "failed": "Delivery failures (and alerts left unflushed), over every run",
+    "bytes": "Bytes of the alerts produced, over every run",
+}
 
 
 class ReplayComponent(Component):
@@ -298,23 +306,6 @@ class ReplayComponent(Component):
         self._lock = threading.Lock()
         self._totals = dict.fromkeys(COUNTERS, 0)
         self.actions = {"start": self._start, "stop": self._stop, "drain": self._drain}
-        for name, text in [
-            ("sent_total", "Alerts produced, over every run"),
-            ("delivered_total", "Alerts Kafka acknowledged, over every run"),
-            ("failed_total", "Delivery failures (and alerts left unflushed), over every run"),
-            ("bytes_total", "Bytes of the alerts produced, over every run"),
-            ("runs_total", "Replays started"),
-        ]:
-            self.metrics.describe(f"alertflow_replay_{name}", "counter", text)
-        self.metrics.describe(
-            "alertflow_replay_rate", "gauge", "Achieved alerts/s of the current or last run"
-        )
-        self.metrics.describe(
-            "alertflow_replay_visit",
-            "gauge",
-            "Visit (0-based) of the last alert sent, with a visit profile",
-        )
-        self.metrics.describe("alertflow_replay_running", "gauge", "1 while a replay sends")
 
     # --- config -------------------------------------------------------------------------------
 
@@ -446,7 +437,7 @@ class ReplayComponent(Component):
     def readiness(self) -> Mapping[str, str | None]:
         return {"kafka": self.kafka_check(self.settings.bootstrap_servers)}
 
-    def collect_metrics(self) -> None:
+    def metric_families(self) -> Iterable[Metric]:
         with self._lock:
             totals = dict(self._totals)
             sender = self.sender
@@ -455,14 +446,22 @@ class ReplayComponent(Component):
             for name in COUNTERS:
                 totals[name] += getattr(sender, name)
         for name, value in totals.items():
-            self.metrics.set(f"alertflow_replay_{name}_total", value)
-        self.metrics.set("alertflow_replay_runs_total", self.runs)
-        self.metrics.set("alertflow_replay_running", 1 if live else 0)
+            yield counter(f"alertflow_replay_{name}", COUNTERS[name], value)
+        yield counter("alertflow_replay_runs", "Replays started", self.runs)
+        yield gauge("alertflow_replay_running", "1 while a replay sends", 1 if live else 0)
         if sender is not None:
-            self.metrics.set("alertflow_replay_rate", sender.rate())
+            yield gauge(
+                "alertflow_replay_rate",
+                "Achieved alerts/s of the current or last run",
+                sender.rate(),
+            )
             visit = sender.visit()
             if visit is not None:
-                self.metrics.set("alertflow_replay_visit", visit)
+                yield gauge(
+                    "alertflow_replay_visit",
+                    "Visit (0-based) of the last alert sent, with a visit profile",
+                    visit,
+                )
 
     def openapi(self) -> Mapping[str, Any]:
         return replay_spec(self.version)

@@ -29,13 +29,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Protocol
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from prometheus_client.metrics_core import Metric
 from pydantic import AliasChoices, Field
 from pydantic_settings import SettingsConfigDict
 
@@ -55,6 +56,7 @@ from control_service.common import (
     package_version,
 )
 from control_service.errors import bad_request, too_large, unsupported_media_type, validation_failed
+from control_service.metrics import gauge, gauges_by
 from control_service.store import AuditLog
 from flink_deploy.autoscaler.decide import (
     Action,
@@ -302,20 +304,6 @@ class AutoscalerComponent(Component):
         self.config = config
         self.state = "stopped" if loop.paused else "running"
         self.actions = {"start": self._start, "stop": self._stop}
-        self.metrics.describe(
-            "alertflow_autoscaler_taskmanagers",
-            "gauge",
-            "TaskManagers the driver reported at the last step",
-        )
-        self.metrics.describe(
-            "alertflow_autoscaler_lag", "gauge", "Consumer lag at the last observation (records)"
-        )
-        self.metrics.describe(
-            "alertflow_autoscaler_decisions", "gauge", "Decisions in the kept history, by action"
-        )
-        self.metrics.describe(
-            "alertflow_autoscaler_policy_version", "gauge", "Version of the scaling policy"
-        )
 
     def _start(self, _principal: Principal) -> Mapping[str, Any]:
         self.loop.resume()
@@ -339,19 +327,31 @@ class AutoscalerComponent(Component):
     def get_config(self) -> Mapping[str, Any]:
         return self.config.public_view()
 
-    def collect_metrics(self) -> None:
-        self.metrics.set("alertflow_autoscaler_taskmanagers", len(self.loop.taskmanagers))
+    def metric_families(self) -> Iterable[Metric]:
+        yield gauge(
+            "alertflow_autoscaler_taskmanagers",
+            "TaskManagers the driver reported at the last step",
+            len(self.loop.taskmanagers),
+        )
         latest = self.loop.latest
         if latest is not None and latest.lag_total is not None:
-            self.metrics.set("alertflow_autoscaler_lag", latest.lag_total)
-        counts: dict[Action, int] = {}
-        for decision in self.loop.decisions():
-            counts[decision.action] = counts.get(decision.action, 0) + 1
-        for action in Action:
-            self.metrics.set(
-                "alertflow_autoscaler_decisions", counts.get(action, 0), action=action.value
+            yield gauge(
+                "alertflow_autoscaler_lag",
+                "Consumer lag at the last observation (records)",
+                latest.lag_total,
             )
-        self.metrics.set("alertflow_autoscaler_policy_version", self.loop.policy_version)
+        counts = Counter(decision.action for decision in self.loop.decisions())
+        yield gauges_by(
+            "alertflow_autoscaler_decisions",
+            "Decisions in the kept history, by action",
+            "action",
+            {action.value: counts[action] for action in Action},
+        )
+        yield gauge(
+            "alertflow_autoscaler_policy_version",
+            "Version of the scaling policy",
+            self.loop.policy_version,
+        )
 
     def openapi(self) -> Mapping[str, Any]:
         return autoscaler_spec(self.version)
