@@ -622,13 +622,7 @@ def serve(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | Non
         "bootstrap_servers": args.bootstrap,
     }
     try:
-        config = ReplayServiceConfig.load(
-            host=args.host,
-            port=args.port,
-            schema_dir=args.schema_dir,
-            registry_url=args.registry_url,
-            audit_log=args.audit_log,
-        )
+        config = ReplayServiceConfig.from_options(args)
         app = create_app(config, settings_from(initial))
     except ConfigError as error:
         print(f"replay: bad configuration: {error}", file=err)

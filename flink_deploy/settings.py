@@ -15,6 +15,7 @@ list-valued variables (:func:`split_on`).
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -170,6 +171,19 @@ class Settings(BaseSettings):
             lambda name: _origin(cls, name, from_env, file_values, file_label),
             _build_sources=(sources, overrides),
         )
+
+    @classmethod
+    def options(cls, args: argparse.Namespace, **renamed: str) -> dict[str, Any]:
+        """The overrides a command line gives: each option named as a field (``--host``:
+        ``host``), and each ``field=option`` of ``renamed`` (``bootstrap_servers="bootstrap"``)."""
+        given = vars(args)
+        names = {name: name for name in cls.model_fields if name in given} | renamed
+        return {field: given[option] for field, option in names.items()}
+
+    @classmethod
+    def from_options(cls, args: argparse.Namespace, **renamed: str) -> Self:
+        """:meth:`load` with the command line's :meth:`options` over the environment."""
+        return cls.load(**cls.options(args, **renamed))
 
     def public_view(self) -> dict[str, Any]:
         """The settings as JSON (``GET /api/v1/config``); secrets leave themselves out (see

@@ -60,7 +60,6 @@ def register(
 
 
 def run(args: argparse.Namespace) -> int:
-    start_logging()
     from flink_deploy.autoscaler.drivers import DriverError, KubernetesDriver
     from flink_deploy.autoscaler.observe import Observer
     from flink_deploy.autoscaler.policy import PolicyError, load_policy_file
@@ -74,19 +73,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"alertflow autoscale: bad policy:\n{error}", file=sys.stderr)
         return 2
     try:
-        config = AutoscalerConfig.load(
-            host=args.host,
-            port=args.port,
-            bootstrap_servers=args.bootstrap,
-            flink_rest_url=args.flink_rest_url,
-            group_id=args.group_id,
-            topics=args.topics,
-            job_name=args.job_name,
-            audit_log=args.audit_log,
-        )
+        config = AutoscalerConfig.from_options(args, bootstrap_servers="bootstrap")
     except ConfigError as error:
         print(f"alertflow autoscale: bad configuration: {error}", file=sys.stderr)
         return 2
+    start_logging()  # what logs is from here on: the driver, the observer's Kafka clients
     try:
         if args.driver == "local":
             from flink_deploy.autoscaler.local import LocalDriver

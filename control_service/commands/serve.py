@@ -17,7 +17,7 @@ from pathlib import Path
 from werkzeug.serving import make_server
 
 from control_service.common import serve_until_stopped, start_logging
-from control_service.config import ConfigError, load_config
+from control_service.config import ConfigError, ControlConfig, load_config
 
 
 def register(
@@ -36,7 +36,7 @@ def register(
 def run(args: argparse.Namespace) -> int:
     start_logging()
     try:
-        config = load_config(args.config, host=args.host, port=args.port)
+        config = load_config(args.config, **ControlConfig.options(args))
     except ConfigError as error:
         print(f"alertflow serve: bad configuration: {error}", file=sys.stderr)
         return 2
