@@ -25,10 +25,10 @@ from control_service.client import ControlClient, ControlError
 from control_service.commands import replay
 from control_service.commands.jobs import cancel_jobs
 from flink_deploy.autoscaler.policy import DEFAULT_POLICY_FILE
+from flink_deploy.settings import REPO_ROOT
 from flink_deploy.stack import supervisor
 from flink_deploy.stack.config import (
     HOST,
-    REPO_ROOT,
     StackConfig,
     StackError,
     StackMode,

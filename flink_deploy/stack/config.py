@@ -21,8 +21,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field
 from pydantic_settings import SettingsConfigDict
 
-from flink_deploy.settings import REPO_ROOT as REPO_ROOT
-from flink_deploy.settings import ConfigError, Port, Settings
+from flink_deploy.settings import REPO_ROOT, ConfigError, Port, Settings
 from transforms.kafka_clients import DEFAULT_KAFKA_PORT
 
 VERSIONS_FILE = REPO_ROOT / "flink_deploy" / "versions.env"
@@ -174,18 +173,6 @@ class StackConfig(StackPorts):
         }
 
     @property
-    def job_endpoint(self) -> str:
-        return f"{HOST}:{self.job_port}"
-
-    @property
-    def expansion_address(self) -> str:
-        return f"{HOST}:{self.expansion_port}"
-
-    @property
-    def worker_pool_address(self) -> str:
-        return f"localhost:{self.worker_pool_port}"
-
-    @property
     def kafka_jars(self) -> Path:
         return self.build_dir / "jars" / "kafka"
 
@@ -260,9 +247,9 @@ def describe(cfg: StackConfig) -> dict[str, Any]:
         "mode": cfg.mode,
         "bootstrap_servers": cfg.bootstrap_servers,
         "flink_rest_url": cfg.flink_rest_url,
-        "job_endpoint": cfg.job_endpoint,
-        "expansion_service": cfg.expansion_address,
-        "worker_pool": cfg.worker_pool_address,
+        "job_endpoint": f"{HOST}:{cfg.job_port}",
+        "expansion_service": f"{HOST}:{cfg.expansion_port}",
+        "worker_pool": f"localhost:{cfg.worker_pool_port}",
         "taskmanagers": cfg.taskmanagers,
         "slots_per_taskmanager": cfg.slots_per_taskmanager,
         "alert_partitions": cfg.alert_partitions,

@@ -24,12 +24,12 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 
+from flink_deploy.settings import REPO_ROOT
 from flink_deploy.sizing import DEFAULT_PROFILE, TaskManagerProfile
 from flink_deploy.stack.config import (
     APPLICATION_JOB_ID,
     HOST,
     PIPELINE_RUNNER_CLASS,
-    REPO_ROOT,
     StackConfig,
     StackError,
     StackMode,

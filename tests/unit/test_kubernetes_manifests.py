@@ -30,10 +30,10 @@ from flink_deploy.autoscaler.policy import (
     load_policy,
     load_policy_file,
 )
+from flink_deploy.settings import REPO_ROOT
 from flink_deploy.stack.config import (
     APPLICATION_JOB_ID,
     PIPELINE_RUNNER_CLASS,
-    REPO_ROOT,
     StackConfig,
     read_versions,
 )
