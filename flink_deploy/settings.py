@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Self
 
 from pydantic import AfterValidator, AliasChoices, BeforeValidator, ValidationError
-from pydantic_core import PydanticCustomError, PydanticUseDefault
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -72,13 +72,6 @@ def split_on(separator: str | None) -> BeforeValidator:
         )
 
     return BeforeValidator(split)
-
-
-def none_is_default(value: Any) -> Any:
-    """A command-line option not given (None) leaves the field at its default."""
-    if value is None:
-        raise PydanticUseDefault
-    return value
 
 
 class _Environment(EnvSettingsSource):
