@@ -1,6 +1,7 @@
 """Bearer-token authentication: API keys from the configuration, each bound to a user and a role.
 
-Reads may be open (``open_reads``), every change needs a token. Roles: ``user`` (changes only
+Reads may be open (``open_reads``), every change needs a token. :data:`ApiKeys` is the keys'
+form in every service's settings. Roles: ``user`` (changes only
 what it owns) and ``admin`` (changes anything, drives jobs, actions and config).
 """
 
@@ -71,8 +72,8 @@ def _api_keys_from(value: Any) -> Any:
         else:
             raise PydanticCustomError(
                 "api_key",
-                "item {index}: must be {{token: str, user: str, role: user|admin}}",
-                {"index": index},
+                "item {index}: must be {shape}",
+                {"index": index, "shape": "{token: str, user: str, role: user|admin}"},
             )
     return tuple(keys)
 

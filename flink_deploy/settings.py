@@ -19,7 +19,7 @@ import argparse
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, AliasChoices, BeforeValidator, ValidationError
 from pydantic_core import PydanticCustomError
@@ -112,8 +112,6 @@ class Settings(BaseSettings):
         # Lists and key lists come from the environment in their own forms (split_on, API keys).
         enable_decoding=False,
     )
-    #: What the problems of a file's value are reported against (the file's name, usually).
-    file_label: ClassVar[str] = "the configuration file"
 
     def __init__(self, _origin: Callable[[str], str] | None = None, **values: Any) -> None:
         """Raises ConfigError listing every problem (``_origin(field)``: where its value came
@@ -122,7 +120,7 @@ class Settings(BaseSettings):
             super().__init__(**values)
         except ValidationError as error:
             raise ConfigError(
-                problems(error, _origin or (lambda _name: ""), _field_names(type(self)))
+                problems(error, _field_names(type(self)), _origin or (lambda _name: ""))
             ) from None
 
     @classmethod
@@ -150,9 +148,11 @@ class Settings(BaseSettings):
         Raises ConfigError listing every problem, each naming where its value came from."""
         overrides = {name: value for name, value in overrides.items() if value is not None}
 
-        environment = _Environment(cls, os.environ if env is None else env)
+        env = os.environ if env is None else env
+        environment = _Environment(cls, env)
         names = _field_names(cls)
-        from_env = {names.get(key, key): value for key, value in environment().items()}
+        from_env = {names.get(key, key) for key in environment()}
+        given = {name.upper() for name in env}
         file_values = dict(file_values or {})
         sources = (
             InitSettingsSource(cls, overrides),
@@ -160,10 +160,14 @@ class Settings(BaseSettings):
             _Values(cls, file_values),
             DefaultSettingsSource(cls),
         )
-        return cls(
-            lambda name: _origin(cls, name, from_env, file_values, file_label),
-            _build_sources=(sources, overrides),
-        )
+
+        def origin(name: str) -> str:
+            if name in from_env:  # the variable, not its value: it may be a secret
+                used = [v for v in cls.env_names(name) if v in given] or cls.env_names(name)
+                return f"{used[0]}: "
+            return f"{file_label or 'the configuration file'}: " if name in file_values else ""
+
+        return cls(origin, _build_sources=(sources, overrides))
 
     @classmethod
     def options(cls, args: argparse.Namespace, **renamed: str) -> dict[str, Any]:
@@ -185,8 +189,8 @@ class Settings(BaseSettings):
 
     @classmethod
     def env_names(cls, field_name: str) -> list[str]:
-        """The environment variables of ``field_name``, first first: its aliases, else the
-        prefix and its name."""
+        """The environment variables of ``field_name``, in the order they are looked up: its
+        aliases, else the prefix and its name."""
         aliases = _aliases(cls.model_fields[field_name].validation_alias)
         return aliases or [(cls.model_config.get("env_prefix", "") + field_name).upper()]
 
@@ -210,35 +214,19 @@ def _field_names(cls: type[Settings]) -> dict[str, str]:
     return names
 
 
-def _origin(
-    cls: type[Settings],
-    name: str,
-    from_env: Mapping[str, Any],
-    file_values: Mapping[str, Any],
-    file_label: str,
-) -> str:
-    if name in from_env:
-        return f"{' or '.join(cls.env_names(name))}: "  # not its value: it may be a secret
-    if name in file_values:
-        return f"{file_label or cls.file_label}: "
-    return ""
-
-
 _MESSAGES = {"extra_forbidden": "unknown field", "missing": "required"}
 
 
 def problems(
-    error: ValidationError,
-    origin: Callable[[str], str] = lambda _name: "",
-    names: Mapping[str, str] | None = None,
+    error: ValidationError, names: Mapping[str, str], origin: Callable[[str], str]
 ) -> list[tuple[str, str]]:
-    """Every problem of ``error`` as ``(field, message)``: the field (by its name, not its
-    alias; ``api_keys[1]`` for an item), the message prefixed with where the value came from
-    (``origin(field)``)."""
+    """Every problem of ``error`` as ``(field, message)``: the field (by its name, ``names``
+    mapping aliases to names; ``api_keys[1]`` for an item), the message prefixed with where the
+    value came from (``origin(field)``)."""
     found = []
     for item in error.errors(include_url=False):
         loc = [str(part) for part in item["loc"]]
-        name = (names or {}).get(loc[0], loc[0]) if loc else "config"
+        name = names.get(loc[0], loc[0]) if loc else "config"
         field = name + "".join(f"[{part}]" for part in loc[1:] if part.isdigit())
         if item["type"] == "value_error":  # a validator's ValueError: its own words
             message = str(item.get("ctx", {}).get("error", item["msg"]))
