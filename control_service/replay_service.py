@@ -37,7 +37,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, TextIO
+from typing import Annotated, Any, ClassVar, TextIO
 
 from flask import Flask
 from prometheus_client.metrics_core import Metric
@@ -268,17 +268,16 @@ class ReplayServiceConfig(Settings):
     audit_log: Path | None = None
 
 
-#: The sender's totals, summed over every run for /metrics, and what each counts.
-COUNTERS = {
-    "sent": "Alerts produced, over every run",
-    "delivered": "Alerts Kafka acknowledged, over every run",
-    "failed": "Delivery failures (and alerts left unflushed), over every run",
-    "bytes": "Bytes of the alerts produced, over every run",
-}
-
-
 class ReplayComponent(Component):
     """The replay producer for the common API: settings, start/stop/drain, progress."""
+
+    #: The sender's totals, summed over every run for /metrics, and what each counts.
+    COUNTERS: ClassVar[Mapping[str, str]] = {
+        "sent": "Alerts produced, over every run",
+        "delivered": "Alerts Kafka acknowledged, over every run",
+        "failed": "Delivery failures (and alerts left unflushed), over every run",
+        "bytes": "Bytes of the alerts produced, over every run",
+    }
 
     def __init__(
         self,
@@ -304,7 +303,7 @@ class ReplayComponent(Component):
         self.error: str | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._totals = dict.fromkeys(COUNTERS, 0)
+        self._totals = dict.fromkeys(self.COUNTERS, 0)
         self.actions = {"start": self._start, "stop": self._stop, "drain": self._drain}
 
     # --- config -------------------------------------------------------------------------------
@@ -371,7 +370,7 @@ class ReplayComponent(Component):
         except Exception as error:  # noqa: BLE001 - the run's failure goes to status, not away
             self.error = f"{type(error).__name__}: {error}"
         with self._lock:
-            for name in COUNTERS:
+            for name in self.COUNTERS:
                 self._totals[name] += getattr(sender, name)
             if self.error is not None:
                 self.state = "degraded"
@@ -443,10 +442,10 @@ class ReplayComponent(Component):
             sender = self.sender
             live = sender is not None and self.state in ("starting", "running", "draining")
         if live and sender is not None:
-            for name in COUNTERS:
+            for name in self.COUNTERS:
                 totals[name] += getattr(sender, name)
         for name, value in totals.items():
-            yield counter(f"alertflow_replay_{name}", COUNTERS[name], value)
+            yield counter(f"alertflow_replay_{name}", self.COUNTERS[name], value)
         yield counter("alertflow_replay_runs", "Replays started", self.runs)
         yield gauge("alertflow_replay_running", "1 while a replay sends", 1 if live else 0)
         if sender is not None:
