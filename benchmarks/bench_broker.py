@@ -33,7 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from control_service.replay_engine import id_template, load_messages
 from control_service.snapshots import publish_snapshot
-from flink_deploy.stack.config import REPO_ROOT, StackConfig
+from flink_deploy.settings import REPO_ROOT
+from flink_deploy.stack.config import StackConfig
 from pipelines import broker
 from tests.datapaths import shared_data
 from transforms.decode import decode_message

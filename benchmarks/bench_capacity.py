@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from control_service.snapshots import publish_snapshot
 from flink_deploy.stack import supervisor
-from flink_deploy.stack.config import StackConfig
+from flink_deploy.stack.config import StackConfig, StackMode
 from pipelines import broker
 from tests.backlog import Backlog, backlog_filters, catch_all, job_restarts, preload, watch_drain
 from tests.e2e.test_broker_pipeline import pairs_on
@@ -283,7 +283,7 @@ def fresh_filters(cfg: StackConfig, prefix: str, config_topic: str) -> FilterSet
 
 def session_runs(opts, run: str, root: Path, rows: list[Row]) -> None:
     """The session-mode rows, appended to ``rows`` as they are measured."""
-    cfg = StackConfig.from_env(mode="session").moved(root / "session", 600)
+    cfg = StackConfig.from_env(mode=StackMode.SESSION).moved(root / "session", 600)
     supervisor.up(cfg)
     try:
         bootstrap = cfg.bootstrap_servers
@@ -337,7 +337,9 @@ def session_runs(opts, run: str, root: Path, rows: list[Row]) -> None:
 
 def application_run(opts, run: str, root: Path) -> Row:
     """The application cluster: job first (no TaskManager), then the backlog, then a TaskManager."""
-    cfg = StackConfig.from_env(taskmanagers=0, mode="application").moved(root / "application", 700)
+    cfg = StackConfig.from_env(taskmanagers=0, mode=StackMode.APPLICATION).moved(
+        root / "application", 700
+    )
     os.environ.update(cfg.environment())
     supervisor.up(cfg)
     try:

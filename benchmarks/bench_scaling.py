@@ -45,8 +45,9 @@ from flink_deploy.autoscaler.local import LocalDriver
 from flink_deploy.autoscaler.observe import Observer
 from flink_deploy.autoscaler.policy import DEFAULT_POLICY_FILE, load_policy_file
 from flink_deploy.autoscaler.service import AutoscalerConfig, create_app
+from flink_deploy.settings import REPO_ROOT
 from flink_deploy.stack import supervisor
-from flink_deploy.stack.config import APPLICATION_JOB_ID, REPO_ROOT, StackConfig
+from flink_deploy.stack.config import APPLICATION_JOB_ID, StackConfig, StackMode
 from tests.datapaths import shared_data
 from transforms.filters.document import FilterSet, load_filter_file
 from transforms.polling import wait_until
@@ -231,7 +232,7 @@ def main() -> None:
     small = policy.profile(policy.scale_up.profile)
 
     with tempfile.TemporaryDirectory(prefix="alertflow-scaling-") as run_dir:
-        cfg = StackConfig.from_env(taskmanagers=1, mode="application")
+        cfg = StackConfig.from_env(taskmanagers=1, mode=StackMode.APPLICATION)
         cfg = cfg.moved(Path(run_dir), PORT_OFFSET)
         supervisor.up(cfg, log=lambda line: print(line, file=sys.stderr))
         try:

@@ -13,10 +13,11 @@ every read and change of the filters is 503, and the store keeps trying in the b
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from flask import Flask
+from prometheus_client.metrics_core import Metric
 
 from control_service.audit import AuditLog
 from control_service.auth import Authenticator, Principal
@@ -36,6 +37,8 @@ from control_service.jobs_api import (
     register_flink_errors,
     submit_broker,
 )
+from control_service.audit import AuditLog
+from control_service.metrics import counter, gauge, gauges_by
 from control_service.snapshots import KafkaSnapshotLog
 from control_service.store import FilterStore
 from flink_deploy.flink_rest import FlinkRest
@@ -64,13 +67,6 @@ class ControlComponent(Component):
         self.store = store
         self.state = "running"
         self.actions = {"start": self._start, "stop": self._stop, "reload": self._reload}
-        self.metrics.describe("alertflow_filters", "gauge", "Filters in the store by state")
-        self.metrics.describe(
-            "alertflow_filter_set_version", "gauge", "Version of the filter-set snapshot"
-        )
-        self.metrics.describe(
-            "alertflow_filter_changes_total", "counter", "Filter changes published since start"
-        )
 
     @property
     def config(self) -> ControlConfig:
@@ -106,14 +102,22 @@ class ControlComponent(Component):
         logging.getLogger("control_service").setLevel(new.log_level)
         return new.public_view()
 
-    def collect_metrics(self) -> None:
+    def metric_families(self) -> Iterable[Metric]:
         if not self.store.loaded:
             return  # nothing is known of the filters yet
         active, inactive = self.store.counts()
-        self.metrics.set("alertflow_filters", active, state="active")
-        self.metrics.set("alertflow_filters", inactive, state="inactive")
-        self.metrics.set("alertflow_filter_set_version", self.store.version)
-        self.metrics.set("alertflow_filter_changes_total", self.store.changes)
+        yield gauges_by(
+            "alertflow_filters",
+            "Filters in the store by state",
+            "state",
+            {"active": active, "inactive": inactive},
+        )
+        yield gauge(
+            "alertflow_filter_set_version", "Version of the filter-set snapshot", self.store.version
+        )
+        yield counter(
+            "alertflow_filter_changes", "Filter changes published since start", self.store.changes
+        )
 
     def openapi(self) -> Mapping[str, Any]:
         from control_service.openapi import control_spec

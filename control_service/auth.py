@@ -1,6 +1,7 @@
 """Bearer-token authentication: API keys from the configuration, each bound to a user and a role.
 
-Reads may be open (``open_reads``), every change needs a token. Roles: ``user`` (changes only
+Reads may be open (``open_reads``), every change needs a token. :data:`ApiKeys` is the keys'
+form in every service's settings. Roles: ``user`` (changes only
 what it owns) and ``admin`` (changes anything, drives jobs, actions and config).
 """
 
@@ -9,8 +10,11 @@ from __future__ import annotations
 import hmac
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Annotated, Any
 
 from flask import current_app, g, request
+from pydantic import AfterValidator, BeforeValidator, PlainSerializer
+from pydantic_core import PydanticCustomError
 
 from control_service.errors import forbidden, unauthorized
 
@@ -48,21 +52,59 @@ def parse_api_keys(text: str) -> tuple[ApiKey, ...]:
     return tuple(keys)
 
 
-def api_key_problems(keys: Iterable[object]) -> list[tuple[str, str]]:
-    """What is wrong with configured ``keys``, as (field, message) pairs for a ConfigError."""
-    keys = list(keys)
-    problems = []
-    tokens = [k.token for k in keys if isinstance(k, ApiKey)]
-    if len(set(tokens)) != len(tokens):
-        problems.append(("api_keys", "two keys share a token"))
-    for key in keys:
-        if not isinstance(key, ApiKey):
-            problems.append(("api_keys", "must be a list of {token, user, role}"))
-        elif len(key.token) < 8 or not key.user or key.role not in ROLES:
-            problems.append(
-                ("api_keys", f"key of {key.user!r}: token >= 8 characters, a user, role in {ROLES}")
+def _api_keys_from(value: Any) -> Any:
+    """The environment's ``token:user:role,...`` or a file's list of ``{token, user, role}``."""
+    if isinstance(value, str):
+        return parse_api_keys(value)
+    if not isinstance(value, list | tuple):
+        raise PydanticCustomError("api_keys", "must be a list of {token, user, role}")
+    keys = []
+    for index, item in enumerate(value):
+        if isinstance(item, ApiKey):
+            keys.append(item)
+        elif (
+            isinstance(item, dict)
+            and not set(item) - {"token", "user", "role"}
+            and all(isinstance(item.get(k), str) for k in ("token", "user"))
+            and isinstance(item.get("role", "user"), str)
+        ):
+            keys.append(ApiKey(item["token"], item["user"], item.get("role", "user")))
+        else:
+            raise PydanticCustomError(
+                "api_key",
+                "item {index}: must be {shape}",
+                {"index": index, "shape": "{token: str, user: str, role: user|admin}"},
             )
-    return problems
+    return tuple(keys)
+
+
+def _checked(keys: tuple[ApiKey, ...]) -> tuple[ApiKey, ...]:
+    problems = []
+    tokens = [k.token for k in keys]
+    if len(set(tokens)) != len(tokens):
+        problems.append("two keys share a token")
+    problems += [
+        f"key of {key.user!r}: token >= 8 characters, a user, role in {ROLES}"
+        for key in keys
+        if len(key.token) < 8 or not key.user or key.role not in ROLES
+    ]
+    if problems:
+        raise PydanticCustomError("api_keys", "{problems}", {"problems": "; ".join(problems)})
+    return keys
+
+
+#: The API keys of a service's settings: ``token:user:role`` items separated by commas in the
+#: environment (role defaults to ``user``), a list of ``{token, user, role}`` in a file; tokens
+#: of 8 characters or more, none shared. Their JSON form leaves the tokens out.
+ApiKeys = Annotated[
+    tuple[ApiKey, ...],
+    BeforeValidator(_api_keys_from),
+    AfterValidator(_checked),
+    # In JSON (GET /api/v1/config) a key shows its user and role, never its token.
+    PlainSerializer(
+        lambda keys: [{"user": k.user, "role": k.role} for k in keys], when_used="json"
+    ),
+]
 
 
 class Authenticator:

@@ -5,7 +5,8 @@
 * ``GET /api/v1/status``: ``{id, kind, version, state, started_at, config_version, links}``;
 * ``GET /api/v1/config``; ``PUT /api/v1/config`` (admin): validated, applied whole or not at all;
 * ``POST /api/v1/actions/<action>`` (admin): the actions the component supports (404 otherwise);
-* ``GET /metrics``: Prometheus text (request counters and latency, plus the component's own);
+* ``GET /metrics``: Prometheus text (request counters and latency, plus the component's own;
+  control_service/metrics.py);
 * ``GET /api/v1/openapi.json``: the service's OpenAPI 3 spec.
 
 A service describes itself with a :class:`Component` and calls :func:`install_common` in its
@@ -15,8 +16,8 @@ the body-size limit and bearer-token checks come with it.
 
 from __future__ import annotations
 
+import logging
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from importlib import metadata
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, g, jsonify, request
+from prometheus_client.metrics_core import Metric
 from werkzeug.serving import BaseWSGIServer
 
 from control_service.audit import AuditLog
@@ -39,60 +41,13 @@ from control_service.errors import (
     unsupported_media_type,
     validation_failed,
 )
+from control_service.audit import AuditLog
+from control_service.metrics import Metrics
 
 COMPONENT_EXTENSION = "alertflow.component"
 STATES = ("starting", "running", "stopped", "draining", "degraded")
 
 control = Blueprint("control", __name__)
-
-
-class Metrics:
-    """Counters and gauges with labels, rendered in the Prometheus text format."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-        self._help: dict[str, tuple[str, str]] = {}
-
-    def describe(self, name: str, kind: str, text: str) -> None:
-        self._help[name] = (kind, text)
-
-    def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
-        key = (name, tuple(sorted(labels.items())))
-        with self._lock:
-            self._values[key] = self._values.get(key, 0.0) + amount
-
-    def set(self, name: str, value: float, **labels: str) -> None:
-        with self._lock:
-            self._values[(name, tuple(sorted(labels.items())))] = value
-
-    def render(self) -> str:
-        with self._lock:
-            items = sorted(self._values.items())
-        lines: list[str] = []
-        seen: set[str] = set()
-        for (name, labels), value in items:
-            family = name.removesuffix("_sum").removesuffix("_count")
-            if family not in seen and family in self._help:
-                kind, text = self._help[family]
-                lines += [f"# HELP {family} {text}", f"# TYPE {family} {kind}"]
-            seen.add(family)
-            label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-            text = _number(value)
-            lines.append(f"{name}{{{label_text}}} {text}" if label_text else f"{name} {text}")
-        return "\n".join(lines) + "\n"
-
-
-def _number(value: float) -> str:
-    """Exact: whole numbers as integers (``:g`` would round a byte counter to 6 digits)."""
-    value = float(value)
-    if value.is_integer() and abs(value) < 2**53:
-        return str(int(value))
-    return repr(value)
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
 class Component:
@@ -112,7 +67,7 @@ class Component:
         self.state = "starting"
         self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
         self.config_version = 1
-        self.metrics = Metrics()
+        self.metrics = Metrics(id, kind, version, self.metric_families)
         self.audit = AuditLog(None)
         self.actions: dict[str, Callable[[Principal], Mapping[str, Any]]] = {}
 
@@ -144,8 +99,9 @@ class Component:
             or [("config", "nothing to change")]
         )
 
-    def collect_metrics(self) -> None:
-        """Refresh gauges just before ``/metrics`` renders (override)."""
+    def metric_families(self) -> Iterable[Metric]:
+        """The component's own metrics, read from its state at each scrape (override)."""
+        return ()
 
     def openapi(self) -> Mapping[str, Any]:
         from control_service.openapi import common_spec
@@ -244,13 +200,8 @@ def run_action(action: str) -> Response:
 
 @control.get("/metrics")
 def metrics() -> Response:
-    comp = component()
-    comp.collect_metrics()
-    return Response(
-        comp.metrics.render(),
-        mimetype="text/plain",
-        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"},
-    )
+    body, content_type = component().metrics.exposition(request.headers.get("Accept"))
+    return Response(body, content_type=content_type)
 
 
 @control.get("/api/v1/openapi.json")
@@ -271,18 +222,8 @@ def _after(response: Response) -> Response:
     comp = current_app.extensions.get(COMPONENT_EXTENSION)
     if comp is not None:
         route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-        labels = {"method": request.method, "route": route, "status": str(response.status_code)}
-        comp.metrics.inc("alertflow_http_requests_total", **labels)
         elapsed = time.perf_counter() - g.get("started", time.perf_counter())
-        comp.metrics.inc(
-            "alertflow_http_request_duration_seconds_sum",
-            elapsed,
-            method=request.method,
-            route=route,
-        )
-        comp.metrics.inc(
-            "alertflow_http_request_duration_seconds_count", 1, method=request.method, route=route
-        )
+        comp.metrics.request_done(request.method, route, response.status_code, elapsed)
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Cache-Control", "no-store")
     return response
@@ -298,16 +239,6 @@ def install_common(
     """Mount the common control API on ``app`` for ``comp``; every service calls this once."""
     if audit is not None:
         comp.audit = audit
-    comp.metrics.describe(
-        "alertflow_http_requests_total", "counter", "HTTP requests by method, route and status"
-    )
-    comp.metrics.describe(
-        "alertflow_http_request_duration_seconds", "summary", "HTTP request latency"
-    )
-    comp.metrics.describe("alertflow_component_info", "gauge", "The component's identity")
-    comp.metrics.set(
-        "alertflow_component_info", 1, id=comp.id, kind=comp.kind, version=comp.version
-    )
     app.extensions[COMPONENT_EXTENSION] = comp
     app.extensions[AUTH_EXTENSION] = authenticator
     app.config["MAX_CONTENT_LENGTH"] = max_body_bytes
@@ -324,7 +255,15 @@ def iter_issue_dicts(issues: Iterable[Any]) -> list[dict[str, Any]]:
     ]
 
 
-__all__ = ["ApiError", "Component", "Metrics", "control", "install_common", "json_body"]
+__all__ = ["ApiError", "Component", "control", "install_common", "json_body"]
+
+
+def start_logging() -> None:
+    """Every service's log: INFO and up on stderr, timestamped, librdkafka's lines
+    (transforms/kafka_clients.py) among ours."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
 
 
 def _interrupt(*_: Any) -> None:

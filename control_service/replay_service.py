@@ -31,23 +31,31 @@ from __future__ import annotations
 
 import argparse
 import copy
-import logging
-import os
 import re
 import sys
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Annotated, Any, ClassVar, TextIO
 
 from flask import Flask
+from prometheus_client.metrics_core import Metric
+from pydantic import AliasChoices, Field
+from pydantic_settings import SettingsConfigDict
 
 from control_service.audit import AuditLog
-from control_service.auth import ApiKey, Authenticator, Principal, api_key_problems
-from control_service.common import Component, install_common, package_version, serve_until_stopped
+from control_service.auth import ApiKeys, Authenticator, Principal
+from control_service.common import (
+    Component,
+    install_common,
+    package_version,
+    serve_until_stopped,
+    start_logging,
+)
 from control_service.config import ConfigError
 from control_service.errors import conflict, unavailable
+from control_service.metrics import counter, gauge
 from control_service.replay_engine import (
     DEFAULT_TOPICS,
     Schedule,
@@ -56,8 +64,10 @@ from control_service.replay_engine import (
     plan_count,
 )
 from control_service.replay_messages import ReplayError, ReplayMessage, check_fresh_ids, load_files
+from flink_deploy.settings import NonEmpty, Port, Settings
+from flink_deploy.stack.config import HOST, StackPorts
 from transforms.alert_model import Survey
-from transforms.kafka_clients import DEFAULT_KAFKA_PORT, kafka_problem
+from transforms.kafka_clients import kafka_problem
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
 
 KIND = "replay"
@@ -78,8 +88,7 @@ MAX_BODY_BYTES = 256 * 1024
 
 
 def _default_bootstrap() -> str:
-    raw = os.environ.get("ALERTFLOW_KAFKA_PORT", "")
-    return f"127.0.0.1:{raw if raw.isdigit() else DEFAULT_KAFKA_PORT}"
+    return StackPorts.load().bootstrap_servers
 
 
 @dataclass(frozen=True)
@@ -234,37 +243,38 @@ def prepare(settings: ReplaySettings, schemas: LsstSchemas) -> Prepared | None:
     return Prepared(settings, messages, count, schedule, topics)
 
 
-@dataclass(frozen=True)
-class ReplayServiceConfig:
-    """The service's own settings (start-up only); the replay settings are separate."""
+class ReplayServiceConfig(Settings):
+    """The service's own settings (start-up only; ``ALERTFLOW_REPLAY_<FIELD>`` variables, the
+    API keys from ``ALERTFLOW_REPLAY_API_KEYS``, else ``ALERTFLOW_CONTROL_API_KEYS``); the
+    replay settings are separate."""
 
-    service_id: str = "replay"
-    host: str = "127.0.0.1"
-    port: int = 5002
+    model_config = SettingsConfigDict(env_prefix="ALERTFLOW_REPLAY_")
+
+    service_id: NonEmpty = "replay"
+    host: NonEmpty = HOST
+    port: Port = 5002
     schema_dir: Path = DEFAULT_LSST_SCHEMA_DIR
     registry_url: str | None = None
-    api_keys: tuple[ApiKey, ...] = ()
+    api_keys: ApiKeys = Field(
+        (),
+        validation_alias=AliasChoices("ALERTFLOW_REPLAY_API_KEYS", "ALERTFLOW_CONTROL_API_KEYS"),
+    )
     open_reads: bool = True
-    max_body_bytes: int = MAX_BODY_BYTES
-    flush_timeout_s: float = 60.0
+    max_body_bytes: Annotated[int, Field(ge=1)] = MAX_BODY_BYTES
+    flush_timeout_s: Annotated[float, Field(gt=0)] = 60.0
     audit_log: Path | None = None
-
-    def __post_init__(self) -> None:
-        problems = []
-        if not 0 <= self.port <= 65535:
-            problems.append(("port", "must be 0-65535"))
-        if self.flush_timeout_s <= 0:
-            problems.append(("flush_timeout_s", "must be positive"))
-        problems += api_key_problems(self.api_keys)
-        if problems:
-            raise ConfigError(problems)
-
-
-COUNTERS = ("sent", "delivered", "failed", "bytes")
 
 
 class ReplayComponent(Component):
     """The replay producer for the common API: settings, start/stop/drain, progress."""
+
+    #: The sender's totals, summed over every run for /metrics, and what each counts.
+    COUNTERS: ClassVar[Mapping[str, str]] = {
+        "sent": "Alerts produced, over every run",
+        "delivered": "Alerts Kafka acknowledged, over every run",
+        "failed": "Delivery failures (and alerts left unflushed), over every run",
+        "bytes": "Bytes of the alerts produced, over every run",
+    }
 
     def __init__(
         self,
@@ -290,25 +300,8 @@ class ReplayComponent(Component):
         self.error: str | None = None
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
-        self._totals = dict.fromkeys(COUNTERS, 0)
+        self._totals = dict.fromkeys(self.COUNTERS, 0)
         self.actions = {"start": self._start, "stop": self._stop, "drain": self._drain}
-        for name, text in [
-            ("sent_total", "Alerts produced, over every run"),
-            ("delivered_total", "Alerts Kafka acknowledged, over every run"),
-            ("failed_total", "Delivery failures (and alerts left unflushed), over every run"),
-            ("bytes_total", "Bytes of the alerts produced, over every run"),
-            ("runs_total", "Replays started"),
-        ]:
-            self.metrics.describe(f"alertflow_replay_{name}", "counter", text)
-        self.metrics.describe(
-            "alertflow_replay_rate", "gauge", "Achieved alerts/s of the current or last run"
-        )
-        self.metrics.describe(
-            "alertflow_replay_visit",
-            "gauge",
-            "Visit (0-based) of the last alert sent, with a visit profile",
-        )
-        self.metrics.describe("alertflow_replay_running", "gauge", "1 while a replay sends")
 
     # --- config -------------------------------------------------------------------------------
 
@@ -374,7 +367,7 @@ class ReplayComponent(Component):
         except Exception as error:  # noqa: BLE001 - the run's failure goes to status, not away
             self.error = f"{type(error).__name__}: {error}"
         with self._lock:
-            for name in COUNTERS:
+            for name in self.COUNTERS:
                 self._totals[name] += getattr(sender, name)
             if self.error is not None:
                 self.state = "degraded"
@@ -440,23 +433,31 @@ class ReplayComponent(Component):
     def readiness(self) -> Mapping[str, str | None]:
         return {"kafka": self.kafka_check(self.settings.bootstrap_servers)}
 
-    def collect_metrics(self) -> None:
+    def metric_families(self) -> Iterable[Metric]:
         with self._lock:
             totals = dict(self._totals)
             sender = self.sender
             live = sender is not None and self.state in ("starting", "running", "draining")
         if live and sender is not None:
-            for name in COUNTERS:
+            for name in self.COUNTERS:
                 totals[name] += getattr(sender, name)
         for name, value in totals.items():
-            self.metrics.set(f"alertflow_replay_{name}_total", value)
-        self.metrics.set("alertflow_replay_runs_total", self.runs)
-        self.metrics.set("alertflow_replay_running", 1 if live else 0)
+            yield counter(f"alertflow_replay_{name}", self.COUNTERS[name], value)
+        yield counter("alertflow_replay_runs", "Replays started", self.runs)
+        yield gauge("alertflow_replay_running", "1 while a replay sends", 1 if live else 0)
         if sender is not None:
-            self.metrics.set("alertflow_replay_rate", sender.rate())
+            yield gauge(
+                "alertflow_replay_rate",
+                "Achieved alerts/s of the current or last run",
+                sender.rate(),
+            )
             visit = sender.visit()
             if visit is not None:
-                self.metrics.set("alertflow_replay_visit", visit)
+                yield gauge(
+                    "alertflow_replay_visit",
+                    "Visit (0-based) of the last alert sent, with a visit profile",
+                    visit,
+                )
 
     def openapi(self) -> Mapping[str, Any]:
         return replay_spec(self.version)
@@ -603,17 +604,9 @@ def serve(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | Non
     """``alertflow replay --serve``: the files and options given are the initial settings."""
     from werkzeug.serving import make_server
 
-    from control_service.auth import parse_api_keys
-
     out = out or sys.stdout
     err = err or sys.stderr
-    # As the other services do: librdkafka's log lines (transforms/kafka_clients.py) and ours.
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    keys = os.environ.get(
-        "ALERTFLOW_REPLAY_API_KEYS", os.environ.get("ALERTFLOW_CONTROL_API_KEYS", "")
-    )
+    start_logging()
     initial: dict[str, Any] = {
         "files": [str(f) for f in args.files],
         "topic": args.topic,
@@ -625,14 +618,7 @@ def serve(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | Non
         "bootstrap_servers": args.bootstrap,
     }
     try:
-        config = ReplayServiceConfig(
-            host=args.host,
-            port=args.port,
-            schema_dir=args.schema_dir,
-            registry_url=args.registry_url,
-            api_keys=parse_api_keys(keys),
-            audit_log=args.audit_log,
-        )
+        config = ReplayServiceConfig.from_options(args)
         app = create_app(config, settings_from(initial))
     except ConfigError as error:
         print(f"replay: bad configuration: {error}", file=err)

@@ -18,7 +18,8 @@ from confluent_kafka.admin import AdminClient
 from control_service.replay_engine import kafka_producer
 from control_service.replay_messages import cycled_messages, load_messages
 from flink_deploy.flink_rest import FlinkRest
-from flink_deploy.stack.config import REPO_ROOT, StackConfig
+from flink_deploy.settings import REPO_ROOT
+from flink_deploy.stack.config import StackConfig
 from pipelines import broker
 from tests.datapaths import shared_data
 from tests.e2e.test_smoke_pipeline import running_job_id, wait_for

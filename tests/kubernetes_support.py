@@ -8,7 +8,6 @@ KubernetesDriver makes, on a fake session).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import re
 from collections.abc import Iterator
@@ -27,8 +26,8 @@ from flink_deploy.autoscaler.policy import (
     load_policy,
     load_policy_file,
 )
+from flink_deploy.settings import REPO_ROOT
 from flink_deploy.stack.config import (
-    REPO_ROOT,
     StackConfig,
 )
 from flink_deploy.stack.services import APPLICATION_SCHEDULER, APPLICATION_SETTINGS
@@ -36,9 +35,7 @@ from flink_deploy.stack.services import APPLICATION_SCHEDULER, APPLICATION_SETTI
 K8S = REPO_ROOT / "flink_deploy" / "kubernetes"
 FOLDERS = ("application", "operator")
 DEFAULT_POLICY = load_policy_file(DEFAULT_POLICY_FILE)
-WORKER_POOL_PORT = next(
-    f.default for f in dataclasses.fields(StackConfig) if f.name == "worker_pool_port"
-)
+WORKER_POOL_PORT = StackConfig.model_fields["worker_pool_port"].default
 WORKER_POOL_MODULE = "apache_beam.runners.worker.worker_pool_main"
 FLINK_MAIN_CONTAINER = "flink-main-container"  # the operator's name for the Flink container
 VERBS = {"GET": "get", "PATCH": "patch"}

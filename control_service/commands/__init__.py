@@ -10,7 +10,6 @@ written here once: the LSST schemas (:func:`add_schema_options`, read back with
 from __future__ import annotations
 
 import argparse
-import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeAlias
@@ -66,9 +65,3 @@ def add_listen_options(parser: argparse._ActionsContainer, host: str, port: int)
     parser.add_argument("--host", default=host, help="address to listen on (default %(default)s)")
     parser.add_argument("--port", type=int, default=port, help="port (default %(default)s)")
 
-
-def log_to_stderr() -> None:
-    """A service's log: INFO and up, with time, level and logger, on stderr."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )

@@ -6,22 +6,23 @@ with the policy (``--policy FILE``, YAML; see flink_deploy/autoscaler/policy.py)
 decision through the driver: ``local`` (TaskManager processes on this machine, the stack of
 `alertflow stack up`) or ``kubernetes`` (the TaskManager Deployments or the FlinkDeployment,
 from inside the cluster). Decisions are served at ``GET /api/v1/scaling``; ``PUT`` changes the
-policy. API keys: ``ALERTFLOW_AUTOSCALER_API_KEYS`` (else ``ALERTFLOW_CONTROL_API_KEYS``), as
-``token:user:role`` items separated by commas. Ctrl-C or SIGTERM stops it.
+policy. The service's settings: the options, over ``ALERTFLOW_AUTOSCALER_<FIELD>`` variables
+(flink_deploy/autoscaler/service.py); API keys from ``ALERTFLOW_AUTOSCALER_API_KEYS`` (else
+``ALERTFLOW_CONTROL_API_KEYS``), as ``token:user:role`` items separated by commas. Ctrl-C or
+SIGTERM stops it.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 from werkzeug.serving import make_server
 
-from control_service.commands import Subparsers, add_command, add_listen_options, log_to_stderr
-from control_service.common import serve_until_stopped
+from control_service.commands import Subparsers, add_command, add_listen_options
+from control_service.common import serve_until_stopped, start_logging
 from flink_deploy.stack.config import HOST
 from transforms.topics import ALERT_TOPICS
 
@@ -51,13 +52,11 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    log_to_stderr()
-    from control_service.auth import parse_api_keys
-    from control_service.config import ConfigError
     from flink_deploy.autoscaler.drivers import DriverError, KubernetesDriver
     from flink_deploy.autoscaler.observe import Observer
     from flink_deploy.autoscaler.policy import PolicyError, load_policy_file
     from flink_deploy.autoscaler.service import AutoscalerConfig, create_app
+    from flink_deploy.settings import ConfigError
     from flink_deploy.stack.config import StackConfig, StackError
 
     try:
@@ -65,31 +64,12 @@ def run(args: argparse.Namespace) -> int:
     except (PolicyError, OSError) as error:
         print(f"alertflow autoscale: bad policy:\n{error}", file=sys.stderr)
         return 2
-    keys = os.environ.get(
-        "ALERTFLOW_AUTOSCALER_API_KEYS", os.environ.get("ALERTFLOW_CONTROL_API_KEYS", "")
-    )
     try:
-        overrides = {
-            k: v
-            for k, v in (
-                ("bootstrap_servers", args.bootstrap),
-                ("flink_rest_url", args.flink_rest_url),
-            )
-            if v
-        }
-        config = AutoscalerConfig(
-            host=args.host,
-            port=args.port,
-            group_id=args.group_id,
-            topics=tuple(t for t in args.topics.split(",") if t),
-            job_name=args.job_name,
-            api_keys=parse_api_keys(keys),
-            audit_log=args.audit_log,
-            **overrides,
-        )
+        config = AutoscalerConfig.from_options(args, bootstrap_servers="bootstrap")
     except ConfigError as error:
         print(f"alertflow autoscale: bad configuration: {error}", file=sys.stderr)
         return 2
+    start_logging()  # what logs is from here on: the driver, the observer's Kafka clients
     try:
         if args.driver == "local":
             from flink_deploy.autoscaler.local import LocalDriver

@@ -12,7 +12,6 @@ or an interrupt on the way stops it too.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import time
@@ -26,8 +25,16 @@ from control_service.client import ControlClient, ControlError
 from control_service.commands import Subparsers, add_command, replay
 from control_service.commands.jobs import cancel_jobs
 from flink_deploy.autoscaler.policy import DEFAULT_POLICY_FILE
+from flink_deploy.settings import REPO_ROOT
 from flink_deploy.stack import supervisor
-from flink_deploy.stack.config import HOST, REPO_ROOT, StackConfig, StackError, running_mode
+from flink_deploy.stack.config import (
+    HOST,
+    StackConfig,
+    StackError,
+    StackMode,
+    running_mode,
+    shared_data,
+)
 from flink_deploy.stack.services import ADMIN_TOKEN_FILE, local_admin_token
 from pipelines import broker
 from transforms.decode import decode_message
@@ -64,7 +71,7 @@ def say(line: str) -> None:
 
 def sample_alerts() -> dict[str, list[Path]]:
     """The sample alert files in shared/data (beside the clone or ALERTFLOW_SHARED_DATA)."""
-    data = Path(os.environ.get("ALERTFLOW_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+    data = shared_data()
     return {
         ZTF_TOPIC: sorted((data / "ztf" / "alerts").glob("*/*.avro")),
         LSST_TOPIC: sorted((data / "lsst" / "alerts").glob("*.avro")),
@@ -73,7 +80,9 @@ def sample_alerts() -> dict[str, list[Path]]:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        cfg = StackConfig.from_env(args.taskmanagers, "application" if args.autoscale else None)
+        cfg = StackConfig.from_env(
+            args.taskmanagers, StackMode.APPLICATION if args.autoscale else None
+        )
         with supervisor.hold(cfg, "alertflow run" + (" --autoscale" if args.autoscale else "")):
             return _run(args, cfg)
     except StackError as err:
@@ -118,7 +127,7 @@ def _run(args: argparse.Namespace, cfg: StackConfig) -> int:
         control = ControlClient(cfg.control_url, local_admin_token(cfg))
         applied = control.apply_filters("\n---\n".join(p.read_text() for p in files))
         say(f"applied filter set v{applied['version']}: {', '.join(f.name for f in filters)}")
-        if cfg.mode == "session":
+        if cfg.mode is StackMode.SESSION:
             replaced = cancel_jobs(cfg.flink_rest_url, [JOB_NAME])
             if replaced:
                 say(f"cancelled the broker already running ({', '.join(replaced)})")

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from werkzeug.serving import make_server
 
-from control_service.commands import Subparsers, add_command, log_to_stderr
-from control_service.common import serve_until_stopped
-from control_service.config import ConfigError, load_config
+from control_service.commands import Subparsers, add_command
+from control_service.common import serve_until_stopped, start_logging
+from control_service.config import ConfigError, ControlConfig, load_config
 
 
 def register(subparsers: Subparsers) -> argparse.ArgumentParser:
@@ -30,10 +30,9 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    log_to_stderr()
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    start_logging()
     try:
-        config = load_config(args.config, **overrides)
+        config = load_config(args.config, **ControlConfig.options(args))
     except ConfigError as error:
         print(f"alertflow serve: bad configuration: {error}", file=sys.stderr)
         return 2

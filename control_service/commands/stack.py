@@ -8,7 +8,7 @@ import sys
 
 from control_service.commands import Subparsers, add_actions, add_command
 from flink_deploy.stack import supervisor
-from flink_deploy.stack.config import MODES, StackConfig, StackError
+from flink_deploy.stack.config import StackConfig, StackError, StackMode
 
 
 def register(subparsers: Subparsers) -> argparse.ArgumentParser:
@@ -26,7 +26,8 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--mode",
-        choices=MODES,
+        type=StackMode,
+        choices=list(StackMode),
         default=None,
         help="session: jobs are submitted to the cluster (default, or "
         "ALERTFLOW_STACK_MODE); application: the broker runs as a reactive-mode "

@@ -27,23 +27,24 @@ Build it with :func:`create_app`; ``alertflow autoscale`` runs it.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from prometheus_client.metrics_core import Metric
+from pydantic import AliasChoices, Field
+from pydantic_settings import SettingsConfigDict
 
 from control_service.audit import AuditLog
 from control_service.auth import (
-    ApiKey,
+    ApiKeys,
     Authenticator,
     Principal,
-    api_key_problems,
     parse_api_keys,
     require_admin,
     require_read,
@@ -55,8 +56,9 @@ from control_service.common import (
     iter_issue_dicts,
     package_version,
 )
-from control_service.config import ConfigError
 from control_service.errors import bad_request, too_large, unsupported_media_type, validation_failed
+from control_service.audit import AuditLog
+from control_service.metrics import gauge, gauges_by
 from flink_deploy.autoscaler.decide import (
     Action,
     Autoscaler,
@@ -75,8 +77,8 @@ from flink_deploy.autoscaler.policy import (
     load_policy,
     load_policy_data,
 )
-from flink_deploy.stack.config import HOST
-from transforms.kafka_clients import DEFAULT_KAFKA_PORT
+from flink_deploy.settings import NonEmpty, Port, Settings, split_on
+from flink_deploy.stack.config import HOST, StackPorts
 from transforms.topics import ALERT_TOPICS
 
 log = logging.getLogger(__name__)
@@ -104,67 +106,36 @@ class Observes(Protocol):
 # --- configuration ----------------------------------------------------------------------------
 
 
-def _stack_port(name: str, default: int) -> int:
-    raw = os.environ.get(name, "")
-    return int(raw) if raw.isdigit() else default
-
-
-@dataclass(frozen=True)
-class AutoscalerConfig:
-    """The service's settings (the policy is separate: it changes at run time).
+class AutoscalerConfig(Settings):
+    """The service's settings (the policy is separate: it changes at run time):
+    ``ALERTFLOW_AUTOSCALER_<FIELD>`` variables, the API keys from
+    ``ALERTFLOW_AUTOSCALER_API_KEYS``, else ``ALERTFLOW_CONTROL_API_KEYS``.
 
     Kafka and Flink default to the local stack's addresses (``ALERTFLOW_KAFKA_PORT``,
     ``ALERTFLOW_FLINK_REST_PORT``). Raises ConfigError listing every problem.
     """
 
-    service_id: str = "autoscaler"
-    host: str = HOST
-    port: int = 5001
-    bootstrap_servers: str = field(
-        default_factory=lambda: f"{HOST}:{_stack_port('ALERTFLOW_KAFKA_PORT', DEFAULT_KAFKA_PORT)}"
-    )
-    flink_rest_url: str = field(
-        default_factory=lambda: f"http://{HOST}:{_stack_port('ALERTFLOW_FLINK_REST_PORT', 8081)}"
-    )
-    group_id: str = "alertflow-broker"
-    topics: tuple[str, ...] = ALERT_TOPICS
+    model_config = SettingsConfigDict(env_prefix="ALERTFLOW_AUTOSCALER_")
+
+    service_id: NonEmpty = "autoscaler"
+    host: NonEmpty = HOST
+    port: Port = 5001
+    bootstrap_servers: NonEmpty = Field(default_factory=lambda: StackPorts.load().bootstrap_servers)
+    flink_rest_url: NonEmpty = Field(default_factory=lambda: StackPorts.load().flink_rest_url)
+    group_id: NonEmpty = "alertflow-broker"
+    #: In the environment and on the command line: separated by commas.
+    topics: Annotated[tuple[str, ...], split_on(","), Field(min_length=1)] = ALERT_TOPICS
     job_name: str | None = None
-    api_keys: tuple[ApiKey, ...] = ()
+    max_body_bytes: Annotated[int, Field(ge=1, le=MAX_POLICY_BYTES)] = MAX_POLICY_BYTES
+    history: Annotated[int, Field(ge=1)] = 500
+    api_keys: ApiKeys = Field(
+        (),
+        validation_alias=AliasChoices(
+            "ALERTFLOW_AUTOSCALER_API_KEYS", "ALERTFLOW_CONTROL_API_KEYS"
+        ),
+    )
     open_reads: bool = True
-    max_body_bytes: int = MAX_POLICY_BYTES
-    history: int = 500
     audit_log: Path | None = None
-
-    def __post_init__(self) -> None:
-        problems = []
-        if not 0 <= self.port <= 65535:
-            problems.append(("port", "must be 0-65535"))
-        if not self.topics:
-            problems.append(("topics", "at least one topic"))
-        if not 1 <= self.max_body_bytes <= MAX_POLICY_BYTES:
-            problems.append(("max_body_bytes", f"must be 1-{MAX_POLICY_BYTES}"))
-        if self.history < 1:
-            problems.append(("history", "must be >= 1"))
-        problems += api_key_problems(self.api_keys)
-        if problems:
-            raise ConfigError(problems)
-
-    def public_view(self) -> dict[str, Any]:
-        return {
-            "service_id": self.service_id,
-            "host": self.host,
-            "port": self.port,
-            "bootstrap_servers": self.bootstrap_servers,
-            "flink_rest_url": self.flink_rest_url,
-            "group_id": self.group_id,
-            "topics": list(self.topics),
-            "job_name": self.job_name,
-            "api_keys": [{"user": k.user, "role": k.role} for k in self.api_keys],
-            "open_reads": self.open_reads,
-            "max_body_bytes": self.max_body_bytes,
-            "history": self.history,
-            "audit_log": str(self.audit_log) if self.audit_log else None,
-        }
 
 
 # --- the loop ---------------------------------------------------------------------------------
@@ -334,20 +305,6 @@ class AutoscalerComponent(Component):
         self.config = config
         self.state = "stopped" if loop.paused else "running"
         self.actions = {"start": self._start, "stop": self._stop}
-        self.metrics.describe(
-            "alertflow_autoscaler_taskmanagers",
-            "gauge",
-            "TaskManagers the driver reported at the last step",
-        )
-        self.metrics.describe(
-            "alertflow_autoscaler_lag", "gauge", "Consumer lag at the last observation (records)"
-        )
-        self.metrics.describe(
-            "alertflow_autoscaler_decisions", "gauge", "Decisions in the kept history, by action"
-        )
-        self.metrics.describe(
-            "alertflow_autoscaler_policy_version", "gauge", "Version of the scaling policy"
-        )
 
     def _start(self, _principal: Principal) -> Mapping[str, Any]:
         self.loop.resume()
@@ -371,19 +328,31 @@ class AutoscalerComponent(Component):
     def get_config(self) -> Mapping[str, Any]:
         return self.config.public_view()
 
-    def collect_metrics(self) -> None:
-        self.metrics.set("alertflow_autoscaler_taskmanagers", len(self.loop.taskmanagers))
+    def metric_families(self) -> Iterable[Metric]:
+        yield gauge(
+            "alertflow_autoscaler_taskmanagers",
+            "TaskManagers the driver reported at the last step",
+            len(self.loop.taskmanagers),
+        )
         latest = self.loop.latest
         if latest is not None and latest.lag_total is not None:
-            self.metrics.set("alertflow_autoscaler_lag", latest.lag_total)
-        counts: dict[Action, int] = {}
-        for decision in self.loop.decisions():
-            counts[decision.action] = counts.get(decision.action, 0) + 1
-        for action in Action:
-            self.metrics.set(
-                "alertflow_autoscaler_decisions", counts.get(action, 0), action=action.value
+            yield gauge(
+                "alertflow_autoscaler_lag",
+                "Consumer lag at the last observation (records)",
+                latest.lag_total,
             )
-        self.metrics.set("alertflow_autoscaler_policy_version", self.loop.policy_version)
+        counts = Counter(decision.action for decision in self.loop.decisions())
+        yield gauges_by(
+            "alertflow_autoscaler_decisions",
+            "Decisions in the kept history, by action",
+            "action",
+            {action.value: counts[action] for action in Action},
+        )
+        yield gauge(
+            "alertflow_autoscaler_policy_version",
+            "Version of the scaling policy",
+            self.loop.policy_version,
+        )
 
     def openapi(self) -> Mapping[str, Any]:
         return autoscaler_spec(self.version)

@@ -10,7 +10,8 @@ workers go with it), and checks that none is left.
 Each thing lives in one module, and callers import it from there (this file re-exports nothing):
 
 - :mod:`~flink_deploy.stack.config`: :class:`StackConfig` (ports, run folder, mode, versions,
-  Java), ``default_run_dir``, ``StackError`` and what ``stack.json`` says (``describe``).
+  Java; :class:`StackPorts`, its addresses alone), ``StackMode``, ``default_run_dir``,
+  ``shared_data``, ``StackError`` and what ``stack.json`` says (``describe``).
 - :mod:`~flink_deploy.stack.health`: the health check of each kind of service.
 - :mod:`~flink_deploy.stack.services`: what each service is (command line, configuration
   files, port, log, health check), the Kafka topics and the local admin token.

@@ -12,14 +12,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from flink_deploy.stack.config import (
-    APPLICATION_JOB_NAME,
-    REPO_ROOT,
-    StackConfig,
-    StackError,
-    describe,
-    tail,
-)
+from flink_deploy.settings import REPO_ROOT
+from flink_deploy.stack.config import APPLICATION_JOB_NAME, StackConfig, StackError, describe, tail
 
 
 def build_application_jar(cfg: StackConfig, log: Callable[[str], None] = print) -> Path:

@@ -2,8 +2,9 @@
 which Java it runs, and the error every stack module raises.
 
 :class:`StackConfig` is built once from ``ALERTFLOW_*`` environment variables
-(:meth:`StackConfig.from_env`); :func:`describe` is what clients read from ``stack.json`` in the
-run folder.
+(:meth:`StackConfig.from_env`, the pattern of flink_deploy/settings.py); :class:`StackPorts`,
+its addresses alone, is what the services read to find the local stack. :func:`describe` is
+what clients read from ``stack.json`` in the run folder.
 """
 
 from __future__ import annotations
@@ -13,17 +14,19 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass, field, replace
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import AfterValidator, Field
+from pydantic_settings import SettingsConfigDict
+
+from flink_deploy.settings import REPO_ROOT, ConfigError, Port, Settings
 from transforms.kafka_clients import DEFAULT_KAFKA_PORT
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 VERSIONS_FILE = REPO_ROOT / "flink_deploy" / "versions.env"
 HOST = "127.0.0.1"
 
-MODES = ("session", "application")
 # The application cluster runs one job under this fixed id, so checkpoints and the REST paths of
 # the job stay the same across JobManager restarts.
 APPLICATION_JOB_ID = "a1e47f10000000000000000000000001"
@@ -54,16 +57,13 @@ def read_versions(path: Path = VERSIONS_FILE) -> dict[str, str]:
     return versions
 
 
-def env_int(name: str, default: int) -> int:
-    """The integer in environment variable ``name``, ``default`` if unset; StackError if not
-    an integer, so that a mistyped port fails at start."""
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise StackError(f"{name}={raw!r} is not an integer") from None
+class StackMode(StrEnum):
+    """How the broker runs on the local stack."""
+
+    #: A session cluster that jobs are submitted to through the Beam job server.
+    SESSION = "session"
+    #: The broker baked into an application jar, run in reactive mode.
+    APPLICATION = "application"
 
 
 PORT_FIELDS = (
@@ -81,80 +81,32 @@ PORT_FIELDS = (
 )
 
 
-def default_run_dir() -> Path:
-    """The run folder: ``ALERTFLOW_RUN_DIR``, else ``.run`` in the clone."""
-    return Path(os.environ.get("ALERTFLOW_RUN_DIR", REPO_ROOT / ".run")).resolve()
+class StackPorts(Settings):
+    """Where the local stack lives and which ports it takes (``ALERTFLOW_RUN_DIR``,
+    ``ALERTFLOW_KAFKA_PORT``, ...): what the services need to find it, no Java needed."""
 
+    model_config = SettingsConfigDict(env_prefix="ALERTFLOW_")
 
-@dataclass(frozen=True)
-class StackConfig:
-    """Where the stack lives and which ports it takes; built once from ALERTFLOW_* variables."""
-
-    run_dir: Path
-    build_dir: Path
-    java: str
-    taskmanagers: int = 1
-    slots_per_taskmanager: int = 2
-    # "session": a session cluster that jobs are submitted to through the Beam job server;
-    # "application": the broker baked into an application jar, run in reactive mode.
-    mode: str = "session"
-    # Alert topics get this many partitions: the largest source parallelism we plan for.
-    alert_partitions: int = 8
-    kafka_port: int = DEFAULT_KAFKA_PORT
-    kafka_controller_port: int = 9093
-    flink_rest_port: int = 8081
-    flink_rpc_port: int = 6123
-    worker_pool_port: int = 50000
-    expansion_port: int = 8097
-    job_port: int = 8099
-    artifact_port: int = 8098
-    job_server_expansion_port: int = 8096
-    autoscaler_port: int = 5001
-    control_port: int = 5000
-    start_timeout_s: float = 120.0
-    versions: dict[str, str] = field(default_factory=read_versions)
+    run_dir: Annotated[Path, AfterValidator(Path.resolve)] = REPO_ROOT / ".run"
+    kafka_port: Port = DEFAULT_KAFKA_PORT
+    kafka_controller_port: Port = 9093
+    flink_rest_port: Port = 8081
+    flink_rpc_port: Port = 6123
+    worker_pool_port: Port = 50000
+    expansion_port: Port = 8097
+    job_port: Port = 8099
+    artifact_port: Port = 8098
+    job_server_expansion_port: Port = 8096
+    autoscaler_port: Port = 5001
+    control_port: Port = 5000
 
     @classmethod
-    def from_env(cls, taskmanagers: int | None = None, mode: str | None = None) -> StackConfig:
-        mode = mode or os.environ.get("ALERTFLOW_STACK_MODE", "session")
-        if mode not in MODES:
-            raise StackError(f"stack mode {mode!r}: choose one of {', '.join(MODES)}")
-        build_dir = Path(os.environ.get("ALERTFLOW_BUILD_DIR", REPO_ROOT / ".build"))
-        return cls(
-            run_dir=default_run_dir(),
-            build_dir=build_dir.resolve(),
-            java=find_java(),
-            taskmanagers=(
-                taskmanagers if taskmanagers is not None else env_int("ALERTFLOW_TASKMANAGERS", 1)
-            ),
-            mode=mode,
-            alert_partitions=env_int("ALERTFLOW_ALERT_PARTITIONS", 8),
-            kafka_port=env_int("ALERTFLOW_KAFKA_PORT", DEFAULT_KAFKA_PORT),
-            kafka_controller_port=env_int("ALERTFLOW_KAFKA_CONTROLLER_PORT", 9093),
-            flink_rest_port=env_int("ALERTFLOW_FLINK_REST_PORT", 8081),
-            flink_rpc_port=env_int("ALERTFLOW_FLINK_RPC_PORT", 6123),
-            worker_pool_port=env_int("ALERTFLOW_WORKER_POOL_PORT", 50000),
-            expansion_port=env_int("ALERTFLOW_EXPANSION_PORT", 8097),
-            job_port=env_int("ALERTFLOW_JOB_PORT", 8099),
-            artifact_port=env_int("ALERTFLOW_ARTIFACT_PORT", 8098),
-            job_server_expansion_port=env_int("ALERTFLOW_JOB_SERVER_EXPANSION_PORT", 8096),
-            autoscaler_port=env_int("ALERTFLOW_AUTOSCALER_PORT", 5001),
-            control_port=env_int("ALERTFLOW_CONTROL_PORT", 5000),
-        )
-
-    def moved(self, run_dir: Path, port_offset: int) -> StackConfig:
-        """This stack in another run folder with every port ``port_offset`` higher, so that it
-        runs beside the default one (tests, benchmarks)."""
-        ports = {name: getattr(self, name) + port_offset for name in PORT_FIELDS}
-        return replace(self, run_dir=run_dir.resolve(), **ports)
-
-    def environment(self) -> dict[str, str]:
-        """The ALERTFLOW_* variables that make ``from_env`` in a child process see this stack."""
-        return {
-            "ALERTFLOW_RUN_DIR": str(self.run_dir),
-            "ALERTFLOW_STACK_MODE": self.mode,
-            **{f"ALERTFLOW_{name.upper()}": str(getattr(self, name)) for name in PORT_FIELDS},
-        }
+    def local(cls) -> StackPorts:
+        """The local stack of this process's environment; StackError naming a bad variable."""
+        try:
+            return cls.load()
+        except ConfigError as error:
+            raise StackError(str(error)) from None
 
     @property
     def control_url(self) -> str:
@@ -168,17 +120,57 @@ class StackConfig:
     def flink_rest_url(self) -> str:
         return f"http://{HOST}:{self.flink_rest_port}"
 
-    @property
-    def job_endpoint(self) -> str:
-        return f"{HOST}:{self.job_port}"
 
-    @property
-    def expansion_address(self) -> str:
-        return f"{HOST}:{self.expansion_port}"
+def default_run_dir() -> Path:
+    """The run folder: ``ALERTFLOW_RUN_DIR``, else ``.run`` in the clone."""
+    return StackPorts.local().run_dir
 
-    @property
-    def worker_pool_address(self) -> str:
-        return f"localhost:{self.worker_pool_port}"
+
+def shared_data() -> Path:
+    """The shared data folder (sample alerts, catalogues): ``ALERTFLOW_SHARED_DATA``, else
+    ``shared/data`` beside the clone."""
+    return Path(os.environ.get("ALERTFLOW_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+class StackConfig(StackPorts):
+    """The whole local stack: its folders, ports, sizes, mode, Java and versions; built once
+    from ``ALERTFLOW_*`` variables (:meth:`from_env`)."""
+
+    build_dir: Annotated[Path, AfterValidator(Path.resolve)] = REPO_ROOT / ".build"
+    java: str
+    taskmanagers: Annotated[int, Field(ge=0)] = 1
+    slots_per_taskmanager: Annotated[int, Field(ge=1)] = 2
+    mode: StackMode = Field(StackMode.SESSION, validation_alias="ALERTFLOW_STACK_MODE")
+    # Alert topics get this many partitions: the largest source parallelism we plan for.
+    alert_partitions: Annotated[int, Field(ge=1)] = 8
+    start_timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    versions: dict[str, str] = Field(default_factory=lambda: read_versions())
+
+    @classmethod
+    def from_env(
+        cls, taskmanagers: int | None = None, mode: StackMode | None = None
+    ) -> StackConfig:
+        """The stack of this process's environment, ``taskmanagers`` and ``mode`` (when given)
+        taking the place of ``ALERTFLOW_TASKMANAGERS`` and ``ALERTFLOW_STACK_MODE``; StackError
+        naming a bad variable, or when there is no Java 17."""
+        try:
+            return cls.load(java=find_java(), taskmanagers=taskmanagers, mode=mode)
+        except ConfigError as error:
+            raise StackError(str(error)) from None
+
+    def moved(self, run_dir: Path, port_offset: int) -> StackConfig:
+        """This stack in another run folder with every port ``port_offset`` higher, so that it
+        runs beside the default one (tests, benchmarks)."""
+        ports = {name: getattr(self, name) + port_offset for name in PORT_FIELDS}
+        return self.model_copy(update={"run_dir": run_dir.resolve(), **ports})
+
+    def environment(self) -> dict[str, str]:
+        """The ALERTFLOW_* variables that make ``from_env`` in a child process see this stack."""
+        return {
+            "ALERTFLOW_RUN_DIR": str(self.run_dir),
+            "ALERTFLOW_STACK_MODE": self.mode.value,
+            **{f"ALERTFLOW_{name.upper()}": str(getattr(self, name)) for name in PORT_FIELDS},
+        }
 
     @property
     def kafka_jars(self) -> Path:
@@ -255,18 +247,21 @@ def describe(cfg: StackConfig) -> dict[str, Any]:
         "mode": cfg.mode,
         "bootstrap_servers": cfg.bootstrap_servers,
         "flink_rest_url": cfg.flink_rest_url,
-        "job_endpoint": cfg.job_endpoint,
-        "expansion_service": cfg.expansion_address,
-        "worker_pool": cfg.worker_pool_address,
+        "job_endpoint": f"{HOST}:{cfg.job_port}",
+        "expansion_service": f"{HOST}:{cfg.expansion_port}",
+        "worker_pool": f"localhost:{cfg.worker_pool_port}",
         "taskmanagers": cfg.taskmanagers,
         "slots_per_taskmanager": cfg.slots_per_taskmanager,
         "alert_partitions": cfg.alert_partitions,
         "versions": cfg.versions,
-        **({"job_id": APPLICATION_JOB_ID} if cfg.mode == "application" else {}),
+        **({"job_id": APPLICATION_JOB_ID} if cfg.mode is StackMode.APPLICATION else {}),
     }
 
 
-def running_mode(cfg: StackConfig) -> str:
-    """The mode of the stack last started from ``cfg.run_dir`` (as its stack.json says)."""
+def running_mode(cfg: StackConfig) -> StackMode | None:
+    """The mode of the stack last started from ``cfg.run_dir`` (as its stack.json says); None
+    if none was started from there."""
     path = cfg.run_dir / "stack.json"
-    return str(json.loads(path.read_text()).get("mode", "session")) if path.exists() else ""
+    if not path.exists():
+        return None
+    return StackMode(json.loads(path.read_text()).get("mode", StackMode.SESSION))

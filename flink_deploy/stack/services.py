@@ -24,16 +24,16 @@ from typing import Any
 
 from confluent_kafka import KafkaException
 
+from flink_deploy.settings import REPO_ROOT
 from flink_deploy.sizing import DEFAULT_PROFILE, TaskManagerProfile
 from flink_deploy.stack.config import (
     APPLICATION_JOB_ID,
     HOST,
     PIPELINE_RUNNER_CLASS,
-    REPO_ROOT,
     StackConfig,
     StackError,
-    default_run_dir,
-    env_int,
+    StackMode,
+    StackPorts,
     tail,
 )
 from flink_deploy.stack.health import (
@@ -215,7 +215,7 @@ def write_flink_conf(cfg: StackConfig) -> Path:
         "state": {"checkpoints": {"dir": f"file://{flink / 'checkpoints'}"}},
         "web": {"submit": {"enable": True}, "cancel": {"enable": True}},
     }
-    if cfg.mode == "application":
+    if cfg.mode is StackMode.APPLICATION:
         settings.update(APPLICATION_SETTINGS)
         settings["jobmanager"]["adaptive-scheduler"] = APPLICATION_SCHEDULER
     # JSON is valid YAML, and Flink 1.19 reads config.yaml as standard YAML.
@@ -265,7 +265,7 @@ def flink_service(
         port, healthy = cfg.flink_rest_port, flink_jobmanager_healthy(cfg.flink_rest_url)
         jvm_mem = _bash_java_utils(cfg, dist, conf, "GET_JM_RESOURCE_PARAMS")[0]
         args = []
-        if cfg.mode == "application":
+        if cfg.mode is StackMode.APPLICATION:
             # The entry point finds the job's jar in $(dirname FLINK_LIB_DIR)/usrlib.
             entry = "org.apache.flink.container.entrypoint.StandaloneApplicationClusterEntryPoint"
             lib_dir = cfg.application_home / "lib"
@@ -442,9 +442,11 @@ def local_control_token(url: str) -> str | None:
     """The local stack's admin token if ``url`` is its control service (the run folder and
     port of ALERTFLOW_RUN_DIR and ALERTFLOW_CONTROL_PORT) and one was made; else None, so
     that the token never goes anywhere else."""
-    local = f"http://{HOST}:{env_int('ALERTFLOW_CONTROL_PORT', 5000)}"
-    path = default_run_dir() / ADMIN_TOKEN_FILE
-    return path.read_text().strip() if url.rstrip("/") == local and path.exists() else None
+    local = StackPorts.local()
+    path = local.run_dir / ADMIN_TOKEN_FILE
+    return (
+        path.read_text().strip() if url.rstrip("/") == local.control_url and path.exists() else None
+    )
 
 
 def control_service(cfg: StackConfig) -> Service:

@@ -25,7 +25,7 @@ import psutil
 
 from flink_deploy.sizing import DEFAULT_PROFILE, TaskManagerProfile
 from flink_deploy.stack.appjar import build_application_jar
-from flink_deploy.stack.config import HOST, StackConfig, StackError, describe, tail
+from flink_deploy.stack.config import HOST, StackConfig, StackError, StackMode, describe, tail
 from flink_deploy.stack.health import (
     control_healthy,
     flink_jobmanager_healthy,
@@ -331,7 +331,7 @@ def _up(cfg: StackConfig, log: Callable[[str], None]) -> list[Started]:
         create_topics(cfg)
         wait_for_producer_ids(cfg)
         conf = write_flink_conf(cfg)
-        application = cfg.mode == "application"
+        application = cfg.mode is StackMode.APPLICATION
         if application:
             # The job's jar is built against the worker pool and the expansion service, and
             # the JobManager runs it as soon as it starts.

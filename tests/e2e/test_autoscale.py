@@ -24,8 +24,9 @@ from flink_deploy.autoscaler.local import LocalDriver
 from flink_deploy.autoscaler.observe import Observer
 from flink_deploy.autoscaler.policy import load_policy
 from flink_deploy.autoscaler.service import AutoscalerConfig, create_app
+from flink_deploy.settings import REPO_ROOT
 from flink_deploy.stack import supervisor
-from flink_deploy.stack.config import APPLICATION_JOB_ID, REPO_ROOT, StackConfig
+from flink_deploy.stack.config import APPLICATION_JOB_ID, StackConfig, StackMode
 from tests.datapaths import shared_data
 from tests.e2e.test_broker_pipeline import pairs_on
 from tests.e2e.test_smoke_pipeline import wait_for
@@ -63,7 +64,7 @@ scale_down:
 
 @pytest.fixture(scope="module")
 def app_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackConfig]:
-    cfg = StackConfig.from_env(taskmanagers=1, mode="application")
+    cfg = StackConfig.from_env(taskmanagers=1, mode=StackMode.APPLICATION)
     cfg = cfg.moved(tmp_path_factory.mktemp("app-stack"), PORT_OFFSET)
     started = supervisor.up(cfg)
     try:

@@ -13,8 +13,9 @@ import requests
 from confluent_kafka.admin import AdminClient
 
 from control_service.snapshots import publish_snapshot
+from flink_deploy.settings import REPO_ROOT
 from flink_deploy.stack import supervisor
-from flink_deploy.stack.config import REPO_ROOT, StackConfig
+from flink_deploy.stack.config import StackConfig
 from tests.backlog import run_topics, start_broker
 from tests.e2e.test_broker_pipeline import DEADLINE_S, pairs_on, produce
 from tests.e2e.test_ingest_pipeline import real_messages

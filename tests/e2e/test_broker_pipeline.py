@@ -14,7 +14,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from control_service.snapshots import publish_snapshot
-from flink_deploy.stack.config import REPO_ROOT, StackConfig
+from flink_deploy.settings import REPO_ROOT
+from flink_deploy.stack.config import StackConfig
 from pipelines import broker
 from tests.e2e.test_ingest_pipeline import bad_messages, real_messages
 from tests.e2e.test_smoke_pipeline import running_job_id, wait_for

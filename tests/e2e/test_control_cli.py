@@ -26,7 +26,8 @@ from werkzeug.serving import make_server
 from control_service.app import create_app
 from control_service.cli import main
 from control_service.config import load_config
-from flink_deploy.stack.config import REPO_ROOT, StackConfig
+from flink_deploy.settings import REPO_ROOT
+from flink_deploy.stack.config import StackConfig
 from tests.e2e.test_control_kafka import read_snapshots
 from transforms.polling import wait_until
 

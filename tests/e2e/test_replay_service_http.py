@@ -25,6 +25,7 @@ from flink_deploy.stack.config import StackConfig
 from tests.datapaths import shared_data
 from tests.e2e.test_replay import read_all
 from tests.e2e.test_smoke_pipeline import wait_for
+from tests.metrics_text import samples
 from transforms.alert_model import Survey
 from transforms.decode import decode_message
 from transforms.kafka_clients import Topic, ensure_topics
@@ -127,15 +128,15 @@ def test_replay_service_sends_every_alert(stack: StackConfig, replay_service: st
             assert len(set(got)) == len(got)  # the fresh ids make every copy distinct
         assert total_bytes == progress["bytes"]
 
-        metrics = client.metrics().splitlines()
-        for line in [
-            f"alertflow_replay_sent_total {COUNT}",
-            f"alertflow_replay_delivered_total {COUNT}",
-            "alertflow_replay_failed_total 0",
-            f"alertflow_replay_bytes_total {total_bytes}",
-            "alertflow_replay_runs_total 1",
-            "alertflow_replay_running 0",
-        ]:
-            assert line in metrics
+        metrics = samples(client.metrics())
+        expected = {
+            "alertflow_replay_sent_total": COUNT,
+            "alertflow_replay_delivered_total": COUNT,
+            "alertflow_replay_failed_total": 0,
+            "alertflow_replay_bytes_total": total_bytes,
+            "alertflow_replay_runs_total": 1,
+            "alertflow_replay_running": 0,
+        }
+        assert {name: metrics[name] for name in expected} == expected
     finally:
         admin.delete_topics(list(topics.values()))

@@ -31,6 +31,7 @@ from flink_deploy.autoscaler.service import (
     create_app,
     parse_api_keys,
 )
+from tests.metrics_text import samples
 from tests.unit.autoscale_cases import ineffective_check, obs
 
 OPS = {"Authorization": "Bearer ops-secret-333"}
@@ -419,10 +420,10 @@ def test_metrics(tmp_path: Path) -> None:
     clock = Clock()
     app = make(tmp_path, FakeObserver([running(7)]), clock=clock)
     steps(loop_of(app), clock, 1)
-    text = app.test_client().get("/metrics").get_data(as_text=True)
-    assert "alertflow_autoscaler_taskmanagers 1" in text
-    assert "alertflow_autoscaler_lag 7" in text
-    assert 'alertflow_autoscaler_decisions{action="hold"} 1' in text
+    found = samples(app.test_client().get("/metrics").get_data(as_text=True))
+    assert found["alertflow_autoscaler_taskmanagers"] == 1
+    assert found["alertflow_autoscaler_lag"] == 7
+    assert found['alertflow_autoscaler_decisions{action="hold"}'] == 1
 
 
 def test_config_is_validated() -> None:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from control_service.cli import main
-from flink_deploy.stack.config import REPO_ROOT
+from flink_deploy.settings import REPO_ROOT
 from tests.datapaths import shared_data
 from transforms.decode import decode_message
 from transforms.filters.document import FilterSet, load_filter_file

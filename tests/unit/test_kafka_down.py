@@ -33,7 +33,7 @@ from control_service.store import FilterStore
 from flink_deploy.autoscaler.observe import Observer
 from flink_deploy.autoscaler.service import AutoscalerConfig, parse_api_keys
 from flink_deploy.autoscaler.service import create_app as create_autoscaler_app
-from flink_deploy.stack.config import REPO_ROOT
+from flink_deploy.settings import REPO_ROOT
 from tests.control_support import ALICE, KEYS, OPS, YAML, doc, error_of
 from tests.unit.test_autoscale_service import POLICY, FakeDriver
 from tests.unit.test_replay_service import KEYS as REPLAY_KEYS

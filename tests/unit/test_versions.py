@@ -7,7 +7,8 @@ import tomllib
 
 import apache_beam
 
-from flink_deploy.stack.config import REPO_ROOT, read_versions
+from flink_deploy.settings import REPO_ROOT
+from flink_deploy.stack.config import read_versions
 
 
 def test_beam_python_matches_the_java_jars() -> None:
