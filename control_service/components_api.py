@@ -41,9 +41,9 @@ from control_service.auth import require_read
 from control_service.errors import not_found
 from control_service.jobs_api import FLINK_EXTENSION
 from flink_deploy.flink_rest import TERMINAL_STATES, FlinkRest
+from transforms import apply_filters as apply
 from transforms import decode, publish
 from transforms.annotate import transform as annotate
-from transforms.filters import apply
 
 components_bp = Blueprint("components", __name__, url_prefix="/api/v1/components")
 

@@ -54,8 +54,9 @@ from control_service.commands import (
 from flink_deploy.stack.services import local_control_token
 from transforms.alert_model import Alert
 from transforms.decode import DecodeError, decode_message
-from transforms.filters.apply import FilterMatch, batch_reports
-from transforms.filters.document import Filter, FilterSet, FilterValidationError, load_filter_file
+from transforms.filters.document import load_filter_file
+from transforms.filters.matches import FilterMatch, batch_reports
+from transforms.filters.model import Filter, FilterSet, FilterValidationError
 from transforms.local import LocalRunner
 from transforms.publish import lite_record
 

@@ -12,16 +12,11 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from tests.datapaths import shared_data
 from transforms.alert_model import Alert
+from transforms.apply_filters import ERRORS, MATCHES, ApplyFilters
 from transforms.decode import decode_message
-from transforms.filters.apply import (
-    ERRORS,
-    MATCHES,
-    SNAPSHOT_FILTER_NAME,
-    ApplyFilters,
-    FilterErrorReport,
-    rejection_report,
-)
-from transforms.filters.document import FilterSet, load_filter_file
+from transforms.filters.document import load_filter_file
+from transforms.filters.matches import SNAPSHOT_FILTER_NAME, FilterErrorReport, rejection_report
+from transforms.filters.model import FilterSet
 from transforms.filters.snapshot import (
     RejectedSnapshot,
     decode_snapshot,

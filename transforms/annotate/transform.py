@@ -28,7 +28,7 @@ from transforms.annotate import sky as _sky
 from transforms.annotate import tags as _tags
 from transforms.annotation_model import AnnotatedAlert, AnnotationFailure, Annotations
 from transforms.decode import DeadLetter
-from transforms.filters.document import FilterSet
+from transforms.filters.model import FilterSet
 from transforms.filters.snapshot import Snapshot, SnapshotFeed, newest_version, select_snapshot
 
 T = TypeVar("T")
