@@ -19,7 +19,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.annotate.transform import AnnotateAlerts
 from transforms.apply_filters import MATCHES, ApplyFilters
-from transforms.decode import DecodeAlerts, KafkaRecord
+from transforms.decode import KafkaRecord
+from transforms.decode_alerts import DecodeAlerts
 from transforms.filters.document import load_filter_file
 from transforms.filters.matches import FilterMatch
 from transforms.filters.model import FilterSet

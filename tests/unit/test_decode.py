@@ -27,8 +27,6 @@ from transforms.alert_model import (
 )
 from transforms.decode import (
     DeadLetter,
-    DecodeError,
-    DecodeStage,
     KafkaRecord,
     decode_container,
     decode_lsst_wire,
@@ -36,6 +34,7 @@ from transforms.decode import (
     decode_record,
     decode_ztf,
 )
+from transforms.decode_errors import DecodeError, DecodeStage
 from transforms.schemas import LsstSchemas, lsst_schema_id
 
 DATA = shared_data()
@@ -478,7 +477,7 @@ def _assert_subset(ours: Any, full: Any, where: str = "record") -> None:
 
 
 def test_ztf_projection_equals_fastavro_on_every_packet() -> None:
-    from transforms.decode import parse_container_header, read_long
+    from transforms.avro_container import parse_container_header, read_long
     from transforms.schemas import container_schema
 
     for path in sorted((DATA / "ztf" / "alerts").glob("*/*.avro")):
