@@ -118,15 +118,21 @@ class _Compiler:
             f"if {count} > end_ - pos: raise ValueError('block count exceeds the bytes left')",
         )
 
+    def _union(self, branches: list[Any], ind: int, each: Callable[[Any], None]) -> None:
+        """A union: the branch index byte, then ``each(branch)`` under its test. Each branch
+        starts with ``pass``, since skipping a null writes no statement."""
+        u = self._var()
+        self._emit(ind, f"{u} = buf[pos]; pos += 1")
+        for i, branch in enumerate(branches):
+            self._emit(ind, f"{'if' if i == 0 else 'elif'} {u} == {2 * i}:")
+            self._emit(ind + 1, "pass")
+            each(branch)
+        self._emit(ind, f"else: raise ValueError('union index byte %d out of range' % {u})")
+
     def _read(self, schema: Any, ind: int, target: str, ns: str) -> None:
         schema = self._resolve(schema, ns)
         if isinstance(schema, list):
-            u = self._var()
-            self._emit(ind, f"{u} = buf[pos]; pos += 1")
-            for i, branch in enumerate(schema):
-                self._emit(ind, f"{'if' if i == 0 else 'elif'} {u} == {2 * i}:")
-                self._read(branch, ind + 1, target, ns)
-            self._emit(ind, f"else: raise ValueError('union index byte %d out of range' % {u})")
+            self._union(schema, ind, lambda branch: self._read(branch, ind + 1, target, ns))
             return
         if isinstance(schema, dict):
             kind = schema.get("type")
@@ -206,13 +212,7 @@ class _Compiler:
                     ind, "else: raise ValueError('union index byte %d out of range' % buf[pos])"
                 )
                 return
-            u = self._var()
-            self._emit(ind, f"{u} = buf[pos]; pos += 1")
-            for i, branch in enumerate(schema):
-                self._emit(ind, f"{'if' if i == 0 else 'elif'} {u} == {2 * i}:")
-                self._emit(ind + 1, "pass")
-                self._skip(branch, ind + 1, ns)
-            self._emit(ind, f"else: raise ValueError('union index byte %d out of range' % {u})")
+            self._union(schema, ind, lambda branch: self._skip(branch, ind + 1, ns))
             return
         if isinstance(schema, dict):
             kind = schema.get("type")

@@ -124,54 +124,69 @@ def _read(name: str) -> Callable[[Alert], Any]:
 
 _N, _S, _B = FieldType.NUMBER, FieldType.STRING, FieldType.BOOL
 
-#: The alert fields: (name, type, description, column dtype); each is read by :func:`_read`.
-_ALERT_FIELD_ROWS: tuple[tuple[str, FieldType, str, str], ...] = (
-    ("alert_id", _N, "unique alert id (ZTF candid, LSST alertId)", "i8"),
-    ("source_id", _N, "triggering detection id", "i8"),
-    ("object_id", _S, "object id (ZTF objectId, LSST diaObjectId)", "U"),
-    ("schema_version", _S, "schema version of the packet", "U"),
-    ("ra", _N, "right ascension, degrees (ICRS)", "f8"),
-    ("dec", _N, "declination, degrees (ICRS)", "f8"),
-    ("mjd", _N, "time of the detection, MJD", "f8"),
-    ("band", _S, "one-letter band: g, r, i, ...", "U"),
-    ("mag", _N, "difference magnitude (AB)", "f8"),
-    ("mag_err", _N, "magnitude error", "f8"),
-    ("flux", _N, "LSST psfFlux, nJy (null for ZTF)", "f8"),
-    ("flux_err", _N, "LSST psfFluxErr, nJy", "f8"),
-    ("reliability", _N, "real/bogus score (ZTF drb or rb, LSST reliability)", "f8"),
-    ("is_positive", _B, "positive difference (brightening vs template)", "b"),
-    ("solar_system.name", _S, "known solar-system object name (ZTF ssnamenr)", "U"),
-    ("solar_system.ss_object_id", _N, "LSST ssObjectId", "i8"),
-    ("solar_system.distance_arcsec", _N, "distance to the known solar-system object", "f8"),
-    ("solar_system.mag", _N, "V magnitude of the known solar-system object", "f8"),
+#: Number fields whose column is exact int64 (ids and pixel numbers), not float64.
+_INTEGER_FIELDS = frozenset(
+    ("alert_id", "source_id", "solar_system.ss_object_id", "sky.healpix", "sky.healpix_order")
+)
+
+
+def _field(
+    name: str,
+    ftype: FieldType,
+    description: str,
+    annotator: str | None = None,
+    getter: Callable[[Alert], Any] | None = None,
+) -> FieldSpec:
+    """A field, its column dtype by rule: "U" for strings, "b" for booleans, "i8" for the
+    integer fields, "f8" for the other numbers."""
+    if ftype is _S:
+        dtype = "U"
+    elif ftype is _B:
+        dtype = "b"
+    else:
+        dtype = "i8" if name in _INTEGER_FIELDS else "f8"
+    return FieldSpec(name, ftype, description, annotator, getter, dtype)
+
+
+#: The alert fields (name, type, description); each is read by :func:`_read`.
+_ALERT_FIELD_ROWS: tuple[tuple[str, FieldType, str], ...] = (
+    ("alert_id", _N, "unique alert id (ZTF candid, LSST alertId)"),
+    ("source_id", _N, "triggering detection id"),
+    ("object_id", _S, "object id (ZTF objectId, LSST diaObjectId)"),
+    ("schema_version", _S, "schema version of the packet"),
+    ("ra", _N, "right ascension, degrees (ICRS)"),
+    ("dec", _N, "declination, degrees (ICRS)"),
+    ("mjd", _N, "time of the detection, MJD"),
+    ("band", _S, "one-letter band: g, r, i, ..."),
+    ("mag", _N, "difference magnitude (AB)"),
+    ("mag_err", _N, "magnitude error"),
+    ("flux", _N, "LSST psfFlux, nJy (null for ZTF)"),
+    ("flux_err", _N, "LSST psfFluxErr, nJy"),
+    ("reliability", _N, "real/bogus score (ZTF drb or rb, LSST reliability)"),
+    ("is_positive", _B, "positive difference (brightening vs template)"),
+    ("solar_system.name", _S, "known solar-system object name (ZTF ssnamenr)"),
+    ("solar_system.ss_object_id", _N, "LSST ssObjectId"),
+    ("solar_system.distance_arcsec", _N, "distance to the known solar-system object"),
+    ("solar_system.mag", _N, "V magnitude of the known solar-system object"),
     (
         "nearest_star.star_galaxy_score",
         _N,
         "PS1 star/galaxy score of the nearest source (1 = star)",
-        "f8",
     ),
-    ("nearest_star.distance_arcsec", _N, "distance to the nearest PS1 source", "f8"),
-    ("nearest_star.r_mag", _N, "r magnitude of the nearest PS1 source", "f8"),
-    ("history.n_detections", _N, "earlier detections in the history", "f8"),
-    ("history.first_mjd", _N, "MJD of the first detection (this one included)", "f8"),
-    ("history.age_days", _N, "days since the first detection", "f8"),
-    ("history.last_nondetection_mjd", _N, "MJD of the latest earlier upper limit", "f8"),
-    ("history.previous_mag", _N, "mag of the latest earlier same-band detection", "f8"),
-    (
-        "history.rise_rate",
-        _N,
-        "mag/day brightening since the latest earlier same-band detection",
-        "f8",
-    ),
+    ("nearest_star.distance_arcsec", _N, "distance to the nearest PS1 source"),
+    ("nearest_star.r_mag", _N, "r magnitude of the nearest PS1 source"),
+    ("history.n_detections", _N, "earlier detections in the history"),
+    ("history.first_mjd", _N, "MJD of the first detection (this one included)"),
+    ("history.age_days", _N, "days since the first detection"),
+    ("history.last_nondetection_mjd", _N, "MJD of the latest earlier upper limit"),
+    ("history.previous_mag", _N, "mag of the latest earlier same-band detection"),
+    ("history.rise_rate", _N, "mag/day brightening since the latest earlier same-band detection"),
 )
 
 ALERT_FIELDS: tuple[FieldSpec, ...] = (
     # The survey as a plain string, not the enum member.
-    FieldSpec("survey", _S, "'ztf' or 'lsst'", getter=lambda a: str(a.survey), dtype="U"),
-    *(
-        FieldSpec(name, ftype, description, getter=_read(name), dtype=dtype)
-        for name, ftype, description, dtype in _ALERT_FIELD_ROWS
-    ),
+    _field("survey", _S, "'ztf' or 'lsst'", getter=lambda a: str(a.survey)),
+    *(_field(name, ftype, text, getter=_read(name)) for name, ftype, text in _ALERT_FIELD_ROWS),
 )
 
 #: Annotators a filter may ask for in ``spec.annotations``.
@@ -208,54 +223,33 @@ _LIGHTCURVE_BAND_FIELDS: tuple[tuple[str, str], ...] = (
 )
 
 
+#: The annotation fields of fixed names: (name, type, description, annotator).
+_ANNOTATION_FIELD_ROWS: tuple[tuple[str, FieldType, str, str], ...] = (
+    ("sky.healpix", _N, "HEALPix pixel (nested) of the sky annotator's nside", "sky"),
+    ("sky.healpix_order", _N, "HEALPix order of sky.healpix (nside = 2**order)", "sky"),
+    ("sky.gal_l", _N, "galactic longitude, degrees", "sky"),
+    ("sky.gal_b", _N, "galactic latitude, degrees", "sky"),
+    ("sky.ecl_lon", _N, "ecliptic longitude, degrees", "sky"),
+    ("sky.ecl_lat", _N, "ecliptic latitude, degrees", "sky"),
+    ("dust.ebv", _N, "Galactic E(B-V) at the position", "dust"),
+    ("lightcurve.n_det", _N, "detections in the light curve", "lightcurve"),
+    ("lightcurve.days_since_first", _N, "days since the first detection", "lightcurve"),
+    ("lightcurve.color", _N, "latest colour (bands in lightcurve.color_bands)", "lightcurve"),
+    ("lightcurve.color_bands", _S, "bands of the colour, e.g. 'g-r'", "lightcurve"),
+    ("lightcurve.color_mjd", _N, "MJD of the colour measurement", "lightcurve"),
+)
+
+
 def _annotation_fields() -> tuple[FieldSpec, ...]:
-    specs = [
-        FieldSpec(
-            "sky.healpix",
-            _N,
-            "HEALPix pixel (nested) of the sky annotator's nside",
-            "sky",
-            dtype="i8",
-        ),
-        FieldSpec(
-            "sky.healpix_order",
-            _N,
-            "HEALPix order of sky.healpix (nside = 2**order)",
-            "sky",
-            dtype="i8",
-        ),
-        FieldSpec("sky.gal_l", _N, "galactic longitude, degrees", "sky"),
-        FieldSpec("sky.gal_b", _N, "galactic latitude, degrees", "sky"),
-        FieldSpec("sky.ecl_lon", _N, "ecliptic longitude, degrees", "sky"),
-        FieldSpec("sky.ecl_lat", _N, "ecliptic latitude, degrees", "sky"),
-        FieldSpec("dust.ebv", _N, "Galactic E(B-V) at the position", "dust"),
-        FieldSpec("lightcurve.n_det", _N, "detections in the light curve", "lightcurve"),
-        FieldSpec(
-            "lightcurve.days_since_first", _N, "days since the first detection", "lightcurve"
-        ),
-        FieldSpec(
-            "lightcurve.color", _N, "latest colour (bands in lightcurve.color_bands)", "lightcurve"
-        ),
-        FieldSpec(
-            "lightcurve.color_bands", _S, "bands of the colour, e.g. 'g-r'", "lightcurve", dtype="U"
-        ),
-        FieldSpec("lightcurve.color_mjd", _N, "MJD of the colour measurement", "lightcurve"),
-    ]
+    specs = [_field(*row) for row in _ANNOTATION_FIELD_ROWS]
     for band in LIGHTCURVE_BANDS:
-        for suffix, description in _LIGHTCURVE_BAND_FIELDS:
+        for suffix, text in _LIGHTCURVE_BAND_FIELDS:
             specs.append(
-                FieldSpec(
-                    f"lightcurve.{band}.{suffix}", _N, f"{band}-band {description}", "lightcurve"
-                )
+                _field(f"lightcurve.{band}.{suffix}", _N, f"{band}-band {text}", "lightcurve")
             )
     for catalog in CROSSMATCH_CATALOGS:
-        for suffix, ftype, description in _CROSSMATCH_FIELDS:
-            dtype = {_S: "U", _B: "b"}.get(ftype, "f8")
-            specs.append(
-                FieldSpec(
-                    f"crossmatch.{catalog}.{suffix}", ftype, description, "crossmatch", dtype=dtype
-                )
-            )
+        for suffix, ftype, text in _CROSSMATCH_FIELDS:
+            specs.append(_field(f"crossmatch.{catalog}.{suffix}", ftype, text, "crossmatch"))
     return tuple(specs)
 
 
@@ -270,7 +264,7 @@ def lookup(name: str) -> FieldSpec | None:
     """The field called ``name``, or None. Tag fields are made on demand."""
     spec = CATALOGUE.get(name)
     if spec is None and TAG_PATTERN.fullmatch(name):
-        spec = FieldSpec(name, _B, "boolean tag", "tags", dtype="b")
+        spec = _field(name, _B, "boolean tag", "tags")
     return spec
 
 

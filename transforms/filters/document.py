@@ -97,6 +97,14 @@ class _Validator:
         value: str = node.value  # a str-tagged scalar
         return value
 
+    def matching(self, node: Node, path: str, pattern: re.Pattern[str], problem: str) -> str | None:
+        """A string that matches ``pattern`` whole; else None, after failing with ``problem``."""
+        value = self.string(node, path)
+        if value is not None and not pattern.fullmatch(value):
+            self.fail(node, path, f"{value!r} {problem}")
+            return None
+        return value
+
     def string_list(self, node: Node, path: str) -> list[tuple[Node, str]]:
         if not isinstance(node, SequenceNode):
             self.fail(node, path, "must be a list")
@@ -165,15 +173,13 @@ class _Validator:
         )
         name = owner = None
         if "name" in meta:
-            name = self.string(meta["name"], "metadata.name")
-            if name is not None and not _NAME_RE.fullmatch(name):
-                self.fail(
-                    meta["name"],
-                    "metadata.name",
-                    f"{name!r} is not a valid name: use 1-63 lowercase letters, digits and '-', "
-                    "starting and ending with a letter or digit",
-                )
-                name = None
+            name = self.matching(
+                meta["name"],
+                "metadata.name",
+                _NAME_RE,
+                "is not a valid name: use 1-63 lowercase letters, digits and '-', "
+                "starting and ending with a letter or digit",
+            )
         if "owner" in meta:
             owner = self.string(meta["owner"], "metadata.owner")
             if owner is not None and not owner.strip():
@@ -257,14 +263,9 @@ class _Validator:
         out = self.mapping(node, "spec.output", ("topic", "format", "fields"))
         topic = default_topic
         if "topic" in out:
-            topic = self.string(out["topic"], "spec.output.topic")
-            if topic is not None and not _TOPIC_RE.fullmatch(topic):
-                self.fail(
-                    out["topic"],
-                    "spec.output.topic",
-                    f"{topic!r} is not a valid Kafka topic name",
-                )
-                topic = None
+            topic = self.matching(
+                out["topic"], "spec.output.topic", _TOPIC_RE, "is not a valid Kafka topic name"
+            )
         fmt = OutputFormat.LITE
         if "format" in out:
             value = self.string(out["format"], "spec.output.format")
