@@ -8,7 +8,8 @@ Shared by the filter documents (``transforms.filters.document``) and the autosca
   text and JSON data alike;
 * :func:`scalar_position`: the line and column of a character inside a scalar's value;
 * :func:`read_mapping`: the keys of a mapping node, reporting unknown keys (with the closest
-  allowed one), duplicate keys and missing required keys.
+  allowed one), duplicate keys and missing required keys;
+* :func:`invalid_yaml`: where a YAML syntax error is, and what it says.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import difflib
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 #: ``fail(node, path, message)``: how a reader reports a problem at ``node``.
@@ -109,3 +111,14 @@ def read_mapping(
         if key not in out:
             fail(node, where_whole, f"missing required key {key!r}")
     return out
+
+
+def invalid_yaml(error: yaml.YAMLError) -> tuple[int, int, str]:
+    """1-based line and column of a YAML error ((0, 0) if the parser marks none) and the
+    message for a reader, ``invalid YAML: ...``."""
+    if not isinstance(error, yaml.MarkedYAMLError):
+        return 0, 0, f"invalid YAML: {error}"
+    problem = error.problem_mark or error.context_mark
+    line, column = (problem.line + 1, problem.column + 1) if problem is not None else (0, 0)
+    message = " ".join(part for part in (error.context, error.problem) if part)
+    return line, column, f"invalid YAML: {message}"

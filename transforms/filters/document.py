@@ -53,7 +53,7 @@ from transforms.filters.model import (
     OutputSpec,
 )
 from transforms.topics import filter_topic
-from transforms.yaml_nodes import graph, mark, read_mapping, scalar_position
+from transforms.yaml_nodes import graph, invalid_yaml, mark, read_mapping, scalar_position
 
 _NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -308,16 +308,10 @@ def load_filters(text: str, source: str = "<filter>") -> tuple[Filter, ...]:
     validator = _Validator(text)
     try:
         roots = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
-    except yaml.MarkedYAMLError as error:
-        problem = error.problem_mark or error.context_mark
-        line, column = (problem.line + 1, problem.column + 1) if problem is not None else (0, 0)
-        message = " ".join(part for part in (error.context, error.problem) if part)
-        raise FilterValidationError(
-            [FilterIssue(line, column, "<yaml>", f"invalid YAML: {message}")], source
-        ) from None
     except yaml.YAMLError as error:
+        line, column, message = invalid_yaml(error)
         raise FilterValidationError(
-            [FilterIssue(0, 0, "<yaml>", f"invalid YAML: {error}")], source
+            [FilterIssue(line, column, "<yaml>", message)], source
         ) from None
     roots = [root for root in roots if root is not None]
     if not roots:
