@@ -29,6 +29,8 @@ from transforms.filters.catalogue import (
 
 @dataclass(frozen=True, slots=True)
 class Num:
+    """Numbers: float64, or int64 for ids (compared exactly)."""
+
     values: Any  # ndarray or numpy scalar (float64 or int64)
     valid: Any  # bool ndarray or np.bool_
     err: Any = None  # bool ndarray, or None for "no errors"
@@ -36,6 +38,8 @@ class Num:
 
 @dataclass(frozen=True, slots=True)
 class Str:
+    """Strings; ``valid`` False where null."""
+
     values: Any
     valid: Any
     err: Any = None
@@ -43,6 +47,8 @@ class Str:
 
 @dataclass(frozen=True, slots=True)
 class Bool:
+    """A condition in three-valued logic: neither ``t`` nor ``f`` where unknown."""
+
     t: Any  # definitely true
     f: Any  # definitely false
     err: Any = None

@@ -1,4 +1,4 @@
-"""Compile a whole filter set into one column-wise evaluator, and a per-alert reference one.
+"""Compile a whole filter set into one column-wise evaluator, computed once per batch.
 
 :func:`compile_filter_set` turns every filter's expression into one program over a batch of
 alerts: each distinct sub-expression (structural equality, across all filters) becomes one slot

@@ -3,8 +3,9 @@
 :func:`compile_row_predicate` evaluates an expression on one alert at a time with plain Python
 values, closures built once per expression. It has the semantics of the column-wise evaluator
 (``transforms.filters.compile``: three-valued null logic, NaN as null, per-alert errors as a
-no-match that counts, short-circuit ``and``/``or``) and is written independently of it, so the
-tests compare the two on random expressions and the benchmark measures what compiling buys.
+no-match that counts, short-circuit ``and``/``or``) and is written apart from it (only the
+operators' table is shared), so the tests compare the two on random expressions and the
+benchmark measures what compiling buys.
 """
 
 from __future__ import annotations
