@@ -38,7 +38,8 @@ from flink_deploy.stack.config import StackConfig
 from pipelines import broker
 from tests.datapaths import shared_data
 from transforms.decode import decode_message
-from transforms.filters.document import FilterSet, load_filter_file, load_filters
+from transforms.filters.document import load_filter_file, load_filters
+from transforms.filters.model import FilterSet
 from transforms.kafka_clients import COMPACTED, Topic, ensure_topics
 from transforms.local import LocalRunner
 from transforms.publish import lite_message

@@ -49,7 +49,8 @@ from pipelines import broker
 from tests.backlog import Backlog, backlog_filters, catch_all, job_restarts, preload, watch_drain
 from tests.e2e.test_broker_pipeline import pairs_on
 from transforms.decode import decode_message
-from transforms.filters.document import FilterSet
+from transforms.filters.document import filter_set_from_snapshot
+from transforms.filters.model import FilterSet
 from transforms.kafka_clients import ensure_topic
 from transforms.local import LocalRunner
 from transforms.publish import lite_message
@@ -154,7 +155,7 @@ def bare_consumer(bootstrap: str, backlog: Backlog, groups: dict[str, int]) -> R
 def baseline_worker(bootstrap: str, topic: str, partitions: str, out: str, snapshot: str) -> None:
     """One baseline process: the broker's work in a plain loop over the partitions
     ``partitions`` (comma-separated) of ``topic``; prints what it did as JSON."""
-    runner = LocalRunner(FilterSet.from_snapshot(json.loads(snapshot)))
+    runner = LocalRunner(filter_set_from_snapshot(json.loads(snapshot)))
     schemas = LsstSchemas()
     reader = consumer(bootstrap, f"base-{uuid.uuid4().hex}")
     reader.assign([TopicPartition(topic, int(p), OFFSET_BEGINNING) for p in partitions.split(",")])

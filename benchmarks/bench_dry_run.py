@@ -27,7 +27,8 @@ sys.path.insert(0, str(REPO))
 
 from control_service.config import load_config  # noqa: E402
 from control_service.filters_api import ReferenceAlerts  # noqa: E402
-from transforms.filters.document import FilterSet, load_filter_file  # noqa: E402
+from transforms.filters.document import load_filter_file  # noqa: E402
+from transforms.filters.model import FilterSet  # noqa: E402
 
 FILTER = REPO / "examples" / "filters" / "nuclear-transients.yaml"
 BASELINE = REPO / "examples" / "filters" / "bright-young-transients.yaml"

@@ -40,8 +40,10 @@ sys.path.insert(0, str(REPO))
 from tests.datapaths import shared_data  # noqa: E402
 from transforms.alert_model import Alert  # noqa: E402
 from transforms.decode import decode_message  # noqa: E402
-from transforms.filters.compile import compile_filter_set, compile_row_predicate, scoped_expression  # noqa: E402
-from transforms.filters.document import Filter, FilterSet, load_filters  # noqa: E402
+from transforms.filters.compile import compile_filter_set, scoped_expression  # noqa: E402
+from transforms.filters.document import load_filters  # noqa: E402
+from transforms.filters.model import Filter, FilterSet  # noqa: E402
+from transforms.filters.reference import compile_row_predicate  # noqa: E402
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas  # noqa: E402
 
 COUNTS = (1, 10, 100, 1000)

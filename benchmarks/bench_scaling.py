@@ -49,7 +49,8 @@ from flink_deploy.settings import REPO_ROOT
 from flink_deploy.stack import supervisor
 from flink_deploy.stack.config import APPLICATION_JOB_ID, StackConfig, StackMode
 from tests.datapaths import shared_data
-from transforms.filters.document import FilterSet, load_filter_file
+from transforms.filters.document import load_filter_file
+from transforms.filters.model import FilterSet
 from transforms.polling import wait_until
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
 from transforms.topics import ALERT_TOPICS

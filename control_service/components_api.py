@@ -41,18 +41,18 @@ from control_service.auth import require_read
 from control_service.errors import not_found
 from control_service.jobs_api import FLINK_EXTENSION
 from flink_deploy.flink_rest import TERMINAL_STATES, FlinkRest
-from transforms import decode, publish
+from transforms import apply_filters, decode_alerts, publish
 from transforms.annotate import transform as annotate
-from transforms.filters import apply
+from transforms.decode_errors import DecodeStage
 
 components_bp = Blueprint("components", __name__, url_prefix="/api/v1/components")
 
 ANNOTATORS = tuple(a.value for a in annotate.Annotator)
 #: Namespaces of the Beam counters the stages keep (transforms/).
 COUNTER_NAMESPACES = (
-    decode.COUNTER_NAMESPACE,
+    decode_alerts.COUNTER_NAMESPACE,
     annotate.COUNTER_NAMESPACE,
-    apply.COUNTER_NAMESPACE,
+    apply_filters.COUNTER_NAMESPACE,
     publish.COUNTER_NAMESPACE,
 )
 _SUBTASK = re.compile(r"^\d+\.")
@@ -64,15 +64,15 @@ def counter_key(namespace: str, name: str) -> str:
     return f"{namespace}_{name}"
 
 
-_DECODE_IN = counter_key(decode.COUNTER_NAMESPACE, decode.MESSAGES_COUNTER)
-_DECODE_OUT = counter_key(decode.COUNTER_NAMESPACE, decode.DECODED_COUNTER)
+_DECODE_IN = counter_key(decode_alerts.COUNTER_NAMESPACE, decode_alerts.MESSAGES_COUNTER)
+_DECODE_OUT = counter_key(decode_alerts.COUNTER_NAMESPACE, decode_alerts.DECODED_COUNTER)
 _DECODE_ERRORS = frozenset(
-    counter_key(decode.COUNTER_NAMESPACE, decode.dead_letters_counter(s))
-    for s in decode.DecodeStage
+    counter_key(decode_alerts.COUNTER_NAMESPACE, decode_alerts.dead_letters_counter(s))
+    for s in DecodeStage
 )
-_FILTERS_IN = counter_key(apply.COUNTER_NAMESPACE, apply.ALERTS_IN_COUNTER)
-_FILTERS_OUT = counter_key(apply.COUNTER_NAMESPACE, apply.MATCHES_COUNTER)
-_FILTERS_ERRORS = counter_key(apply.COUNTER_NAMESPACE, apply.FILTER_ERRORS_COUNTER)
+_FILTERS_IN = counter_key(apply_filters.COUNTER_NAMESPACE, apply_filters.ALERTS_IN_COUNTER)
+_FILTERS_OUT = counter_key(apply_filters.COUNTER_NAMESPACE, apply_filters.MATCHES_COUNTER)
+_FILTERS_ERRORS = counter_key(apply_filters.COUNTER_NAMESPACE, apply_filters.FILTER_ERRORS_COUNTER)
 _PUBLISHED = counter_key(publish.COUNTER_NAMESPACE, publish.MATCHES_PUBLISHED_COUNTER)
 
 

@@ -42,9 +42,11 @@ from control_service.store import FilterStore, StoredFilter
 from control_service.yaml_limits import YamlLimitExceeded, check_yaml_limits
 from transforms.alert_model import Alert
 from transforms.annotate.transform import AnnotateConfig, LoadedAnnotators, load_annotators
-from transforms.decode import DecodeError, alert_files, decode_message
-from transforms.filters.apply import FilterMatch, batch_reports
-from transforms.filters.document import Filter, FilterSet, FilterValidationError, load_filters
+from transforms.decode import alert_files, decode_message
+from transforms.decode_errors import DecodeError
+from transforms.filters.document import load_filters
+from transforms.filters.matches import FilterMatch, batch_reports
+from transforms.filters.model import Filter, FilterSet, FilterValidationError
 from transforms.local import LocalRunner
 from transforms.publish import lite_record
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from transforms.filters.document import OutputFormat
+from transforms.filters.model import OutputFormat
 
 BEARER: list[dict[str, Any]] = [{"bearerAuth": []}]
 OPTIONAL_BEARER: list[dict[str, Any]] = [{}, {"bearerAuth": []}]

@@ -17,15 +17,9 @@ from typing import Any
 
 from transforms.alert_model import Survey
 from transforms.avro_binary import encode_long
-from transforms.decode import (
-    ALERT_FILE_SUFFIXES,
-    OCF_MAGIC,
-    DecodeError,
-    alert_files,
-    decode_message,
-    parse_container_header,
-    read_long,
-)
+from transforms.avro_container import OCF_MAGIC, parse_container_header, read_long
+from transforms.decode import ALERT_FILE_SUFFIXES, alert_files, decode_message
+from transforms.decode_errors import DecodeError
 from transforms.schemas import LsstSchemas, container_schema
 
 # Fresh ids for cycled alerts: original id + cycle * stride. The stride is far above the

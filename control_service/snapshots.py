@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from transforms.filters.document import FilterSet
+from transforms.filters.model import FilterSet
 from transforms.filters.snapshot import RejectedSnapshot, Snapshot, decode_snapshot, encode_snapshot
 from transforms.kafka_clients import (
     COMPACTED,

@@ -38,7 +38,7 @@ from control_service.audit import AuditLog
 from control_service.auth import Principal
 from control_service.errors import ApiError, conflict, forbidden, not_found, unavailable
 from control_service.snapshots import SnapshotLog
-from transforms.filters.document import Filter, FilterSet
+from transforms.filters.model import Filter, FilterSet
 from transforms.filters.snapshot import RejectedSnapshot, Snapshot
 
 log = logging.getLogger(__name__)

@@ -18,9 +18,12 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from transforms.annotate.transform import AnnotateAlerts
-from transforms.decode import DecodeAlerts, KafkaRecord
-from transforms.filters.apply import MATCHES, ApplyFilters, FilterMatch
-from transforms.filters.document import FilterSet, load_filter_file
+from transforms.apply_filters import MATCHES, ApplyFilters
+from transforms.decode import KafkaRecord
+from transforms.decode_alerts import DecodeAlerts
+from transforms.filters.document import load_filter_file
+from transforms.filters.matches import FilterMatch
+from transforms.filters.model import FilterSet
 from transforms.publish import dead_letter_message, lite_message
 
 

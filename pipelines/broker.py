@@ -30,9 +30,10 @@ from apache_beam.runners.runner import PipelineResult
 
 from pipelines.flink import ClusterEndpoints, job_parser, read_from_kafka, submit, write_to_kafka
 from transforms.annotate.transform import AnnotateAlerts
-from transforms.decode import DecodeAlerts
-from transforms.filters.apply import ERRORS, MATCHES, ApplyFilters, FilterErrorReport
+from transforms.apply_filters import ERRORS, MATCHES, ApplyFilters
+from transforms.decode_alerts import DecodeAlerts
 from transforms.filters.live import ConfigTopicFeed
+from transforms.filters.matches import FilterErrorReport
 from transforms.publish import PublishMatches, dead_letter_message, kafka_record
 from transforms.topics import ALERT_TOPICS, CONFIG_TOPIC, DEADLETTER_TOPIC, FILTER_ERRORS_TOPIC
 

@@ -16,7 +16,7 @@ import apache_beam as beam
 from apache_beam.runners.runner import PipelineResult
 
 from pipelines.flink import ClusterEndpoints, job_parser, read_from_kafka, submit, write_to_kafka
-from transforms.decode import DecodeAlerts
+from transforms.decode_alerts import DecodeAlerts
 from transforms.publish import alert_message, dead_letter_message, kafka_record
 from transforms.topics import ALERT_TOPICS, DEADLETTER_TOPIC, DECODED_TOPIC
 

@@ -24,7 +24,8 @@ from pipelines import broker
 from tests.datapaths import shared_data
 from tests.e2e.test_smoke_pipeline import running_job_id, wait_for
 from transforms.decode import decode_message
-from transforms.filters.document import Filter, FilterSet, load_filter_file, load_filters
+from transforms.filters.document import load_filter_file, load_filters
+from transforms.filters.model import Filter, FilterSet
 from transforms.kafka_clients import COMPACTED, Topic, ensure_topics
 from transforms.local import LocalRunner
 from transforms.polling import wait_until

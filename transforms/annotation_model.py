@@ -209,7 +209,7 @@ def field_paths(catalogs: Iterable[CatalogFields] = ()) -> dict[str, str]:
     """Every dotted path a filter may use, mapped to its type name; all values are nullable.
 
     The cross-match paths depend on the configured catalogues (their names and chosen
-    columns), so they are passed in; ``crossmatch.CrossMatchConfig.catalog_fields()`` gives them.
+    columns), so they are passed in; ``annotate.catalogs.catalog_fields`` gives them.
     """
     paths: dict[str, str] = {f"sky.{name}": kind for name, kind in _SKY_FIELDS.items()}
     for catalog in catalogs:

@@ -24,9 +24,9 @@ from transforms.annotate.transform import (
 from transforms.annotation_model import AnnotatedAlert, Annotations
 from transforms.decode import DeadLetter
 from transforms.filters.annotations import AnnotationColumns
-from transforms.filters.apply import FilterErrorReport, FilterMatch, batch_reports
 from transforms.filters.compile import BatchResult, CompiledFilterSet, compile_filter_set
-from transforms.filters.document import FilterSet
+from transforms.filters.matches import FilterErrorReport, FilterMatch, batch_reports
+from transforms.filters.model import FilterSet
 
 
 @dataclass(frozen=True, slots=True)

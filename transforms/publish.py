@@ -23,9 +23,9 @@ from apache_beam.metrics import Metrics
 from transforms.alert_model import Alert, to_json_dict
 from transforms.annotation_model import to_json_dict as annotations_json
 from transforms.decode import DeadLetter, KafkaRecord
-from transforms.filters.apply import FilterMatch
 from transforms.filters.catalogue import lookup
-from transforms.filters.document import OutputFormat
+from transforms.filters.matches import FilterMatch
+from transforms.filters.model import OutputFormat
 from transforms.kafka_clients import ensure_topic, kafka_config
 
 FULL_SCHEMA_PATH = Path(__file__).resolve().parent / "avro" / "alertflow.match.full.avsc"

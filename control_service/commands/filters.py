@@ -53,9 +53,11 @@ from control_service.commands import (
 )
 from flink_deploy.stack.services import local_control_token
 from transforms.alert_model import Alert
-from transforms.decode import DecodeError, decode_message
-from transforms.filters.apply import FilterMatch, batch_reports
-from transforms.filters.document import Filter, FilterSet, FilterValidationError, load_filter_file
+from transforms.decode import decode_message
+from transforms.decode_errors import DecodeError
+from transforms.filters.document import load_filter_file
+from transforms.filters.matches import FilterMatch, batch_reports
+from transforms.filters.model import Filter, FilterSet, FilterValidationError
 from transforms.local import LocalRunner
 from transforms.publish import lite_record
 

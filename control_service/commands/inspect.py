@@ -25,7 +25,8 @@ from control_service.commands import Subparsers, add_command, add_schema_options
 from transforms.alert_model import Alert, to_json_dict
 from transforms.annotate.transform import AnnotateConfig, Annotator, annotate_batch, load_annotators
 from transforms.annotation_model import to_json_dict as annotations_json
-from transforms.decode import DeadLetter, DecodeError, decode_message
+from transforms.decode import DeadLetter, decode_message
+from transforms.decode_errors import DecodeError
 from transforms.schemas import LsstSchemas
 
 

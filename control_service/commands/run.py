@@ -38,7 +38,8 @@ from flink_deploy.stack.config import (
 from flink_deploy.stack.services import ADMIN_TOKEN_FILE, local_admin_token
 from pipelines import broker
 from transforms.decode import decode_message
-from transforms.filters.document import Filter, FilterSet, load_filter_file
+from transforms.filters.document import load_filter_file
+from transforms.filters.model import Filter, FilterSet
 from transforms.kafka_clients import kafka_config
 from transforms.local import match_locally
 from transforms.schemas import LsstSchemas

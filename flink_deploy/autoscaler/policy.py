@@ -38,7 +38,6 @@ matters only with ``min_gain``). :mod:`.decide` says how the throughput is measu
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -59,7 +58,8 @@ from flink_deploy.autoscaler.model import (
     ScaleUp,
 )
 from flink_deploy.sizing import MEMORY_RE, MIN_PROCESS_MIB
-from transforms.filters.document import FilterIssue as PolicyIssue
+from transforms.filters.model import FilterIssue as PolicyIssue
+from transforms.yaml_nodes import read_mapping
 
 DEFAULT_POLICY_FILE = Path(__file__).resolve().parent / "default-policy.yaml"
 MAX_POLICY_BYTES = 64 * 1024
@@ -125,29 +125,11 @@ class _Checker:
         required: Sequence[str] = (),
     ) -> dict[str, tuple[Node, Any]]:
         """The keys of a mapping node with their value nodes and constructed values."""
-        if not isinstance(node, MappingNode) or not isinstance(value, dict):
+        if not isinstance(value, dict):
             self.fail(node, path or "<document>", "must be a mapping")
             return {}
-        out: dict[str, tuple[Node, Any]] = {}
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, ScalarNode) else None
-            where = f"{path}.{key}" if path else str(key)
-            if key is None or key not in allowed:
-                close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
-                hint = (
-                    f"; did you mean {close[0]!r}?"
-                    if close
-                    else f" (allowed: {', '.join(allowed)})"
-                )
-                self.fail(key_node, where, f"unknown key {key!r}{hint}")
-            elif key in out:
-                self.fail(key_node, where, "duplicate key")
-            else:
-                out[key] = (value_node, value[key])
-        for key in required:
-            if key not in out:
-                self.fail(node, path or "<document>", f"missing required key {key!r}")
-        return out
+        keys = read_mapping(node, path, allowed, required, self.fail)
+        return {key: (value_node, value[key]) for key, value_node in keys.items()}
 
     def number(
         self,

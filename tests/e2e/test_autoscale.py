@@ -32,7 +32,8 @@ from tests.e2e.test_broker_pipeline import pairs_on
 from tests.e2e.test_smoke_pipeline import wait_for
 from transforms.alert_model import Survey
 from transforms.decode import decode_message
-from transforms.filters.document import FilterSet, load_filter_file
+from transforms.filters.document import load_filter_file
+from transforms.filters.model import FilterSet
 from transforms.local import match_locally
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
 from transforms.topics import ALERT_TOPICS

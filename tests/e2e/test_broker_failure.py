@@ -21,7 +21,8 @@ from tests.e2e.test_broker_pipeline import DEADLINE_S, pairs_on, produce
 from tests.e2e.test_ingest_pipeline import real_messages
 from tests.e2e.test_smoke_pipeline import running_job_id, wait_for
 from transforms.decode import decode_message
-from transforms.filters.document import FilterSet, load_filter_file
+from transforms.filters.document import load_filter_file
+from transforms.filters.model import FilterSet
 from transforms.local import match_locally
 from transforms.schemas import LsstSchemas
 

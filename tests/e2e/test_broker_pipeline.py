@@ -20,7 +20,8 @@ from pipelines import broker
 from tests.e2e.test_ingest_pipeline import bad_messages, real_messages
 from tests.e2e.test_smoke_pipeline import running_job_id, wait_for
 from transforms.decode import decode_message
-from transforms.filters.document import FilterSet, load_filter_file, load_filters
+from transforms.filters.document import load_filter_file, load_filters
+from transforms.filters.model import FilterSet
 from transforms.kafka_clients import COMPACTED, Topic, ensure_topics
 from transforms.local import match_locally
 from transforms.schemas import LsstSchemas

@@ -27,7 +27,7 @@ from tests.e2e.test_broker_pipeline import fresh_topics_and_filters, pairs_on, p
 from tests.e2e.test_ingest_pipeline import bad_messages, real_messages
 from tests.e2e.test_smoke_pipeline import wait_for
 from transforms.decode import decode_message
-from transforms.filters.document import FilterSet
+from transforms.filters.model import FilterSet
 from transforms.local import match_locally
 from transforms.schemas import LsstSchemas
 

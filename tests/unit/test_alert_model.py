@@ -185,7 +185,7 @@ def test_inspect_annotate_adds_the_annotations_and_reports_rejections(tmp_path: 
     from astropy.coordinates import SkyCoord
 
     from tests.datapaths import shared_data
-    from transforms.annotate.crossmatch import catalog_dir
+    from transforms.annotate.catalogs import catalog_dir
     from transforms.annotate.dust import DUST_MAPS
 
     batch = shared_data() / "lsst" / "alerts" / "lsstcam_20251231_v10_0.avro"

@@ -10,15 +10,17 @@ import pytest
 from astropy.coordinates import SkyCoord
 
 from tests.datapaths import real_alerts
-from transforms.annotate.crossmatch import (
+from transforms.annotate.catalogs import (
     CatalogFormat,
     CatalogSpec,
     CrossMatchConfig,
+    load_catalog,
+    load_catalogs,
+)
+from transforms.annotate.crossmatch import (
     annotate_crossmatch,
     brute_force_nearest,
     inside_ellipse,
-    load_catalog,
-    load_catalogs,
     nearest_matches,
 )
 from transforms.annotation_model import AnnotationFailure, CrossMatch

@@ -9,7 +9,7 @@ import pytest
 from astropy.coordinates import SkyCoord
 
 from tests.datapaths import real_alerts
-from transforms.annotate.crossmatch import catalog_dir
+from transforms.annotate.catalogs import catalog_dir
 from transforms.annotate.dust import DUST_MAPS, DustConfig, annotate_dust, load_dust_map
 from transforms.annotation_model import AnnotationFailure, Dust
 

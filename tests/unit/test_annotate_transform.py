@@ -25,7 +25,7 @@ from transforms.annotate import (
     get_path,
     load_annotators,
 )
-from transforms.annotate.crossmatch import catalog_fields
+from transforms.annotate.catalogs import catalog_fields
 from transforms.annotate.transform import only
 from transforms.annotation_model import to_json_dict
 from transforms.decode import DeadLetter

@@ -10,7 +10,8 @@ from control_service.cli import main
 from flink_deploy.settings import REPO_ROOT
 from tests.datapaths import shared_data
 from transforms.decode import decode_message
-from transforms.filters.document import FilterSet, load_filter_file
+from transforms.filters.document import load_filter_file
+from transforms.filters.model import FilterSet
 from transforms.local import match_locally
 from transforms.schemas import LsstSchemas
 

@@ -14,8 +14,8 @@ from apache_beam.metrics import Metrics
 
 from control_service.components_api import counter_key, stages
 from transforms.annotate.transform import AnnotateConfig, Annotator, _AnnotateBatchFn
-from transforms.decode import _DecodeFn
-from transforms.filters.apply import _ApplyFn
+from transforms.apply_filters import _ApplyFn
+from transforms.decode_alerts import _DecodeFn
 from transforms.publish import _PublishFn
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
 

@@ -19,7 +19,7 @@ from control_service.filters_api import ReferenceAlerts
 from tests.control_support import ALICE, BOB, OPS, YAML, Logs, doc, error_of, make_app
 from tests.datapaths import shared_data
 from tests.unit.test_filter_cli import run_cli
-from transforms.annotate.crossmatch import catalog_dir
+from transforms.annotate.catalogs import catalog_dir
 from transforms.annotate.dust import DUST_MAPS
 
 # --- filters --------------------------------------------------------------------------------

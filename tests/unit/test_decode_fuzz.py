@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.datapaths import shared_data
-from transforms.decode import DeadLetter, DecodeStage, KafkaRecord, decode_record
+from transforms.decode import DeadLetter, KafkaRecord, decode_record
+from transforms.decode_errors import DecodeStage
 from transforms.schemas import LsstSchemas
 
 SCHEMAS = LsstSchemas()

@@ -10,12 +10,12 @@ from apache_beam.testing.util import assert_that, equal_to
 from tests.datapaths import shared_data
 from transforms.decode import (
     DeadLetter,
-    DecodeAlerts,
     KafkaRecord,
     decode_container,
     decode_lsst_wire,
     decode_ztf,
 )
+from transforms.decode_alerts import DecodeAlerts
 from transforms.schemas import LsstSchemas
 
 DATA = shared_data()

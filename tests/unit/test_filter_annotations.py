@@ -11,7 +11,8 @@ from transforms.annotation_model import get_path
 from transforms.decode import decode_message
 from transforms.filters.annotations import AnnotationColumns
 from transforms.filters.compile import compile_filter_set
-from transforms.filters.document import FilterSet, load_filters
+from transforms.filters.document import load_filters
+from transforms.filters.model import FilterSet
 from transforms.schemas import LsstSchemas
 
 FILTER = """\

@@ -12,16 +12,16 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from tests.datapaths import shared_data
 from transforms.alert_model import Alert
+from transforms.apply_filters import ERRORS, MATCHES, ApplyFilters
 from transforms.decode import decode_message
-from transforms.filters.apply import (
-    ERRORS,
-    MATCHES,
+from transforms.filters.document import load_filter_file
+from transforms.filters.matches import (
     SNAPSHOT_FILTER_NAME,
-    ApplyFilters,
+    ActiveFilterSet,
     FilterErrorReport,
     rejection_report,
 )
-from transforms.filters.document import FilterSet, load_filter_file
+from transforms.filters.model import FilterSet
 from transforms.filters.snapshot import (
     RejectedSnapshot,
     decode_snapshot,
@@ -89,6 +89,26 @@ def test_config_topic_values_decode_to_a_set_or_a_rejection_with_the_reason() ->
     )
     expected = FilterErrorReport(SNAPSHOT_FILTER_NAME, -1, 0, 0, "not an object")
     assert rejection_report(unversioned) == expected
+
+
+def test_the_active_set_follows_the_newest_valid_snapshot_and_reports_each_rejection_once() -> None:
+    active = ActiveFilterSet()
+    assert active.update([RejectedSnapshot(2, "bad")]) == [
+        FilterErrorReport(SNAPSHOT_FILTER_NAME, 2, 0, 0, "bad")
+    ]
+    assert active.compiled is None
+    first = snapshot(1, "solar-system-objects")
+    assert active.update([first, RejectedSnapshot(2, "bad")]) == []
+    assert active.compiled is not None and active.compiled.version == 1
+    compiled = active.compiled
+    assert active.update([first]) == [] and active.compiled is compiled  # compiled once
+    rejected = RejectedSnapshot(4, "worse")
+    assert active.update([first, rejected, snapshot(3, "target-list-cones")]) == [
+        FilterErrorReport(SNAPSHOT_FILTER_NAME, 4, 0, 0, "worse")
+    ]
+    assert active.compiled.version == 3
+    assert [f.name for f in active.compiled.filters] == ["target-list-cones"]
+    assert active.update([rejected, snapshot(3, "target-list-cones")]) == []
 
 
 def test_apply_filters_emits_every_match_with_identity_and_reports_errors() -> None:

@@ -24,13 +24,11 @@ from hypothesis import strategies as st
 from tests.datapaths import shared_data
 from transforms.alert_model import Alert, DetectionKind
 from transforms.decode import decode_message
-from transforms.filters.compile import (
-    ang2pix_nest,
-    compile_filter_set,
-    compile_row_predicate,
-    scoped_expression,
-)
-from transforms.filters.document import Filter, FilterSet, load_filter_file, load_filters
+from transforms.filters.compile import compile_filter_set, scoped_expression
+from transforms.filters.document import load_filter_file, load_filters
+from transforms.filters.geometry import ang2pix_nest
+from transforms.filters.model import Filter, FilterSet
+from transforms.filters.reference import compile_row_predicate
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "filters"

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from transforms.filters.catalogue import check_expression
+from transforms.filters.check import check_expression
 from transforms.filters.expr import (
     Between,
     Binary,

@@ -16,7 +16,7 @@ import numpy as np
 from astropy.io import fits
 from numpy.typing import NDArray
 
-from transforms.annotate.crossmatch import catalog_dir
+from transforms.annotate.catalogs import catalog_dir
 from transforms.annotate.sky import galactic, position_failure, valid_positions
 from transforms.annotation_model import AnnotationFailure, Dust
 

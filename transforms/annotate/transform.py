@@ -21,6 +21,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.pvalue import PCollection, TaggedOutput
 
 from transforms.alert_model import Alert
+from transforms.annotate import catalogs as _catalogs
 from transforms.annotate import crossmatch as _crossmatch
 from transforms.annotate import dust as _dust
 from transforms.annotate import lightcurve as _lightcurve
@@ -28,7 +29,7 @@ from transforms.annotate import sky as _sky
 from transforms.annotate import tags as _tags
 from transforms.annotation_model import AnnotatedAlert, AnnotationFailure, Annotations
 from transforms.decode import DeadLetter
-from transforms.filters.document import FilterSet
+from transforms.filters.model import FilterSet
 from transforms.filters.snapshot import Snapshot, SnapshotFeed, newest_version, select_snapshot
 
 T = TypeVar("T")
@@ -64,7 +65,7 @@ class AnnotateConfig:
 
     enabled: frozenset[Annotator] = frozenset(Annotator)
     sky: _sky.SkyConfig = field(default_factory=_sky.SkyConfig)
-    crossmatch: _crossmatch.CrossMatchConfig = field(default_factory=_crossmatch.CrossMatchConfig)
+    crossmatch: _catalogs.CrossMatchConfig = field(default_factory=_catalogs.CrossMatchConfig)
     dust: _dust.DustConfig = field(default_factory=_dust.DustConfig)
     lightcurve: _lightcurve.LightCurveConfig = field(default_factory=_lightcurve.LightCurveConfig)
     tags: _tags.TagsConfig = field(default_factory=_tags.TagsConfig)
@@ -107,7 +108,7 @@ class AnnotateConfig:
         return cls(
             enabled=enabled,
             sky=_sky.SkyConfig(orders=tuple(sky_cfg.get("orders", (10,)))),
-            crossmatch=_crossmatch.CrossMatchConfig.from_mapping(data.get("crossmatch", {})),
+            crossmatch=_catalogs.CrossMatchConfig.from_mapping(data.get("crossmatch", {})),
             dust=_dust.DustConfig(**data.get("dust", {})),
             lightcurve=_lightcurve.LightCurveConfig(**lc_cfg),
             tags=_tags.TagsConfig(**tag_cfg),
@@ -120,7 +121,7 @@ class LoadedAnnotators:
     """Config plus what it needs from disk (catalogues, dust map), loaded once per process."""
 
     config: AnnotateConfig
-    catalogs: tuple[_crossmatch.Catalog, ...]
+    catalogs: tuple[_catalogs.Catalog, ...]
     dust_map: _dust.DustMap | None
 
 
@@ -129,7 +130,7 @@ def load_annotators(config: AnnotateConfig) -> LoadedAnnotators:
     on = config.enabled
     return LoadedAnnotators(
         config=config,
-        catalogs=_crossmatch.load_catalogs(config.crossmatch) if Annotator.CROSSMATCH in on else (),
+        catalogs=_catalogs.load_catalogs(config.crossmatch) if Annotator.CROSSMATCH in on else (),
         dust_map=_dust.load_dust_map(config.dust) if Annotator.DUST in on else None,
     )
 

@@ -23,230 +23,42 @@ Everything is validated at once and every problem is reported as a :class:`Filte
 1-based line and column in the YAML text (for the ``where`` expression: of the offending token
 inside it), so the CLI and the REST API can point at it; a snapshot's documents, validated as
 decoded JSON, have no positions (0) and paths from the snapshot (``filters[1].spec.where``).
-A :class:`FilterSet` is the complete set of active filters plus a monotonically increasing
-version: the snapshot that goes to the config topic (``FilterSet.to_snapshot`` /
-``FilterSet.from_snapshot``; bytes: ``transforms.filters.snapshot``).
+:func:`filter_set_from_snapshot` validates a config-topic snapshot the same way. The validated
+types (:class:`~transforms.filters.model.Filter`, ``FilterSet``, ``FilterIssue``) are in
+``transforms.filters.model``.
 """
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from transforms.filters.catalogue import ANNOTATORS, check_expression, closest_fields, lookup
+from transforms.filters.catalogue import ANNOTATORS, closest_fields, lookup
+from transforms.filters.check import check_expression
 from transforms.filters.expr import Expr, ExprSyntaxError, parse
-from transforms.topics import filter_topic
-
-API_VERSION = "alertflow/v1"
-KIND = "Filter"
-SURVEYS: tuple[str, ...] = ("ztf", "lsst")
-
-
-class OutputFormat(StrEnum):
-    """How a filter's matches are written: ``lite`` (JSON, chosen fields) or ``full`` (the
-    original alert, in Avro)."""
-
-    LITE = "lite"
-    FULL = "full"
-
-
-DEFAULT_OUTPUT_FIELDS: tuple[str, ...] = (
-    "survey",
-    "alert_id",
-    "object_id",
-    "ra",
-    "dec",
-    "mjd",
-    "band",
-    "mag",
+from transforms.filters.model import (
+    API_VERSION,
+    DEFAULT_OUTPUT_FIELDS,
+    KIND,
+    SURVEYS,
+    Filter,
+    FilterIssue,
+    FilterSet,
+    FilterValidationError,
+    OutputFormat,
+    OutputSpec,
 )
+from transforms.topics import filter_topic
+from transforms.yaml_nodes import graph, invalid_yaml, mark, read_mapping, scalar_position
+
 _NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 _TOPIC_RE = re.compile(r"[A-Za-z0-9._-]{1,249}")
 #: ``FilterValidationError.source`` of a snapshot's errors.
 SNAPSHOT_SOURCE = "<snapshot>"
-
-
-@dataclass(frozen=True, slots=True)
-class FilterIssue:
-    """One validation problem: 1-based ``line``/``column`` in the YAML text (0 if unknown)."""
-
-    line: int
-    column: int
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.line}:{self.column}: {self.path}: {self.message}"
-
-
-class FilterValidationError(Exception):
-    """The document is not a valid filter; ``issues`` says every reason, with positions."""
-
-    def __init__(self, issues: Sequence[FilterIssue], source: str = "<filter>") -> None:
-        self.issues = tuple(issues)
-        self.source = source
-        super().__init__("\n".join(f"{source}:{issue}" for issue in self.issues))
-
-
-@dataclass(frozen=True, slots=True)
-class OutputSpec:
-    topic: str
-    format: OutputFormat
-    fields: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Filter:
-    """A validated filter. ``expression`` is the parsed ``where``; ``fields`` are the fields it
-    reads."""
-
-    name: str
-    owner: str
-    description: str
-    labels: tuple[tuple[str, str], ...]
-    surveys: tuple[str, ...]
-    annotations: tuple[str, ...]
-    where: str
-    expression: Expr
-    fields: frozenset[str]
-    output: OutputSpec
-
-    def to_document(self) -> dict[str, Any]:
-        """The filter as plain data (the YAML document), e.g. for the config-topic snapshot."""
-        return {
-            "apiVersion": API_VERSION,
-            "kind": KIND,
-            "metadata": {
-                "name": self.name,
-                "owner": self.owner,
-                "description": self.description,
-                "labels": dict(self.labels),
-            },
-            "spec": {
-                "surveys": list(self.surveys),
-                "annotations": list(self.annotations),
-                "where": self.where,
-                "output": {
-                    "topic": self.output.topic,
-                    "format": self.output.format.value,
-                    "fields": list(self.output.fields),
-                },
-            },
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class FilterSet:
-    """All active filters and the set's version (monotonically increasing, >= 0)."""
-
-    version: int
-    filters: tuple[Filter, ...]
-
-    def __post_init__(self) -> None:
-        names = [f.name for f in self.filters]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"duplicate filter names in the set: {', '.join(duplicates)}")
-        if self.version < 0:
-            raise ValueError("filter-set version must be >= 0")
-
-    def to_snapshot(self) -> dict[str, Any]:
-        return {"version": self.version, "filters": [f.to_document() for f in self.filters]}
-
-    @classmethod
-    def from_snapshot(cls, snapshot: Mapping[str, Any]) -> FilterSet:
-        """Rebuild a set from ``{"version": n, "filters": [document, ...]}`` (the config topic's
-        JSON, decoded); raises FilterValidationError listing every problem.
-
-        The documents are validated as they are, with the same checks and messages as YAML
-        text; JSON has no positions, so each issue has line and column 0 and a path that
-        starts at the snapshot (``filters[1].spec.where``). An empty list is an empty set.
-        """
-        version = snapshot.get("version")
-        if not isinstance(version, int) or isinstance(version, bool):
-            issue = FilterIssue(0, 0, "version", "must be an integer")
-            raise FilterValidationError([issue], SNAPSHOT_SOURCE)
-        documents = snapshot.get("filters")
-        if not isinstance(documents, list):
-            raise FilterValidationError(
-                [FilterIssue(0, 0, "filters", "must be a list")], SNAPSHOT_SOURCE
-            )
-        validator = _Validator(None)
-        roots = [(_graph(document), f"filters[{i}].") for i, document in enumerate(documents)]
-        return cls(version, _validate(validator, roots, SNAPSHOT_SOURCE))
-
-
-# --- positions ------------------------------------------------------------------------------
-
-
-def _mark(node: Node) -> tuple[int, int]:
-    """1-based line and column of ``node``; (0, 0) for a node built from data, not text."""
-    if node.start_mark is None:
-        return 0, 0
-    return node.start_mark.line + 1, node.start_mark.column + 1
-
-
-_TAGS = {bool: "bool", int: "int", float: "float", str: "str", type(None): "null"}
-
-
-def _graph(data: Any) -> Node:
-    """The YAML representation graph of decoded JSON, without text: the validator reads
-    snapshots and YAML documents alike. Scalars keep their JSON type as their tag."""
-    if isinstance(data, dict):
-        pairs = [(_graph(k), _graph(v)) for k, v in data.items()]
-        return MappingNode("tag:yaml.org,2002:map", pairs)
-    if isinstance(data, list):
-        return SequenceNode("tag:yaml.org,2002:seq", [_graph(item) for item in data])
-    tag = _TAGS.get(type(data), "unknown")
-    return ScalarNode(f"tag:yaml.org,2002:{tag}", data if isinstance(data, str) else str(data))
-
-
-def _expression_position(text: str, node: ScalarNode, offset: int) -> tuple[int, int]:
-    """Line and column (1-based) in ``text`` of character ``offset`` of the scalar's value.
-
-    Walks the value and the source together: block (| >), plain and quoted scalars keep every
-    non-blank character of the value, in order, in the source; only line breaks, indentation
-    and quotes differ. An offset on a blank or past the end points at the next character of the
-    value, or just after its last one.
-    """
-    value = node.value
-    start = node.start_mark.index
-    if node.style in ("|", ">"):
-        newline = text.find("\n", start)
-        start = len(text) if newline < 0 else newline + 1
-    elif node.style in ("'", '"'):
-        start += 1
-    end = node.end_mark.index
-    mapped: dict[int, int] = {}
-    src = start
-    for i, ch in enumerate(value):
-        if ch.isspace():
-            continue
-        found = text.find(ch, src, end)
-        if found < 0:
-            break
-        mapped[i] = found
-        src = found + 1
-    after = [i for i in mapped if i >= offset]
-    if after:
-        index = mapped[min(after)]
-    elif mapped:
-        index = mapped[max(mapped)] + 1
-    else:
-        index = start
-    line = text.count("\n", 0, index)
-    column = index - (text.rfind("\n", 0, index) + 1)
-    return line + 1, column + 1
-
-
-# --- validation -----------------------------------------------------------------------------
 
 
 class _Validator:
@@ -264,47 +76,33 @@ class _Validator:
         self.issues.append(FilterIssue(line, column, full, message))
 
     def fail(self, node: Node, path: str, message: str) -> None:
-        line, column = _mark(node)
+        line, column = mark(node)
         self.issue(line, column, path, message)
 
     def position(self, node: ScalarNode, offset: int) -> tuple[int, int]:
         """Line and column of character ``offset`` of the ``where`` scalar ``node``."""
         if self.text is None:
             return 0, 0
-        return _expression_position(self.text, node, offset)
+        return scalar_position(self.text, node, offset)
 
     def mapping(
         self, node: Node, path: str, allowed: Sequence[str], required: Sequence[str] = ()
-    ) -> dict[str, tuple[Node, Node]]:
-        if not isinstance(node, MappingNode):
-            self.fail(node, path, "must be a mapping")
-            return {}
-        out: dict[str, tuple[Node, Node]] = {}
-        for key_node, value_node in node.value:
-            key = key_node.value if isinstance(key_node, ScalarNode) else None
-            where = f"{path}.{key}" if path else str(key)
-            if key is None or key not in allowed:
-                close = difflib.get_close_matches(str(key), list(allowed), n=1, cutoff=0.6)
-                hint = (
-                    f"; did you mean {close[0]!r}?"
-                    if close
-                    else f" (allowed: {', '.join(allowed)})"
-                )
-                self.fail(key_node, where, f"unknown key {key!r}{hint}")
-            elif key in out:
-                self.fail(key_node, where, "duplicate key")
-            else:
-                out[key] = (key_node, value_node)
-        for key in required:
-            if key not in out:
-                self.fail(node, path or "<document>", f"missing required key {key!r}")
-        return out
+    ) -> dict[str, Node]:
+        return read_mapping(node, path, allowed, required, self.fail)
 
     def string(self, node: Node, path: str) -> str | None:
         if not isinstance(node, ScalarNode) or node.tag != "tag:yaml.org,2002:str":
             self.fail(node, path, "must be a string")
             return None
         value: str = node.value  # a str-tagged scalar
+        return value
+
+    def matching(self, node: Node, path: str, pattern: re.Pattern[str], problem: str) -> str | None:
+        """A string that matches ``pattern`` whole; else None, after failing with ``problem``."""
+        value = self.string(node, path)
+        if value is not None and not pattern.fullmatch(value):
+            self.fail(node, path, f"{value!r} {problem}")
+            return None
         return value
 
     def string_list(self, node: Node, path: str) -> list[tuple[Node, str]]:
@@ -338,19 +136,19 @@ class _Validator:
             ("apiVersion", "kind", "metadata", "spec"),
         )
         if "apiVersion" in top:
-            value = self.string(top["apiVersion"][1], "apiVersion")
+            value = self.string(top["apiVersion"], "apiVersion")
             if value is not None and value != API_VERSION:
                 self.fail(
-                    top["apiVersion"][1], "apiVersion", f"must be {API_VERSION!r}, got {value!r}"
+                    top["apiVersion"], "apiVersion", f"must be {API_VERSION!r}, got {value!r}"
                 )
         if "kind" in top:
-            value = self.string(top["kind"][1], "kind")
+            value = self.string(top["kind"], "kind")
             if value is not None and value != KIND:
-                self.fail(top["kind"][1], "kind", f"must be {KIND!r}, got {value!r}")
+                self.fail(top["kind"], "kind", f"must be {KIND!r}, got {value!r}")
         name, owner, description, labels = (
-            self.metadata(top["metadata"][1]) if "metadata" in top else (None, None, "", ())
+            self.metadata(top["metadata"]) if "metadata" in top else (None, None, "", ())
         )
-        spec = self.spec(top["spec"][1], name) if "spec" in top else None
+        spec = self.spec(top["spec"], name) if "spec" in top else None
         if len(self.issues) > before or spec is None or name is None or owner is None:
             return None
         surveys, annotations, where, expression, fields, output = spec
@@ -375,25 +173,23 @@ class _Validator:
         )
         name = owner = None
         if "name" in meta:
-            name = self.string(meta["name"][1], "metadata.name")
-            if name is not None and not _NAME_RE.fullmatch(name):
-                self.fail(
-                    meta["name"][1],
-                    "metadata.name",
-                    f"{name!r} is not a valid name: use 1-63 lowercase letters, digits and '-', "
-                    "starting and ending with a letter or digit",
-                )
-                name = None
+            name = self.matching(
+                meta["name"],
+                "metadata.name",
+                _NAME_RE,
+                "is not a valid name: use 1-63 lowercase letters, digits and '-', "
+                "starting and ending with a letter or digit",
+            )
         if "owner" in meta:
-            owner = self.string(meta["owner"][1], "metadata.owner")
+            owner = self.string(meta["owner"], "metadata.owner")
             if owner is not None and not owner.strip():
-                self.fail(meta["owner"][1], "metadata.owner", "must not be empty")
+                self.fail(meta["owner"], "metadata.owner", "must not be empty")
         description = ""
         if "description" in meta:
-            description = self.string(meta["description"][1], "metadata.description") or ""
+            description = self.string(meta["description"], "metadata.description") or ""
         labels: list[tuple[str, str]] = []
         if "labels" in meta:
-            label_node = meta["labels"][1]
+            label_node = meta["labels"]
             if not isinstance(label_node, MappingNode):
                 self.fail(label_node, "metadata.labels", "must be a mapping of strings")
             else:
@@ -410,24 +206,24 @@ class _Validator:
         spec = self.mapping(node, "spec", ("surveys", "annotations", "where", "output"), ("where",))
         surveys = SURVEYS
         if "surveys" in spec:
-            surveys = self.choices(spec["surveys"][1], "spec.surveys", SURVEYS)
+            surveys = self.choices(spec["surveys"], "spec.surveys", SURVEYS)
             if (
                 not surveys
-                and isinstance(spec["surveys"][1], SequenceNode)
-                and not spec["surveys"][1].value
+                and isinstance(spec["surveys"], SequenceNode)
+                and not spec["surveys"].value
             ):
-                self.fail(spec["surveys"][1], "spec.surveys", "must list at least one survey")
+                self.fail(spec["surveys"], "spec.surveys", "must list at least one survey")
         annotations: tuple[str, ...] = ()
         if "annotations" in spec:
-            annotations = self.choices(spec["annotations"][1], "spec.annotations", ANNOTATORS)
+            annotations = self.choices(spec["annotations"], "spec.annotations", ANNOTATORS)
         where = expression = fields = None
         if "where" in spec:
-            where_node = spec["where"][1]
+            where_node = spec["where"]
             where = self.string(where_node, "spec.where")
             # string() answers only for a scalar node
             if where is not None and isinstance(where_node, ScalarNode):
                 expression, fields = self.where(where_node, where, annotations)
-        output = self.output(spec["output"][1] if "output" in spec else None, name, annotations)
+        output = self.output(spec["output"] if "output" in spec else None, name, annotations)
         if where is None or expression is None or fields is None or output is None:
             return None
         return (
@@ -467,21 +263,16 @@ class _Validator:
         out = self.mapping(node, "spec.output", ("topic", "format", "fields"))
         topic = default_topic
         if "topic" in out:
-            topic = self.string(out["topic"][1], "spec.output.topic")
-            if topic is not None and not _TOPIC_RE.fullmatch(topic):
-                self.fail(
-                    out["topic"][1],
-                    "spec.output.topic",
-                    f"{topic!r} is not a valid Kafka topic name",
-                )
-                topic = None
+            topic = self.matching(
+                out["topic"], "spec.output.topic", _TOPIC_RE, "is not a valid Kafka topic name"
+            )
         fmt = OutputFormat.LITE
         if "format" in out:
-            value = self.string(out["format"][1], "spec.output.format")
+            value = self.string(out["format"], "spec.output.format")
             if value is not None and value not in tuple(OutputFormat):
                 formats = ", ".join(OutputFormat)
                 self.fail(
-                    out["format"][1],
+                    out["format"],
                     "spec.output.format",
                     f"must be one of {formats}, got {value!r}",
                 )
@@ -491,7 +282,7 @@ class _Validator:
         if "fields" in out:
             chosen: list[str] = []
             allowed = set(annotations)
-            for item, value in self.string_list(out["fields"][1], "spec.output.fields"):
+            for item, value in self.string_list(out["fields"], "spec.output.fields"):
                 spec = lookup(value)
                 if spec is None:
                     close = closest_fields(value)
@@ -517,16 +308,10 @@ def load_filters(text: str, source: str = "<filter>") -> tuple[Filter, ...]:
     validator = _Validator(text)
     try:
         roots = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
-    except yaml.MarkedYAMLError as error:
-        mark = error.problem_mark or error.context_mark
-        line, column = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
-        message = " ".join(part for part in (error.context, error.problem) if part)
-        raise FilterValidationError(
-            [FilterIssue(line, column, "<yaml>", f"invalid YAML: {message}")], source
-        ) from None
     except yaml.YAMLError as error:
+        line, column, message = invalid_yaml(error)
         raise FilterValidationError(
-            [FilterIssue(0, 0, "<yaml>", f"invalid YAML: {error}")], source
+            [FilterIssue(line, column, "<yaml>", message)], source
         ) from None
     roots = [root for root in roots if root is not None]
     if not roots:
@@ -565,3 +350,25 @@ def load_filter_file(path: str) -> tuple[Filter, ...]:
     with open(path, encoding="utf-8") as fh:
         text = fh.read()
     return load_filters(text, source=str(path))
+
+
+def filter_set_from_snapshot(snapshot: Mapping[str, Any]) -> FilterSet:
+    """Rebuild a set from ``{"version": n, "filters": [document, ...]}`` (the config topic's
+    JSON, decoded); raises FilterValidationError listing every problem.
+
+    The documents are validated as they are, with the same checks and messages as YAML
+    text; JSON has no positions, so each issue has line and column 0 and a path that
+    starts at the snapshot (``filters[1].spec.where``). An empty list is an empty set.
+    """
+    version = snapshot.get("version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        issue = FilterIssue(0, 0, "version", "must be an integer")
+        raise FilterValidationError([issue], SNAPSHOT_SOURCE)
+    documents = snapshot.get("filters")
+    if not isinstance(documents, list):
+        raise FilterValidationError(
+            [FilterIssue(0, 0, "filters", "must be a list")], SNAPSHOT_SOURCE
+        )
+    validator = _Validator(None)
+    roots = [(graph(document), f"filters[{i}].") for i, document in enumerate(documents)]
+    return FilterSet(version, _validate(validator, roots, SNAPSHOT_SOURCE))

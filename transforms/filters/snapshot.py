@@ -15,7 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from transforms.filters.document import FilterSet, FilterValidationError
+from transforms.filters.document import filter_set_from_snapshot
+from transforms.filters.model import FilterSet, FilterValidationError
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +65,7 @@ def snapshot_from_json(data: object) -> Snapshot:
     version = data.get("version")
     known = version if isinstance(version, int) and not isinstance(version, bool) else None
     try:
-        return FilterSet.from_snapshot(data)
+        return filter_set_from_snapshot(data)
     except (FilterValidationError, ValueError) as error:
         return RejectedSnapshot(known, str(error))
 

@@ -18,13 +18,13 @@ Outputs (a ``DoOutputsTuple``):
   stop the stream and never hide a match of another filter.
 
 Counters in namespace ``ApplyFilters``: ``alerts_in``, ``matches`` and ``filter_errors``.
-Delivery is whatever the runner gives the DoFn (at least once on Flink with checkpoints).
+Delivery is whatever the runner gives the DoFn (at least once on Flink with checkpoints). The
+science is in ``transforms.filters.matches``; the DoFn only routes and counts.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
@@ -32,20 +32,16 @@ from apache_beam.pvalue import AsList, TaggedOutput
 
 from transforms.alert_model import Alert
 from transforms.annotation_model import AnnotatedAlert, Annotations
-from transforms.filters.annotations import AnnotationColumns
-from transforms.filters.compile import BatchResult, CompiledFilterSet, compile_filter_set
-from transforms.filters.document import OutputFormat
-from transforms.filters.snapshot import (
-    RejectedSnapshot,
-    Snapshot,
-    SnapshotFeed,
-    newest_version,
-    select_snapshot,
+from transforms.filters.matches import (
+    ActiveFilterSet,
+    FilterErrorReport,
+    FilterMatch,
+    evaluate_batch,
 )
+from transforms.filters.snapshot import Snapshot, SnapshotFeed
 
 MATCHES = "matches"
 ERRORS = "errors"
-SNAPSHOT_FILTER_NAME = "<filter-set>"
 #: Namespace of the counters ``alerts_in``, ``matches`` and ``filter_errors`` (per-alert
 #: evaluation errors, all filters added).
 COUNTER_NAMESPACE = "ApplyFilters"
@@ -54,80 +50,10 @@ MATCHES_COUNTER = "matches"
 FILTER_ERRORS_COUNTER = "filter_errors"
 
 
-@dataclass(frozen=True, slots=True)
-class FilterMatch:
-    filter_name: str
-    owner: str
-    topic: str
-    format: OutputFormat
-    filter_set_version: int
-    alert: Alert
-    annotations: Annotations | None = None
-    fields: tuple[str, ...] = ()  # the filter's output.fields
-
-
-@dataclass(frozen=True, slots=True)
-class FilterErrorReport:
-    filter_name: str
-    filter_set_version: int
-    evaluated: int
-    errors: int
-    reason: str
-
-
-#: ``filter_set_version`` of the report on a rejected snapshot without a version, as the
-#: errors topic has always carried it.
-UNVERSIONED = -1
-
-
-def rejection_report(rejected: RejectedSnapshot) -> FilterErrorReport:
-    """The ``errors`` output for a snapshot that failed validation."""
-    version = UNVERSIONED if rejected.version is None else rejected.version
-    return FilterErrorReport(SNAPSHOT_FILTER_NAME, version, 0, 0, rejected.reason)
-
-
-def evaluate_batch(
-    compiled: CompiledFilterSet, alerts: list[Alert], annotations: list[Annotations] | None = None
-) -> Iterator[FilterMatch | FilterErrorReport]:
-    """Matches and error reports of one batch (the science of ApplyFilters, without Beam).
-
-    ``annotations``, one record per alert, feeds the filters' annotation fields.
-    """
-    columns = None if annotations is None else AnnotationColumns(annotations)
-    yield from batch_reports(compiled, compiled.evaluate(alerts, columns), alerts, annotations)
-
-
-def batch_reports(
-    compiled: CompiledFilterSet,
-    result: BatchResult,
-    alerts: Sequence[Alert],
-    annotations: Sequence[Annotations] | None,
-) -> Iterator[FilterMatch | FilterErrorReport]:
-    """The matches and error reports of ``result``, the outcome of ``compiled`` on ``alerts``."""
-    for flt in compiled.filters:
-        outcome = result.outcomes[flt.name]
-        for index in outcome.matches.nonzero()[0]:
-            yield FilterMatch(
-                flt.name,
-                flt.owner,
-                flt.output.topic,
-                flt.output.format,
-                compiled.version,
-                alerts[index],
-                None if annotations is None else annotations[index],
-                tuple(flt.output.fields),
-            )
-        errors = outcome.errors
-        if errors:
-            reason = outcome.failure or "per-alert evaluation errors"
-            yield FilterErrorReport(flt.name, compiled.version, len(alerts), errors, reason)
-
-
 class _ApplyFn(beam.DoFn):
     def __init__(self, feed: SnapshotFeed | None = None) -> None:
         self._feed = feed
-        self._compiled: CompiledFilterSet | None = None
-        self._reported: set[int | None] = set()
+        self._active = ActiveFilterSet()
         self._alerts = Metrics.counter(COUNTER_NAMESPACE, ALERTS_IN_COUNTER)
         self._matches = Metrics.counter(COUNTER_NAMESPACE, MATCHES_COUNTER)
         self._errors = Metrics.counter(COUNTER_NAMESPACE, FILTER_ERRORS_COUNTER)
@@ -137,20 +63,12 @@ class _ApplyFn(beam.DoFn):
     ) -> Iterator[FilterMatch | TaggedOutput]:
         snapshots = side if self._feed is None else self._feed.snapshots()
         alerts, annotations = _split(items)
-        version = self._compiled.version if self._compiled is not None else None
-        newest = newest_version(snapshots)
-        if newest is not None and newest != version:
-            chosen, rejected = select_snapshot(snapshots)
-            for snapshot in rejected:
-                if snapshot.version not in self._reported:
-                    self._reported.add(snapshot.version)
-                    yield TaggedOutput(ERRORS, rejection_report(snapshot))
-            if chosen is not None and chosen.version != version:
-                self._compiled = compile_filter_set(chosen)
+        for rejection in self._active.update(snapshots):
+            yield TaggedOutput(ERRORS, rejection)
         self._alerts.inc(len(alerts))
-        if self._compiled is None:
+        if self._active.compiled is None:
             return
-        for item in evaluate_batch(self._compiled, alerts, annotations):
+        for item in evaluate_batch(self._active.compiled, alerts, annotations):
             if isinstance(item, FilterErrorReport):
                 self._errors.inc(item.errors)
                 yield TaggedOutput(ERRORS, item)
