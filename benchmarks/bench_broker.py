@@ -31,7 +31,7 @@ from confluent_kafka.admin import AdminClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from control_service.replay_engine import id_template, load_messages
+from control_service.replay_messages import id_template, load_messages
 from control_service.snapshots import publish_snapshot
 from flink_deploy.settings import REPO_ROOT
 from flink_deploy.stack.config import StackConfig

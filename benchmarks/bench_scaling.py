@@ -39,7 +39,7 @@ from confluent_kafka import Producer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from control_service.replay_engine import cycled_messages, load_messages
+from control_service.replay_messages import cycled_messages, load_messages
 from control_service.snapshots import publish_snapshot
 from flink_deploy.autoscaler.local import LocalDriver
 from flink_deploy.autoscaler.observe import Observer

@@ -37,7 +37,6 @@ from control_service.jobs_api import (
     register_flink_errors,
     submit_broker,
 )
-from control_service.audit import AuditLog
 from control_service.metrics import counter, gauge, gauges_by
 from control_service.snapshots import KafkaSnapshotLog
 from control_service.store import FilterStore

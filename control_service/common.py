@@ -41,7 +41,6 @@ from control_service.errors import (
     unsupported_media_type,
     validation_failed,
 )
-from control_service.audit import AuditLog
 from control_service.metrics import Metrics
 
 COMPONENT_EXTENSION = "alertflow.component"

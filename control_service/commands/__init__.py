@@ -64,4 +64,3 @@ def add_listen_options(parser: argparse._ActionsContainer, host: str, port: int)
     """``--host`` and ``--port`` of a service (``parser`` may be an argument group)."""
     parser.add_argument("--host", default=host, help="address to listen on (default %(default)s)")
     parser.add_argument("--port", type=int, default=port, help="port (default %(default)s)")
-

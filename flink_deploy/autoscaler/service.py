@@ -57,7 +57,6 @@ from control_service.common import (
     package_version,
 )
 from control_service.errors import bad_request, too_large, unsupported_media_type, validation_failed
-from control_service.audit import AuditLog
 from control_service.metrics import gauge, gauges_by
 from flink_deploy.autoscaler.decide import (
     Action,

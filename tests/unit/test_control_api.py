@@ -15,8 +15,8 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from control_service.config import ConfigError, load_config
-from tests.metrics_text import samples
 from tests.control_support import ALICE, BOB, OPS, YAML, doc, error_of
+from tests.metrics_text import samples
 
 # --- the common control API -----------------------------------------------------------------
 
