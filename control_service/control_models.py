@@ -212,7 +212,7 @@ CONTROL_OPERATIONS = [
         FILTER_BODY,
     ),
     Operation(
-        "get", ONE_FILTER, "getFilter", {"200": FILTER_YAML}, READ_ONE, "read", None, None, [NAME]
+        "get", ONE_FILTER, "getFilter", {"200": FILTER_YAML}, READ_ONE, "read", params=[NAME]
     ),
     Operation("put", ONE_FILTER, "putFilter", APPLIED, APPLY, "admin", None, FILTER_BODY, [NAME]),
     Operation(

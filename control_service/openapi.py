@@ -41,6 +41,9 @@ ERRORS = {
     "503": "a dependency (Kafka, Flink, the pipeline) is unavailable",
 }
 
+#: What a PUT of a validated whole (config, policy) answers when it does not apply.
+REPLACE_ERRORS = ("400", "401", "403", "413", "415", "422")
+
 
 # --- the common API's models ------------------------------------------------------------------
 
@@ -183,7 +186,7 @@ def common_operations(
             "/api/v1/config",
             "putConfig",
             {"200": reply(config, "applied")},
-            ["400", "401", "403", "413", "415", "422"],
+            REPLACE_ERRORS,
             "admin",
             "change run-time fields; rejected whole on any error",
             config_body or json_body({"type": "object"}),

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, RootModel
 
 from control_service.openapi import (
+    REPLACE_ERRORS,
     Body,
     Media,
     Operation,
@@ -100,6 +101,9 @@ class PolicyBody(RootModel[dict[str, Any]]):
     """The whole scaling policy, in the YAML's shape; validated with line and column."""
 
 
+SCALING = "/api/v1/scaling"
+
+
 def scaling_operations() -> list[Operation]:
     example = DEFAULT_POLICY_FILE.read_text("utf-8")  # the shipped default: accepted as is
     body = Body(
@@ -112,7 +116,7 @@ def scaling_operations() -> list[Operation]:
     return [
         Operation(
             "get",
-            "/api/v1/scaling",
+            SCALING,
             "getScaling",
             {"200": reply(Scaling, "the autoscaler's state")},
             ("400", "401"),
@@ -122,10 +126,10 @@ def scaling_operations() -> list[Operation]:
         ),
         Operation(
             "put",
-            "/api/v1/scaling",
+            SCALING,
             "putScaling",
             {"200": reply(Scaling, "applied from the next step")},
-            ("400", "401", "403", "413", "415", "422"),
+            REPLACE_ERRORS,
             "admin",
             "replace the policy; validated whole",
             body,
