@@ -7,7 +7,7 @@ issues with line and column); only its JSON envelope is modelled here, for the s
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
@@ -21,7 +21,7 @@ from control_service.openapi import (
     Status,
     common_operations,
     document,
-    json_body,
+    json_request,
     reply,
 )
 from transforms.alert_model import Survey
@@ -140,9 +140,11 @@ class JobStopped(BaseModel):
 
 
 class JobRequest(BaseModel):
+    """Arguments added to the configured job arguments of the broker pipeline."""
+
     model_config = ConfigDict(extra="forbid")
 
-    args: list[str] = Field(default_factory=list, max_length=64)
+    args: list[Annotated[str, Field(strict=True)]] = Field(default_factory=list, max_length=64)
 
 
 class Component(BaseModel):
@@ -176,7 +178,7 @@ class ControlStatus(Status):
 FILTER_BODY = Body(
     {"application/yaml": Media({"type": "string"}), "application/json": Media(FilterBody)}
 )
-JOB_BODY = json_body(JobRequest, required=False)
+JOB_BODY = json_request(JobRequest, required=False)
 NAME = Param("name")
 JOB_ID = Param("job_id")
 READ_ONE = ("401", "404", "503")

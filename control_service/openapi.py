@@ -110,11 +110,13 @@ class Reply:
     content: Mapping[str, Media]
 
 
-def json_body(schema: Schema, *, example: Any = None, required: bool = True) -> Body:
+def json_request(schema: Schema, *, example: Any = None, required: bool = True) -> Body:
+    """A JSON request body."""
     return Body({"application/json": Media(schema, example)}, required)
 
 
 def reply(schema: Schema, description: str) -> Reply:
+    """A JSON response."""
     return Reply(description, {"application/json": Media(schema)})
 
 
@@ -189,7 +191,7 @@ def common_operations(
             REPLACE_ERRORS,
             "admin",
             "change run-time fields; rejected whole on any error",
-            config_body or json_body({"type": "object"}),
+            config_body or json_request({"type": "object"}),
         ),
         Operation(
             "post",
@@ -240,11 +242,8 @@ def _param(param: Param) -> dict[str, Any]:
 
 
 def _operation(op: Operation, refs: Refs) -> dict[str, Any]:
-    error = reply(Error, "")
-    replies = {
-        **{code: Reply(ERRORS[code], error.content) for code in op.errors},
-        **op.replies,
-    }
+    error = {"application/json": Media(Error)}
+    replies = {**{code: Reply(ERRORS[code], error) for code in op.errors}, **op.replies}
     out: dict[str, Any] = {"operationId": op.operation_id}
     if op.summary:
         out["summary"] = op.summary

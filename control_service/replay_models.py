@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, WrapValidato
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from control_service.config import ConfigError
-from control_service.openapi import Status, common_operations, document, json_body
+from control_service.openapi import Status, common_operations, document, json_request
 from flink_deploy.stack.config import StackPorts
 from transforms.alert_model import Survey
 
@@ -163,7 +163,7 @@ def replay_spec(version: str) -> dict[str, Any]:
     operations = common_operations(
         status=ReplayStatus,
         config=ReplayConfig,
-        config_body=json_body(ReplaySettings, example={"rate": 500, "count": 1000}),
+        config_body=json_request(ReplaySettings, example={"rate": 500, "count": 1000}),
         actions=("start", "stop", "drain"),
         action_summary="start, stop or drain the replay",
         action_errors=("401", "403", "404", "409", "413", "503"),
