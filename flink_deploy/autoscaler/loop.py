@@ -18,16 +18,9 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
-from flink_deploy.autoscaler.decide import Autoscaler
+from flink_deploy.autoscaler.decide import Action, Autoscaler, Decision, ScaleUpCheck, TaskManager
 from flink_deploy.autoscaler.drivers import Driver
-from flink_deploy.autoscaler.model import (
-    Action,
-    Decision,
-    Observation,
-    Policy,
-    ScaleUpCheck,
-    TaskManager,
-)
+from flink_deploy.autoscaler.model import Observation, Policy
 
 log = logging.getLogger(__name__)
 
