@@ -1,8 +1,8 @@
 """The autoscaler's request and response models, ``/api/v1/scaling``'s operations and the
 autoscaler's OpenAPI document (:func:`autoscaler_spec`: the common API plus its own).
 
-The response models are the wire form of the loop's records (``to_dict`` of
-:class:`.decide.Decision`, :class:`.decide.ScaleUpCheck`, :class:`.observe.Observation`);
+The response models are the wire form of the records (``to_dict`` of :class:`.model.Decision`,
+:class:`.model.ScaleUpCheck`, :class:`.model.Observation`, :class:`.model.TaskManager`);
 ``GET /api/v1/scaling`` answers through :class:`Scaling`. The policy keeps its positioned
 validator (:mod:`.policy`: issues with line and column); only its JSON envelope is modelled.
 """
