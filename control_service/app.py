@@ -119,7 +119,7 @@ class ControlComponent(Component):
         )
 
     def openapi(self) -> Mapping[str, Any]:
-        from control_service.openapi import control_spec
+        from control_service.control_models import control_spec
 
         return control_spec(self.version)
 

@@ -24,9 +24,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, request
+from pydantic import ValidationError
 
 from control_service.auth import require_admin, require_read
 from control_service.common import json_body
+from control_service.control_models import JobRequest
 from control_service.errors import ApiError, bad_request, error_response, not_found, unavailable
 from flink_deploy.flink_rest import TERMINAL_STATES, FlinkRest, FlinkRestError
 
@@ -81,13 +83,14 @@ def job_view(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def _validate_args(body: dict[str, Any]) -> list[str]:
-    args = body.get("args", [])
-    unknown = sorted(set(body) - {"args"})
-    if unknown:
-        raise bad_request(f"unknown field(s): {', '.join(unknown)}", fields=unknown)
-    if not isinstance(args, list) or not all(isinstance(a, str) for a in args) or len(args) > 64:
-        raise bad_request("args must be a list of at most 64 strings")
-    return args
+    """The body as a :class:`.control_models.JobRequest`; 400 otherwise."""
+    try:
+        return JobRequest.model_validate(body).args
+    except ValidationError as error:
+        unknown = sorted(str(e["loc"][0]) for e in error.errors() if e["type"] == "extra_forbidden")
+        if unknown:
+            raise bad_request(f"unknown field(s): {', '.join(unknown)}", fields=unknown) from None
+        raise bad_request("args must be a list of at most 64 strings") from None
 
 
 def job_name_of(argv: Sequence[str]) -> str | None:

@@ -1,602 +1,302 @@
-"""The OpenAPI 3 spec, served at ``/api/v1/openapi.json``: the common part, and the control
-service's.
+"""OpenAPI 3.1 specs, generated: the request and response models of the common control API
+(one each), the table of its operations, and :func:`document`, which turns a service's table of
+operations into the spec served at ``/api/v1/openapi.json``.
 
-Built here as data, beside the code it describes; the schemathesis test checks every response of
-the running app against it.
+Every schema under ``components.schemas`` is a pydantic model's JSON schema
+(:func:`pydantic.json_schema.models_json_schema`): request bodies in validation mode, responses
+in serialization mode (a model used both ways is ``Name-Input`` and ``Name-Output``). A service
+adds its own models and operations beside its code (the control service's in
+``control_models.py``, the replay service's in ``replay_models.py``, the autoscaler's in
+``flink_deploy/autoscaler/api_models.py``); the schemathesis tests check every response of the
+running apps against the result.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
-from transforms.filters.model import OutputFormat
+from pydantic import BaseModel, Field
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
-BEARER: list[dict[str, Any]] = [{"bearerAuth": []}]
-OPTIONAL_BEARER: list[dict[str, Any]] = [{}, {"bearerAuth": []}]
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
-    return {"description": description, "content": {"application/json": {"schema": schema}}}
-
-
-def _err(description: str) -> dict[str, Any]:
-    return _json(_ref("Error"), description)
-
-
+REF_TEMPLATE = "#/components/schemas/{model}"
+Auth = Literal["open", "read", "admin"]
+#: A body: a pydantic model (its schema goes to the components) or a plain JSON schema.
+Schema = type[BaseModel] | dict[str, Any]
+_SECURITY: dict[Auth, list[dict[str, Any]]] = {
+    "read": [{}, {"bearerAuth": []}],
+    "admin": [{"bearerAuth": []}],
+}
 ERRORS = {
-    "400": _err("bad request"),
-    "401": _err("no or unknown bearer token"),
-    "403": _err("not allowed for this user"),
-    "404": _err("no such resource"),
-    "405": _err("method not allowed"),
-    "409": _err("conflict with the current state"),
-    "413": _err("body too large"),
-    "415": _err("unsupported content type"),
-    "422": _err("validation failed; details.issues has line and column"),
-    "503": _err("a dependency (Kafka, Flink, the pipeline) is unavailable"),
+    "400": "bad request",
+    "401": "no or unknown bearer token",
+    "403": "not allowed for this user",
+    "404": "no such resource",
+    "405": "method not allowed",
+    "409": "conflict with the current state",
+    "413": "body too large",
+    "415": "unsupported content type",
+    "422": "validation failed; details.issues has line and column",
+    "503": "a dependency (Kafka, Flink, the pipeline) is unavailable",
 }
 
+#: What a PUT of a validated whole (config, policy) answers when it does not apply.
+REPLACE_ERRORS = ("400", "401", "403", "413", "415", "422")
 
-def _errors(*codes: str) -> dict[str, Any]:
-    return {code: ERRORS[code] for code in codes}
+
+# --- the common API's models ------------------------------------------------------------------
 
 
-NAME = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+class Error(BaseModel):
+    """Every error of every service."""
 
-SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "required": ["error", "message", "details"],
-        "properties": {
-            "error": {"type": "string"},
-            "message": {"type": "string"},
-            "details": {"type": "object"},
-        },
-    },
-    "Health": {
-        "type": "object",
-        "required": ["status"],
-        "properties": {"status": {"type": "string", "enum": ["ok"]}},
-    },
-    "Ready": {
-        "type": "object",
-        "required": ["ready", "checks", "reasons"],
-        "properties": {
-            "ready": {"type": "boolean"},
-            "checks": {"type": "object", "additionalProperties": {"type": "boolean"}},
-            "reasons": {
-                "type": "object",
-                "description": "why each failing check fails",
-                "additionalProperties": {"type": "string"},
-            },
-        },
-    },
-    "Status": {
-        "type": "object",
-        "required": ["id", "kind", "version", "state", "started_at", "config_version", "links"],
-        "properties": {
-            "id": {"type": "string"},
-            "kind": {"type": "string"},
-            "version": {"type": "string"},
-            "state": {
-                "type": "string",
-                "enum": ["starting", "running", "stopped", "draining", "degraded"],
-            },
-            "started_at": {"type": "string"},
-            "config_version": {"type": "integer"},
-            "links": {"type": "object", "additionalProperties": {"type": "string"}},
-            "filter_set_version": {"type": ["integer", "null"]},
-        },
-    },
-    "Config": {
-        "type": "object",
-        "required": ["config_version", "config"],
-        "properties": {"config_version": {"type": "integer"}, "config": {"type": "object"}},
-    },
-    "ActionResult": {
-        "type": "object",
-        "required": ["action", "state", "result"],
-        "properties": {
-            "action": {"type": "string"},
-            "state": {"type": "string"},
-            "result": {"type": "object"},
-        },
-    },
-    "FilterDocument": {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "apiVersion": {"type": "string", "enum": ["alertflow/v1"]},
-            "kind": {"type": "string", "enum": ["Filter"]},
-            "metadata": {
-                "type": "object",
-                "required": ["name", "owner"],
-                "properties": {
-                    "name": {"type": "string"},
-                    "owner": {"type": "string"},
-                    "description": {"type": "string"},
-                    "labels": {"type": "object", "additionalProperties": {"type": "string"}},
-                },
-            },
-            "spec": {
-                "type": "object",
-                "required": ["where"],
-                "properties": {
-                    "surveys": {
-                        "type": "array",
-                        "items": {"type": "string", "enum": ["ztf", "lsst"]},
-                    },
-                    "annotations": {"type": "array", "items": {"type": "string"}},
-                    "where": {"type": "string"},
-                    "output": {
-                        "type": "object",
-                        "properties": {
-                            "topic": {"type": "string"},
-                            "format": {"type": "string", "enum": [f.value for f in OutputFormat]},
-                            "fields": {"type": "array", "items": {"type": "string"}},
-                        },
-                    },
-                },
-            },
-        },
-    },
-    "Filter": {
-        "type": "object",
-        "required": ["name", "owner", "description", "active", "document"],
-        "properties": {
-            "name": {"type": "string"},
-            "owner": {"type": "string"},
-            "description": {"type": "string"},
-            "active": {"type": "boolean"},
-            "document": _ref("FilterDocument"),
-            "version": {"type": "integer"},
-        },
-    },
-    "FilterList": {
-        "type": "object",
-        "required": ["version", "filters"],
-        "properties": {
-            "version": {"type": "integer"},
-            "filters": {"type": "array", "items": _ref("Filter")},
-        },
-    },
-    "FilterChange": {
-        "type": "object",
-        "required": ["version", "filters"],
-        "properties": {
-            "version": {"type": "integer"},
-            "created": {"type": "array", "items": {"type": "string"}},
-            "updated": {"type": "array", "items": {"type": "string"}},
-            "filters": {"type": "array", "items": _ref("Filter")},
-        },
-    },
-    "FilterDeleted": {
-        "type": "object",
-        "required": ["version", "deleted"],
-        "properties": {"version": {"type": "integer"}, "deleted": {"type": "string"}},
-    },
-    "FilterTest": {
-        "type": "object",
-        "required": [
-            "filter",
-            "active",
-            "evaluated",
-            "matched",
-            "fraction",
-            "errors",
-            "failure",
-            "matches",
-            "truncated",
-        ],
-        "properties": {
-            "filter": {"type": "string"},
-            "active": {"type": "boolean"},
-            "evaluated": {"type": "integer"},
-            "matched": {"type": "integer"},
-            "fraction": {"type": "number"},
-            "errors": {"type": "integer"},
-            "failure": {"type": ["string", "null"]},
-            "truncated": {"type": "boolean"},
-            "matches": {
-                "type": "array",
-                "items": {
-                    "type": "object",
-                    "required": ["alert_id", "survey", "object_id", "fields"],
-                    "properties": {
-                        "alert_id": {"type": "integer"},
-                        "survey": {"type": "string"},
-                        "object_id": {"type": ["string", "null"]},
-                        "fields": {"type": "object"},
-                    },
-                },
-            },
-        },
-    },
-    "Job": {
-        "type": "object",
-        "required": ["id", "name", "state"],
-        "properties": {
-            "id": {"type": "string"},
-            "name": {"type": "string"},
-            "state": {"type": "string"},
-            "start_time": {"type": ["integer", "null"]},
-            "duration_ms": {"type": ["integer", "null"]},
-            "vertices": {"type": "array", "items": {"type": "object"}},
-            "beam_state": {"type": "string"},
-            "previous": {"type": "string"},
-            "savepoint": {"type": ["string", "null"]},
-            "restored": {"type": "object", "description": "Flink's latest.restored record"},
-            "timings": {"type": "object", "additionalProperties": {"type": "number"}},
-        },
-    },
-    "JobList": {
-        "type": "object",
-        "required": ["jobs"],
-        "properties": {"jobs": {"type": "array", "items": _ref("Job")}},
-    },
-    "JobStopped": {
-        "type": "object",
-        "required": ["id", "stopped", "savepoint"],
-        "properties": {
-            "id": {"type": "string"},
-            "stopped": {"type": "boolean"},
-            "savepoint": {"type": ["string", "null"]},
-        },
-    },
-    "JobRequest": {
-        "type": "object",
-        "additionalProperties": False,
-        "properties": {"args": {"type": "array", "maxItems": 64, "items": {"type": "string"}}},
-    },
-    "Component": {
-        "type": "object",
-        "description": "One pipeline stage of a live job; counters from Beam metrics in Flink",
-        "required": [
-            "id",
-            "job_id",
-            "job_name",
-            "stage",
-            "label",
-            "state",
-            "elements_in",
-            "elements_out",
-            "errors",
+    error: str
+    message: str
+    details: dict[str, Any]
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Ready(BaseModel):
+    ready: bool
+    checks: dict[str, bool]
+    reasons: dict[str, str] = Field(description="why each failing check fails")
+
+
+class Status(BaseModel):
+    id: str
+    kind: str
+    version: str
+    state: Literal["starting", "running", "stopped", "draining", "degraded"]
+    started_at: str
+    config_version: int
+    links: dict[str, str]
+
+
+class Config(BaseModel):
+    config_version: int
+    config: dict[str, Any]
+
+
+class ActionResult(BaseModel):
+    action: str
+    state: str
+    result: dict[str, Any]
+
+
+# --- operations -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Media:
+    """One media type of a body: its schema and, optionally, an example."""
+
+    schema: Schema
+    example: Any = None
+
+
+@dataclass(frozen=True)
+class Body:
+    content: Mapping[str, Media]
+    required: bool = True
+
+
+@dataclass(frozen=True)
+class Reply:
+    description: str
+    content: Mapping[str, Media]
+
+
+def json_request(schema: Schema, *, example: Any = None, required: bool = True) -> Body:
+    """A JSON request body."""
+    return Body({"application/json": Media(schema, example)}, required)
+
+
+def reply(schema: Schema, description: str) -> Reply:
+    """A JSON response."""
+    return Reply(description, {"application/json": Media(schema)})
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    where: Literal["path", "query"] = "path"
+    schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
+    examples: Sequence[str] = ()
+
+
+BOOLEAN = {"type": "string", "enum": ["true", "false"]}
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One row of a service's API: ``errors`` are the status codes answered with :class:`Error`;
+    ``auth``: ``read`` (a token, or none if reads are open) or ``admin``."""
+
+    method: str
+    path: str
+    operation_id: str
+    replies: Mapping[str, Reply]
+    errors: Sequence[str] = ()
+    auth: Auth = "open"
+    summary: str | None = None
+    body: Body | None = None
+    params: Sequence[Param] = ()
+
+    def media(self) -> Iterator[tuple[Media, JsonSchemaMode]]:
+        if self.body is not None:
+            yield from ((m, "validation") for m in self.body.content.values())
+        for r in self.replies.values():
+            yield from ((m, "serialization") for m in r.content.values())
+
+
+def common_operations(
+    *,
+    status: type[BaseModel] = Status,
+    config: type[BaseModel] = Config,
+    config_body: Body | None = None,
+    actions: Sequence[str] = (),
+    action_summary: str | None = None,
+    action_errors: Sequence[str] = ("401", "403", "404", "413", "503"),
+) -> list[Operation]:
+    """The common control API's operations, with a service's own status, config and actions."""
+    return [
+        Operation("get", "/health", "health", {"200": reply(Health, "alive")}, summary="alive"),
+        Operation(
+            "get",
+            "/ready",
+            "ready",
+            {"200": reply(Ready, "ready"), "503": reply(Ready, "not ready")},
+            summary="dependencies answer",
+        ),
+        Operation(
+            "get", "/api/v1/status", "status", {"200": reply(status, "status")}, ["401"], "read"
+        ),
+        Operation(
+            "get",
+            "/api/v1/config",
+            "getConfig",
+            {"200": reply(config, "config, secrets left out")},
+            ["401"],
+            "read",
+        ),
+        Operation(
+            "put",
+            "/api/v1/config",
+            "putConfig",
+            {"200": reply(config, "applied")},
+            REPLACE_ERRORS,
+            "admin",
+            "change run-time fields; rejected whole on any error",
+            config_body or json_request({"type": "object"}),
+        ),
+        Operation(
+            "post",
+            "/api/v1/actions/{action}",
+            "runAction",
+            {"200": reply(ActionResult, "done")},
+            action_errors,
+            "admin",
+            action_summary,
+            params=[Param("action", examples=actions)],
+        ),
+        Operation(
+            "get",
+            "/metrics",
             "metrics",
-        ],
-        "properties": {
-            "id": {"type": "string", "description": "<job id>.<stage>"},
-            "job_id": {"type": "string"},
-            "job_name": {"type": "string"},
-            "stage": {
-                "type": "string",
-                "description": "ingest, decode, annotate.<annotator>, "
-                "filters, publish or deadletters",
-            },
-            "label": {"type": "string", "description": "the Beam step label"},
-            "state": {"type": "string"},
-            "parallelism": {"type": ["integer", "null"]},
-            "elements_in": {"type": ["integer", "null"]},
-            "elements_out": {"type": ["integer", "null"]},
-            "errors": {"type": ["integer", "null"]},
-            "metrics": {"type": "object", "additionalProperties": {"type": "integer"}},
-        },
-    },
-    "ComponentList": {
-        "type": "object",
-        "required": ["components"],
-        "properties": {"components": {"type": "array", "items": _ref("Component")}},
-    },
-}
-
-FILTER_BODY = {
-    "required": True,
-    "content": {
-        "application/yaml": {"schema": {"type": "string"}},
-        "application/json": {
-            "schema": {
-                "oneOf": [
-                    _ref("FilterDocument"),
-                    {"type": "array", "items": _ref("FilterDocument")},
-                ]
-            }
-        },
-    },
-}
+            {"200": Reply("Prometheus text", {"text/plain": Media({"type": "string"})})},
+        ),
+        Operation(
+            "get",
+            "/api/v1/openapi.json",
+            "openapi",
+            {"200": reply({"type": "object"}, "this spec")},
+        ),
+    ]
 
 
-def common_paths() -> dict[str, Any]:
-    return {
-        "/health": {
-            "get": {
-                "operationId": "health",
-                "summary": "alive",
-                "responses": {"200": _json(_ref("Health"), "alive")},
-            }
-        },
-        "/ready": {
-            "get": {
-                "operationId": "ready",
-                "summary": "dependencies answer",
-                "responses": {
-                    "200": _json(_ref("Ready"), "ready"),
-                    "503": _json(_ref("Ready"), "not ready"),
-                },
-            }
-        },
-        "/api/v1/status": {
-            "get": {
-                "operationId": "status",
-                "security": OPTIONAL_BEARER,
-                "responses": {"200": _json(_ref("Status"), "status"), **_errors("401")},
-            }
-        },
-        "/api/v1/config": {
-            "get": {
-                "operationId": "getConfig",
-                "security": OPTIONAL_BEARER,
-                "responses": {
-                    "200": _json(_ref("Config"), "config, secrets left out"),
-                    **_errors("401"),
-                },
-            },
-            "put": {
-                "operationId": "putConfig",
-                "summary": "change run-time fields; rejected whole on any error",
-                "security": BEARER,
-                "requestBody": {
-                    "required": True,
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                },
-                "responses": {
-                    "200": _json(_ref("Config"), "applied"),
-                    **_errors("400", "401", "403", "413", "415", "422"),
-                },
-            },
-        },
-        "/api/v1/actions/{action}": {
-            "post": {
-                "operationId": "runAction",
-                "security": BEARER,
-                "parameters": [
-                    {"name": "action", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
-                "responses": {
-                    "200": _json(_ref("ActionResult"), "done"),
-                    **_errors("401", "403", "404", "413", "503"),
-                },
-            }
-        },
-        "/metrics": {
-            "get": {
-                "operationId": "metrics",
-                "responses": {
-                    "200": {
-                        "description": "Prometheus text",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
-                },
-            }
-        },
-        "/api/v1/openapi.json": {
-            "get": {
-                "operationId": "openapi",
-                "responses": {"200": _json({"type": "object"}, "this spec")},
-            }
-        },
+# --- the document -----------------------------------------------------------------------------
+
+
+Refs = Mapping[tuple[Any, JsonSchemaMode], dict[str, Any]]
+
+
+def _media(media: Media, refs: Refs, mode: JsonSchemaMode) -> dict[str, Any]:
+    schema = media.schema
+    out: dict[str, Any] = {"schema": refs[(schema, mode)] if isinstance(schema, type) else schema}
+    if media.example is not None:
+        out["example"] = media.example
+    return out
+
+
+def _param(param: Param) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": param.name, "in": param.where, "schema": param.schema}
+    if param.where == "path":
+        out["required"] = True
+    if param.examples:
+        out["examples"] = {name: {"value": name} for name in param.examples}
+    return out
+
+
+def _operation(op: Operation, refs: Refs) -> dict[str, Any]:
+    error = {"application/json": Media(Error)}
+    replies = {**{code: Reply(ERRORS[code], error) for code in op.errors}, **op.replies}
+    out: dict[str, Any] = {"operationId": op.operation_id}
+    if op.summary:
+        out["summary"] = op.summary
+    if op.auth != "open":
+        out["security"] = _SECURITY[op.auth]
+    if op.params:
+        out["parameters"] = [_param(p) for p in op.params]
+    if op.body is not None:
+        out["requestBody"] = {
+            "required": op.body.required,
+            "content": {t: _media(m, refs, "validation") for t, m in op.body.content.items()},
+        }
+    out["responses"] = {
+        code: {
+            "description": r.description,
+            "content": {t: _media(m, refs, "serialization") for t, m in r.content.items()},
+        }
+        for code, r in sorted(replies.items())
     }
+    return out
 
 
-def _document(title: str, version: str, paths: dict[str, Any]) -> dict[str, Any]:
+def document(
+    title: str, version: str, operations: Sequence[Operation], description: str | None = None
+) -> dict[str, Any]:
+    """The OpenAPI document of ``operations``; the schemas of every model they name."""
+    error: tuple[type[BaseModel], JsonSchemaMode] = (Error, "serialization")
+    used = {error} | {
+        (m.schema, mode)
+        for op in operations
+        for m, mode in op.media()
+        if isinstance(m.schema, type)
+    }
+    models = sorted(used, key=lambda pair: (pair[0].__name__, pair[1]))
+    refs, schemas = models_json_schema(models, ref_template=REF_TEMPLATE)
+    paths: dict[str, dict[str, Any]] = {}
+    for op in operations:
+        paths.setdefault(op.path, {})[op.method] = _operation(op, refs)
+    info = {"title": title, "version": version}
+    if description:
+        info["description"] = description
     return {
         "openapi": "3.1.0",
-        "info": {"title": title, "version": version},
+        "info": info,
         "servers": [{"url": "/"}],
         "paths": paths,
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": schemas.get("$defs", {}),
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},
         },
     }
 
 
 def common_spec(kind: str, version: str = "0") -> dict[str, Any]:
-    return _document(f"alertflow {kind}", version, common_paths())
-
-
-def control_spec(version: str) -> dict[str, Any]:
-    change = _errors("400", "401", "403", "404", "413", "415", "422", "503")
-    paths = {
-        **common_paths(),
-        "/api/v1/filters": {
-            "get": {
-                "operationId": "listFilters",
-                "security": OPTIONAL_BEARER,
-                "parameters": [
-                    {"name": "owner", "in": "query", "schema": {"type": "string"}},
-                    {
-                        "name": "active",
-                        "in": "query",
-                        "schema": {"type": "string", "enum": ["true", "false"]},
-                    },
-                ],
-                "responses": {
-                    "200": _json(_ref("FilterList"), "the filters"),
-                    **_errors("400", "401", "503"),
-                },
-            },
-            "post": {
-                "operationId": "applyFilters",
-                "summary": "create or replace filters, all or none",
-                "security": BEARER,
-                "requestBody": FILTER_BODY,
-                "responses": {
-                    "200": _json(_ref("FilterChange"), "replaced"),
-                    "201": _json(_ref("FilterChange"), "created"),
-                    **change,
-                },
-            },
-        },
-        "/api/v1/filters/{name}": {
-            "parameters": [NAME],
-            "get": {
-                "operationId": "getFilter",
-                "security": OPTIONAL_BEARER,
-                "responses": {
-                    "200": {
-                        "description": "the filter",
-                        "content": {
-                            "application/json": {"schema": _ref("Filter")},
-                            "application/yaml": {"schema": {"type": "string"}},
-                        },
-                    },
-                    **_errors("401", "404", "503"),
-                },
-            },
-            "put": {
-                "operationId": "putFilter",
-                "security": BEARER,
-                "requestBody": FILTER_BODY,
-                "responses": {
-                    "200": _json(_ref("FilterChange"), "replaced"),
-                    "201": _json(_ref("FilterChange"), "created"),
-                    **change,
-                },
-            },
-            "delete": {
-                "operationId": "deleteFilter",
-                "security": BEARER,
-                "responses": {
-                    "200": _json(_ref("FilterDeleted"), "deleted"),
-                    **_errors("401", "403", "404", "413", "503"),
-                },
-            },
-        },
-        "/api/v1/filters/{name}/activate": {
-            "parameters": [NAME],
-            "post": {
-                "operationId": "activateFilter",
-                "security": BEARER,
-                "responses": {
-                    "200": _json(_ref("FilterChange"), "active"),
-                    **_errors("401", "403", "404", "413", "503"),
-                },
-            },
-        },
-        "/api/v1/filters/{name}/deactivate": {
-            "parameters": [NAME],
-            "post": {
-                "operationId": "deactivateFilter",
-                "security": BEARER,
-                "responses": {
-                    "200": _json(_ref("FilterChange"), "inactive"),
-                    **_errors("401", "403", "404", "413", "503"),
-                },
-            },
-        },
-        "/api/v1/filters/{name}/test": {
-            "parameters": [NAME],
-            "post": {
-                "operationId": "testFilter",
-                "summary": "dry run on the reference alerts",
-                "security": OPTIONAL_BEARER,
-                "responses": {
-                    "200": _json(_ref("FilterTest"), "matches and fraction"),
-                    **_errors("401", "404", "413", "503"),
-                },
-            },
-        },
-        "/api/v1/jobs": {
-            "get": {
-                "operationId": "listJobs",
-                "security": OPTIONAL_BEARER,
-                "responses": {"200": _json(_ref("JobList"), "jobs"), **_errors("401", "503")},
-            },
-            "post": {
-                "operationId": "submitJob",
-                "security": BEARER,
-                "requestBody": {
-                    "required": False,
-                    "content": {"application/json": {"schema": _ref("JobRequest")}},
-                },
-                "responses": {
-                    "202": _json(_ref("Job"), "submitted"),
-                    **_errors("400", "401", "403", "413", "415", "503"),
-                },
-            },
-        },
-        "/api/v1/jobs/{job_id}": {
-            "parameters": [JOB_ID],
-            "get": {
-                "operationId": "getJob",
-                "security": OPTIONAL_BEARER,
-                "responses": {"200": _json(_ref("Job"), "job"), **_errors("401", "404", "503")},
-            },
-            "delete": {
-                "operationId": "stopJob",
-                "security": BEARER,
-                "parameters": [
-                    {
-                        "name": "savepoint",
-                        "in": "query",
-                        "schema": {"type": "string", "enum": ["true", "false"]},
-                    }
-                ],
-                "responses": {
-                    "200": _json(_ref("JobStopped"), "stopped"),
-                    **_errors("400", "401", "403", "404", "409", "413", "503"),
-                },
-            },
-        },
-        "/api/v1/jobs/{job_id}/upgrade": {
-            "parameters": [JOB_ID],
-            "post": {
-                "operationId": "upgradeJob",
-                "security": BEARER,
-                "requestBody": {
-                    "required": False,
-                    "content": {"application/json": {"schema": _ref("JobRequest")}},
-                },
-                "responses": {
-                    "202": _json(_ref("Job"), "resubmitted from a savepoint"),
-                    **_errors("400", "401", "403", "404", "409", "413", "415", "503"),
-                },
-            },
-        },
-        "/api/v1/components": {
-            "get": {
-                "operationId": "listComponents",
-                "security": OPTIONAL_BEARER,
-                "parameters": [
-                    {"name": "job", "in": "query", "required": False, "schema": {"type": "string"}}
-                ],
-                "responses": {
-                    "200": _json(_ref("ComponentList"), "stages"),
-                    **_errors("401", "503"),
-                },
-            },
-        },
-        "/api/v1/components/{component_id}": {
-            "parameters": [
-                {
-                    "name": "component_id",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "string"},
-                }
-            ],
-            "get": {
-                "operationId": "getComponent",
-                "security": OPTIONAL_BEARER,
-                "responses": {
-                    "200": _json(_ref("Component"), "stage"),
-                    **_errors("401", "404", "503"),
-                },
-            },
-        },
-    }
-    return _document("alertflow control service", version, paths)
+    """A service that adds nothing to the common API."""
+    return document(f"alertflow {kind}", version, common_operations())

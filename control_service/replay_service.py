@@ -3,11 +3,11 @@
 ``alertflow replay --serve`` (127.0.0.1:5002 by default) runs it. Everything is the common
 control API (:func:`control_service.common.install_common`), kind ``replay``:
 
-- ``GET``/``PUT /api/v1/config`` (PUT: admin): the replay settings, :data:`SETTINGS`. A PUT
-  merges its keys over the current settings and validates the result whole (unknown keys, types,
-  ranges, every file, or the alert files under a directory, read and decoded with
-  :func:`.replay_engine.load_files`, fresh ids possible if cycling is needed); 422 listing
-  every problem, else applied from the next start.
+- ``GET``/``PUT /api/v1/config`` (PUT: admin): the replay settings
+  (:class:`.replay_models.ReplaySettings`). A PUT merges its keys over the current settings
+  and validates the result whole (unknown keys, types, ranges, every file, or the alert files
+  under a directory, read and decoded with :func:`.replay_engine.load_files`, fresh ids
+  possible if cycling is needed); 422 listing every problem, else applied from the next start.
 - ``POST /api/v1/actions/start``: sends with the current settings on a background thread
   (state ``starting``, then ``running``, then ``stopped`` when done); 409 if a replay runs, if no
   files are set or once drained; 503 with the reason if Kafka does not answer at
@@ -30,12 +30,10 @@ The sending itself is :class:`.replay_engine.Sender`, the loop the one-shot comm
 from __future__ import annotations
 
 import argparse
-import copy
-import re
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, TextIO
 
@@ -64,59 +62,20 @@ from control_service.replay_engine import (
     plan_count,
 )
 from control_service.replay_messages import ReplayError, ReplayMessage, check_fresh_ids, load_files
+from control_service.replay_models import (
+    KIND,
+    ReplayProgress,
+    ReplaySettings,
+    replay_spec,
+    settings_from,
+)
 from flink_deploy.settings import NonEmpty, Port, Settings
-from flink_deploy.stack.config import HOST, StackPorts
+from flink_deploy.stack.config import HOST
 from transforms.alert_model import Survey
 from transforms.kafka_clients import kafka_problem
 from transforms.schemas import DEFAULT_LSST_SCHEMA_DIR, LsstSchemas
 
-KIND = "replay"
-SETTINGS = (
-    "files",
-    "topic",
-    "topics",
-    "rate",
-    "visit_size",
-    "visit_interval",
-    "visits",
-    "count",
-    "bootstrap_servers",
-)
-# Kafka's legal topic names.
-TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 MAX_BODY_BYTES = 256 * 1024
-
-
-def _default_bootstrap() -> str:
-    return StackPorts.load().bootstrap_servers
-
-
-@dataclass(frozen=True)
-class ReplaySettings:
-    """What the next start sends; the run-time config of the service."""
-
-    files: tuple[str, ...] = ()
-    topic: str | None = None
-    topics: Mapping[str, str] | None = None
-    rate: float | None = None
-    visit_size: int | None = None
-    visit_interval: float | None = None
-    visits: int = 1
-    count: int | None = None
-    bootstrap_servers: str = field(default_factory=_default_bootstrap)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "files": list(self.files),
-            "topic": self.topic,
-            "topics": dict(self.topics) if self.topics is not None else None,
-            "rate": self.rate,
-            "visit_size": self.visit_size,
-            "visit_interval": self.visit_interval,
-            "visits": self.visits,
-            "count": self.count,
-            "bootstrap_servers": self.bootstrap_servers,
-        }
 
 
 @dataclass(frozen=True)
@@ -128,81 +87,6 @@ class Prepared:
     count: int
     schedule: Schedule
     topics: Mapping[Survey, str]
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _topic_problem(value: Any) -> str | None:
-    if not isinstance(value, str) or not TOPIC_NAME.match(value):
-        return "a Kafka topic name: 1-249 of A-Z a-z 0-9 . _ -"
-    return None
-
-
-def settings_from(data: Mapping[str, Any]) -> ReplaySettings:
-    """Check the shape of every setting; raises ConfigError listing every problem."""
-    problems: list[tuple[str, str]] = [
-        (key, f"unknown setting; known: {', '.join(SETTINGS)}")
-        for key in data
-        if key not in SETTINGS
-    ]
-    files = data.get("files", [])
-    if not isinstance(files, list) or not all(isinstance(f, str) and f for f in files):
-        problems.append(("files", "a list of file paths"))
-    topic = data.get("topic")
-    if topic is not None and (problem := _topic_problem(topic)):
-        problems.append(("topic", problem))
-    topics = data.get("topics")
-    if topics is not None:
-        surveys = {s.value for s in Survey}
-        if not isinstance(topics, dict) or not topics:
-            problems.append(("topics", f"an object mapping surveys ({sorted(surveys)}) to topics"))
-        else:
-            for survey, name in topics.items():
-                if survey not in surveys:
-                    problems.append((f"topics.{survey}", f"not a survey; one of {sorted(surveys)}"))
-                elif problem := _topic_problem(name):
-                    problems.append((f"topics.{survey}", problem))
-        if topic is not None:
-            problems.append(("topics", "give topic or topics, not both"))
-    rate = data.get("rate")
-    if rate is not None and not (_is_number(rate) and rate > 0):
-        problems.append(("rate", "a positive number of alerts/s, or null (as fast as possible)"))
-    visit_size = data.get("visit_size")
-    if visit_size is not None and not (_is_int(visit_size) and visit_size > 0):
-        problems.append(("visit_size", "a positive integer, or null"))
-    visit_interval = data.get("visit_interval")
-    if visit_interval is not None and not (_is_number(visit_interval) and visit_interval >= 0):
-        problems.append(("visit_interval", "a number of seconds >= 0, or null"))
-    if (visit_size is None) != (visit_interval is None):
-        problems.append(("visit_interval", "visit_size and visit_interval go together"))
-    visits = data.get("visits", 1)
-    if not (_is_int(visits) and visits > 0):
-        problems.append(("visits", "a positive integer"))
-    count = data.get("count")
-    if count is not None and not (_is_int(count) and count > 0):
-        problems.append(("count", "a positive integer, or null (one pass, or all visits)"))
-    bootstrap = data.get("bootstrap_servers", _default_bootstrap())
-    if not isinstance(bootstrap, str) or not bootstrap.strip():
-        problems.append(("bootstrap_servers", "host:port[,host:port...]"))
-    if problems:
-        raise ConfigError(problems)
-    return ReplaySettings(
-        files=tuple(files),
-        topic=topic,
-        topics=dict(topics) if topics is not None else None,
-        rate=float(rate) if rate is not None else None,
-        visit_size=visit_size,
-        visit_interval=float(visit_interval) if visit_interval is not None else None,
-        visits=visits,
-        count=count,
-        bootstrap_servers=bootstrap,
-    )
 
 
 def prepare(settings: ReplaySettings, schemas: LsstSchemas) -> Prepared | None:
@@ -411,21 +295,21 @@ class ReplayComponent(Component):
         if sender is None:
             return None
         done = sender.finished is not None
-        return {
-            "run": self.runs,
-            "total": sender.count,
-            "sent": sender.sent,
-            "delivered": sender.delivered,
-            "failed": sender.failed,
-            "bytes": sender.bytes,
-            "rate_per_s": round(sender.rate(), 3),
-            "visit": sender.visit(),
-            "elapsed_s": round(sender.elapsed(), 3),
-            "done": done,
-            "stopped_early": done and sender.sent < sender.count,
-            "failures": sorted(set(sender.failures))[:5],
-            "error": self.error,
-        }
+        return ReplayProgress(
+            run=self.runs,
+            total=sender.count,
+            sent=sender.sent,
+            delivered=sender.delivered,
+            failed=sender.failed,
+            bytes=sender.bytes,
+            rate_per_s=round(sender.rate(), 3),
+            visit=sender.visit(),
+            elapsed_s=round(sender.elapsed(), 3),
+            done=done,
+            stopped_early=done and sender.sent < sender.count,
+            failures=sorted(set(sender.failures))[:5],
+            error=self.error,
+        ).model_dump()
 
     def status(self) -> dict[str, Any]:
         return {**super().status(), "accepting": self.accepting, "progress": self.progress()}
@@ -461,108 +345,6 @@ class ReplayComponent(Component):
 
     def openapi(self) -> Mapping[str, Any]:
         return replay_spec(self.version)
-
-
-# --- OpenAPI ----------------------------------------------------------------------------------
-
-REPLAY_SCHEMAS: dict[str, Any] = {
-    "ReplaySettings": {
-        "type": "object",
-        "required": list(SETTINGS),
-        "properties": {
-            "files": {"type": "array", "items": {"type": "string"}},
-            "topic": {"type": ["string", "null"]},
-            "topics": {"type": ["object", "null"], "additionalProperties": {"type": "string"}},
-            "rate": {"type": ["number", "null"]},
-            "visit_size": {"type": ["integer", "null"]},
-            "visit_interval": {"type": ["number", "null"]},
-            "visits": {"type": "integer"},
-            "count": {"type": ["integer", "null"]},
-            "bootstrap_servers": {"type": "string"},
-        },
-    },
-    "ReplayConfig": {
-        "type": "object",
-        "required": ["config_version", "config"],
-        "properties": {
-            "config_version": {"type": "integer"},
-            "config": {"$ref": "#/components/schemas/ReplaySettings"},
-        },
-    },
-    "ReplayProgress": {
-        "type": "object",
-        "required": [
-            "run",
-            "total",
-            "sent",
-            "delivered",
-            "failed",
-            "bytes",
-            "rate_per_s",
-            "visit",
-            "elapsed_s",
-            "done",
-            "stopped_early",
-            "failures",
-            "error",
-        ],
-        "properties": {
-            "run": {"type": "integer"},
-            "total": {"type": "integer"},
-            "sent": {"type": "integer"},
-            "delivered": {"type": "integer"},
-            "failed": {"type": "integer"},
-            "bytes": {"type": "integer"},
-            "rate_per_s": {"type": "number"},
-            "visit": {"type": ["integer", "null"]},
-            "elapsed_s": {"type": "number"},
-            "done": {"type": "boolean"},
-            "stopped_early": {"type": "boolean"},
-            "failures": {"type": "array", "items": {"type": "string"}},
-            "error": {"type": ["string", "null"]},
-        },
-    },
-    "ReplayStatus": {
-        "allOf": [
-            {"$ref": "#/components/schemas/Status"},
-            {
-                "type": "object",
-                "required": ["accepting", "progress"],
-                "properties": {
-                    "accepting": {"type": "boolean"},
-                    "progress": {
-                        "oneOf": [{"$ref": "#/components/schemas/ReplayProgress"}, {"type": "null"}]
-                    },
-                },
-            },
-        ],
-    },
-}
-
-
-def replay_spec(version: str) -> dict[str, Any]:
-    """The replay service's OpenAPI document: the common API with its own bodies."""
-    from control_service.openapi import ERRORS, _json, _ref, common_spec
-
-    spec = copy.deepcopy(common_spec(KIND, version))
-    spec["info"]["description"] = "The replay producer: alert files to Kafka, as a service."
-    paths = spec["paths"]
-    paths["/api/v1/status"]["get"]["responses"]["200"] = _json(_ref("ReplayStatus"), "status")
-    config = paths["/api/v1/config"]
-    config["get"]["responses"]["200"] = _json(_ref("ReplayConfig"), "the replay settings")
-    config["put"]["responses"]["200"] = _json(_ref("ReplayConfig"), "applied")
-    config["put"]["requestBody"]["content"]["application/json"] = {
-        "schema": {"type": "object", "properties": REPLAY_SCHEMAS["ReplaySettings"]["properties"]},
-        "example": {"rate": 500, "count": 1000},
-    }
-    actions = paths["/api/v1/actions/{action}"]["post"]
-    actions["summary"] = "start, stop or drain the replay"
-    actions["parameters"][0]["examples"] = {
-        name: {"value": name} for name in ("start", "stop", "drain")
-    }
-    actions["responses"]["409"] = ERRORS["409"]
-    spec["components"]["schemas"] = {**spec["components"]["schemas"], **REPLAY_SCHEMAS}
-    return spec
 
 
 # --- the app ----------------------------------------------------------------------------------
@@ -633,12 +415,4 @@ def serve(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | Non
     return 0
 
 
-__all__ = [
-    "ReplayComponent",
-    "ReplayServiceConfig",
-    "ReplaySettings",
-    "create_app",
-    "prepare",
-    "replay_spec",
-    "settings_from",
-]
+__all__ = ["ReplayComponent", "ReplayServiceConfig", "create_app", "prepare", "serve"]

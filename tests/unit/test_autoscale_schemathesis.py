@@ -14,8 +14,8 @@ import tempfile
 from dataclasses import replace
 from pathlib import Path
 
+from flink_deploy.autoscaler.api_models import autoscaler_spec
 from flink_deploy.autoscaler.observe import Observation
-from flink_deploy.autoscaler.service import autoscaler_spec
 from tests.schemathesis_support import api_matches_spec
 from tests.unit.test_autoscale_service import (
     OPS,

@@ -20,17 +20,13 @@ from flask.testing import FlaskClient
 
 from control_service.auth import ApiKey
 from control_service.config import ConfigError
+from flink_deploy.autoscaler.api_models import autoscaler_spec
 from flink_deploy.autoscaler.decide import TaskManager
 from flink_deploy.autoscaler.drivers import DriverError
+from flink_deploy.autoscaler.loop import ScalingLoop
 from flink_deploy.autoscaler.observe import Observation
 from flink_deploy.autoscaler.policy import DEFAULT_POLICY_FILE, Profile, load_policy_file
-from flink_deploy.autoscaler.service import (
-    AutoscalerConfig,
-    ScalingLoop,
-    autoscaler_spec,
-    create_app,
-    parse_api_keys,
-)
+from flink_deploy.autoscaler.service import AutoscalerConfig, create_app, parse_api_keys
 from tests.metrics_text import samples
 from tests.unit.autoscale_cases import ineffective_check, obs
 

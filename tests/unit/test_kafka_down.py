@@ -26,7 +26,8 @@ from control_service.app import create_app
 from control_service.audit import AuditLog
 from control_service.config import load_config
 from control_service.filters_api import STORE_EXTENSION
-from control_service.replay_service import ReplayServiceConfig, settings_from
+from control_service.replay_models import settings_from
+from control_service.replay_service import ReplayServiceConfig
 from control_service.replay_service import create_app as create_replay_app
 from control_service.snapshots import SNAPSHOT_KEY, MemorySnapshotLog
 from control_service.store import FilterStore

@@ -12,7 +12,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from control_service.replay_service import replay_spec, settings_from
+from control_service.replay_models import replay_spec, settings_from
 from tests.schemathesis_support import api_matches_spec
 from tests.unit.test_replay_service import LSST_BATCH, OPS, Factory, make
 

@@ -1,12 +1,10 @@
 """The replay service through the Flask test client, with a fake producer (no Kafka here; the
-real one is in tests/e2e/test_replay_service_http.py); and one ControlClient speaking to the replay
-service, the autoscaler and the control service over HTTP on loopback.
+real one is in tests/e2e/test_replay_service_http.py).
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,20 +12,11 @@ import jsonschema
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
-from werkzeug.serving import make_server
 
 from control_service.auth import ApiKey
-from control_service.client import ControlClient, ControlError
-from control_service.commands import replay
 from control_service.replay_messages import ID_STRIDE
-from control_service.replay_service import (
-    ReplayComponent,
-    ReplayServiceConfig,
-    ReplaySettings,
-    create_app,
-    replay_spec,
-    settings_from,
-)
+from control_service.replay_models import ReplaySettings, replay_spec, settings_from
+from control_service.replay_service import ReplayComponent, ReplayServiceConfig, create_app
 from tests.datapaths import shared_data
 from tests.metrics_text import samples
 from transforms.decode import decode_message
@@ -477,113 +466,3 @@ def test_audit_log_records_config_and_actions(tmp_path: Path, client: FlaskClien
     client.post("/api/v1/actions/drain", headers=OPS)
     lines = (tmp_path / "audit.jsonl").read_text().splitlines()
     assert len(lines) == 2 and "config.put" in lines[0] and "action.drain" in lines[1]
-
-
-# --- the one-shot command still runs the same loop --------------------------------------------
-
-
-def test_one_shot_command_sends_through_the_shared_loop(monkeypatch: pytest.MonkeyPatch) -> None:
-    import argparse
-    import io
-
-    factory = Factory()
-    monkeypatch.setattr(replay, "kafka_producer", factory)
-    parser = argparse.ArgumentParser()
-    replay.register(parser.add_subparsers())
-    args = parser.parse_args(
-        ["replay", str(LSST_BATCH), "--count", "40", "--no-progress", "--topic", "t"]
-    )
-    out = io.StringIO()
-    assert replay.run(args, out=out) == 0
-    assert len(factory.producers[0].produced) == 40
-    assert out.getvalue().startswith("replay: sent 40 alerts")
-    err = io.StringIO()
-    assert replay.run(parser.parse_args(["replay"]), err=err) == 2
-    assert "FILE" in err.getvalue()
-
-
-def test_serve_refuses_bad_initial_settings() -> None:
-    import argparse
-    import io
-
-    parser = argparse.ArgumentParser()
-    replay.register(parser.add_subparsers())
-    for argv, problem in [
-        (["--rate", "-1"], "rate: a positive number"),
-        (["/nonexistent.avro"], "files[0]: /nonexistent.avro: no such file"),
-    ]:
-        err = io.StringIO()
-        assert replay.run(parser.parse_args(["replay", "--serve", *argv]), err=err) == 2
-        assert problem in err.getvalue()
-
-
-# --- one client, three services ---------------------------------------------------------------
-
-
-@pytest.fixture
-def serve() -> Iterator[Callable[[Flask], str]]:
-    """Serves Flask apps on loopback (port 0: the OS picks one); gives their base URLs."""
-    servers = []
-
-    def start(app: Flask) -> str:
-        server = make_server("127.0.0.1", 0, app, threaded=True)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_port}"
-
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
-
-
-def test_one_client_speaks_to_every_service(
-    tmp_path: Path, factory: Factory, serve: Callable[[Flask], str]
-) -> None:
-    from tests.control_support import Logs
-    from tests.control_support import make_app as make_control
-    from tests.unit.test_autoscale_service import FakeDriver, FakeObserver
-    from tests.unit.test_autoscale_service import make as make_autoscaler
-
-    (tmp_path / "a").mkdir()
-    (tmp_path / "c").mkdir()
-    replay_app = make(tmp_path, factory)
-    urls = {
-        "replay": serve(replay_app),
-        "autoscaler": serve(make_autoscaler(tmp_path / "a", FakeObserver(), FakeDriver())),
-        "control-service": serve(make_control(tmp_path / "c", Logs())[0]),
-    }
-    for kind, url in urls.items():
-        client = ControlClient(url, token="ops-secret-333")
-        assert client.health() == {"status": "ok"}
-        assert isinstance(client.ready(), bool)
-        status = client.status()
-        assert status["kind"] == kind
-        assert status["state"] in ("starting", "running", "stopped", "draining", "degraded")
-        assert client.get_config()["config_version"] == status["config_version"]
-        assert any(
-            name.startswith("alertflow_http_requests_total{") for name in samples(client.metrics())
-        )
-        assert client.openapi()["info"]["title"].startswith("alertflow")
-        with pytest.raises(ControlError) as unknown:
-            client.action("rewind")
-        assert (unknown.value.status, unknown.value.error) == (404, "not_found")
-        with pytest.raises(ControlError) as anonymous:
-            ControlClient(url).put_config({"colour": "blue"})
-        assert anonymous.value.status == 401
-
-    replay_client = ControlClient(urls["replay"], token="ops-secret-333")
-    with pytest.raises(ControlError) as bad:
-        replay_client.put_config({"rate": -1})
-    assert (bad.value.status, bad.value.details["issues"][0]["field"]) == (422, "rate")
-    changed = replay_client.put_config({"files": [str(LSST_BATCH)], "count": 30})
-    assert changed["config"]["count"] == 30
-    assert replay_client.action("start")["result"] == {"run": 1, "total": 30}
-    finish(replay_app)
-    progress = replay_client.status()["progress"]
-    assert (progress["sent"], progress["delivered"], progress["done"]) == (30, 30, True)
-    assert samples(replay_client.metrics())["alertflow_replay_sent_total"] == 30
-    autoscaler = ControlClient(urls["autoscaler"], token="ops-secret-333")
-    assert autoscaler.action("stop")["state"] == "stopped"
-    assert autoscaler.action("start")["state"] == "running"
-    assert autoscaler.status()["kind"] == "autoscaler"
