@@ -22,7 +22,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -110,12 +109,13 @@ class Service:
 def kafka_cfg(tmp_path: Path, closed_port: int) -> Iterator[StackConfig]:
     """The stack's settings for a Kafka of this test's own, not started yet; Flink's REST port
     is one where nothing listens. The Kafka, if started, is stopped afterwards."""
-    cfg = replace(
-        StackConfig.from_env(),
-        run_dir=(tmp_path / "run").resolve(),
-        kafka_port=free_port(),
-        kafka_controller_port=free_port(),
-        flink_rest_port=closed_port,
+    cfg = StackConfig.from_env().model_copy(
+        update={
+            "run_dir": (tmp_path / "run").resolve(),
+            "kafka_port": free_port(),
+            "kafka_controller_port": free_port(),
+            "flink_rest_port": closed_port,
+        }
     )
     try:
         yield cfg
