@@ -262,7 +262,14 @@ class FlinkRest:
                     savepoint=savepoint,
                     exceptions=self.root_exception(job_id),
                 )
-            restored = (self.checkpoints(job_id).get("latest") or {}).get("restored")
+            try:
+                restored = (self.checkpoints(job_id).get("latest") or {}).get("restored")
+            except FlinkRestError as error:
+                # A job that is still initializing has no checkpoint statistics yet, and Flink
+                # answers 500 ("not available while the JobManager is initializing").
+                if error.status is None or error.status < 500:
+                    raise
+                restored = None
             if restored:
                 found = str(restored.get("external_path", "")).removeprefix("file:").lstrip("/")
                 if found != wanted:

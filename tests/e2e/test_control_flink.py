@@ -87,7 +87,10 @@ def control(stack: StackConfig, tmp_path_factory) -> Iterator[dict]:
     try:
         yield state
     finally:
-        for jid in state["jobs"]:
+        # Every job of this run, also one an upgrade started before it failed.
+        overview = requests.get(f"{stack.flink_rest_url}/jobs/overview", timeout=10).json()
+        ours = {j["jid"] for j in overview["jobs"] if j["name"] == job_name}
+        for jid in ours | set(state["jobs"]):
             requests.patch(
                 f"{stack.flink_rest_url}/jobs/{jid}", params={"mode": "cancel"}, timeout=10
             )
