@@ -159,9 +159,20 @@ class Nodes:
         _ip("addr", "add", f"{self.host_address}/{self.network.prefixlen}", "dev", self.bridge)
         _ip("link", "set", self.bridge, "up")
 
-    def add(self, name: str, budget: Budget) -> Node:
-        """Make node ``name``: its namespace on the bridge and its budget. Recorded first, so a
-        failure half-way is still removed by :meth:`remove`."""
+    def ensure(self, name: str, index: int, budget: Budget) -> Node:
+        """Node ``name`` at ``index``, made if it does not exist yet (several services share
+        a node)."""
+        node = self.get(name)
+        if node is None:
+            return self.add(name, budget, index)
+        if node.index != index:
+            raise NodeError(f"node {name!r} exists at index {node.index}, not {index}")
+        return node
+
+    def add(self, name: str, budget: Budget, index: int | None = None) -> Node:
+        """Make node ``name``: its namespace on the bridge and its budget, at ``index`` on the
+        bridge (default: the lowest free one). Recorded first, so a failure half-way is still
+        removed by :meth:`remove`."""
         problem = node_problem()
         if problem:
             raise NodeError(problem)
@@ -170,7 +181,11 @@ class Nodes:
         nodes = self._load()
         if any(n.name == name for n in nodes):
             raise NodeError(f"node {name!r} exists already")
-        index = min(set(range(1, len(nodes) + 2)) - {n.index for n in nodes})
+        taken = {n.index for n in nodes}
+        if index is None:
+            index = min(set(range(1, len(nodes) + 2)) - taken)
+        elif index in taken or not 1 <= index < self.network.num_addresses - 2:
+            raise NodeError(f"node {name!r}: index {index} is taken or off {self.network}")
         address = str(self.network.network_address + 1 + index)
         node = Node(name, index, address, budget, self.prefix)
         self._save([*nodes, node])
