@@ -53,8 +53,8 @@ def problems(text: str) -> list[str]:
 
 def test_default_policy_file_loads_and_round_trips() -> None:
     policy = load_policy_file(DEFAULT_POLICY_FILE)
-    assert policy.profile("small") == Profile("small", 2, "3072m")
-    assert policy.profile("large") == Profile("large", 4, "5120m")
+    assert policy.profile("small") == Profile("small", 2, "3072m", cpu_cores=0.5)
+    assert policy.profile("large") == Profile("large", 4, "5120m", cpu_cores=1.0)
     assert policy.profile("large").memory_mib == 5120
     assert load_policy(policy.to_yaml()) == policy
     assert load_policy_data(policy.to_dict()) == policy
