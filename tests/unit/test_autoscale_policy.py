@@ -115,10 +115,15 @@ def test_good_policy_with_defaults() -> None:
         ),
         (
             8,
+            "  small: {slots: 2, process_memory: 3072m, cpu_cores: 0}",
+            "8:55: profiles.small.cpu_cores: must be > 0, got 0",
+        ),
+        (
+            8,
             "  small: {slots: 2, memory_size: 3072m}",
             [
                 "8:21: profiles.small.memory_size: unknown key 'memory_size' (allowed: slots, "
-                "process_memory)",
+                "process_memory, cpu_cores)",
                 "8:10: profiles.small: missing required key 'process_memory'",
             ],
         ),
