@@ -367,7 +367,8 @@ def _up(cfg: StackConfig, log: Callable[[str], None]) -> list[Started]:
         if application:
             # The job's jar is built against the worker pool and the expansion service, and
             # the JobManager runs it as soon as it starts.
-            start(worker_pool_service(cfg))
+            if not cfg.nodes:  # on nodes each TaskManager brings its own
+                start(worker_pool_service(cfg))
             start(expansion_service(cfg))
             build_application_jar(cfg, log)
         start(flink_service(cfg, conf))
