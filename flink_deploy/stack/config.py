@@ -347,7 +347,7 @@ def describe(cfg: StackConfig) -> dict[str, Any]:
         "bootstrap_servers": cfg.bootstrap_servers,
         "flink_rest_url": cfg.flink_rest_url,
         "job_endpoint": f"{cfg.host(Place.CONTROL)}:{cfg.job_port}",
-        "expansion_service": f"{cfg.host(Place.CONTROL)}:{cfg.expansion_port}",
+        "expansion_service": f"{HOST}:{cfg.expansion_port}",  # on the host (services.py)
         "nodes": cfg.nodes,
         "node_subnet": cfg.node_subnet,
         "worker_pool": f"localhost:{cfg.worker_pool_port}",

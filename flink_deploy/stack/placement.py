@@ -8,8 +8,11 @@ from the stack's settings alone, before the node exists:
 |---|---|---|
 | ``kafka`` | Kafka | 1 |
 | ``jobmanager`` | the JobManager (and its web UI) | 2 |
-| ``control`` | the Beam job server and expansion service, the control service, the autoscaler | 3 |
+| ``control`` | the Beam job server, the control service, the autoscaler | 3 |
 | ``tm-<n>`` | TaskManager ``n`` and its own Beam worker pool, at its own ``localhost`` | 10 + n |
+
+The KafkaIO expansion service stays on the host's loopback: only a pipeline's submitter calls
+it, and Beam's Python client reaches it only at a loopback address.
 """
 
 from __future__ import annotations

@@ -74,13 +74,15 @@ def _listening(
     port: int,
     log: str,
     env: dict[str, str] | None = None,
-    place: Place | NodePlan = Place.CONTROL,
+    place: Place | NodePlan | None = Place.CONTROL,
 ) -> Service:
-    """A service that is healthy once it listens on ``port`` at ``place`` (a fixed node's, or
-    a TaskManager's); ``log`` is in the run folder."""
-    if isinstance(place, NodePlan):
-        node: NodePlan | None = place
-        host = cfg.node_address(place)
+    """A service that is healthy once it listens on ``port`` at ``place`` (a fixed node's, a
+    TaskManager's, or None: the host's loopback); ``log`` is in the run folder."""
+    node: NodePlan | None
+    if place is None:
+        node, host = None, HOST
+    elif isinstance(place, NodePlan):
+        node, host = place, cfg.node_address(place)
     else:
         node, host = cfg.node_plan(place), cfg.host(place)
     return Service(
@@ -219,9 +221,13 @@ def write_flink_conf(cfg: StackConfig) -> Path:
     conf.mkdir(parents=True, exist_ok=True)
     flink = cfg.run_dir / "flink"
     jobmanager = cfg.host(Place.JOBMANAGER)
+    # On a node a process binds every address of its namespace (its own eth0 and loopback), as
+    # in Flink's container images: the JobManager's REST handler reaches its own blob server
+    # through the loopback.
+    bind = "0.0.0.0" if cfg.nodes else HOST
     settings: dict[str, Any] = {
         "jobmanager": {
-            "bind-host": jobmanager,
+            "bind-host": bind,
             "rpc": {"address": jobmanager, "port": cfg.flink_rpc_port},
             "memory": {"process": {"size": "1024m"}},
         },
@@ -233,7 +239,7 @@ def write_flink_conf(cfg: StackConfig) -> Path:
             # Memory: each TaskManager's profile, as dynamic properties (flink_deploy/sizing.py).
         },
         "parallelism": {"default": 1},
-        "rest": {"address": jobmanager, "bind-address": jobmanager, "port": cfg.flink_rest_port},
+        "rest": {"address": jobmanager, "bind-address": bind, "port": cfg.flink_rest_port},
         "io": {"tmp": {"dirs": str(flink / "tmp")}},
         "state": {"checkpoints": {"dir": f"file://{flink / 'checkpoints'}"}},
         "web": {"submit": {"enable": True}, "cancel": {"enable": True}},
@@ -316,7 +322,7 @@ def flink_service(
         host, node = HOST, cfg.taskmanager_plan(taskmanager, profile)
         if node is not None:
             host = cfg.node_address(node)
-            args += ["-D", f"taskmanager.host={host}", "-D", f"taskmanager.bind-host={host}"]
+            args += ["-D", f"taskmanager.host={host}", "-D", "taskmanager.bind-host=0.0.0.0"]
     log = cfg.run_dir / "flink" / "log" / f"{name}.log"
     argv = [
         cfg.java,
@@ -402,7 +408,10 @@ def worker_pool_service(
 
 
 def expansion_service(cfg: StackConfig) -> Service:
-    """The KafkaIO expansion service, run from the job-server jar (it carries KafkaIO)."""
+    """The KafkaIO expansion service, run from the job-server jar (it carries KafkaIO). Only a
+    pipeline's submitter calls it, to build the pipeline, so it stays on the host's loopback
+    even on nodes: Beam's Python client reaches an expansion service only at a loopback
+    address (``grpc.local_channel_credentials`` in apache_beam/transforms/external.py)."""
     argv = [
         cfg.java,
         "-Xmx512m",
@@ -414,7 +423,12 @@ def expansion_service(cfg: StackConfig) -> Service:
         "--experiments=use_deprecated_read",
     ]
     return _listening(
-        cfg, "beam-expansion-service", argv, cfg.expansion_port, "beam/expansion-service.log"
+        cfg,
+        "beam-expansion-service",
+        argv,
+        cfg.expansion_port,
+        "beam/expansion-service.log",
+        place=None,
     )
 
 

@@ -68,7 +68,8 @@ def test_on_nodes_each_place_has_its_node_address_and_budget(tmp_path: Path) -> 
 
     conf = json.loads((write_flink_conf(cfg) / "config.yaml").read_text())
     assert conf["jobmanager"]["rpc"]["address"] == "10.99.0.3"
-    assert conf["rest"]["bind-address"] == "10.99.0.3"
+    assert conf["rest"]["address"] == "10.99.0.3"
+    assert conf["rest"]["bind-address"] == conf["jobmanager"]["bind-host"] == "0.0.0.0"
 
 
 def test_the_control_services_run_on_the_control_node_and_listen_there(tmp_path: Path) -> None:
@@ -82,17 +83,15 @@ def test_the_control_services_run_on_the_control_node_and_listen_there(tmp_path:
     jobs = job_server_service(cfg)
     assert f"--flink-master={cfg.host(Place.JOBMANAGER)}:8081" in jobs.argv
     assert f"--job-host={control}" in jobs.argv
-    services = [
-        jobs,
-        expansion_service(cfg),
-        control_service(cfg),
-        autoscaler_service(cfg, tmp_path / "policy.yaml"),
-    ]
+    services = [jobs, control_service(cfg), autoscaler_service(cfg, tmp_path / "policy.yaml")]
     for service in services:
         assert service.node is not None and service.node.name == "control", service.name
         assert service.host == control
-    for service in services[2:]:  # the Python services are told where to listen
+    for service in services[1:]:  # the Python services are told where to listen
         assert service.argv[service.argv.index("--host") + 1] == control
+    # Only a submitter calls the expansion service, and Beam's client only on a loopback.
+    expansion = expansion_service(cfg)
+    assert (expansion.node, expansion.host) == (None, HOST)
 
 
 def test_each_taskmanager_has_a_node_with_its_own_worker_pool(tmp_path: Path) -> None:
