@@ -97,6 +97,9 @@ class TaskManagerProfile:
     name: str
     slots: int
     process_memory: str
+    # The CPU budget of its node (flink_deploy/nodes.py, a VM's slice), in cores; None: the
+    # stack's default.
+    cpu_cores: float | None = None
 
     @property
     def memory_mib(self) -> int:

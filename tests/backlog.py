@@ -60,9 +60,11 @@ def run_topics(bootstrap: str, prefix: str, source: str, partitions: int) -> dic
     return topics
 
 
-def start_broker(cfg: StackConfig, topics: dict[str, str], source: str) -> tuple[str, str]:
-    """Submit the broker on a run's topics (:func:`run_topics`) and wait until it runs;
-    returns its job name and Flink job id."""
+def start_broker(
+    cfg: StackConfig, topics: dict[str, str], source: str, parallelism: int = 2
+) -> tuple[str, str]:
+    """Submit the broker on a run's topics (:func:`run_topics`) at ``parallelism`` and wait
+    until it runs; returns its job name and Flink job id."""
     prefix, run_id = topics[source].split(".")[:2]
     job_name = f"alertflow-{prefix}-{run_id}"
     broker.run(
@@ -72,7 +74,7 @@ def start_broker(cfg: StackConfig, topics: dict[str, str], source: str) -> tuple
             f"--deadletter-topic={topics['dead']}",
             f"--group-id={prefix}-{run_id}",
             f"--job-name={job_name}",
-            "--parallelism=2",
+            f"--parallelism={parallelism}",
         ]
     )
     jid = wait_for(lambda: running_job_id(cfg.flink_rest_url, job_name), 180, f"{job_name} running")

@@ -33,14 +33,25 @@ def register(subparsers: Subparsers) -> argparse.ArgumentParser:
         "ALERTFLOW_STACK_MODE); application: the broker runs as a reactive-mode "
         "application cluster that rescales with its TaskManagers",
     )
-    actions.add_parser("status", help="print each service, its PID, port and health as JSON")
+    up.add_argument(
+        "--nodes",
+        action="store_true",
+        help="run each service on a node of its own: a network namespace with its own address "
+        "and a CPU and memory budget (needs root; flink_deploy/stack/placement.py)",
+    )
+    actions.add_parser("status", help="print each service, its PID, port, node and health as JSON")
     actions.add_parser("down", help="stop every process that `up` started")
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        cfg = StackConfig.from_env(getattr(args, "taskmanagers", None), getattr(args, "mode", None))
+        cfg = StackConfig.from_env(
+            getattr(args, "taskmanagers", None),
+            getattr(args, "mode", None),
+            # `up` starts on nodes only when asked; the others find the stack that runs.
+            args.nodes if args.action == "up" else None,
+        )
         if args.action == "up":
             supervisor.up(cfg, log=lambda line: print(line, file=sys.stderr))
             print(f"stack healthy; Flink web UI: {cfg.flink_rest_url}", file=sys.stderr)

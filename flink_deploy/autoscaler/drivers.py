@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -19,7 +20,13 @@ from flink_deploy.autoscaler.model import Profile, TaskManager
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 DEPLOYMENT_PREFIX = "alertflow-taskmanager-"
 MERGE_PATCH = "application/merge-patch+json"
-MODES = ("deployments", "flinkdeployment")
+
+
+class KubernetesMode(StrEnum):
+    """What the Kubernetes driver scales: a Deployment per profile, or one FlinkDeployment."""
+
+    DEPLOYMENTS = "deployments"
+    FLINKDEPLOYMENT = "flinkdeployment"
 
 
 class DriverError(RuntimeError):
@@ -70,7 +77,7 @@ class KubernetesDriver:
         self,
         profiles: Sequence[Profile],
         *,
-        mode: str = "deployments",
+        mode: KubernetesMode | str = KubernetesMode.DEPLOYMENTS,
         name: str = "alertflow",
         namespace: str | None = None,
         api_url: str | None = None,
@@ -81,11 +88,13 @@ class KubernetesDriver:
         timeout_s: float = 10.0,
         session: requests.Session | None = None,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if mode not in tuple(KubernetesMode):
+            choices = ", ".join(KubernetesMode)
+            raise ValueError(f"mode must be one of {choices}, got {mode!r}")
+        mode = KubernetesMode(mode)
         if not profiles:
             raise ValueError("at least one profile")
-        if mode == "flinkdeployment" and len(profiles) != 1:
+        if mode is KubernetesMode.FLINKDEPLOYMENT and len(profiles) != 1:
             raise ValueError(
                 "the flinkdeployment mode has one TaskManager profile; got "
                 + ", ".join(p.name for p in profiles)
@@ -177,7 +186,7 @@ class KubernetesDriver:
 
     def replicas(self, profile: str) -> int:
         """The replicas the cluster is asked to run for ``profile`` (the desired count)."""
-        if self.mode == "deployments":
+        if self.mode is KubernetesMode.DEPLOYMENTS:
             deployment = self._deployment(profile)
             data = self._call("GET", self._scale_path(deployment), f"deployment {deployment}")
             value = data.get("spec", {}).get("replicas", 0)
@@ -189,7 +198,7 @@ class KubernetesDriver:
         return value
 
     def set_replicas(self, profile: str, count: int) -> None:
-        if self.mode == "deployments":
+        if self.mode is KubernetesMode.DEPLOYMENTS:
             deployment = self._deployment(profile)
             self._call(
                 "PATCH",
@@ -206,12 +215,12 @@ class KubernetesDriver:
             )
 
     def _object(self, profile: str) -> str:
-        if self.mode == "deployments":
+        if self.mode is KubernetesMode.DEPLOYMENTS:
             return f"deployment {self._deployment(profile)}"
         return f"flinkdeployment {self.name}"
 
     def _prefix(self, profile: str) -> str:
-        return self._deployment(profile) if self.mode == "deployments" else self.name
+        return self._deployment(profile) if self.mode is KubernetesMode.DEPLOYMENTS else self.name
 
     # --- Driver -------------------------------------------------------------------------------
 
@@ -243,7 +252,7 @@ class KubernetesDriver:
         self.set_replicas(profile, count - 1)
 
     def _kind(self) -> str:
-        return "deployment" if self.mode == "deployments" else "flinkdeployment"
+        return "deployment" if self.mode is KubernetesMode.DEPLOYMENTS else "flinkdeployment"
 
 
 def _status_message(response: requests.Response) -> str:

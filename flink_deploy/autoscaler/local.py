@@ -19,8 +19,7 @@ from flink_deploy.autoscaler.model import Profile, TaskManager
 from flink_deploy.sizing import DEFAULT_PROFILE
 from flink_deploy.stack import supervisor
 from flink_deploy.stack.config import StackConfig, StackError
-
-PREFIX = "flink-taskmanager-"
+from flink_deploy.stack.services import TASKMANAGER_PREFIX
 
 
 class LocalDriver:
@@ -33,7 +32,7 @@ class LocalDriver:
         return [
             p
             for p in supervisor.RunState(self.cfg.run_dir).load()
-            if p.name.startswith(PREFIX) and supervisor.is_running(p)
+            if p.name.startswith(TASKMANAGER_PREFIX) and supervisor.is_running(p)
         ]
 
     def taskmanagers(self) -> list[TaskManager]:
@@ -41,7 +40,7 @@ class LocalDriver:
         return [TaskManager(p.name, p.profile or DEFAULT_PROFILE.name) for p in self._running()]
 
     def add(self, profile: Profile) -> TaskManager:
-        taken = {int(p.name.removeprefix(PREFIX)) for p in self._running()}
+        taken = {int(p.name.removeprefix(TASKMANAGER_PREFIX)) for p in self._running()}
         index = min(set(range(1, len(taken) + 2)) - taken)
         try:
             started = supervisor.start_taskmanager(self.cfg, index, profile)

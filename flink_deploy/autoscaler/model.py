@@ -82,10 +82,16 @@ class Policy:
 
     def to_dict(self) -> dict[str, Any]:
         """The policy as plain data, in the YAML's shape (``load_policy`` accepts it back):
-        the fields, with the profiles as a mapping of name -> {slots, process_memory}."""
+        the fields, with the profiles as a mapping of name -> {slots, process_memory} (and
+        cpu_cores when set)."""
         view = asdict(self)
         view["profiles"] = {
-            p.name: {"slots": p.slots, "process_memory": p.process_memory} for p in self.profiles
+            p.name: {
+                "slots": p.slots,
+                "process_memory": p.process_memory,
+                **({"cpu_cores": p.cpu_cores} if p.cpu_cores is not None else {}),
+            }
+            for p in self.profiles
         }
         return view
 

@@ -9,8 +9,8 @@ Example (``default-policy.yaml`` beside this module is the shipped default)::
     cooldown_up_s: 30          # after any scaling action, before the next scale-up
     cooldown_down_s: 120       # after any scaling action, before the next scale-down
     profiles:                  # TaskManager shapes; process_memory as Flink writes it
-      small: {slots: 2, process_memory: 3072m}
-      large: {slots: 4, process_memory: 5120m}
+      small: {slots: 2, process_memory: 3072m, cpu_cores: 0.5}   # cpu_cores: its node's budget
+      large: {slots: 4, process_memory: 5120m, cpu_cores: 1.0}
     scale_up:                  # any configured trigger fires a scale-up
       lag_above: 5000          # total consumer lag, records
       busy_above_ms_per_s: 800           # max busyTimeMsPerSecond over the job's vertices
@@ -200,7 +200,7 @@ def _profiles(check: _Checker, entry: tuple[Node, Any]) -> dict[str, tuple[Node,
             _value_node(node, key_node),
             value.get(name),
             path,
-            ("slots", "process_memory"),
+            ("slots", "process_memory", "cpu_cores"),
             ("slots", "process_memory"),
         )
         slots = (
@@ -228,8 +228,14 @@ def _profiles(check: _Checker, entry: tuple[Node, Any]) -> dict[str, tuple[Node,
                 "needs (flink_deploy/sizing.py)",
             )
             memory = None
+        # The CPU budget of the TaskManager's node or VM (flink_deploy/nodes.py, vm/).
+        cpu = (
+            check.number(fields["cpu_cores"], f"{path}.cpu_cores", maximum=64)
+            if "cpu_cores" in fields
+            else None
+        )
         if slots is not None and memory is not None:
-            out[name] = (key_node, Profile(name, slots, memory.strip()))
+            out[name] = (key_node, Profile(name, slots, memory.strip(), cpu))
     return out
 
 

@@ -9,6 +9,7 @@ what clients read from ``stack.json`` in the run folder.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -21,7 +22,16 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, Field
 from pydantic_settings import SettingsConfigDict
 
+from flink_deploy.nodes import DEFAULT_SUBNET, Budget, Nodes
 from flink_deploy.settings import REPO_ROOT, ConfigError, Port, Settings
+from flink_deploy.sizing import TaskManagerProfile
+from flink_deploy.stack.placement import (
+    FIXED_INDEX,
+    NodePlan,
+    Place,
+    node_address,
+    taskmanager_node,
+)
 from transforms.kafka_clients import DEFAULT_KAFKA_PORT
 
 VERSIONS_FILE = REPO_ROOT / "flink_deploy" / "versions.env"
@@ -81,6 +91,13 @@ PORT_FIELDS = (
 )
 
 
+def _subnet(value: str) -> str:
+    network = ipaddress.ip_network(value)  # ValueError: pydantic names the variable
+    if network.version != 4 or network.prefixlen > 24:
+        raise ValueError("must be an IPv4 network of at least 256 addresses, like 10.213.77.0/24")
+    return str(network)
+
+
 class StackPorts(Settings):
     """Where the local stack lives and which ports it takes (``ALERTFLOW_RUN_DIR``,
     ``ALERTFLOW_KAFKA_PORT``, ...): what the services need to find it, no Java needed."""
@@ -99,26 +116,53 @@ class StackPorts(Settings):
     job_server_expansion_port: Port = 8096
     autoscaler_port: Port = 5001
     control_port: Port = 5000
+    # On nodes of their own (flink_deploy/stack/placement.py) rather than the host's loopback.
+    nodes: bool = False
+    node_subnet: Annotated[str, AfterValidator(_subnet)] = DEFAULT_SUBNET
 
     @classmethod
     def local(cls) -> StackPorts:
         """The local stack of this process's environment; StackError naming a bad variable."""
         try:
-            return cls.load()
+            return cls.load(**_layout_file())
         except ConfigError as error:
             raise StackError(str(error)) from None
 
+    def host(self, place: Place) -> str:
+        """The address of the services at ``place``: its node's, or the loopback's."""
+        return node_address(self.node_subnet, FIXED_INDEX[place]) if self.nodes else HOST
+
     @property
     def control_url(self) -> str:
-        return f"http://{HOST}:{self.control_port}"
+        return f"http://{self.host(Place.CONTROL)}:{self.control_port}"
 
     @property
     def bootstrap_servers(self) -> str:
-        return f"{HOST}:{self.kafka_port}"
+        return f"{self.host(Place.KAFKA)}:{self.kafka_port}"
 
     @property
     def flink_rest_url(self) -> str:
-        return f"http://{HOST}:{self.flink_rest_port}"
+        return f"http://{self.host(Place.JOBMANAGER)}:{self.flink_rest_port}"
+
+
+# What of a started stack's layout its clients take from its stack.json (below the environment).
+LAYOUT_KEYS = ("nodes", "node_subnet")
+
+
+def _layout_file() -> dict[str, Any]:
+    """``file_values`` and ``file_label`` for :meth:`Settings.load`: the layout of the stack that
+    runs from the run folder (``ALERTFLOW_RUN_DIR``, else ``.run``), if one does (its
+    state.json records processes: ``down`` empties it)."""
+    run_dir = Path(os.environ.get("ALERTFLOW_RUN_DIR", REPO_ROOT / ".run"))
+    path = run_dir / "stack.json"
+    try:
+        if not json.loads((run_dir / "state.json").read_text()).get("services"):
+            return {}
+        described = json.loads(path.read_text())
+    except (OSError, ValueError, AttributeError):
+        return {}
+    values = {key: described[key] for key in LAYOUT_KEYS if key in described}
+    return {"file_values": values, "file_label": str(path)}
 
 
 def default_run_dir() -> Path:
@@ -144,17 +188,39 @@ class StackConfig(StackPorts):
     # Alert topics get this many partitions: the largest source parallelism we plan for.
     alert_partitions: Annotated[int, Field(ge=1)] = 8
     start_timeout_s: Annotated[float, Field(gt=0)] = 120.0
+    # The budgets of the nodes (with ``nodes``): CPU cores as a quota, memory in MiB. A
+    # TaskManager node's memory is its profile's process memory plus the worker pool's.
+    kafka_cpu: Annotated[float, Field(gt=0)] = 0.5
+    kafka_memory_mib: Annotated[int, Field(ge=256)] = 2048
+    jobmanager_cpu: Annotated[float, Field(gt=0)] = 0.5
+    jobmanager_memory_mib: Annotated[int, Field(ge=256)] = 1536
+    control_cpu: Annotated[float, Field(gt=0)] = 0.5
+    control_memory_mib: Annotated[int, Field(ge=256)] = 4096
+    taskmanager_cpu: Annotated[float, Field(gt=0)] = 0.5
+    worker_pool_memory_mib: Annotated[int, Field(ge=256)] = 2048
     versions: dict[str, str] = Field(default_factory=lambda: read_versions())
 
     @classmethod
     def from_env(
-        cls, taskmanagers: int | None = None, mode: StackMode | None = None
+        cls,
+        taskmanagers: int | None = None,
+        mode: StackMode | None = None,
+        nodes: bool | None = None,
     ) -> StackConfig:
-        """The stack of this process's environment, ``taskmanagers`` and ``mode`` (when given)
-        taking the place of ``ALERTFLOW_TASKMANAGERS`` and ``ALERTFLOW_STACK_MODE``; StackError
-        naming a bad variable, or when there is no Java 17."""
+        """The stack of this process's environment, ``taskmanagers``, ``mode`` and ``nodes``
+        (when given) taking the place of ``ALERTFLOW_TASKMANAGERS``, ``ALERTFLOW_STACK_MODE``
+        and ``ALERTFLOW_NODES``; StackError naming a bad variable, or when there is no Java 17.
+
+        Whether the stack is on nodes, and their subnet, default to what the run folder's
+        ``stack.json`` says of the stack last started there, so that every client finds it."""
         try:
-            return cls.load(java=find_java(), taskmanagers=taskmanagers, mode=mode)
+            return cls.load(
+                java=find_java(),
+                taskmanagers=taskmanagers,
+                mode=mode,
+                nodes=nodes,
+                **_layout_file(),
+            )
         except ConfigError as error:
             raise StackError(str(error)) from None
 
@@ -170,7 +236,40 @@ class StackConfig(StackPorts):
             "ALERTFLOW_RUN_DIR": str(self.run_dir),
             "ALERTFLOW_STACK_MODE": self.mode.value,
             **{f"ALERTFLOW_{name.upper()}": str(getattr(self, name)) for name in PORT_FIELDS},
+            **(
+                {"ALERTFLOW_NODES": "1", "ALERTFLOW_NODE_SUBNET": self.node_subnet}
+                if self.nodes
+                else {}
+            ),
         }
+
+    def node_set(self) -> Nodes:
+        """The nodes of this run folder (none unless ``nodes``)."""
+        return Nodes(self.run_dir, self.node_subnet)
+
+    def node_address(self, plan: NodePlan) -> str:
+        return node_address(self.node_subnet, plan.index)
+
+    def taskmanager_plan(self, index: int, profile: TaskManagerProfile) -> NodePlan | None:
+        """The node of TaskManager ``index`` and its worker pool, None on the host's loopback:
+        the profile's memory and the pool's, and the profile's CPU (else ``taskmanager_cpu``)."""
+        if not self.nodes:
+            return None
+        cpu = profile.cpu_cores or self.taskmanager_cpu
+        return taskmanager_node(
+            index, Budget(cpu, profile.memory_mib + self.worker_pool_memory_mib)
+        )
+
+    def node_plan(self, place: Place) -> NodePlan | None:
+        """The node of the services at ``place``, None on the host's loopback."""
+        if not self.nodes:
+            return None
+        budgets = {
+            Place.KAFKA: Budget(self.kafka_cpu, self.kafka_memory_mib),
+            Place.JOBMANAGER: Budget(self.jobmanager_cpu, self.jobmanager_memory_mib),
+            Place.CONTROL: Budget(self.control_cpu, self.control_memory_mib),
+        }
+        return NodePlan(place.value, FIXED_INDEX[place], budgets[place])
 
     @property
     def kafka_jars(self) -> Path:
@@ -247,8 +346,10 @@ def describe(cfg: StackConfig) -> dict[str, Any]:
         "mode": cfg.mode,
         "bootstrap_servers": cfg.bootstrap_servers,
         "flink_rest_url": cfg.flink_rest_url,
-        "job_endpoint": f"{HOST}:{cfg.job_port}",
-        "expansion_service": f"{HOST}:{cfg.expansion_port}",
+        "job_endpoint": f"{cfg.host(Place.CONTROL)}:{cfg.job_port}",
+        "expansion_service": f"{HOST}:{cfg.expansion_port}",  # on the host (services.py)
+        "nodes": cfg.nodes,
+        "node_subnet": cfg.node_subnet,
         "worker_pool": f"localhost:{cfg.worker_pool_port}",
         "taskmanagers": cfg.taskmanagers,
         "slots_per_taskmanager": cfg.slots_per_taskmanager,

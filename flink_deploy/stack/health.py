@@ -23,11 +23,11 @@ from transforms.kafka_clients import kafka_config, kafka_problem
 HEALTH_TIMEOUT_S = 2.0
 
 
-def port_in_use(port: int) -> bool:
-    """True if something accepts TCP connections on ``port`` of :data:`HOST`."""
+def port_in_use(port: int, host: str = HOST) -> bool:
+    """True if something accepts TCP connections on ``port`` of ``host``."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(0.5)
-        return sock.connect_ex((HOST, port)) == 0
+        return sock.connect_ex((host, port)) == 0
 
 
 def http_json(url: str, timeout: float = HEALTH_TIMEOUT_S) -> dict[str, Any] | list[Any] | None:
@@ -39,16 +39,16 @@ def http_json(url: str, timeout: float = HEALTH_TIMEOUT_S) -> dict[str, Any] | l
         return None
 
 
-def port_open(port: int) -> Callable[[], bool]:
-    return lambda: port_in_use(port)
+def port_open(port: int, host: str = HOST) -> Callable[[], bool]:
+    return lambda: port_in_use(port, host)
 
 
 def kafka_healthy(bootstrap: str) -> Callable[[], bool]:
     """The broker listens and answers a metadata request (the services' readiness probe)."""
 
     def check() -> bool:
-        _, _, port = bootstrap.rpartition(":")
-        return port_in_use(int(port)) and kafka_problem(bootstrap) is None
+        host, _, port = bootstrap.rpartition(":")
+        return port_in_use(int(port), host) and kafka_problem(bootstrap) is None
 
     return check
 

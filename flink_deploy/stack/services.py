@@ -43,8 +43,12 @@ from flink_deploy.stack.health import (
     kafka_healthy,
     port_open,
 )
+from flink_deploy.stack.placement import NodePlan, Place
 from transforms.kafka_clients import COMPACTED, Topic, ensure_topics
 from transforms.topics import ALERT_TOPICS, CONFIG_TOPIC, DEADLETTER_TOPIC, FILTER_ERRORS_TOPIC
+
+#: TaskManager ``n`` is the service ``flink-taskmanager-<n>``, registered under that resource id.
+TASKMANAGER_PREFIX = "flink-taskmanager-"
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,9 @@ class Service:
     healthy: Callable[[], bool]
     env: dict[str, str] = field(default_factory=dict)
     profile: str = ""
+    # The address it listens on, and the node it runs on (None: the host, flink_deploy/nodes.py).
+    host: str = HOST
+    node: NodePlan | None = None
 
 
 def _listening(
@@ -67,9 +74,20 @@ def _listening(
     port: int,
     log: str,
     env: dict[str, str] | None = None,
+    place: Place | NodePlan | None = Place.CONTROL,
 ) -> Service:
-    """A service that is healthy once it listens on ``port``; ``log`` is in the run folder."""
-    return Service(name, argv, port, cfg.run_dir / log, port_open(port), env or {})
+    """A service that is healthy once it listens on ``port`` at ``place`` (a fixed node's, a
+    TaskManager's, or None: the host's loopback); ``log`` is in the run folder."""
+    node: NodePlan | None
+    if place is None:
+        node, host = None, HOST
+    elif isinstance(place, NodePlan):
+        node, host = place, cfg.node_address(place)
+    else:
+        node, host = cfg.node_plan(place), cfg.host(place)
+    return Service(
+        name, argv, port, cfg.run_dir / log, port_open(port, host), env or {}, "", host, node
+    )
 
 
 KAFKA_LOG4J = """\
@@ -97,39 +115,44 @@ appender.main.layout.pattern = %d{yyyy-MM-dd HH:mm:ss,SSS} %-5p %-60c %x - %m%n
 """
 
 
+def kafka_properties(cfg: StackConfig, data: Path) -> str:
+    """The KRaft broker's server.properties: one node, broker and controller, at its place's
+    address, keeping its logs in ``data``."""
+    host = cfg.host(Place.KAFKA)
+    return "\n".join(
+        [
+            "process.roles=broker,controller",
+            "node.id=1",
+            f"controller.quorum.bootstrap.servers={host}:{cfg.kafka_controller_port}",
+            f"listeners=PLAINTEXT://{host}:{cfg.kafka_port},"
+            f"CONTROLLER://{host}:{cfg.kafka_controller_port}",
+            f"advertised.listeners=PLAINTEXT://{host}:{cfg.kafka_port}",
+            "controller.listener.names=CONTROLLER",
+            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            f"log.dirs={data}",
+            "num.partitions=1",
+            "offsets.topic.replication.factor=1",
+            "offsets.topic.num.partitions=4",
+            "share.coordinator.state.topic.replication.factor=1",
+            "share.coordinator.state.topic.min.isr=1",
+            "transaction.state.log.replication.factor=1",
+            "transaction.state.log.min.isr=1",
+            "group.initial.rebalance.delay.ms=0",
+            "auto.create.topics.enable=false",
+            # Alerts are ~110 KB; a full visit burst must fit the broker's defaults.
+            "message.max.bytes=10485760",
+            "",
+        ]
+    )
+
+
 def kafka_service(cfg: StackConfig) -> Service:
     """The KRaft broker; formats its storage on first start."""
     home = cfg.run_dir / "kafka"
     data = home / "data"
     props = home / "server.properties"
     home.mkdir(parents=True, exist_ok=True)
-    props.write_text(
-        "\n".join(
-            [
-                "process.roles=broker,controller",
-                "node.id=1",
-                f"controller.quorum.bootstrap.servers={HOST}:{cfg.kafka_controller_port}",
-                f"listeners=PLAINTEXT://{HOST}:{cfg.kafka_port},"
-                f"CONTROLLER://{HOST}:{cfg.kafka_controller_port}",
-                f"advertised.listeners=PLAINTEXT://{HOST}:{cfg.kafka_port}",
-                "controller.listener.names=CONTROLLER",
-                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-                f"log.dirs={data}",
-                "num.partitions=1",
-                "offsets.topic.replication.factor=1",
-                "offsets.topic.num.partitions=4",
-                "share.coordinator.state.topic.replication.factor=1",
-                "share.coordinator.state.topic.min.isr=1",
-                "transaction.state.log.replication.factor=1",
-                "transaction.state.log.min.isr=1",
-                "group.initial.rebalance.delay.ms=0",
-                "auto.create.topics.enable=false",
-                # Alerts are ~110 KB; a full visit burst must fit the broker's defaults.
-                "message.max.bytes=10485760",
-                "",
-            ]
-        )
-    )
+    props.write_text(kafka_properties(cfg, data))
     (home / "log4j2.properties").write_text(KAFKA_LOG4J)
     classpath = f"{cfg.kafka_jars}/*"
     if not cfg.kafka_jars.is_dir():
@@ -170,9 +193,9 @@ def kafka_service(cfg: StackConfig) -> Service:
         "kafka.Kafka",
         str(props),
     ]
-    return Service(
-        "kafka", argv, cfg.kafka_port, home / "kafka.out", kafka_healthy(cfg.bootstrap_servers)
-    )
+    healthy = kafka_healthy(cfg.bootstrap_servers)
+    host, node = cfg.host(Place.KAFKA), cfg.node_plan(Place.KAFKA)
+    return Service("kafka", argv, cfg.kafka_port, home / "kafka.out", healthy, {}, "", host, node)
 
 
 # Reactive mode: the job always runs at the parallelism of all the slots there are, and restarts
@@ -197,20 +220,26 @@ def write_flink_conf(cfg: StackConfig) -> Path:
     conf = cfg.run_dir / "flink" / "conf"
     conf.mkdir(parents=True, exist_ok=True)
     flink = cfg.run_dir / "flink"
+    jobmanager = cfg.host(Place.JOBMANAGER)
+    # On a node a process binds every address of its namespace (its own eth0 and loopback), as
+    # in Flink's container images: the JobManager's REST handler reaches its own blob server
+    # through the loopback.
+    bind = "0.0.0.0" if cfg.nodes else HOST
     settings: dict[str, Any] = {
         "jobmanager": {
-            "bind-host": HOST,
-            "rpc": {"address": HOST, "port": cfg.flink_rpc_port},
+            "bind-host": bind,
+            "rpc": {"address": jobmanager, "port": cfg.flink_rpc_port},
             "memory": {"process": {"size": "1024m"}},
         },
         "taskmanager": {
+            # On nodes each TaskManager is given its own address (flink_service).
             "bind-host": HOST,
             "host": HOST,
             "numberOfTaskSlots": cfg.slots_per_taskmanager,
             # Memory: each TaskManager's profile, as dynamic properties (flink_deploy/sizing.py).
         },
         "parallelism": {"default": 1},
-        "rest": {"address": HOST, "bind-address": HOST, "port": cfg.flink_rest_port},
+        "rest": {"address": jobmanager, "bind-address": bind, "port": cfg.flink_rest_port},
         "io": {"tmp": {"dirs": str(flink / "tmp")}},
         "state": {"checkpoints": {"dir": f"file://{flink / 'checkpoints'}"}},
         "web": {"submit": {"enable": True}, "cancel": {"enable": True}},
@@ -261,6 +290,7 @@ def flink_service(
     lib_dir, profile_name = lib, ""
     if taskmanager is None:
         name = "flink-jobmanager"
+        host, node = cfg.host(Place.JOBMANAGER), cfg.node_plan(Place.JOBMANAGER)
         entry = "org.apache.flink.runtime.entrypoint.StandaloneSessionClusterEntrypoint"
         port, healthy = cfg.flink_rest_port, flink_jobmanager_healthy(cfg.flink_rest_url)
         jvm_mem = _bash_java_utils(cfg, dist, conf, "GET_JM_RESOURCE_PARAMS")[0]
@@ -278,7 +308,7 @@ def flink_service(
                 str(conf),
             ]
     else:
-        name = f"flink-taskmanager-{taskmanager}"
+        name = f"{TASKMANAGER_PREFIX}{taskmanager}"
         entry = "org.apache.flink.runtime.taskexecutor.TaskManagerRunner"
         port, healthy = 0, flink_taskmanager_healthy(cfg.flink_rest_url, name)
         shape = profile.dynamic_properties()
@@ -289,6 +319,10 @@ def flink_service(
         jvm_mem = [*jvm_mem, "-XX:+ExitOnOutOfMemoryError"]
         args = [*shape, *dynamic, "-D", f"taskmanager.resource-id={name}"]
         profile_name = profile.name
+        host, node = HOST, cfg.taskmanager_plan(taskmanager, profile)
+        if node is not None:
+            host = cfg.node_address(node)
+            args += ["-D", f"taskmanager.host={host}", "-D", "taskmanager.bind-host=0.0.0.0"]
     log = cfg.run_dir / "flink" / "log" / f"{name}.log"
     argv = [
         cfg.java,
@@ -309,7 +343,9 @@ def flink_service(
         "FLINK_PLUGINS_DIR": str(cfg.flink_home / "plugins"),
         "FLINK_OPT_DIR": str(cfg.flink_home / "opt"),
     }
-    return Service(name, argv, port, log.with_suffix(".out"), healthy, env, profile_name)
+    return Service(
+        name, argv, port, log.with_suffix(".out"), healthy, env, profile_name, host, node
+    )
 
 
 def _bash_java_utils(
@@ -343,8 +379,13 @@ def _bash_java_utils(
     return lines[0].split(), (lines[1].split() if len(lines) > 1 else [])
 
 
-def worker_pool_service(cfg: StackConfig) -> Service:
-    """The Python SDK worker pool. It forks `python` from PATH, so the venv goes first."""
+def worker_pool_service(
+    cfg: StackConfig, taskmanager: int | None = None, profile: TaskManagerProfile = DEFAULT_PROFILE
+) -> Service:
+    """The Python SDK worker pool. It forks `python` from PATH, so the venv goes first.
+
+    On the host one pool serves every TaskManager; on nodes TaskManager ``taskmanager`` has its
+    own, on its node, at the same ``localhost`` port (the Kubernetes sidecar pattern)."""
     venv_bin = str(Path(sys.executable).parent)
     argv = [
         sys.executable,
@@ -357,13 +398,20 @@ def worker_pool_service(cfg: StackConfig) -> Service:
         # The pipeline's own packages (transforms/, pipelines/) must import in the workers.
         "PYTHONPATH": f"{REPO_ROOT}:{os.environ.get('PYTHONPATH', '')}".rstrip(":"),
     }
-    return _listening(
-        cfg, "beam-workerpool", argv, cfg.worker_pool_port, "beam/workerpool.log", env
-    )
+    node = None if taskmanager is None else cfg.taskmanager_plan(taskmanager, profile)
+    if node is None:
+        return _listening(
+            cfg, "beam-workerpool", argv, cfg.worker_pool_port, "beam/workerpool.log", env
+        )
+    name = f"beam-workerpool-{taskmanager}"
+    return _listening(cfg, name, argv, cfg.worker_pool_port, f"beam/{name}.log", env, node)
 
 
 def expansion_service(cfg: StackConfig) -> Service:
-    """The KafkaIO expansion service, run from the job-server jar (it carries KafkaIO)."""
+    """The KafkaIO expansion service, run from the job-server jar (it carries KafkaIO). Only a
+    pipeline's submitter calls it, to build the pipeline, so it stays on the host's loopback
+    even on nodes: Beam's Python client reaches an expansion service only at a loopback
+    address (``grpc.local_channel_credentials`` in apache_beam/transforms/external.py)."""
     argv = [
         cfg.java,
         "-Xmx512m",
@@ -375,7 +423,12 @@ def expansion_service(cfg: StackConfig) -> Service:
         "--experiments=use_deprecated_read",
     ]
     return _listening(
-        cfg, "beam-expansion-service", argv, cfg.expansion_port, "beam/expansion-service.log"
+        cfg,
+        "beam-expansion-service",
+        argv,
+        cfg.expansion_port,
+        "beam/expansion-service.log",
+        place=None,
     )
 
 
@@ -389,10 +442,10 @@ def job_server_service(cfg: StackConfig) -> Service:
         *java17_flags(flink_dist(cfg)),
         "-jar",
         str(cfg.job_server_jar),
-        f"--flink-master={HOST}:{cfg.flink_rest_port}",
+        f"--flink-master={cfg.host(Place.JOBMANAGER)}:{cfg.flink_rest_port}",
         f"--flink-conf-dir={cfg.run_dir / 'flink' / 'conf'}",
         f"--artifacts-dir={artifacts}",
-        f"--job-host={HOST}",
+        f"--job-host={cfg.host(Place.CONTROL)}",
         f"--job-port={cfg.job_port}",
         f"--artifact-port={cfg.artifact_port}",
         f"--expansion-port={cfg.job_server_expansion_port}",
@@ -409,6 +462,8 @@ def autoscaler_service(cfg: StackConfig, policy: Path) -> Service:
         "autoscale",
         "--policy",
         str(policy),
+        "--host",
+        cfg.host(Place.CONTROL),
         "--port",
         str(cfg.autoscaler_port),
         "--bootstrap",
@@ -451,7 +506,8 @@ def local_control_token(url: str) -> str | None:
 
 def control_service(cfg: StackConfig) -> Service:
     """`alertflow serve` on ``cfg.control_port``, for this stack, with the local admin token."""
-    argv = [sys.executable, "-m", "control_service.cli", "serve", "--port", str(cfg.control_port)]
+    argv = [sys.executable, "-m", "control_service.cli", "serve"]
+    argv += ["--host", cfg.host(Place.CONTROL), "--port", str(cfg.control_port)]
     env = {
         **cfg.environment(),
         "ALERTFLOW_CONTROL_API_KEYS": f"{local_admin_token(cfg)}:admin:admin",
@@ -463,6 +519,9 @@ def control_service(cfg: StackConfig) -> Service:
         cfg.run_dir / "control.log",
         control_healthy(cfg.control_url),
         env,
+        "",
+        cfg.host(Place.CONTROL),
+        cfg.node_plan(Place.CONTROL),
     )
 
 

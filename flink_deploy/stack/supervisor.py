@@ -23,6 +23,7 @@ from typing import Any
 
 import psutil
 
+from flink_deploy.nodes import NodeError, Nodes, node_problem
 from flink_deploy.sizing import DEFAULT_PROFILE, TaskManagerProfile
 from flink_deploy.stack.appjar import build_application_jar
 from flink_deploy.stack.config import HOST, StackConfig, StackError, StackMode, describe, tail
@@ -36,6 +37,7 @@ from flink_deploy.stack.health import (
     wait_for_producer_ids,
 )
 from flink_deploy.stack.services import (
+    TASKMANAGER_PREFIX,
     Service,
     autoscaler_service,
     control_service,
@@ -67,6 +69,9 @@ class Started:
     log: str
     # A TaskManager's profile name (see TaskManagerProfile); empty for other services.
     profile: str = ""
+    # The node it runs on and the address it listens on ("": the host's loopback).
+    node: str = ""
+    address: str = ""
 
 
 def _create_time(pid: int) -> float | None:
@@ -159,29 +164,50 @@ def _upgrade(entry: dict[str, Any]) -> dict[str, Any]:
     return entry
 
 
-def spawn(service: Service) -> Started:
-    """Start ``service`` in a new session (its own process group) with its output in its log."""
-    if port_in_use(service.port):
+def spawn(service: Service, nodes: Nodes | None = None) -> Started:
+    """Start ``service`` in a new session (its own process group) with its output in its log;
+    on its node, made first if it is not there yet, when it has one (``nodes`` makes it)."""
+    argv, join = service.argv, None
+    if service.node is not None:
+        if nodes is None:
+            raise StackError(f"{service.name}: runs on node {service.node.name}, but no nodes")
+        try:
+            node = nodes.ensure(service.node.name, service.node.index, service.node.budget)
+        except NodeError as error:
+            raise StackError(f"{service.name}: {error}") from None
+        argv, join = node.command(argv), node.join
+    if port_in_use(service.port, service.host):
         raise StackError(
-            f"{service.name}: port {service.port} on {HOST} is already in use; stop whatever "
-            f"holds it (`ss -ltnp 'sport = :{service.port}'`) or choose another port "
+            f"{service.name}: port {service.port} on {service.host} is already in use; stop "
+            f"whatever holds it (`ss -ltnp 'sport = :{service.port}'`) or choose another port "
             "with the matching ALERTFLOW_*_PORT variable"
         )
     service.log.parent.mkdir(parents=True, exist_ok=True)
     with open(service.log, "ab") as log:
         proc = subprocess.Popen(
-            service.argv,
+            argv,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env={**os.environ, **service.env},
             start_new_session=True,
+            preexec_fn=join,
         )
     _CHILDREN[proc.pid] = proc
     created = _create_time(proc.pid)
     if created is None:
         raise StackError(f"{service.name}: exited at once; see {service.log}:\n{tail(service.log)}")
-    return Started(service.name, proc.pid, created, service.port, str(service.log), service.profile)
+    node_name = service.node.name if service.node else ""
+    return Started(
+        service.name,
+        proc.pid,
+        created,
+        service.port,
+        str(service.log),
+        service.profile,
+        node_name,
+        service.host if service.node else "",
+    )
 
 
 def wait_healthy(service: Service, started: Started, timeout_s: float) -> None:
@@ -318,9 +344,15 @@ def _up(cfg: StackConfig, log: Callable[[str], None]) -> list[Started]:
     (cfg.run_dir / "stack.json").write_text(json.dumps(describe(cfg), indent=2))
     started: list[Started] = []
 
+    nodes = cfg.node_set() if cfg.nodes else None
+    if nodes is not None:
+        problem = node_problem()
+        if problem:
+            raise StackError(f"--nodes: {problem}")
+
     def start(service: Service) -> None:
         t0 = time.monotonic()
-        proc = spawn(service)
+        proc = spawn(service, nodes)
         started.append(proc)
         state.save(started)
         wait_healthy(service, proc, cfg.start_timeout_s)
@@ -335,20 +367,26 @@ def _up(cfg: StackConfig, log: Callable[[str], None]) -> list[Started]:
         if application:
             # The job's jar is built against the worker pool and the expansion service, and
             # the JobManager runs it as soon as it starts.
-            start(worker_pool_service(cfg))
+            if not cfg.nodes:  # on nodes each TaskManager brings its own
+                start(worker_pool_service(cfg))
             start(expansion_service(cfg))
             build_application_jar(cfg, log)
         start(flink_service(cfg, conf))
         for index in range(1, cfg.taskmanagers + 1):
+            if cfg.nodes:  # each TaskManager's own pool, ready before it
+                start(worker_pool_service(cfg, index))
             start(flink_service(cfg, conf, taskmanager=index))
         if not application:
-            start(worker_pool_service(cfg))
+            if not cfg.nodes:
+                start(worker_pool_service(cfg))
             start(expansion_service(cfg))
             start(job_server_service(cfg))
     except BaseException:
         for proc in reversed(started):
             stop(proc)
         state.save([])
+        if nodes is not None:
+            nodes.remove_all()
         raise
     return started
 
@@ -361,7 +399,7 @@ def start_service(cfg: StackConfig, service: Service) -> Started:
     recorded = state.load()
     if any(p.name == service.name and is_running(p) for p in recorded):
         raise StackError(f"{service.name} is already running")
-    proc = spawn(service)
+    proc = spawn(service, cfg.node_set() if cfg.nodes else None)
     names = [p.name for p in recorded]
     if service.name in names:
         recorded[names.index(service.name)] = proc
@@ -381,8 +419,18 @@ def start_taskmanager(
     cfg: StackConfig, index: int, profile: TaskManagerProfile = DEFAULT_PROFILE
 ) -> Started:
     """Start TaskManager ``index`` with ``profile`` into the running stack and wait until it
-    registers with the JobManager."""
-    return start_service(cfg, flink_service(cfg, cfg.run_dir / "flink" / "conf", index, profile))
+    registers with the JobManager. On nodes its node is made, and its worker pool started on
+    it first; if the TaskManager does not come up, both go again."""
+    taskmanager = flink_service(cfg, cfg.run_dir / "flink" / "conf", index, profile)
+    if not cfg.nodes:
+        return start_service(cfg, taskmanager)
+    pool = start_service(cfg, worker_pool_service(cfg, index, profile))
+    try:
+        return start_service(cfg, taskmanager)
+    except BaseException:
+        stop_service(cfg, pool.name)
+        cfg.node_set().remove(pool.node)
+        raise
 
 
 def start_autoscaler(cfg: StackConfig, policy: Path) -> Started:
@@ -411,9 +459,19 @@ def stop_service(cfg: StackConfig, name: str) -> None:
 
 def stop_taskmanager(cfg: StackConfig, name: str) -> None:
     """Stop the recorded TaskManager ``name`` and drop it from the record."""
-    if not name.startswith("flink-taskmanager-"):
+    if not name.startswith(TASKMANAGER_PREFIX):
         raise StackError(f"{name} is not a TaskManager")
+    recorded = {p.name: p for p in RunState(cfg.run_dir).load()}
+    node = recorded[name].node if name in recorded else ""
     stop_service(cfg, name)
+    if node:  # its worker pool and its node go with it
+        pool = f"beam-workerpool-{name.removeprefix(TASKMANAGER_PREFIX)}"
+        if pool in recorded:
+            stop_service(cfg, pool)
+        try:
+            cfg.node_set().remove(node)
+        except NodeError as error:
+            raise StackError(f"{name}: {error}") from None
 
 
 def status(cfg: StackConfig) -> dict[str, Any]:
@@ -421,16 +479,20 @@ def status(cfg: StackConfig) -> dict[str, Any]:
     checks = {
         "kafka": kafka_healthy(cfg.bootstrap_servers),
         "flink-jobmanager": flink_jobmanager_healthy(cfg.flink_rest_url),
-        "beam-workerpool": port_open(cfg.worker_pool_port),
-        "beam-expansion-service": port_open(cfg.expansion_port),
-        "beam-job-server": port_open(cfg.job_port),
-        "alertflow-autoscaler": port_open(cfg.autoscaler_port),
         "alertflow-control": control_healthy(cfg.control_url),
     }
+    budgets = {n.name: n.budget for n in cfg.node_set().all()}
     services: list[dict[str, Any]] = []
     for proc in RunState(cfg.run_dir).load():
         running = is_running(proc)
-        check = checks.get(proc.name) or flink_taskmanager_healthy(cfg.flink_rest_url, proc.name)
+        check = checks.get(proc.name)
+        if check is None:
+            check = (
+                flink_taskmanager_healthy(cfg.flink_rest_url, proc.name)
+                if proc.name.startswith(TASKMANAGER_PREFIX)
+                else port_open(proc.port, proc.address or HOST)
+            )
+        node = budgets.get(proc.node)
         services.append(
             {
                 "name": proc.name,
@@ -440,6 +502,11 @@ def status(cfg: StackConfig) -> dict[str, Any]:
                 "healthy": running and check(),
                 "rss_mib": rss_mib(proc.pid) if running else 0.0,
                 **({"profile": proc.profile} if proc.profile else {}),
+                **(
+                    {"node": proc.node, "address": proc.address, "budget": asdict(node)}
+                    if node
+                    else {}
+                ),
                 "log": proc.log,
             }
         )
@@ -463,4 +530,7 @@ def down(cfg: StackConfig, log: Callable[[str], None] = print) -> list[str]:
     left = [p.name for p in recorded if is_running(p) or _group_alive(p.pid)]
     if not left:
         state.save([])
+        removed = cfg.node_set().remove_all()
+        if removed:
+            log(f"removed the nodes {', '.join(removed)}")
     return left

@@ -53,8 +53,8 @@ def problems(text: str) -> list[str]:
 
 def test_default_policy_file_loads_and_round_trips() -> None:
     policy = load_policy_file(DEFAULT_POLICY_FILE)
-    assert policy.profile("small") == Profile("small", 2, "3072m")
-    assert policy.profile("large") == Profile("large", 4, "5120m")
+    assert policy.profile("small") == Profile("small", 2, "3072m", cpu_cores=0.5)
+    assert policy.profile("large") == Profile("large", 4, "5120m", cpu_cores=1.0)
     assert policy.profile("large").memory_mib == 5120
     assert load_policy(policy.to_yaml()) == policy
     assert load_policy_data(policy.to_dict()) == policy
@@ -115,10 +115,15 @@ def test_good_policy_with_defaults() -> None:
         ),
         (
             8,
+            "  small: {slots: 2, process_memory: 3072m, cpu_cores: 0}",
+            "8:55: profiles.small.cpu_cores: must be > 0, got 0",
+        ),
+        (
+            8,
             "  small: {slots: 2, memory_size: 3072m}",
             [
                 "8:21: profiles.small.memory_size: unknown key 'memory_size' (allowed: slots, "
-                "process_memory)",
+                "process_memory, cpu_cores)",
                 "8:10: profiles.small: missing required key 'process_memory'",
             ],
         ),
