@@ -35,6 +35,7 @@ from flink_deploy.stack.config import (
     running_mode,
     shared_data,
 )
+from flink_deploy.stack.runlock import hold
 from flink_deploy.stack.services import ADMIN_TOKEN_FILE, local_admin_token
 from pipelines import broker
 from transforms.decode import decode_message
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = StackConfig.from_env(
             args.taskmanagers, StackMode.APPLICATION if args.autoscale else None
         )
-        with supervisor.hold(cfg, "alertflow run" + (" --autoscale" if args.autoscale else "")):
+        with hold(cfg, "alertflow run" + (" --autoscale" if args.autoscale else "")):
             return _run(args, cfg)
     except StackError as err:
         say(f"alertflow run: {err}")

@@ -14,10 +14,13 @@ Each thing lives in one module, and callers import it from there (this file re-e
   ``shared_data``, ``StackError`` and what ``stack.json`` says (``describe``).
 - :mod:`~flink_deploy.stack.health`: the health check of each kind of service.
 - :mod:`~flink_deploy.stack.services`: what each service is (command line, configuration
-  files, port, log, health check), the Kafka topics and the local admin token.
+  files, port, log, health check, node) and the local admin token.
+- :mod:`~flink_deploy.stack.kafka`: Kafka's service and the broker's topics.
+- :mod:`~flink_deploy.stack.placement`: where each service runs (the loopback, or nodes).
 - :mod:`~flink_deploy.stack.appjar`: the broker's application jar for application mode.
-- :mod:`~flink_deploy.stack.supervisor`: processes (spawn, stop, ``state.json``), the run-folder
-  lock (``hold``), and ``up``, ``start_service``, ``stop_service``, ``status``, ``down``.
+- :mod:`~flink_deploy.stack.supervisor`: processes (spawn, stop, ``state.json``), and ``up``,
+  ``start_service``, ``stop_service``, ``status``, ``down``.
+- :mod:`~flink_deploy.stack.runlock`: the run-folder lock (``hold``).
 
 Services, in start order:
 

@@ -1,10 +1,10 @@
 """What each service of the stack is: the command line, configuration files, port, log and
-health check of the Kafka broker, the Flink JobManager and TaskManagers, the Beam worker pool,
+health check of the Flink JobManager and TaskManagers, the Beam worker pool,
 expansion service and job server, the autoscaler and the control service.
 
 Functions here build a :class:`Service` (writing the configuration it needs into the run
 folder) and start nothing: flink_deploy.stack.supervisor starts, watches and stops them.
-:func:`create_topics` makes the broker's topics once it answers.
+Kafka's are in flink_deploy.stack.kafka.
 """
 
 from __future__ import annotations
@@ -15,14 +15,11 @@ import re
 import secrets
 import subprocess
 import sys
-import uuid
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from confluent_kafka import KafkaException
 
 from flink_deploy.settings import REPO_ROOT
 from flink_deploy.sizing import DEFAULT_PROFILE, TaskManagerProfile
@@ -34,18 +31,14 @@ from flink_deploy.stack.config import (
     StackError,
     StackMode,
     StackPorts,
-    tail,
 )
 from flink_deploy.stack.health import (
     control_healthy,
     flink_jobmanager_healthy,
     flink_taskmanager_healthy,
-    kafka_healthy,
     port_open,
 )
 from flink_deploy.stack.placement import NodePlan, Place
-from transforms.kafka_clients import COMPACTED, Topic, ensure_topics
-from transforms.topics import ALERT_TOPICS, CONFIG_TOPIC, DEADLETTER_TOPIC, FILTER_ERRORS_TOPIC
 
 #: TaskManager ``n`` is the service ``flink-taskmanager-<n>``, registered under that resource id.
 TASKMANAGER_PREFIX = "flink-taskmanager-"
@@ -90,20 +83,6 @@ def _listening(
     )
 
 
-KAFKA_LOG4J = """\
-rootLogger.level = INFO
-rootLogger.appenderRef.file.ref = File
-appender.file.name = File
-appender.file.type = File
-appender.file.fileName = ${sys:kafka.logs.dir}/server.log
-appender.file.layout.type = PatternLayout
-appender.file.layout.pattern = [%d] %p %m (%c)%n
-logger.kafka.name = kafka
-logger.kafka.level = INFO
-logger.state.name = state.change.logger
-logger.state.level = WARN
-"""
-
 FLINK_LOG4J = """\
 rootLogger.level = INFO
 rootLogger.appenderRef.file.ref = MainAppender
@@ -113,89 +92,6 @@ appender.main.fileName = ${sys:log.file}
 appender.main.layout.type = PatternLayout
 appender.main.layout.pattern = %d{yyyy-MM-dd HH:mm:ss,SSS} %-5p %-60c %x - %m%n
 """
-
-
-def kafka_properties(cfg: StackConfig, data: Path) -> str:
-    """The KRaft broker's server.properties: one node, broker and controller, at its place's
-    address, keeping its logs in ``data``."""
-    host = cfg.host(Place.KAFKA)
-    return "\n".join(
-        [
-            "process.roles=broker,controller",
-            "node.id=1",
-            f"controller.quorum.bootstrap.servers={host}:{cfg.kafka_controller_port}",
-            f"listeners=PLAINTEXT://{host}:{cfg.kafka_port},"
-            f"CONTROLLER://{host}:{cfg.kafka_controller_port}",
-            f"advertised.listeners=PLAINTEXT://{host}:{cfg.kafka_port}",
-            "controller.listener.names=CONTROLLER",
-            "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-            f"log.dirs={data}",
-            "num.partitions=1",
-            "offsets.topic.replication.factor=1",
-            "offsets.topic.num.partitions=4",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "group.initial.rebalance.delay.ms=0",
-            "auto.create.topics.enable=false",
-            # Alerts are ~110 KB; a full visit burst must fit the broker's defaults.
-            "message.max.bytes=10485760",
-            "",
-        ]
-    )
-
-
-def kafka_service(cfg: StackConfig) -> Service:
-    """The KRaft broker; formats its storage on first start."""
-    home = cfg.run_dir / "kafka"
-    data = home / "data"
-    props = home / "server.properties"
-    home.mkdir(parents=True, exist_ok=True)
-    props.write_text(kafka_properties(cfg, data))
-    (home / "log4j2.properties").write_text(KAFKA_LOG4J)
-    classpath = f"{cfg.kafka_jars}/*"
-    if not cfg.kafka_jars.is_dir():
-        raise StackError(f"kafka: jars missing in {cfg.kafka_jars}; run `make install`")
-    if not (data / "meta.properties").exists():
-        fmt_log = home / "format.log"
-        with open(fmt_log, "wb") as out:
-            result = subprocess.run(
-                [
-                    cfg.java,
-                    "-cp",
-                    classpath,
-                    "kafka.tools.StorageTool",
-                    "format",
-                    "--standalone",
-                    "-t",
-                    str(uuid.uuid4()),
-                    "-c",
-                    str(props),
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                timeout=120,
-                check=False,
-            )
-        if result.returncode != 0:
-            raise StackError(f"kafka: storage format failed; see {fmt_log}:\n{tail(fmt_log)}")
-    argv = [
-        cfg.java,
-        "-Xms512m",
-        "-Xmx1g",
-        "-XX:+UseG1GC",
-        "-Djava.awt.headless=true",
-        f"-Dlog4j2.configurationFile=file:{home / 'log4j2.properties'}",
-        f"-Dkafka.logs.dir={home / 'logs'}",
-        "-cp",
-        classpath,
-        "kafka.Kafka",
-        str(props),
-    ]
-    healthy = kafka_healthy(cfg.bootstrap_servers)
-    host, node = cfg.host(Place.KAFKA), cfg.node_plan(Place.KAFKA)
-    return Service("kafka", argv, cfg.kafka_port, home / "kafka.out", healthy, {}, "", host, node)
 
 
 # Reactive mode: the job always runs at the parallelism of all the slots there are, and restarts
@@ -523,18 +419,3 @@ def control_service(cfg: StackConfig) -> Service:
         cfg.host(Place.CONTROL),
         cfg.node_plan(Place.CONTROL),
     )
-
-
-def create_topics(cfg: StackConfig) -> None:
-    """The broker's topics; existing ones are left as they are."""
-    partitions = cfg.alert_partitions
-    wanted = [
-        *(Topic(t, partitions) for t in ALERT_TOPICS),
-        Topic(CONFIG_TOPIC, 1, COMPACTED),
-        Topic(DEADLETTER_TOPIC, partitions),
-        Topic(FILTER_ERRORS_TOPIC),
-    ]
-    try:
-        ensure_topics(cfg.bootstrap_servers, wanted)
-    except KafkaException as err:
-        raise StackError(f"kafka: cannot create the broker's topics: {err}") from err

@@ -32,7 +32,7 @@ from control_service.client import ControlClient, ControlError
 from flink_deploy.settings import REPO_ROOT
 from flink_deploy.stack import supervisor
 from flink_deploy.stack.config import HOST, StackConfig
-from flink_deploy.stack.services import kafka_service
+from flink_deploy.stack.kafka import kafka_service
 from tests.e2e.test_control_kafka import read_snapshots
 from tests.e2e.test_smoke_pipeline import wait_for
 from transforms.topics import CONFIG_TOPIC

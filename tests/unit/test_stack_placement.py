@@ -12,13 +12,13 @@ import pytest
 
 from flink_deploy.sizing import TaskManagerProfile
 from flink_deploy.stack.config import HOST, StackConfig, StackPorts
+from flink_deploy.stack.kafka import kafka_properties
 from flink_deploy.stack.placement import Place
 from flink_deploy.stack.services import (
     autoscaler_service,
     control_service,
     expansion_service,
     job_server_service,
-    kafka_properties,
     worker_pool_service,
     write_flink_conf,
 )
