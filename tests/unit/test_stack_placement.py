@@ -1,6 +1,6 @@
 """Where the local stack's services run (flink_deploy/stack/placement.py): on the loopback by
 default, on nodes with ``--nodes``. Nothing is started here; tests/unit/test_nodes.py makes
-nodes for real, tests/e2e/test_nodes.py runs the broker on them."""
+nodes for real, tests/e2e/test_broker_on_nodes.py runs the broker on them."""
 
 from __future__ import annotations
 
