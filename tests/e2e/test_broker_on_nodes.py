@@ -6,6 +6,7 @@ driver does it; `down` leaves no namespace, link or cgroup behind. Needs root.""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,7 +57,14 @@ def node_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackConfig
     run_dir = tmp_path_factory.mktemp("nodes")
     patch = pytest.MonkeyPatch()
     patch.setenv("ALERTFLOW_RUN_DIR", str(run_dir))  # what the pipelines read stack.json from
-    cfg = StackConfig.from_env(taskmanagers=1, nodes=True).model_copy(update=BUDGETS)
+    # The expansion service stays on the host's loopback (flink_deploy/stack/services.py): a
+    # port of its own, beside the loopback stack of the other e2e tests.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        expansion_port = probe.getsockname()[1]
+    cfg = StackConfig.from_env(taskmanagers=1, nodes=True).model_copy(
+        update={**BUDGETS, "expansion_port": expansion_port}
+    )
     try:
         supervisor.up(cfg)
         yield cfg
